@@ -1,0 +1,105 @@
+"""The ``nasq`` command line. Heavy modules are imported inside the commands that need them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from nasq.errors import NasqError
+
+app = typer.Typer(
+    name="nasq",
+    help="Neural architecture and quantization-policy search: train one supernet, fit predictors, "
+    "search architecture and per-layer formats with NSGA-II on Ray, log Pareto fronts to MLflow, "
+    "export a subnet.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ExperimentArg = Annotated[
+    Optional[Path],  # noqa: UP045 - typer needs Optional here
+    typer.Argument(help="Experiment YAML (default: examples/demo.yaml, the embedded demo).", show_default=False),
+]
+
+
+def _fail(err: Exception) -> None:
+    typer.echo(f"nasq: error: {err}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def run(experiment: ExperimentArg = None,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary.")] = False) -> None:
+    """Run the whole pipeline: train, evaluate, fit predictors, search, track, export."""
+    from rich.console import Console
+
+    from nasq.experiment import load_experiment
+
+    try:
+        exp = load_experiment(experiment)
+    except NasqError as e:
+        _fail(e)
+    console = Console()
+    console.print(f"[bold]nasq[/] experiment [bold]{exp.config.name}[/] from {exp.source} -> {exp.workdir}")
+    try:
+        from nasq.pipeline import run_pipeline
+        from nasq.report import print_summary
+
+        result = run_pipeline(exp, None if quiet else console)
+    except NasqError as e:
+        _fail(e)
+    print_summary(result, console)
+
+
+@app.command()
+def validate(experiment: ExperimentArg = None) -> None:
+    """Check an experiment file and every catalog file it names; writes nothing."""
+    from nasq.experiment import load_experiment
+
+    try:
+        exp = load_experiment(experiment)
+    except NasqError as e:
+        _fail(e)
+    typer.echo(f"ok: {exp.source}: space {exp.space.name} ({exp.space.n_genes} genes, {exp.space.size():.3g} subnets), "
+               f"hardware {', '.join(p.name for p in exp.profiles)}, predictor {exp.recipe.config.name}")
+
+
+@app.command()
+def catalog() -> None:
+    """List the search spaces, hardware profiles and predictor recipes nasq can find."""
+    from nasq.experiment import CATALOGS, search_roots
+
+    roots = search_roots(Path.cwd())
+    for kind, (folder, pattern) in CATALOGS.items():
+        seen: dict[str, Path] = {}
+        for root in roots:
+            for p in sorted((root / folder).glob(pattern.format(name="*"))):
+                name = p.parent.name if kind == "hardware" else p.stem
+                seen.setdefault(name, p)
+        typer.echo(f"{folder}/")
+        for name, p in seen.items():
+            typer.echo(f"  {name:<20} {p}")
+
+
+@app.command()
+def version() -> None:
+    """Print the nasq version."""
+    from nasq import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    try:
+        app()
+    except NasqError as e:  # anything that slipped past a command's own handling
+        typer.echo(f"nasq: error: {e}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

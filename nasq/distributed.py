@@ -1,0 +1,99 @@
+"""Ray: the only module that imports ray. Fans true subnet evaluations out as Ray tasks.
+
+Embedded by default (``address: local`` starts a private single-node Ray bound to 127.0.0.1);
+``address: none`` evaluates in-process; any other address joins that cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from nasq.errors import MissingDependencyError, NasqError
+from nasq.space import SubnetSpec
+
+LOOPBACK_ENV = {
+    # Without this Ray 2.60 binds the machine's external address even when told 127.0.0.1.
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    # Token auth otherwise depends on leftover ~/.ray state; set it explicitly.
+    "RAY_AUTH_MODE": "disabled",
+}
+
+ProgressFn = Callable[[int, int], None]
+
+
+def configure_env() -> None:
+    for key, value in LOOPBACK_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as e:  # pragma: no cover - ray is a core dependency
+        raise MissingDependencyError("Ray is not installed: pip install 'ray[default,tune]'") from e
+    return ray
+
+
+@contextmanager
+def ray_session(address: str = "local", num_cpus: int | None = None):
+    """Start (or join) Ray for the duration of the block; only what we started is shut down."""
+    if address == "none":
+        yield None
+        return
+    configure_env()
+    ray = _ray()
+    started = False
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+        if address == "local":
+            kwargs.update(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1")
+        else:
+            kwargs.update(address=address)
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise NasqError(f"cannot reach Ray at {address!r}: {e}") from e
+        started = True
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _eval_chunk(space_config: dict, state: dict, calib_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+                spec_dicts: list[dict], batch_size: int) -> list[float]:
+    from nasq.supernet.evaluate import SubnetEvaluator
+
+    evaluator = SubnetEvaluator(space_config, state, calib_x, val_x, val_y, batch_size, threads=1)
+    return evaluator([SubnetSpec.from_dict(d) for d in spec_dicts])
+
+
+def evaluate_on_ray(ray: Any, space_config: dict, state: dict[str, np.ndarray], calib_x: np.ndarray,
+                    val_x: np.ndarray, val_y: np.ndarray, specs: list[SubnetSpec], batch_size: int = 500,
+                    chunk: int = 2, progress: ProgressFn | None = None) -> list[float]:
+    """One task per ``chunk`` specs, results in input order; a failed task is retried twice."""
+    remote = ray.remote(num_cpus=1, max_retries=2)(_eval_chunk)
+    refs = [ray.put(a) for a in (space_config, state, calib_x, val_x, val_y)]
+    pending = {}
+    for lo in range(0, len(specs), chunk):
+        part = [s.to_dict() for s in specs[lo : lo + chunk]]
+        pending[remote.remote(*refs, part, batch_size)] = lo
+    results: list[float | None] = [None] * len(specs)
+    done = 0
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            lo = pending.pop(ref)
+            values = ray.get(ref)
+            results[lo : lo + len(values)] = values
+            done += len(values)
+            if progress:
+                progress(done, len(specs))
+    return [float(v) for v in results]

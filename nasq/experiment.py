@@ -1,0 +1,128 @@
+"""Load an experiment file and everything it names, validating all of it before anything runs.
+
+Catalog names (``space: mbconv_small``) are looked up as ``search_spaces/<name>.yaml``,
+``hardware_profiles/<name>/profile.yaml`` and ``predictors/<name>.yaml`` under, in order: the
+experiment file's folder and its parent, ``$NASQ_CATALOG``, the working directory, and the nasq
+source checkout. A value with a ``/`` or a ``.yaml`` suffix is a path relative to the experiment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from nasq import data as data_mod
+from nasq.errors import ConfigError
+from nasq.files import sha256_bytes
+from nasq.hardware import CostModel, HardwareProfile
+from nasq.predict.fit import Recipe
+from nasq.space import SearchSpace
+from nasq.specs import ExperimentConfig, load_model
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+DEMO_EXPERIMENT = PACKAGE_ROOT / "examples" / "demo.yaml"
+
+CATALOGS = {
+    "space": ("search_spaces", "{name}.yaml"),
+    "hardware": ("hardware_profiles", "{name}/profile.yaml"),
+    "predictor": ("predictors", "{name}.yaml"),
+}
+
+
+@dataclass
+class Experiment:
+    config: ExperimentConfig
+    source: str
+    hash: str
+    space: SearchSpace
+    profiles: list[HardwareProfile]
+    recipe: Recipe
+    base_dir: Path
+
+    @property
+    def profile(self) -> HardwareProfile:
+        return self.profiles[0]
+
+    def cost_model(self) -> CostModel:
+        return CostModel(self.space, self.profile)
+
+    @property
+    def workdir(self) -> Path:
+        return Path(self.config.workdir.format(name=self.config.name))
+
+    def lineage(self) -> dict[str, str]:
+        return {"nasq.space": self.space.name, "nasq.space_hash": self.space.hash,
+                "nasq.profile": self.profile.name, "nasq.profile_hash": self.profile.hash,
+                "nasq.recipe": self.recipe.config.name, "nasq.recipe_hash": self.recipe.hash,
+                "nasq.experiment_hash": self.hash}
+
+
+def search_roots(base_dir: Path) -> list[Path]:
+    roots = [base_dir, base_dir.parent]
+    if os.environ.get("NASQ_CATALOG"):
+        roots.append(Path(os.environ["NASQ_CATALOG"]))
+    roots += [Path.cwd(), PACKAGE_ROOT]
+    out: list[Path] = []
+    for r in roots:
+        if r not in out:
+            out.append(r)
+    return out
+
+
+def resolve(kind: str, name: str, base_dir: Path, source: str, field: str) -> Path:
+    if "/" in name or name.endswith(".yaml"):
+        path = (base_dir / name).resolve()
+        if not path.is_file():
+            raise ConfigError(source, field, f"file not found, got {name!r} (looked at {path})")
+        return path
+    folder, pattern = CATALOGS[kind]
+    for root in search_roots(base_dir):
+        path = root / folder / pattern.format(name=name)
+        if path.is_file():
+            return path
+    known = sorted({p.parent.name if kind == "hardware" else p.stem
+                    for r in search_roots(base_dir) for p in (r / folder).glob(pattern.format(name="*"))})
+    raise ConfigError(source, field, f"no {kind} named {name!r} in {folder}/ (known: {', '.join(known) or 'none'})")
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def load_experiment(path: str | Path | None = None) -> Experiment:
+    """Validate the experiment and every catalog file it names; nothing is written."""
+    if path is None:
+        path = DEMO_EXPERIMENT if DEMO_EXPERIMENT.is_file() else None
+    if path is None:
+        config, source, digest, base = ExperimentConfig(), "<defaults>", sha256_bytes(b"{}"), PACKAGE_ROOT
+    else:
+        p = Path(path)
+        source = str(path)
+        config, digest = load_model(ExperimentConfig, p, source)
+        base = p.resolve().parent
+    space_path = resolve("space", config.space, base, source, "space")
+    space = SearchSpace.from_yaml(space_path, _display(space_path))
+    profiles = []
+    for i, name in enumerate(config.hardware):
+        prof_path = resolve("hardware", name, base, source, f"hardware[{i}]")
+        prof = HardwareProfile.from_yaml(prof_path, _display(prof_path))
+        prof.check_space(space)
+        profiles.append(prof)
+    rec_path = resolve("predictor", config.predictor, base, source, "predictor")
+    recipe = Recipe.from_yaml(rec_path, _display(rec_path))
+    _check_cross(config, space, source)
+    data_mod.check_available(config.data, source)
+    return Experiment(config, source, digest, space, profiles, recipe, base)
+
+
+def _check_cross(config: ExperimentConfig, space: SearchSpace, source: str) -> None:
+    names = {p for p in config.hardware}
+    for i, c in enumerate(config.constraints):
+        if c.profile is not None and c.profile not in names:
+            raise ConfigError(source, f"constraints[{i}].profile", f"not one of the experiment's hardware {sorted(names)}, got {c.profile!r}")
+    if config.search.max_true_evals < 5:
+        raise ConfigError(source, "search.max_true_evals", f"must be >= 5 to form a front, got {config.search.max_true_evals}")

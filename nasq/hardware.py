@@ -1,0 +1,103 @@
+"""Hardware profiles and the analytic cost model (size, BOPs, roofline latency).
+
+A profile is data (``hardware_profiles/<name>/profile.yaml``). The roofline estimate is marked
+``modelled`` wherever it is shown; measured latency tables arrive with the profiling stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from nasq.errors import ConfigError
+from nasq.formats import FORMATS, size_bits
+from nasq.space import LayerShape, SearchSpace, SubnetSpec
+from nasq.specs import ProfileConfig, load_model, validate
+
+BIAS_BITS = 32  # folded batch-norm bias, one fp32 per output channel
+
+
+class HardwareProfile:
+    def __init__(self, config: ProfileConfig, source: str = "<memory>", content_hash: str = ""):
+        self.config, self.source, self.hash = config, source, content_hash
+        for field in ("peak_gops", "depthwise_peak_gops"):
+            for fmt in getattr(config, field):
+                if fmt not in FORMATS:
+                    raise ConfigError(source, f"{field}.{fmt}", FORMATS.miss_message(fmt))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, source: str | None = None) -> HardwareProfile:
+        config, digest = load_model(ProfileConfig, Path(path), source)
+        return cls(config, source or str(path), digest)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "<dict>") -> HardwareProfile:
+        return cls(validate(ProfileConfig, data, source), source)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def supported(self) -> set[str]:
+        return set(self.config.peak_gops)
+
+    def check_space(self, space: SearchSpace) -> None:
+        missing = sorted(space.all_formats() - self.supported)
+        if missing:
+            raise ConfigError(self.source, "peak_gops",
+                              f"formats {missing} of space '{space.name}' are not supported by profile "
+                              f"'{self.name}' (supported: {sorted(self.supported)})")
+
+
+def compute_format(w_format: str, a_format: str) -> str:
+    """Kernels run at the wider of the two formats (a narrower operand is widened first)."""
+    w, a = FORMATS.get(w_format), FORMATS.get(a_format)
+    return w_format if w.bits >= a.bits else a_format
+
+
+class CostModel:
+    """Scores subnets of one space on one profile. Results are cached by canonical key."""
+
+    def __init__(self, space: SearchSpace, profile: HardwareProfile):
+        profile.check_space(space)
+        self.space, self.profile = space, profile
+        self._cache: dict[str, tuple[float, float, float]] = {}
+
+    def layer_latency_us(self, layer: LayerShape, prev_a_format: str) -> float:
+        cfg = self.profile.config
+        fmt = compute_format(layer.w_format, layer.a_format)
+        rate = cfg.peak_gops[fmt]
+        if layer.op == "dwconv":
+            rate = cfg.depthwise_peak_gops.get(fmt, rate * cfg.depthwise_efficiency)
+        compute_us = 2.0 * layer.macs / (rate * 1e3)
+        w_bytes = size_bits(layer.w_format, layer.params, layer.cout) / 8
+        a_bytes = layer.in_elements * FORMATS.get(layer.a_format).bits / 8
+        out_bytes = layer.cout * layer.hout * layer.hout * 4
+        memory_us = (w_bytes + a_bytes + out_bytes) / (cfg.memory_gbs * 1e3)
+        transition_us = 0.0
+        if layer.a_format != prev_a_format:
+            transition_us = layer.in_elements * cfg.transition_ns_per_element / 1e3
+        return max(compute_us, memory_us) + cfg.layer_overhead_us + transition_us
+
+    def _score_one(self, spec: SubnetSpec) -> tuple[float, float, float]:
+        key = spec.key()
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        latency_us, bits, bops = 0.0, 0.0, 0.0
+        prev = "fp32"
+        for layer in self.space.layer_shapes(spec):
+            latency_us += self.layer_latency_us(layer, prev)
+            prev = layer.a_format
+            bits += size_bits(layer.w_format, layer.params, layer.cout) + layer.cout * BIAS_BITS
+            bops += layer.macs * FORMATS.get(layer.w_format).bits * FORMATS.get(layer.a_format).bits
+        out = (latency_us / 1e3, bits / 8 / 1e6, bops / 1e9)
+        self._cache[key] = out
+        return out
+
+    def score(self, specs: list[SubnetSpec]) -> dict[str, np.ndarray]:
+        """``latency_ms``, ``size_mb`` and ``bops_g`` for each spec, as arrays."""
+        rows = np.array([self._score_one(s) for s in specs], dtype=np.float64).reshape(-1, 3)
+        return {"latency_ms": rows[:, 0], "size_mb": rows[:, 1], "bops_g": rows[:, 2]}

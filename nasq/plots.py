@@ -1,0 +1,119 @@
+"""Figures of a search: the Pareto front as one scatter panel per (top1, other objective) pair.
+
+matplotlib is imported lazily and drawn through the Agg canvas directly (no pyplot, no global
+backend switch), so importing this module costs nothing and works on headless machines.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nasq.errors import MissingDependencyError
+from nasq.search.pareto import Front
+
+# columns of the optional ``others`` array: every evaluated subnet, drawn in grey
+OTHERS_COLUMNS = ("top1", "latency_ms", "size_mb")
+LABELS = {"top1": "top-1 accuracy (%)", "latency_ms": "latency (ms)", "size_mb": "size (MB)",
+          "bops_g": "BOPs (G)"}
+
+
+def _figure_classes() -> tuple[Any, Any]:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"plotting needs matplotlib ({exc}); install it with `pip install matplotlib`") from exc
+    return Figure, FigureCanvasAgg
+
+
+def axis_label(metric: str, modelled: bool = False) -> str:
+    label = LABELS.get(metric, metric)
+    if metric == "latency_ms" and modelled:
+        label = "latency (ms, modelled)"
+    return label
+
+
+def _top1_scale(front: Front, others: np.ndarray | None, y_metric: str) -> float:
+    """top1 may be stored as a fraction (0..1) or in percent; the axis is always in percent."""
+    if y_metric != "top1":
+        return 1.0
+    vals = [p.value("top1") for p in front.points]
+    if others is not None and len(others):
+        vals.extend(np.asarray(others, dtype=np.float64)[:, 0].tolist())
+    finite = [v for v in vals if np.isfinite(v)]
+    return 100.0 if finite and max(abs(v) for v in finite) <= 1.0 else 1.0
+
+
+def _check_others(others: np.ndarray | None) -> np.ndarray | None:
+    if others is None:
+        return None
+    arr = np.asarray(others, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] < len(OTHERS_COLUMNS):
+        raise ValueError(f"others must be an (n, 3) array of {OTHERS_COLUMNS} rows, got shape {arr.shape}")
+    return arr[np.isfinite(arr[:, : len(OTHERS_COLUMNS)]).all(axis=1)]
+
+
+def _draw_panel(ax: Any, front: Front, x_metric: str, y_metric: str, others: np.ndarray | None,
+                scale: float, knee: int | None, modelled: bool) -> None:
+    if others is not None and x_metric in OTHERS_COLUMNS and y_metric in OTHERS_COLUMNS:
+        xs = others[:, OTHERS_COLUMNS.index(x_metric)]
+        ys = others[:, OTHERS_COLUMNS.index(y_metric)] * scale
+        ax.scatter(xs, ys, s=14, c="0.75", label=f"evaluated ({len(others)})", zorder=1)
+    px = np.array([p.value(x_metric) for p in front.points], dtype=np.float64)
+    py = np.array([p.value(y_metric) for p in front.points], dtype=np.float64) * scale
+    if len(px):
+        ax.scatter(px, py, s=36, c="tab:blue", edgecolors="black", linewidths=0.5,
+                   label=f"front ({len(px)})", zorder=3)
+        for i, (x, y) in enumerate(zip(px, py, strict=True)):
+            ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8, zorder=4)
+    if knee is not None:
+        ax.scatter([px[knee]], [py[knee]], s=220, marker="*", c="tab:red", edgecolors="black",
+                   linewidths=0.6, label=f"knee (#{knee})", zorder=5)
+    ax.set_xlabel(axis_label(x_metric, modelled))
+    ax.set_ylabel(axis_label(y_metric, modelled))
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize=8)
+
+
+def _save_atomic(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=110)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def pareto_png(front: Front, path: Path, title: str = "", *, others: np.ndarray | None = None,
+               modelled: bool = False) -> Path:
+    """Write the front as a PNG: one panel per (top1, other objective), knee point starred.
+
+    ``others`` are (top1, latency_ms, size_mb) rows of every evaluated subnet, drawn in grey
+    behind the front; ``modelled`` labels latency as modelled rather than measured.
+    """
+    Figure, FigureCanvasAgg = _figure_classes()
+    objectives = list(front.objectives)
+    y_metric = "top1" if "top1" in objectives else objectives[0]
+    x_metrics = [o for o in objectives if o != y_metric] or [y_metric]
+    others_arr = _check_others(others)
+    scale = _top1_scale(front, others_arr, y_metric)
+    knee = front.pick("knee") if front.points else None
+    fig = Figure(figsize=(5.0 * len(x_metrics), 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(x_metrics), squeeze=False)[0]
+    for ax, x_metric in zip(axes, x_metrics, strict=True):
+        _draw_panel(ax, front, x_metric, y_metric, others_arr, scale, knee, modelled)
+    if title:
+        fig.suptitle(title)
+    return _save_atomic(fig, Path(path))

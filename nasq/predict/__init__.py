@@ -1,0 +1,1 @@
+"""Accuracy predictors: registered kinds over registered feature encoders."""

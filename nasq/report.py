@@ -1,0 +1,44 @@
+"""The end-of-run summary: the front as a table, where MLflow and the export are."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+
+def format_mix(point: Any) -> str:
+    counts = Counter(f"{layer.w_format}/{layer.a_format}" for layer in point.spec.layers())
+    return ", ".join(f"{n}x {k}" for k, n in counts.most_common())
+
+
+def print_summary(result: Any, console: Any) -> None:
+    from rich.table import Table
+
+    front = result.front
+    modelled = result.experiment.profile.config.status == "modelled"
+    table = Table(title=f"Pareto front: {len(front.points)} non-dominated subnets "
+                  f"(top1 measured on the supernet; latency {'modelled' if modelled else 'measured'} on "
+                  f"{result.experiment.profile.name})")
+    for col in ("#", "top1 %", "pred top1 %", "latency ms", "size MB", "depths", "layer formats (w/a)"):
+        table.add_column(col, justify="right" if col not in ("layer formats (w/a)", "depths") else "left")
+    knee = front.pick("knee") if front.points else -1
+    for i, p in enumerate(front.points):
+        table.add_row(f"{i}{'*' if i == knee else ''}", f"{p.value('top1'):.2f}", f"{p.predicted['top1']:.2f}",
+                      f"{p.value('latency_ms'):.3f}", f"{p.value('size_mb'):.4f}",
+                      "-".join(map(str, p.spec.depths)), format_mix(p))
+    console.print(table)
+    console.print(f"[dim]* knee point. {result.evaluated} subnets evaluated for real; predictor held-out "
+                  f"Kendall tau {result.fit_report.kendall_tau:.3f}.[/]")
+    if result.data_note and result.front.lineage:
+        console.print(f"[yellow]data: {result.data_note}[/]")
+    console.print(f"Artifacts:   {result.workdir}/ (front.csv, front.json, evaluations.csv, supernet.safetensors)")
+    if result.tracking is not None:
+        t = result.tracking
+        console.print(f"MLflow run:  {t.run_id} (experiment {t.experiment_id}, {len(t.child_run_ids)} point runs)")
+        console.print(f"Browse:      {t.ui_command}")
+    if result.export is not None:
+        e = result.export
+        console.print(f"Export:      {e.out_dir}/ (model.onnx, model.safetensors, arch.json, manifest.json); "
+                      f"onnxruntime vs torch max |diff| {e.max_abs_diff:.2e}, top-1 agreement {100 * e.top1_agreement:.1f} %")
+    total = sum(result.timings.values())
+    console.print(f"Time:        {total:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in result.timings.items()) + ")")

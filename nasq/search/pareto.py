@@ -1,0 +1,123 @@
+"""Pareto fronts: non-dominated sorting, knee points, and the front artifact (CSV + JSON)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nasq.files import atomic_write_json, atomic_write_text
+from nasq.space import SubnetSpec
+
+# +1: larger is better; -1: smaller is better
+DIRECTION = {"top1": 1, "latency_ms": -1, "size_mb": -1, "bops_g": -1}
+
+
+def to_minimisation(values: np.ndarray, objectives: tuple[str, ...] | list[str]) -> np.ndarray:
+    signs = np.array([-DIRECTION[o] for o in objectives], dtype=np.float64)
+    return np.asarray(values, dtype=np.float64) * signs
+
+
+def non_dominated(F: np.ndarray) -> np.ndarray:
+    """Indices of the rows of ``F`` (minimisation) that no other row dominates."""
+    F = np.asarray(F, dtype=np.float64)
+    keep = []
+    for i in range(len(F)):
+        dominated = np.all(F <= F[i], axis=1) & np.any(F < F[i], axis=1)
+        if not dominated.any():
+            keep.append(i)
+    return np.array(keep, dtype=np.int64)
+
+
+def knee_index(F: np.ndarray) -> int:
+    """The point closest to the ideal point after normalising each objective to [0, 1]."""
+    F = np.asarray(F, dtype=np.float64)
+    lo, hi = F.min(axis=0), F.max(axis=0)
+    norm = (F - lo) / np.where(hi > lo, hi - lo, 1.0)
+    return int(np.argmin(np.linalg.norm(norm, axis=1)))
+
+
+@dataclass
+class FrontPoint:
+    spec: SubnetSpec
+    genome: list[int]
+    predicted: dict[str, float]
+    measured: dict[str, float] = field(default_factory=dict)
+
+    def value(self, metric: str) -> float:
+        return self.measured.get(metric, self.predicted[metric])
+
+    def formats_summary(self) -> str:
+        layers = self.spec.layers()
+        return " ".join(f"{layer.w_format}/{layer.a_format}" for layer in layers)
+
+
+@dataclass
+class Front:
+    """The truly evaluated non-dominated points of a search, sorted by top1 descending."""
+
+    objectives: tuple[str, ...]
+    points: list[FrontPoint]
+    lineage: dict[str, str] = field(default_factory=dict)
+
+    def matrix(self) -> np.ndarray:
+        vals = np.array([[p.value(o) for o in self.objectives] for p in self.points], dtype=np.float64)
+        return to_minimisation(vals.reshape(len(self.points), len(self.objectives)), self.objectives)
+
+    def pick(self, how: str) -> int:
+        if not self.points:
+            raise ValueError("the front is empty")
+        if how == "knee":
+            return knee_index(self.matrix())
+        if how == "max-top1":
+            return int(np.argmax([p.value("top1") for p in self.points]))
+        if how == "min-latency":
+            return int(np.argmin([p.value("latency_ms") for p in self.points]))
+        raise ValueError(f"unknown pick '{how}' (known: knee, max-top1, min-latency)")
+
+    def rows(self) -> list[dict[str, Any]]:
+        out = []
+        for i, p in enumerate(self.points):
+            row: dict[str, Any] = {"point": i, "key": p.spec.key(), "short_key": p.spec.short_key(),
+                                   "depths": "-".join(map(str, p.spec.depths)), "formats": p.formats_summary()}
+            row.update({f"{k}_pred": v for k, v in sorted(p.predicted.items())})
+            row.update({f"{k}": v for k, v in sorted(p.measured.items())})
+            out.append(row)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"objectives": list(self.objectives), "lineage": self.lineage,
+                "points": [{"spec": p.spec.to_dict(), "key": p.spec.key(), "genome": [int(g) for g in p.genome],
+                            "predicted": p.predicted, "measured": p.measured} for p in self.points]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Front:
+        pts = [FrontPoint(SubnetSpec.from_dict(p["spec"]), list(p["genome"]), dict(p["predicted"]),
+                          dict(p.get("measured", {}))) for p in data["points"]]
+        return cls(tuple(data["objectives"]), pts, dict(data.get("lineage", {})))
+
+    def to_csv(self) -> str:
+        rows = self.rows()
+        buf = io.StringIO()
+        if rows:
+            writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        return buf.getvalue()
+
+    def save(self, folder: Any) -> None:
+        from pathlib import Path
+
+        folder = Path(folder)
+        atomic_write_json(folder / "front.json", self.to_dict())
+        atomic_write_text(folder / "front.csv", self.to_csv())
+
+    @classmethod
+    def load(cls, path: Any) -> Front:
+        from pathlib import Path
+
+        return cls.from_dict(json.loads(Path(path).read_text()))

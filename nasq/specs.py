@@ -1,0 +1,288 @@
+"""Frozen, versioned configuration schemas and the strict YAML loader for catalog and experiment files.
+
+Every file a user writes is loaded here: ``yaml.safe_load``, then a pydantic model with
+``extra="forbid"`` and ``frozen=True``. A failure becomes one :class:`ConfigError` line naming the
+file, the field and the value. Cross references to registered kinds (formats, blocks, predictor
+kinds) are checked one layer up, where the registries live.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from nasq.errors import ConfigError
+from nasq.files import sha256_bytes
+
+SCHEMA_VERSION = 1
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _sorted_unique(name: str, values: tuple[Any, ...]) -> tuple[Any, ...]:
+    if not values:
+        raise ValueError(f"{name} needs at least one choice")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} choices must be unique, got {list(values)}")
+    return values
+
+
+# ---------------------------------------------------------------- search spaces
+class InputSpec(Frozen):
+    channels: int = Field(ge=1)
+    resolution: int = Field(ge=4)
+    num_classes: int = Field(ge=2)
+
+
+class StemSpec(Frozen):
+    channels: int = Field(ge=1)
+    kernel: int = Field(default=3, ge=1)
+    stride: Literal[1, 2] = 1
+
+
+class StageSpec(Frozen):
+    block: str = "mbconv"
+    width: int = Field(ge=1)
+    stride: Literal[1, 2] = 1
+    depth: tuple[int, ...]
+    kernel: tuple[int, ...]
+    expand: tuple[int, ...]
+
+    @field_validator("depth", "expand")
+    @classmethod
+    def _positive(cls, v: tuple[int, ...], info: Any) -> tuple[int, ...]:
+        _sorted_unique(info.field_name, v)
+        if min(v) < 1:
+            raise ValueError(f"choices must be >= 1, got {min(v)}")
+        return tuple(sorted(v))
+
+    @field_validator("kernel")
+    @classmethod
+    def _odd(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        _sorted_unique("kernel", v)
+        for k in v:
+            if k < 1 or k % 2 == 0:
+                raise ValueError(f"choices must be odd and positive, got {k}")
+        return tuple(sorted(v))
+
+
+class PrecisionMenu(Frozen):
+    w_format: tuple[str, ...]
+    a_format: tuple[str, ...]
+
+    @field_validator("w_format", "a_format")
+    @classmethod
+    def _unique(cls, v: tuple[str, ...], info: Any) -> tuple[str, ...]:
+        return _sorted_unique(info.field_name, v)
+
+
+class SpaceConfig(Frozen):
+    name: str
+    version: int = 1
+    family: Literal["mbconv"] = "mbconv"
+    description: str = ""
+    input: InputSpec
+    stem: StemSpec
+    stages: tuple[StageSpec, ...] = Field(min_length=1)
+    precision: PrecisionMenu
+
+
+# ---------------------------------------------------------------- hardware profiles
+class ProfileConfig(Frozen):
+    name: str
+    version: int = 1
+    kind: Literal["roofline"] = "roofline"
+    status: Literal["modelled", "measured"] = "modelled"
+    description: str = ""
+    peak_gops: dict[str, float] = Field(min_length=1)
+    depthwise_efficiency: float = Field(default=1.0, gt=0, le=1)
+    depthwise_peak_gops: dict[str, float] = Field(default_factory=dict)
+    memory_gbs: float = Field(gt=0)
+    layer_overhead_us: float = Field(default=0.0, ge=0)
+    transition_ns_per_element: float = Field(default=0.0, ge=0)
+    measured_on: str | None = None
+
+    @field_validator("peak_gops", "depthwise_peak_gops")
+    @classmethod
+    def _positive_rates(cls, v: dict[str, float]) -> dict[str, float]:
+        for fmt, rate in v.items():
+            if rate <= 0:
+                raise ValueError(f"peak rate of '{fmt}' must be > 0, got {rate}")
+        return v
+
+
+# ---------------------------------------------------------------- predictor recipes
+class RecipeConfig(Frozen):
+    name: str
+    version: int = 1
+    kind: str
+    features: tuple[str, ...] = Field(min_length=1)
+    params: dict[str, int | float | str | bool | None] = Field(default_factory=dict)
+    holdout_fraction: float = Field(default=0.25, gt=0, lt=1)
+    description: str = ""
+
+
+# ---------------------------------------------------------------- experiment
+Metric = Literal["top1", "latency_ms", "size_mb", "bops_g"]
+
+
+class DataConfig(Frozen):
+    name: Literal["fashion_mnist", "digits"] = "fashion_mnist"
+    path: str | None = None
+    fallback: Literal["digits", "none"] = "digits"
+    train_limit: int | None = Field(default=None, ge=100)
+    val_size: int = Field(default=5000, ge=50)
+    test_limit: int | None = Field(default=None, ge=50)
+    seed: int = 0
+
+
+class TrainConfig(Frozen):
+    epochs: float = Field(default=1.0, gt=0)
+    batch_size: int = Field(default=128, ge=2)
+    lr: float = Field(default=0.05, gt=0)
+    weight_decay: float = Field(default=4e-5, ge=0)
+    random_subnets: int = Field(default=2, ge=0)
+    distill: bool = True
+    threads: int | None = Field(default=None, ge=1)
+    seed: int = 0
+
+
+class EvaluateConfig(Frozen):
+    num_subnets: int = Field(default=60, ge=8)
+    calib_images: int = Field(default=2048, ge=64)
+    val_images: int | None = Field(default=None, ge=50)
+    batch_size: int = Field(default=500, ge=1)
+    seed: int = 1
+
+
+class ConstraintSpec(Frozen):
+    metric: Metric
+    max: float | None = None
+    min: float | None = None
+    profile: str | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> ConstraintSpec:
+        if (self.max is None) == (self.min is None):
+            raise ValueError("give exactly one of 'max' or 'min'")
+        return self
+
+
+class SearchConfig(Frozen):
+    algorithm: Literal["nsga2"] = "nsga2"
+    population: int = Field(default=64, ge=4)
+    generations: int = Field(default=40, ge=1)
+    max_true_evals: int = Field(default=24, ge=1)
+    seed: int = 0
+
+
+class TrackingConfig(Frozen):
+    uri: str | None = None
+    experiment: str = "nasq"
+
+
+class RayConfig(Frozen):
+    address: str = "local"
+    num_cpus: int | None = Field(default=None, ge=1)
+
+
+class ExportConfig(Frozen):
+    enabled: bool = True
+    pick: Literal["knee", "max-top1", "min-latency"] = "knee"
+    opset: int = Field(default=17, ge=13)
+
+
+class ExperimentConfig(Frozen):
+    schema_version: int = SCHEMA_VERSION
+    name: str = "demo"
+    workdir: str = "runs/{name}"
+    data: DataConfig = DataConfig()
+    space: str = "mbconv_small"
+    hardware: tuple[str, ...] = Field(default=("cpu_roofline",), min_length=1)
+    predictor: str = "gbdt_onehot"
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    objectives: tuple[Metric, ...] = Field(default=("top1", "latency_ms", "size_mb"), min_length=2)
+    constraints: tuple[ConstraintSpec, ...] = ()
+    search: SearchConfig = SearchConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    ray: RayConfig = RayConfig()
+    export: ExportConfig = ExportConfig()
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        _sorted_unique("objectives", v)
+        if "top1" not in v:
+            raise ValueError(f"objectives must include 'top1', got {list(v)}")
+        return v
+
+    @field_validator("schema_version")
+    @classmethod
+    def _schema(cls, v: int) -> int:
+        if v != SCHEMA_VERSION:
+            raise ValueError(f"unsupported schema_version, expected {SCHEMA_VERSION}, got {v}")
+        return v
+
+
+# ---------------------------------------------------------------- loading
+M = TypeVar("M", bound=BaseModel)
+
+
+def format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _first_error(err: ValidationError) -> tuple[str, str]:
+    e = err.errors(include_url=False)[0]
+    loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    field = format_loc(loc) or "(top level)"
+    msg = str(e["msg"]).removeprefix("Value error, ")
+    value = e.get("input")
+    if e["type"] == "extra_forbidden":
+        return field, "unknown key"
+    if e["type"] == "missing":
+        return field, "required field is missing"
+    return field, f"{msg}, got {value!r}"
+
+
+def validate(model: type[M], data: Any, source: str) -> M:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, "", f"expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        field, msg = _first_error(e)
+        raise ConfigError(source, field, msg) from e
+
+
+def read_yaml(path: Path, source: str | None = None) -> tuple[Any, bytes]:
+    source = source or str(path)
+    if not path.is_file():
+        raise ConfigError(source, "", "file not found")
+    raw = path.read_bytes()
+    try:
+        return yaml.safe_load(raw), raw
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "(parse)"
+        raise ConfigError(source, where, f"not valid YAML: {getattr(e, 'problem', e)}") from e
+
+
+def load_model(model: type[M], path: Path, source: str | None = None) -> tuple[M, str]:
+    """Load and validate one YAML file; returns the model and the file's content hash."""
+    data, raw = read_yaml(path, source)
+    return validate(model, data, source or str(path)), sha256_bytes(raw)

@@ -1,0 +1,61 @@
+"""Evaluate subnets with inherited weights: recalibrate batch norm and activation ranges, then
+measure top-1. Importable with torch and numpy alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from nasq.space import SubnetSpec
+from nasq.supernet.network import Supernet
+
+
+def calibration_batches(x: np.ndarray, n_images: int, batch_size: int, seed: int) -> list[torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(x), size=min(n_images, len(x)), replace=False)
+    xs = torch.from_numpy(x[np.sort(idx)])
+    return list(xs.split(batch_size))
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 500) -> float:
+    model.eval()
+    correct = 0
+    for lo in range(0, len(y), batch_size):
+        logits = model(torch.from_numpy(x[lo : lo + batch_size]))
+        correct += int((logits.argmax(1).numpy() == y[lo : lo + batch_size]).sum())
+    return 100.0 * correct / max(1, len(y))
+
+
+def evaluate_spec(net: Supernet, spec: SubnetSpec, calib: list[torch.Tensor], x: np.ndarray, y: np.ndarray,
+                  batch_size: int = 500) -> float:
+    """Top-1 (percent) of ``spec`` after recalibration on ``calib``."""
+    net.set_active(spec)
+    net.calibrate(calib)
+    return accuracy(net, x, y, batch_size)
+
+
+def state_to_numpy(net: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
+
+
+class SubnetEvaluator:
+    """Evaluate specs on a supernet rebuilt from a space config and numpy weights (what a Ray
+    worker receives). Deterministic: calibration images are chosen by ``seed``."""
+
+    def __init__(self, space_config: dict, state: dict[str, np.ndarray], calib_x: np.ndarray,
+                 val_x: np.ndarray, val_y: np.ndarray, batch_size: int = 500, threads: int | None = 1):
+        from nasq.space import SearchSpace
+        from nasq.specs import SpaceConfig
+        from nasq.supernet.network import Supernet
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.space = SearchSpace(SpaceConfig.model_validate(space_config))
+        self.net = Supernet(self.space)
+        self.net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+        self.calib = list(torch.from_numpy(np.ascontiguousarray(calib_x)).split(batch_size))
+        self.val_x, self.val_y, self.batch_size = val_x, val_y, batch_size
+
+    def __call__(self, specs: list[SubnetSpec]) -> list[float]:
+        return [evaluate_spec(self.net, s, self.calib, self.val_x, self.val_y, self.batch_size) for s in specs]

@@ -1,0 +1,122 @@
+"""Elastic convolution, batch norm and activation quantizers, plus their static counterparts."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasq.formats import NumericFormat, SymmetricInt, get_format
+
+
+def per_channel_amax(w: torch.Tensor) -> torch.Tensor:
+    return w.detach().abs().amax(dim=tuple(range(1, w.dim())), keepdim=True)
+
+
+class ActQuant(nn.Module):
+    """Per-tensor activation quantizer.
+
+    While training it scales by each batch's own absolute max. ``calibrating`` records the max over
+    calibration batches; afterwards (eval mode) that recorded max is used, which is what an
+    exported model with static scales computes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fmt: NumericFormat = get_format("fp32")
+        self.register_buffer("amax", torch.zeros(()))
+        self.calibrating = False
+
+    def set_format(self, name: str) -> None:
+        self.fmt = get_format(name)
+        self.amax.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fmt.is_identity:
+            return x
+        if self.calibrating:
+            self.amax.copy_(torch.maximum(self.amax, x.detach().abs().amax()))
+        if self.training or self.calibrating or float(self.amax) <= 0:
+            return self.fmt.fake_quant(x)
+        return self.fmt.fake_quant(x, self.amax)
+
+
+class ElasticConv2d(nn.Module):
+    """A conv whose output channels, input channels and kernel (centre crop) are chosen per call."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, depthwise: bool = False):
+        super().__init__()
+        self.stride, self.depthwise, self.max_kernel = stride, depthwise, kernel
+        shape = (cout, 1 if depthwise else cin, kernel, kernel)
+        self.weight = nn.Parameter(torch.empty(shape))
+        nn.init.kaiming_normal_(self.weight, mode="fan_out")
+
+    def active_weight(self, cin: int, cout: int, kernel: int) -> torch.Tensor:
+        lo = (self.max_kernel - kernel) // 2
+        w = self.weight[:cout, : (1 if self.depthwise else cin), lo : lo + kernel, lo : lo + kernel]
+        return w.contiguous()
+
+    def forward(self, x: torch.Tensor, cout: int, kernel: int, w_fmt: NumericFormat) -> torch.Tensor:
+        w = self.active_weight(x.shape[1], cout, kernel)
+        if not w_fmt.is_identity:
+            w = w_fmt.fake_quant(w, per_channel_amax(w))
+        groups = cout if self.depthwise else 1
+        return F.conv2d(x, w, None, self.stride, kernel // 2, 1, groups)
+
+
+class ElasticBatchNorm2d(nn.BatchNorm2d):
+    """Batch norm over the first ``C`` channels of its input. During recalibration the running
+    statistics are a plain average over the calibration batches (``calib_step`` counts them)."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels)
+        self.calib_step: int | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        momentum = self.momentum if self.calib_step is None else 1.0 / (self.calib_step + 1)
+        return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], self.weight[:c],
+                            self.bias[:c], self.training, momentum, self.eps)
+
+
+class StaticQConv(nn.Module):
+    """A plain conv with fixed weight/activation formats and calibrated activation scale.
+
+    ``prepare_export`` swaps the fake quantization for ops the ONNX exporter writes as standard
+    operators: int8 as QuantizeLinear/DequantizeLinear pairs, other formats as pre-quantized
+    weights and elementwise rounding of activations.
+    """
+
+    def __init__(self, conv: nn.Conv2d, w_format: str, a_format: str, a_amax: torch.Tensor):
+        super().__init__()
+        self.conv = conv
+        self.w_format, self.a_format = w_format, a_format
+        self.register_buffer("a_amax", a_amax.detach().clone().reshape(()))
+        self.exporting = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a_fmt, w_fmt = get_format(self.a_format), get_format(self.w_format)
+        if not a_fmt.is_identity:
+            amax = self.a_amax if float(self.a_amax) > 0 else None
+            if self.exporting:
+                x = a_fmt.export_activation(x, self.a_amax)
+            else:
+                x = a_fmt.fake_quant(x, amax)
+        w = self.conv.weight
+        if self.exporting and isinstance(w_fmt, SymmetricInt) and w_fmt.bits == 8:
+            w = torch.fake_quantize_per_channel_affine(w, self.w_scale, self.w_zero, 0, -128, 127)
+        elif not self.exporting and not w_fmt.is_identity:
+            w = w_fmt.fake_quant(w, per_channel_amax(w))
+        return F.conv2d(x, w, None, self.conv.stride, self.conv.padding, 1, self.conv.groups)
+
+    @torch.no_grad()
+    def prepare_export(self) -> None:
+        w_fmt = get_format(self.w_format)
+        w = self.conv.weight
+        if isinstance(w_fmt, SymmetricInt) and w_fmt.bits == 8:
+            scale = (per_channel_amax(w).clamp_min(1e-12) / w_fmt.qmax).flatten()
+            self.register_buffer("w_scale", scale.float(), persistent=False)
+            self.register_buffer("w_zero", torch.zeros(scale.numel(), dtype=torch.int32), persistent=False)
+        elif not w_fmt.is_identity:
+            self.conv.weight.copy_(w_fmt.quantize(w, per_channel_amax(w)))
+        self.exporting = True

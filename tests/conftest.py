@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Real Ray in tests stays on loopback with no leftover auth state (see docs/architecture.md).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def space():
+    from nasq.space import SearchSpace
+
+    return SearchSpace.from_yaml(REPO / "search_spaces" / "mbconv_small.yaml")
+
+
+@pytest.fixture(scope="session")
+def profile():
+    from nasq.hardware import HardwareProfile
+
+    return HardwareProfile.from_yaml(REPO / "hardware_profiles" / "cpu_roofline" / "profile.yaml")
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        has_cuda = False
+    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(skip_gpu)

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nasq.errors import ConfigError
+from nasq.space import SearchSpace
+from nasq.specs import ExperimentConfig, SpaceConfig, load_model
+
+
+def _space_dict(repo: Path) -> dict:
+    return yaml.safe_load((repo / "search_spaces" / "mbconv_small.yaml").read_text())
+
+
+def _write(tmp_path: Path, name: str, data) -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return p
+
+
+def test_unknown_key_names_file_field(tmp_path, repo):
+    d = _space_dict(repo)
+    d["stages"][1]["kernal"] = [3]
+    p = _write(tmp_path, "s.yaml", d)
+    with pytest.raises(ConfigError) as e:
+        SearchSpace.from_yaml(p)
+    assert str(e.value) == f"{p}: stages[1].kernal: unknown key"
+
+
+def test_even_kernel_rejected_with_value(tmp_path, repo):
+    d = _space_dict(repo)
+    d["stages"][1]["kernel"] = [3, 4]
+    p = _write(tmp_path, "s.yaml", d)
+    with pytest.raises(ConfigError, match=r"stages\[1\]\.kernel: choices must be odd and positive, got 4"):
+        SearchSpace.from_yaml(p)
+
+
+def test_wrong_type(tmp_path, repo):
+    d = _space_dict(repo)
+    d["input"]["resolution"] = "big"
+    p = _write(tmp_path, "s.yaml", d)
+    with pytest.raises(ConfigError, match=r"input\.resolution: .*got 'big'"):
+        SearchSpace.from_yaml(p)
+
+
+def test_unknown_format_suggests(tmp_path, repo):
+    d = _space_dict(repo)
+    d["precision"]["w_format"] = ["fp32", "int9"]
+    p = _write(tmp_path, "s.yaml", d)
+    with pytest.raises(ConfigError) as e:
+        SearchSpace.from_yaml(p)
+    msg = str(e.value)
+    assert "precision.w_format[1]" in msg and "unknown format 'int9'" in msg and "did you mean" in msg
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_model(SpaceConfig, tmp_path / "nope.yaml")
+    p = _write(tmp_path, "bad.yaml", "stages: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_model(SpaceConfig, p)
+
+
+def test_experiment_defaults_are_valid_and_frozen():
+    cfg = ExperimentConfig()
+    assert cfg.objectives[0] == "top1"
+    with pytest.raises(Exception):
+        cfg.name = "other"  # frozen
+
+
+def test_constraint_needs_one_bound(tmp_path):
+    p = _write(tmp_path, "e.yaml", {"constraints": [{"metric": "size_mb"}]})
+    with pytest.raises(ConfigError, match=r"constraints\[0\]"):
+        load_model(ExperimentConfig, p)

@@ -1,0 +1,207 @@
+"""nasq.tracking and nasq.plots against a real local sqlite MLflow store under tmp_path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nasq.errors import MissingDependencyError
+from nasq.search.pareto import Front, FrontPoint
+from nasq.space import SearchSpace
+
+REPO = Path(__file__).resolve().parents[2]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def make_front(n: int = 6, seed: int = 0) -> Front:
+    space = SearchSpace.from_yaml(REPO / "search_spaces" / "mbconv_small.yaml")
+    specs = space.sample(np.random.default_rng(seed), n)
+    points = []
+    for i, spec in enumerate(specs):
+        predicted = {"top1": 0.80 - 0.02 * i, "latency_ms": 3.0 - 0.3 * i, "size_mb": 1.5 - 0.1 * i}
+        measured = {"top1": 0.79 - 0.02 * i, "latency_ms": 3.1 - 0.3 * i, "size_mb": 1.5 - 0.1 * i}
+        points.append(FrontPoint(spec, [int(g) for g in space.encode(spec)], predicted, measured))
+    lineage = {"space_hash": space.hash[:12], "profile": "cpu_roofline"}
+    return Front(("top1", "latency_ms", "size_mb"), points, lineage)
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> dict:
+    from nasq.tracking import default_uri
+
+    return {"uri": default_uri(tmp_path), "artifact_root": tmp_path / "artifacts"}
+
+
+def run_search(store: dict, front: Front, **kwargs):
+    from nasq.tracking import log_search
+
+    args = dict(uri=store["uri"], experiment="nasq-test", run_name="search-1",
+                params={"search": {"population": 16, "seed": 0}, "space": "mbconv_small",
+                        "objectives": ["top1", "latency_ms"], "long": "x" * 900},
+                metrics={"hypervolume": 0.42, "true_evals": 12.0},
+                tags={"nasq.experiment": "demo"}, artifact_root=store["artifact_root"])
+    args.update(kwargs)
+    return log_search(front, **args)
+
+
+def client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def children_of(c, experiment_id: str, parent_id: str) -> list:
+    return c.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
+                         max_results=1000)
+
+
+def test_default_uri_and_ui_command(tmp_path: Path) -> None:
+    from nasq.tracking import default_uri, ui_command
+
+    uri = default_uri(tmp_path / "sub" / "..")
+    assert uri == "sqlite:///" + str((tmp_path / "mlflow.db").resolve())
+    assert uri.startswith("sqlite:////")
+    assert ui_command(uri) == f"mlflow ui --backend-store-uri {uri}"
+    assert ui_command("http://127.0.0.1:5000") == "open http://127.0.0.1:5000"
+
+
+def test_flatten_params_dots_stringifies_and_truncates() -> None:
+    from nasq.tracking import flatten_params
+
+    flat = flatten_params({"a": {"b": {"c": 1}, "d": None}, "e": [1, 2], "f": "y" * 600, "g h?": 1.5})
+    assert flat == {"a.b.c": "1", "a.d": "None", "e": "[1, 2]", "f": "y" * 500, "g h_": "1.5"}
+
+
+def test_log_search_parent_children_and_artifacts(store: dict, tmp_path: Path) -> None:
+    front = make_front()
+    extra = tmp_path / "notes.txt"
+    extra.write_text("hello")
+    params = {"search": {"population": 16, "seed": 0}, "space": "mbconv_small", "long": "x" * 900,
+              "many": {f"p{i}": i for i in range(230)}}  # > 100: needs several log_batch calls
+    res = run_search(store, front, params=params, extra_files=[extra], artifacts_dir=tmp_path / "local")
+    c = client(store["uri"])
+
+    exp = c.get_experiment(res.experiment_id)
+    assert exp.name == "nasq-test"
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert exp.artifact_location == store["artifact_root"].resolve().as_uri()
+
+    parent = c.get_run(res.run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.info.run_name == "search-1"
+    assert parent.data.params["search.population"] == "16"
+    assert parent.data.params["search.seed"] == "0"
+    assert parent.data.params["space"] == "mbconv_small"
+    assert len(parent.data.params["long"]) == 500
+    assert len(parent.data.params) == 234 and parent.data.params["many.p229"] == "229"
+    assert parent.data.metrics == {"hypervolume": 0.42, "true_evals": 12.0}
+    assert parent.data.tags["nasq.kind"] == "search"
+    assert parent.data.tags["nasq.experiment"] == "demo"
+    assert parent.data.tags["nasq.lineage.profile"] == "cpu_roofline"
+    assert parent.data.tags["nasq.lineage.space_hash"] == front.lineage["space_hash"]
+
+    kids = children_of(c, res.experiment_id, res.run_id)
+    assert len(kids) == len(front.points) == len(res.child_run_ids)
+    assert {k.info.run_id for k in kids} == set(res.child_run_ids)
+    for kid in kids:
+        i = int(kid.data.tags["nasq.point"])
+        spec = front.points[i].spec
+        assert kid.info.status == "FINISHED"
+        assert kid.info.run_name == f"point-{i}"
+        assert kid.data.tags["nasq.kind"] == "pareto_point"
+        assert kid.data.tags["nasq.key"] == spec.key()
+        for s, stage in enumerate(spec.stages):
+            assert kid.data.params[f"s{s}.depth"] == str(len(stage))
+            for j, layer in enumerate(stage):
+                assert kid.data.params[f"s{s}.l{j}.kernel"] == str(layer.kernel)
+                assert kid.data.params[f"s{s}.l{j}.expand"] == str(layer.expand)
+                assert kid.data.params[f"s{s}.l{j}.w_format"] == layer.w_format
+                assert kid.data.params[f"s{s}.l{j}.a_format"] == layer.a_format
+        for name in ("top1", "latency_ms", "size_mb"):
+            assert kid.data.metrics[f"{name}_pred"] == pytest.approx(front.points[i].predicted[name])
+            assert kid.data.metrics[name] == pytest.approx(front.points[i].measured[name])
+
+    names = {a.path for a in c.list_artifacts(res.run_id)}
+    assert {"front.csv", "front.json", "pareto.png", "notes.txt"} <= names
+    got = Path(c.download_artifacts(res.run_id, "front.json", str(tmp_path / "dl")))
+    back = Front.from_dict(json.loads(got.read_text()))
+    assert [p.spec.key() for p in back.points] == [p.spec.key() for p in front.points]
+    assert (tmp_path / "local" / "pareto.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert res.ui_command == f"mlflow ui --backend-store-uri {store['uri']}"
+
+
+def test_second_search_reuses_experiment(store: dict) -> None:
+    first = run_search(store, make_front(2, seed=1))
+    second = run_search(store, make_front(3, seed=2), run_name="search-2")
+    assert first.experiment_id == second.experiment_id
+    assert first.run_id != second.run_id
+    c = client(store["uri"])
+    assert len(children_of(c, second.experiment_id, second.run_id)) == 3
+
+
+def test_failure_during_child_logging_marks_runs_failed(store: dict, monkeypatch) -> None:
+    import nasq.tracking as tracking
+
+    real = tracking.point_params
+    calls = []
+
+    def boom(spec):
+        calls.append(spec)
+        if len(calls) == 3:
+            raise RuntimeError("injected failure")
+        return real(spec)
+
+    monkeypatch.setattr(tracking, "point_params", boom)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        run_search(store, make_front())
+    c = client(store["uri"])
+    exp = c.get_experiment_by_name("nasq-test")
+    runs = c.search_runs([exp.experiment_id], max_results=100)
+    parents = [r for r in runs if r.data.tags.get("nasq.kind") == "search"]
+    kids = [r for r in runs if r.data.tags.get("nasq.kind") == "pareto_point"]
+    assert len(parents) == 1 and parents[0].info.status == "FAILED"
+    assert len(kids) == 3
+    assert [k.info.status for k in kids].count("FINISHED") == 2
+    assert all(k.info.status in ("FINISHED", "FAILED") for k in kids)
+
+
+def test_import_does_not_import_mlflow() -> None:
+    code = "import sys, nasq.tracking, nasq.plots; print('mlflow' in sys.modules, 'matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         timeout=120, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_missing_mlflow_names_pip_install(store: dict, monkeypatch) -> None:
+    import nasq.tracking as tracking
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    with pytest.raises(MissingDependencyError, match="pip install mlflow"):
+        tracking.log_search(make_front(1), uri=store["uri"], experiment="x", run_name="r", params={},
+                            metrics={}, tags={})
+
+
+def test_pareto_png_writes_png(tmp_path: Path) -> None:
+    from nasq.plots import pareto_png
+
+    front = make_front()
+    others = np.array([[0.5, 4.0, 2.0], [0.6, 3.5, 1.8], [np.nan, 1.0, 1.0]])
+    out = pareto_png(front, tmp_path / "figs" / "pareto.png", title="t", others=others, modelled=True)
+    data = out.read_bytes()
+    assert out == tmp_path / "figs" / "pareto.png"
+    assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
+    assert [p.name for p in out.parent.iterdir()] == ["pareto.png"]  # no temp file left behind
+
+
+def test_pareto_png_empty_front_and_bad_others(tmp_path: Path) -> None:
+    from nasq.plots import pareto_png
+
+    empty = Front(("top1", "latency_ms"), [])
+    assert pareto_png(empty, tmp_path / "e.png").read_bytes().startswith(PNG_SIGNATURE)
+    with pytest.raises(ValueError, match="others"):
+        pareto_png(make_front(2), tmp_path / "bad.png", others=np.zeros((3, 2)))
