@@ -43,7 +43,7 @@ def run(experiment: ExperimentArg = None,
         exp = load_experiment(experiment)
     except NasqError as e:
         _fail(e)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 150)
     console.print(f"[bold]nasq[/] experiment [bold]{exp.config.name}[/] from {exp.source} -> {exp.workdir}")
     try:
         from nasq.pipeline import run_pipeline

@@ -53,6 +53,8 @@ class NumericFormat(abc.ABC):
         if amax is None:
             amax = x.detach().abs().amax()
         q = self._quantize(x.detach(), amax.detach().clamp_min(1e-12))
+        if not x.requires_grad:  # evaluation: skip the straight-through bookkeeping
+            return q
         return x + (q - x).detach()
 
     def quantize(self, x: torch.Tensor, amax: torch.Tensor | None = None) -> torch.Tensor:
@@ -123,7 +125,15 @@ class SymmetricInt(NumericFormat):
         return amax / self.qmax
 
     def _quantize(self, x, amax):
-        s = self.scale(amax)
+        import torch
+
+        s = self.scale(amax).to(torch.float32)
+        if s.numel() == 1:  # one fused kernel instead of five elementwise passes
+            zero = torch.zeros((), dtype=torch.int32)
+            return torch.fake_quantize_per_tensor_affine(x, s.reshape(()), zero, -self.qmax, self.qmax)
+        if s.dim() == x.dim() and all(d == 1 for d in s.shape[1:]):  # per output channel
+            zero = torch.zeros(s.numel(), dtype=torch.int32)
+            return torch.fake_quantize_per_channel_affine(x, s.flatten(), zero, 0, -self.qmax, self.qmax)
         return (x / s).round().clamp(-self.qmax, self.qmax) * s
 
     def export_activation(self, x, amax):

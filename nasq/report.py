@@ -6,9 +6,14 @@ from collections import Counter
 from typing import Any
 
 
+def _short(fmt: str) -> str:
+    return fmt.split("_")[0]
+
+
 def format_mix(point: Any) -> str:
-    counts = Counter(f"{layer.w_format}/{layer.a_format}" for layer in point.spec.layers())
-    return ", ".join(f"{n}x {k}" for k, n in counts.most_common())
+    """e.g. ``int4/fp32 x3, int8/int8, fp8/fp32``: weight/activation formats and their counts."""
+    counts = Counter(f"{_short(layer.w_format)}/{_short(layer.a_format)}" for layer in point.spec.layers())
+    return ", ".join(k + (f" x{n}" if n > 1 else "") for k, n in counts.most_common())
 
 
 def print_summary(result: Any, console: Any) -> None:
@@ -27,7 +32,7 @@ def print_summary(result: Any, console: Any) -> None:
                       f"{p.value('latency_ms'):.3f}", f"{p.value('size_mb'):.4f}",
                       "-".join(map(str, p.spec.depths)), format_mix(p))
     console.print(table)
-    console.print(f"[dim]* knee point. {result.evaluated} subnets evaluated for real; predictor held-out "
+    console.print(f"[dim]* knee point. {result.evaluated} subnets evaluated for real; predictor cross-validated "
                   f"Kendall tau {result.fit_report.kendall_tau:.3f}.[/]")
     if result.data_note and result.front.lineage:
         console.print(f"[yellow]data: {result.data_note}[/]")

@@ -25,6 +25,8 @@ def to_minimisation(values: np.ndarray, objectives: tuple[str, ...] | list[str])
 def non_dominated(F: np.ndarray) -> np.ndarray:
     """Indices of the rows of ``F`` (minimisation) that no other row dominates."""
     F = np.asarray(F, dtype=np.float64)
+    if not np.isfinite(F).all():
+        raise ValueError("non_dominated needs finite objective values")
     keep = []
     for i in range(len(F)):
         dominated = np.all(F <= F[i], axis=1) & np.any(F < F[i], axis=1)
@@ -36,6 +38,8 @@ def non_dominated(F: np.ndarray) -> np.ndarray:
 def knee_index(F: np.ndarray) -> int:
     """The point closest to the ideal point after normalising each objective to [0, 1]."""
     F = np.asarray(F, dtype=np.float64)
+    if not np.isfinite(F).all():
+        raise ValueError("knee_index needs finite objective values")
     lo, hi = F.min(axis=0), F.max(axis=0)
     norm = (F - lo) / np.where(hi > lo, hi - lo, 1.0)
     return int(np.argmin(np.linalg.norm(norm, axis=1)))

@@ -36,7 +36,7 @@ class ActQuant(nn.Module):
             return x
         if self.calibrating:
             self.amax.copy_(torch.maximum(self.amax, x.detach().abs().amax()))
-        if self.training or self.calibrating or float(self.amax) <= 0:
+        if self.training or self.calibrating or not bool(self.amax > 0):
             return self.fmt.fake_quant(x)
         return self.fmt.fake_quant(x, self.amax)
 
