@@ -139,10 +139,15 @@ class SymmetricInt(NumericFormat):
     def export_activation(self, x, amax):
         import torch
 
+        s = self.scale(amax.clamp_min(1e-12))
         if self.bits == 8:
-            s = float(self.scale(amax.clamp_min(1e-12)))
+            s = float(s)
+            # QuantizeLinear's int8 range is -128..127: clip first so the export saturates at -127
+            # exactly like _quantize does.
+            x = x.clamp(-self.qmax * s, self.qmax * s)
             return torch.fake_quantize_per_tensor_affine(x, s, 0, -128, 127)
-        return self._quantize(x, amax.clamp_min(1e-12))
+        # ONNX has no narrow-range QDQ: plain ops, x * (1/s) as torch's fake-quantize kernel computes it.
+        return (x * s.reciprocal()).round().clamp(-self.qmax, self.qmax) * s
 
 
 class ScaledFloat(NumericFormat):

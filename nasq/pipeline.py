@@ -38,6 +38,7 @@ class PipelineResult:
     export: Any = None
     data_note: str = ""
     train_info: dict[str, float] = field(default_factory=dict)
+    evaluations: np.ndarray | None = None  # (top1, latency_ms, size_mb) of every true evaluation
 
 
 class Reporter:
@@ -125,7 +126,8 @@ def run_pipeline(exp: Experiment, console: Any = None) -> PipelineResult:
     atomic_write_text(workdir / "evaluations.csv", ledger.to_csv())
     front.save(workdir)
     result = PipelineResult(exp, front, report, workdir, len(ledger.top1), rep.timings,
-                            data_note=splits.note, train_info=train_info)
+                            data_note=splits.note, train_info=train_info,
+                            evaluations=evaluation_matrix(ledger, predictor.cost_model))
     with rep.stage("track", "tracking: MLflow"):
         result.tracking = track_stage(exp, result, workdir)
     with rep.stage("export", f"export: the {cfg.export.pick} point"):
@@ -229,6 +231,12 @@ def pick_spread(candidates: list[Candidate], k: int) -> list[Candidate]:
     return [ordered[i] for i in idx]
 
 
+def evaluation_matrix(ledger: Ledger, cost: Any) -> np.ndarray:
+    specs = list(ledger.specs.values())
+    c = cost.score(specs)
+    return np.column_stack([ledger(specs, "cached"), c["latency_ms"], c["size_mb"]])
+
+
 def track_stage(exp: Experiment, result: PipelineResult, workdir: Path) -> Any:
     from nasq import tracking
 
@@ -240,8 +248,9 @@ def track_stage(exp: Experiment, result: PipelineResult, workdir: Path) -> Any:
                **{f"supernet.{k}": float(v) for k, v in result.train_info.items()}}
     return tracking.log_search(result.front, uri=uri, experiment=cfg.tracking.experiment, run_name=cfg.name,
                                params=params, metrics=metrics, tags=exp.lineage(),
-                               artifact_root=workdir / "mlartifacts",
-                               extra_files=[workdir / "evaluations.csv", workdir / "supernet.json"])
+                               artifact_root=workdir / "mlartifacts", artifacts_dir=workdir,
+                               extra_files=[workdir / "evaluations.csv", workdir / "supernet.json"],
+                               others=result.evaluations, modelled=exp.profile.config.status == "modelled")
 
 
 def export_stage(exp: Experiment, net: Any, front: Front, splits: data_mod.Splits, workdir: Path) -> Any:

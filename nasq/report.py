@@ -36,7 +36,7 @@ def print_summary(result: Any, console: Any) -> None:
                   f"Kendall tau {result.fit_report.kendall_tau:.3f}.[/]")
     if result.data_note and result.front.lineage:
         console.print(f"[yellow]data: {result.data_note}[/]")
-    console.print(f"Artifacts:   {result.workdir}/ (front.csv, front.json, evaluations.csv, supernet.safetensors)")
+    console.print(f"Artifacts:   {result.workdir}/ (front.csv, front.json, pareto.png, evaluations.csv, supernet.safetensors)")
     if result.tracking is not None:
         t = result.tracking
         console.print(f"MLflow run:  {t.run_id} (experiment {t.experiment_id}, {len(t.child_run_ids)} point runs)")

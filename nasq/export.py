@@ -1,0 +1,438 @@
+"""Deployable export of one subnet: ONNX graph, safetensors weights, architecture and manifest.
+
+:func:`export_bundle` writes a folder holding
+
+* ``model.onnx`` - the static subnet with its quantizers written as standard ONNX operators
+  (int8 as QuantizeLinear/DequantizeLinear pairs, other formats as pre-quantized weights and
+  elementwise rounding of activations), batch axis dynamic;
+* ``model.safetensors`` - the static subnet's un-prepared state dict (no pickle anywhere);
+* ``arch.json`` - the space config and the subnet spec, enough to rebuild the module skeleton;
+* ``manifest.json`` - lineage, predicted and measured metrics, per-layer formats, file hashes
+  and library versions.
+
+The bundle is verified before it is published: onnxruntime must reproduce the torch logits on
+the caller's sample, and the difference, top-1 agreement and latency go into the manifest.
+
+onnxruntime caveat. Since about 1.20 its basic graph optimisations include
+``WeightBiasQuantization``, which silently re-quantizes the float weights of any Conv fed by a
+DequantizeLinear to per-tensor int8 (and the bias to int32). For an fp32- or int4-weight layer
+behind an int8 activation that changes the model, so verification runs with that optimiser
+disabled and the manifest's ``runtime`` section tells consumers to do the same; the difference
+onnxruntime's defaults would make is recorded too.
+
+Exports are all-or-nothing: everything is written into a hidden sibling folder that is renamed
+onto ``out_dir`` at the end, and removed if anything fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nasq.errors import ConfigError, MissingDependencyError, NasqError
+from nasq.files import read_json, sha256_file
+from nasq.formats import get_format
+from nasq.space import SearchSpace, SubnetSpec
+from nasq.specs import SpaceConfig, validate
+from nasq.supernet.layers import StaticQConv
+from nasq.supernet.network import Supernet
+
+MODEL_ONNX = "model.onnx"
+MODEL_WEIGHTS = "model.safetensors"
+ARCH_JSON = "arch.json"
+MANIFEST_JSON = "manifest.json"
+HASHED_FILES = (MODEL_ONNX, MODEL_WEIGHTS, ARCH_JSON)
+
+INPUT_NAME, OUTPUT_NAME = "images", "logits"
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+# See the module docstring: this onnxruntime optimiser changes the numerics of float-weight convs
+# that follow an int8 activation, so verification (and any consumer) must switch it off.
+ORT_DISABLED_OPTIMIZERS = ("WeightBiasQuantization",)
+LATENCY_WARMUP, LATENCY_RUNS = 3, 20
+# The (quant_min, quant_max) pairs torch's exporter can write as QuantizeLinear/DequantizeLinear.
+_QDQ_RANGES = ((-128, 127), (0, 255), (0, 127))
+# Order of "strength" used to summarise a layer's weight and activation export modes in one word.
+_EXPORT_RANK = {"identity": 0, "dequantized": 1, "qdq_int8": 2}
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    files: dict[str, str]  # file name -> sha256, the manifest included
+    max_abs_diff: float  # onnxruntime vs torch logits on the sample
+    top1_agreement: float  # fraction of the sample whose argmax agrees
+    ort_latency_ms: float  # median onnxruntime latency of one image, one thread
+    qdq_nodes: int  # QuantizeLinear + DequantizeLinear nodes in model.onnx
+
+
+@dataclass
+class _Verification:
+    max_abs_diff: float
+    top1_agreement: float
+    latency_ms: float
+    max_abs_diff_ort_defaults: float
+
+
+# ---------------------------------------------------------------- optional dependencies
+def _require_onnx() -> tuple[Any, Any]:
+    """onnx and onnxruntime are imported here, not at module level, so that importing nasq.export
+    (e.g. for load_export) works on a machine that only trains."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as e:
+        raise MissingDependencyError(
+            f"exporting needs onnx and onnxruntime ({e.name} is missing): pip install onnx onnxruntime"
+        ) from None
+    return onnx, onnxruntime
+
+
+def _require_safetensors() -> Any:
+    try:
+        import safetensors.torch
+    except ImportError:
+        raise MissingDependencyError("export bundles store weights as safetensors: pip install safetensors") from None
+    return safetensors.torch
+
+
+# ---------------------------------------------------------------- export
+def export_bundle(model: torch.nn.Module, *, spec: SubnetSpec, space: SearchSpace, out_dir: str | os.PathLike,
+                  sample_input: np.ndarray, predicted: dict[str, float], measured: dict[str, float],
+                  lineage: dict[str, str], opset: int = 17) -> ExportResult:
+    """Export ``model`` (a static subnet from ``Supernet.extract()``) to ``out_dir``, verify it in
+    onnxruntime on ``sample_input`` (N, C, H, W float32) and return the verification figures.
+
+    Refuses a non-empty ``out_dir``; on any failure nothing is left behind."""
+    onnx, ort = _require_onnx()
+    out_dir = Path(out_dir)
+    _refuse_non_empty(out_dir)
+    sample = _check_sample(sample_input, space)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    try:
+        # A CPU copy in eval mode: the caller's module (maybe on a GPU, maybe training) is not touched.
+        cpu_model = copy.deepcopy(model).cpu().eval()
+        result = _write_bundle(cpu_model, tmp, spec=spec, space=space, sample=sample, predicted=predicted,
+                               measured=measured, lineage=lineage, opset=opset, onnx=onnx, ort=ort)
+        _match_umask(tmp)
+        _publish(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return replace(result, out_dir=out_dir)
+
+
+def _refuse_non_empty(out_dir: Path) -> None:
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        raise NasqError(f"{out_dir}: export folder exists and is not empty; remove it or pick another")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NasqError(f"{out_dir}: exists and is not a folder")
+
+
+def _check_sample(sample_input: np.ndarray, space: SearchSpace) -> np.ndarray:
+    sample = np.ascontiguousarray(sample_input, dtype=np.float32)
+    inp = space.config.input
+    expected = (inp.channels, inp.resolution, inp.resolution)
+    if sample.ndim != 4 or sample.shape[1:] != expected or len(sample) == 0:
+        raise NasqError(f"sample_input must have shape (N>0, {', '.join(map(str, expected))}), "
+                        f"got {sample.shape}")
+    return sample
+
+
+def _match_umask(folder: Path) -> None:
+    """mkdtemp makes the folder private (0700); give it the permissions an ordinary mkdir would
+    have. model.onnx was created with plain open(), so its mode already reflects the umask;
+    reading it back avoids the racy os.umask() get-and-set."""
+    file_mode = (folder / MODEL_ONNX).stat().st_mode & 0o666
+    folder.chmod(file_mode | (file_mode & 0o444) >> 2)  # x wherever r, as for directories
+
+
+def _publish(tmp: Path, out_dir: Path) -> None:
+    """One rename: readers see either no bundle or a complete one. ``os.replace`` also replaces an
+    empty ``out_dir``; it fails if something was written into ``out_dir`` meanwhile."""
+    try:
+        os.replace(tmp, out_dir)
+    except OSError as e:
+        raise NasqError(f"{out_dir}: could not publish the export ({e.strerror})") from e
+
+
+def _write_bundle(model: torch.nn.Module, folder: Path, *, spec: SubnetSpec, space: SearchSpace,
+                  sample: np.ndarray, predicted: dict[str, float], measured: dict[str, float],
+                  lineage: dict[str, str], opset: int, onnx: Any, ort: Any) -> ExportResult:
+    _save_weights(model, folder / MODEL_WEIGHTS)
+    export_onnx(model, torch.from_numpy(sample[:1]), folder / MODEL_ONNX, opset=opset)
+    onnx_model = onnx.load(str(folder / MODEL_ONNX))
+    onnx.checker.check_model(onnx_model)
+    qdq = sum(node.op_type in QDQ_OPS for node in onnx_model.graph.node)
+    check = _verify(model, folder / MODEL_ONNX, sample, ort)
+    _write_json(folder / ARCH_JSON, _arch(spec, space, sample.shape[1:]))
+    files = {name: sha256_file(folder / name) for name in HASHED_FILES}
+    measured_all = {**measured, "onnx_max_abs_diff": check.max_abs_diff,
+                    "onnx_top1_agreement": check.top1_agreement,
+                    "onnx_latency_ms_batch1": check.latency_ms,
+                    "onnx_max_abs_diff_ort_default_optimizers": check.max_abs_diff_ort_defaults}
+    manifest = _manifest(model, lineage=lineage, predicted=predicted, measured=measured_all,
+                         files=files, opset=opset, qdq_nodes=qdq, onnx=onnx, ort=ort)
+    _write_json(folder / MANIFEST_JSON, manifest)
+    files[MANIFEST_JSON] = sha256_file(folder / MANIFEST_JSON)
+    return ExportResult(folder, files, check.max_abs_diff, check.top1_agreement, check.latency_ms, qdq)
+
+
+def _save_weights(model: torch.nn.Module, path: Path) -> None:
+    # Clones: safetensors refuses tensors that share storage (and views of a bigger tensor).
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    _require_safetensors().save_file(state, str(path))
+
+
+def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str | os.PathLike, *, opset: int = 17,
+                input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME) -> None:
+    """Write ``module`` (a StaticSubnet, one StaticQConv, or any module) to ``path`` as ONNX, in
+    export mode where it has ``prepare_export``; batch axis dynamic, traced with ``example``.
+    ``module`` itself is not modified."""
+    # prepare_export mutates the module (pre-quantized weights, export-mode quantizers): work on a copy.
+    m = copy.deepcopy(module).eval()
+    if hasattr(m, "prepare_export"):
+        m.prepare_export()
+    with warnings.catch_warnings(), _any_range_fake_quant_symbolic(opset):
+        # The TorchScript exporter warns about its own deprecation and about tracing
+        # float(tensor) in the quantizers; neither is actionable here.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, example, str(path), dynamo=False, opset_version=opset,
+                          input_names=[input_name], output_names=[output_name],
+                          dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}})
+
+
+@contextlib.contextmanager
+def _any_range_fake_quant_symbolic(opset: int) -> Iterator[None]:
+    """While exporting, let ``fake_quantize_per_tensor_affine`` take any integer range.
+
+    torch's symbolic only accepts the ranges QuantizeLinear can hold and raises SymbolicValueError
+    for others, e.g. the narrow (-7, 7) that nasq.formats uses for int4 activations. Those become
+    the same arithmetic in plain ops (Reciprocal, Mul, Round, Clip, Mul: what torch's kernel
+    computes), the standard ranges still become QDQ. Registered for this export only, because the
+    exporter's registry is process-wide."""
+    from torch.onnx import symbolic_helper
+
+    name = "aten::fake_quantize_per_tensor_affine"
+    symbolic = symbolic_helper.parse_args("v", "v", "v", "i", "i")(_fake_quant_symbolic)
+    torch.onnx.register_custom_op_symbolic(name, symbolic, opset)
+    try:
+        yield
+    finally:
+        torch.onnx.unregister_custom_op_symbolic(name, opset)
+
+
+def _fake_quant_symbolic(g: Any, x: Any, scale: Any, zero_point: Any, lo: int, hi: int) -> Any:
+    from torch.onnx import symbolic_opset13
+
+    if (lo, hi) in _QDQ_RANGES:
+        return symbolic_opset13.fake_quantize_per_tensor_affine(g, x, scale, zero_point, lo, hi)
+    float_type = 1  # onnx.TensorProto.FLOAT
+    scale = g.op("Cast", scale, to_i=float_type)
+    zero = g.op("Cast", zero_point, to_i=float_type)
+    q = g.op("Add", g.op("Round", g.op("Mul", x, g.op("Reciprocal", scale))), zero)
+    q = g.op("Clip", q, g.op("Constant", value_t=torch.tensor(float(lo))),
+             g.op("Constant", value_t=torch.tensor(float(hi))))
+    return g.op("Mul", g.op("Sub", q, zero), scale)
+
+
+# ---------------------------------------------------------------- verification
+def _verify(model: torch.nn.Module, onnx_path: Path, sample: np.ndarray, ort: Any) -> _Verification:
+    want = _torch_logits(model, sample)
+    session = _ort_session(ort, onnx_path)
+    got = session.run([OUTPUT_NAME], {INPUT_NAME: sample})[0]
+    defaults = _ort_session(ort, onnx_path, disabled=()).run([OUTPUT_NAME], {INPUT_NAME: sample})[0]
+    return _Verification(
+        max_abs_diff=float(np.max(np.abs(got - want))),
+        top1_agreement=float(np.mean(got.argmax(1) == want.argmax(1))),
+        latency_ms=_latency_ms(session, sample[:1]),
+        max_abs_diff_ort_defaults=float(np.max(np.abs(defaults - want))),
+    )
+
+
+@torch.no_grad()
+def _torch_logits(model: torch.nn.Module, sample: np.ndarray) -> np.ndarray:
+    """The reference: the un-prepared module (export_bundle's eval-mode CPU copy)."""
+    return model(torch.from_numpy(sample)).numpy()
+
+
+def _ort_session(ort: Any, path: Path, disabled: tuple[str, ...] = ORT_DISABLED_OPTIMIZERS) -> Any:
+    opts = ort.SessionOptions()
+    # One thread: latency comparable across machines and runs, and no contention with torch.
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(disabled))
+
+
+def _latency_ms(session: Any, one: np.ndarray) -> float:
+    feed = {INPUT_NAME: one}
+    for _ in range(LATENCY_WARMUP):
+        session.run([OUTPUT_NAME], feed)
+    times = []
+    for _ in range(LATENCY_RUNS):
+        t0 = time.perf_counter()
+        session.run([OUTPUT_NAME], feed)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e3)
+
+
+# ---------------------------------------------------------------- JSON documents
+def _write_json(path: Path, obj: Any) -> None:
+    """Plain write: the whole folder is published with one rename, so per-file atomicity (and the
+    0600 mode of nasq.files' temp files) is not wanted here."""
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays, 0-d tensors among metrics
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _arch(spec: SubnetSpec, space: SearchSpace, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    return {"space": space.name, "space_hash": space.hash,
+            "space_config": space.config.model_dump(mode="json"),
+            "spec": spec.to_dict(), "key": spec.key(), "input_shape": [int(d) for d in input_shape]}
+
+
+def _manifest(model: torch.nn.Module, *, lineage: dict[str, str], predicted: dict[str, float],
+              measured: dict[str, float], files: dict[str, str], opset: int, qdq_nodes: int,
+              onnx: Any, ort: Any) -> dict[str, Any]:
+    import safetensors
+
+    return {
+        "nasq_version": _nasq_version(),
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "lineage": dict(lineage),
+        "predicted": dict(predicted),
+        "measured": measured,
+        "formats": layer_formats(model),
+        "files": files,
+        "onnx": {"opset": opset, "input": INPUT_NAME, "output": OUTPUT_NAME, "qdq_nodes": qdq_nodes},
+        "runtime": {"onnxruntime_disabled_optimizers": list(ORT_DISABLED_OPTIMIZERS)},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "onnx": onnx.__version__, "onnxruntime": ort.__version__,
+                     "numpy": np.__version__, "safetensors": safetensors.__version__},
+    }
+
+
+def _nasq_version() -> str:
+    import nasq
+
+    if getattr(nasq, "__version__", None):
+        return nasq.__version__
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:  # an installed distribution without the package attribute (e.g. a namespace checkout)
+        return version("nasq")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def layer_formats(model: torch.nn.Module) -> list[dict[str, str]]:
+    """Per quantized conv: its formats and how each side is exported. ``export`` summarises the
+    two sides as the stronger one (qdq_int8 > dequantized > identity)."""
+    rows = []
+    for name, m in model.named_modules():
+        if isinstance(m, StaticQConv):
+            w_mode, a_mode = get_format(m.w_format).export_mode, get_format(m.a_format).export_mode
+            rows.append({"layer": name, "w_format": m.w_format, "a_format": m.a_format,
+                         "export": max(w_mode, a_mode, key=_EXPORT_RANK.__getitem__),
+                         "w_export": w_mode, "a_export": a_mode})
+    return rows
+
+
+# ---------------------------------------------------------------- loading
+def load_export(folder: str | os.PathLike) -> torch.nn.Module:
+    """Rebuild the static subnet of an export bundle (eval mode) from arch.json and
+    model.safetensors. Checks the files against the manifest's hashes when it is present."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(str(folder), "", "export folder not found")
+    _check_hashes(folder)
+    arch_path = folder / ARCH_JSON
+    arch = _read_json_file(arch_path)
+    space, spec = _space_and_spec(arch, arch_path)
+    # Building the supernet and extracting from it draw initial weights (soon overwritten) from
+    # torch's global RNG; loading must not shift the caller's random stream.
+    with torch.random.fork_rng(devices=[]):
+        net = Supernet(space)
+        net.set_active(spec)
+        model = net.extract()
+    _load_weights(model, folder / MODEL_WEIGHTS)
+    return model.eval()
+
+
+def _read_json_file(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(str(path), "", "file not found")
+    try:
+        data = read_json(path)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(str(path), "", f"not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "", f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _space_and_spec(arch: dict[str, Any], path: Path) -> tuple[SearchSpace, SubnetSpec]:
+    for field in ("space_config", "spec"):
+        if field not in arch:
+            raise ConfigError(str(path), field, "missing")
+    try:
+        config = validate(SpaceConfig, arch["space_config"], str(path))
+    except ConfigError as e:
+        raise ConfigError(str(path), f"space_config.{e.field}".rstrip("."), e.detail) from None
+    space = SearchSpace(config, str(path), str(arch.get("space_hash", "")))
+    try:
+        spec = SubnetSpec.from_dict(arch["spec"])
+        space.encode(spec)  # every choice must exist in the space
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(str(path), "spec", f"not a subnet of space {space.name}: {e}") from None
+    if "key" in arch and arch["key"] != spec.key():
+        raise ConfigError(str(path), "key", f"{arch['key']!r} does not match the spec ({spec.key()!r})")
+    return space, spec
+
+
+def _load_weights(model: torch.nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(str(path), "", "file not found")
+    try:
+        state = _require_safetensors().load_file(str(path))
+    except MissingDependencyError:
+        raise
+    except Exception as e:  # safetensors raises its own error type for corrupt headers
+        raise ConfigError(str(path), "", f"not a readable safetensors file ({e})") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        # torch's message spans lines (missing keys, unexpected keys, shapes); errors here are one line.
+        raise ConfigError(str(path), "state_dict", " ".join(str(e).split())) from None
+
+
+def _check_hashes(folder: Path) -> None:
+    manifest_path = folder / MANIFEST_JSON
+    if not manifest_path.is_file():
+        return
+    files = _read_json_file(manifest_path).get("files", {})
+    for name in HASHED_FILES:
+        path = folder / name
+        if name in files and path.is_file() and sha256_file(path) != files[name]:
+            raise ConfigError(str(path), "", f"sha256 differs from {MANIFEST_JSON}; the bundle was modified")
