@@ -100,6 +100,9 @@ def _mlflow() -> Any:
 def _client(uri: str) -> Any:
     """A client bound to ``uri``; a store mlflow refuses to open becomes a one-line NasqError."""
     mlflow = _mlflow()
+    # mlflow announces creating/migrating a new sqlite store at INFO: noise in our progress output
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return mlflow.tracking.MlflowClient(tracking_uri=uri)
     except mlflow.exceptions.MlflowException as exc:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from nasq.errors import ConfigError
 from nasq.space import SearchSpace
@@ -66,7 +67,7 @@ def test_missing_file_and_bad_yaml(tmp_path):
 def test_experiment_defaults_are_valid_and_frozen():
     cfg = ExperimentConfig()
     assert cfg.objectives[0] == "top1"
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         cfg.name = "other"  # frozen
 
 
