@@ -1,0 +1,58 @@
+"""Time the demo end to end (`nasq run examples/demo.yaml`, after install) and record what it found.
+
+    .venv/bin/python benchmarks/pipeline_demo.py [--experiment examples/demo.yaml]
+
+Runs the CLI in a fresh temporary working folder (so nothing is reused), then reads the run's
+timings.json and front.json. Prints the figures and writes them to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import write_section  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--experiment", default=str(REPO / "examples" / "demo.yaml"))
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="nasq-bench-") as tmp:
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "nasq.cli", "run", args.experiment, "--quiet"], cwd=tmp,
+                             capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if out.returncode != 0:
+            sys.exit(f"demo failed:\n{out.stderr[-3000:]}")
+        run = Path(tmp) / "runs" / "demo"
+        timings = json.loads((run / "timings.json").read_text())
+        front = json.loads((run / "front.json").read_text())
+        manifest = json.loads((run / "export" / "manifest.json").read_text())
+    points = front["points"]
+    mixed = sum(len({(l["w_format"], l["a_format"]) for s in p["spec"]["stages"] for l in s}) > 1 for p in points)
+    top1 = [p["measured"]["top1"] for p in points]
+    rows = [("wall time of `nasq run` (s)", f"{wall:.0f}"),
+            *[(f"stage {k} (s)", f"{v:.1f}") for k, v in timings.items()],
+            ("front points (non-dominated)", str(len(points))),
+            ("front points mixing formats across layers", str(mixed)),
+            ("front top-1 range (%, supernet, validation)", f"{min(top1):.2f} - {max(top1):.2f}"),
+            ("export: onnxruntime vs torch max abs diff", f"{manifest['measured']['onnx_max_abs_diff']:.2e}"),
+            ("export: onnxruntime latency, batch 1 (ms)", f"{manifest['measured']['onnx_latency_ms_batch1']:.3f}")]
+    table = "| figure | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
+    print(table)
+    body = ("### Demo pipeline (`benchmarks/pipeline_demo.py`)\n\n"
+            "`nasq run examples/demo.yaml` in a fresh folder, after `make demo` installed everything.\n\n" + table)
+    print("written to", write_section("pipeline_demo", body))
+
+
+if __name__ == "__main__":
+    main()
