@@ -38,7 +38,7 @@ def main() -> None:
         front = json.loads((run / "front.json").read_text())
         manifest = json.loads((run / "export" / "manifest.json").read_text())
     points = front["points"]
-    mixed = sum(len({(l["w_format"], l["a_format"]) for s in p["spec"]["stages"] for l in s}) > 1 for p in points)
+    mixed = sum(len({(lay["w_format"], lay["a_format"]) for st in p["spec"]["stages"] for lay in st}) > 1 for p in points)
     top1 = [p["measured"]["top1"] for p in points]
     rows = [("wall time of `nasq run` (s)", f"{wall:.0f}"),
             *[(f"stage {k} (s)", f"{v:.1f}") for k, v in timings.items()],

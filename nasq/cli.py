@@ -85,6 +85,33 @@ def catalog() -> None:
             typer.echo(f"  {name:<20} {p}")
 
 
+profile_app = typer.Typer(help="Hardware profiles: measure per-layer latency tables.", no_args_is_help=True)
+app.add_typer(profile_app, name="profile")
+
+
+@profile_app.command("measure")
+def profile_measure(
+    out: Annotated[Path, typer.Option("--out", help="Profile folder to write, e.g. hardware_profiles/cpu_ort_epyc; "
+                                      "its name is the profile's name.")],
+    space: Annotated[str, typer.Option("--space", help="Search space: catalog name or YAML path.")] = "mbconv_small",
+    backend: Annotated[str, typer.Option("--backend", help="onnxruntime (this CPU) or torch-cuda (an NVIDIA GPU).")] = "onnxruntime",
+    threads: Annotated[int, typer.Option("--threads", min=1, help="Intra-op threads per timed run.")] = 1,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timed runs per layer (median, p10, p90).")] = 30,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs per layer and round.")] = 5,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Interleaved passes the repeats are split over.")] = 3,
+    fit_subnets: Annotated[int, typer.Option("--fit-subnets", min=0, help="Whole subnets timed to fit the "
+                                             "predictor's correction (onnxruntime only; 0 skips it).")] = 100,
+) -> None:
+    """Time every distinct layer of a space; write profile.yaml, latency.csv, latency_model.json."""
+    from nasq.profiling.measure import profile_measure as measure
+
+    try:
+        measure(space, backend, out, threads=threads, repeats=repeats, warmup=warmup, rounds=rounds,
+                fit_subnets=fit_subnets)
+    except NasqError as e:
+        _fail(e)
+
+
 @app.command()
 def version() -> None:
     """Print the nasq version."""

@@ -45,7 +45,12 @@ class Experiment:
         return self.profiles[0]
 
     def cost_model(self) -> CostModel:
-        return CostModel(self.space, self.profile)
+        # A measured profile ships latency.csv + latency_model.json; its predictor replaces the
+        # roofline latency (load_experiment already checked that it covers the space).
+        from nasq.profiling.latency_model import load_profile_predictor
+
+        predictor = load_profile_predictor(self.profile.source, self.space)
+        return CostModel(self.space, self.profile, predictor.predict if predictor is not None else None)
 
     @property
     def workdir(self) -> Path:
@@ -111,6 +116,11 @@ def load_experiment(path: str | Path | None = None) -> Experiment:
         prof_path = resolve("hardware", name, base, source, f"hardware[{i}]")
         prof = HardwareProfile.from_yaml(prof_path, _display(prof_path))
         prof.check_space(space)
+        # Fail before anything runs when a measured table lacks rows for the space, or its
+        # correction was fitted on another table or space (one-line ConfigError / LineageError).
+        from nasq.profiling.latency_model import load_profile_predictor
+
+        load_profile_predictor(prof_path, space)
         profiles.append(prof)
     rec_path = resolve("predictor", config.predictor, base, source, "predictor")
     recipe = Recipe.from_yaml(rec_path, _display(rec_path))

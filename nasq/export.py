@@ -63,6 +63,7 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 # See the module docstring: this onnxruntime optimiser changes the numerics of float-weight convs
 # that follow an int8 activation, so verification (and any consumer) must switch it off.
 ORT_DISABLED_OPTIMIZERS = ("WeightBiasQuantization",)
+PACKED_FORMATS_KEY = "nasq.packed_formats"
 LATENCY_WARMUP, LATENCY_RUNS = 3, 20
 # The (quant_min, quant_max) pairs torch's exporter can write as QuantizeLinear/DequantizeLinear.
 _QDQ_RANGES = ((-128, 127), (0, 255), (0, 127))
@@ -194,9 +195,16 @@ def _write_bundle(model: torch.nn.Module, folder: Path, *, spec: SubnetSpec, spa
 
 
 def _save_weights(model: torch.nn.Module, path: Path) -> None:
+    """Integer weights are stored packed (two int4 / four int2 per byte) with their scales; the
+    formats used are recorded in the file's metadata so loading restores them exactly."""
+    from nasq.formats.packing import packed_formats, packed_state
+
+    formats = packed_formats(model)
+    replaced = {f"{p}.conv.weight" for p in formats}
     # Clones: safetensors refuses tensors that share storage (and views of a bigger tensor).
-    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
-    _require_safetensors().save_file(state, str(path))
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items() if k not in replaced}
+    state.update(packed_state(model))
+    _require_safetensors().save_file(state, str(path), metadata={PACKED_FORMATS_KEY: json.dumps(formats, sort_keys=True)})
 
 
 def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str | os.PathLike, *, opset: int = 17,
@@ -416,10 +424,20 @@ def _load_weights(model: torch.nn.Module, path: Path) -> None:
         raise ConfigError(str(path), "", "file not found")
     try:
         state = _require_safetensors().load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
     except MissingDependencyError:
         raise
     except Exception as e:  # safetensors raises its own error type for corrupt headers
         raise ConfigError(str(path), "", f"not a readable safetensors file ({e})") from None
+    from nasq.formats.packing import unpack_state
+
+    try:
+        state = unpack_state(state, json.loads(metadata.get(PACKED_FORMATS_KEY, "{}")))
+    except (KeyError, ValueError) as e:
+        raise ConfigError(str(path), "state_dict", f"packed weights unreadable ({e})") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

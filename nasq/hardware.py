@@ -6,6 +6,7 @@ A profile is data (``hardware_profiles/<name>/profile.yaml``). The roofline esti
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,12 +59,24 @@ def compute_format(w_format: str, a_format: str) -> str:
 
 
 class CostModel:
-    """Scores subnets of one space on one profile. Results are cached by canonical key."""
+    """Scores subnets of one space on one profile. Results are cached by canonical key.
 
-    def __init__(self, space: SearchSpace, profile: HardwareProfile):
+    ``latency_ms`` (a measured profile's ``LatencyPredictor.predict``, see
+    nasq.profiling.latency_model.load_profile_predictor) replaces the roofline latency when
+    given; size and BOPs stay analytic."""
+
+    def __init__(self, space: SearchSpace, profile: HardwareProfile,
+                 latency_ms: Callable[[list[SubnetSpec]], np.ndarray] | None = None):
         profile.check_space(space)
-        self.space, self.profile = space, profile
+        self.space, self.profile, self.latency_ms = space, profile, latency_ms
         self._cache: dict[str, tuple[float, float, float]] = {}
+
+    @property
+    def latency_source(self) -> str:
+        """How ``latency_ms`` is obtained, for reports."""
+        if self.latency_ms is not None:
+            return "measured table + fitted correction"
+        return f"roofline ({self.profile.config.status})"
 
     def layer_latency_us(self, layer: LayerShape, prev_a_format: str) -> float:
         cfg = self.profile.config
@@ -100,4 +113,5 @@ class CostModel:
     def score(self, specs: list[SubnetSpec]) -> dict[str, np.ndarray]:
         """``latency_ms``, ``size_mb`` and ``bops_g`` for each spec, as arrays."""
         rows = np.array([self._score_one(s) for s in specs], dtype=np.float64).reshape(-1, 3)
-        return {"latency_ms": rows[:, 0], "size_mb": rows[:, 1], "bops_g": rows[:, 2]}
+        latency = rows[:, 0] if self.latency_ms is None else np.asarray(self.latency_ms(specs), dtype=np.float64)
+        return {"latency_ms": latency, "size_mb": rows[:, 1], "bops_g": rows[:, 2]}

@@ -66,7 +66,13 @@ class Reporter:
         if self.console is None:
             yield lambda *a, **k: None
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         with Progress(TextColumn("      {task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=self.console,
@@ -120,7 +126,10 @@ def run_pipeline(exp: Experiment, console: Any = None) -> PipelineResult:
         with rep.stage("predict", f"predictor: {exp.recipe.config.kind} on {len(specs)} subnets"):
             predictor, report = fit_with_holdout(exp.recipe, exp.space, exp.cost_model(), specs, top1, cfg.search.seed)
             predictor.save(workdir, sha256_bytes(ledger.to_csv().encode()))
-            rep.say(f"      cross-validated Kendall tau {report.kendall_tau:.3f}, Spearman {report.spearman:.3f}, RMSE {report.rmse:.2f} pts")
+            rep.say(f"      cross-validated Kendall tau {report.kendall_tau:.3f}, Spearman {report.spearman:.3f}, "
+                    f"RMSE {report.rmse:.2f} pts, top-10 % precision {report.top10_precision:.2f}")
+            if hasattr(predictor.model, "chosen"):
+                rep.say(f"      auto: picked {predictor.model.chosen} (CV tau {predictor.model.cv_scores})")
         with rep.stage("search", f"search: NSGA-II, population {cfg.search.population} x {cfg.search.generations} generations"):
             front = search_stage(exp, predictor, ledger, rep)
     atomic_write_text(workdir / "evaluations.csv", ledger.to_csv())

@@ -1,4 +1,9 @@
-"""Feature encoders: how a subnet becomes a row of numbers for a regressor."""
+"""Feature encoders: how a subnet becomes a row of numbers for a regressor.
+
+An encoder is called with the space, the specs and (optionally) a cost model, and returns one
+float row per spec with the same columns for every spec of that space - so a predictor fitted on
+one batch can score any other batch of the same space.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from nasq.formats import FORMATS
-from nasq.hardware import CostModel
+from nasq.formats import FORMATS, size_bits
+from nasq.hardware import BIAS_BITS, CostModel
 from nasq.registry import Registry
 from nasq.space import SearchSpace, SubnetSpec
 
 Encoder = Callable[[SearchSpace, list[SubnetSpec], CostModel | None], np.ndarray]
 FEATURES: Registry[Encoder] = Registry("feature encoder")
+
+LAYERWISE_COLUMNS = ("active", "kernel", "expand", "w_bits", "a_bits", "w_float", "a_float", "macs_share")
 
 
 @FEATURES.register("onehot")
@@ -50,7 +57,64 @@ def costs(space: SearchSpace, specs: list[SubnetSpec], cost_model: CostModel | N
         row += [macs[ab == b].sum() / total for b in bit_levels]
         row += [float(wb.min()), float(ab.min())]
         rows.append(row)
-    return np.asarray(rows, dtype=np.float64)
+    return np.asarray(rows, dtype=np.float64).reshape(len(specs), 5 + 2 * len(bit_levels))
+
+
+@FEATURES.register("layerwise")
+def layerwise(space: SearchSpace, specs: list[SubnetSpec], cost_model: CostModel | None) -> np.ndarray:
+    """Per layer slot, stages in order and slots up to each stage's deepest choice, the numbers in
+    ``LAYERWISE_COLUMNS``: active flag, kernel, expand, weight and activation bits, whether each
+    format is a float format (fp8 and int8 share 8 bits but not their error), and the slot's share
+    of the subnet's MACs. Every column of an inactive slot is zero."""
+    slots = [(i, j) for i, st in enumerate(space.config.stages) for j in range(max(st.depth))]
+    width = len(LAYERWISE_COLUMNS)
+    out = np.zeros((len(specs), len(slots) * width), dtype=np.float64)
+    for r, spec in enumerate(specs):
+        macs = _macs_per_slot(space, spec)
+        total = sum(macs.values()) + _fixed_macs(space, spec)
+        for s, (i, j) in enumerate(slots):
+            if j >= len(spec.stages[i]):
+                continue
+            layer = spec.stages[i][j]
+            w, a = FORMATS.get(layer.w_format), FORMATS.get(layer.a_format)
+            out[r, s * width : (s + 1) * width] = [1.0, layer.kernel, layer.expand, w.bits, a.bits,
+                                                   w.kind == "float", a.kind == "float", macs[i, j] / total]
+    return out
+
+
+def _macs_per_slot(space: SearchSpace, spec: SubnetSpec) -> dict[tuple[int, int], float]:
+    """MACs of each active slot's expand + depthwise + project convolutions (names ``stages.i.j.*``)."""
+    out: dict[tuple[int, int], float] = {}
+    for lay in space.layer_shapes(spec):
+        parts = lay.name.split(".")
+        if parts[0] == "stages":
+            key = (int(parts[1]), int(parts[2]))
+            out[key] = out.get(key, 0.0) + lay.macs
+    return out
+
+
+def _fixed_macs(space: SearchSpace, spec: SubnetSpec) -> float:
+    return float(sum(lay.macs for lay in space.layer_shapes(spec) if not lay.name.startswith("stages.")))
+
+
+@FEATURES.register("bops")
+def bops(space: SearchSpace, specs: list[SubnetSpec], cost_model: CostModel | None) -> np.ndarray:
+    """Four dense columns: log parameters, log MACs, log BOPs (MACs x weight bits x activation bits)
+    and the stored size in MB - the cost model's ``size_mb`` when one is given, else the same
+    accounting (weights in their format with per-channel scales, plus an fp32 bias per channel)."""
+    size_mb = cost_model.score(specs)["size_mb"] if cost_model is not None else None
+    rows = []
+    for r, spec in enumerate(specs):
+        layers = space.layer_shapes(spec)
+        params = sum(lay.params for lay in layers)
+        macs = sum(lay.macs for lay in layers)
+        bit_ops = sum(lay.macs * FORMATS.get(lay.w_format).bits * FORMATS.get(lay.a_format).bits for lay in layers)
+        if size_mb is None:
+            mb = sum(size_bits(lay.w_format, lay.params, lay.cout) + lay.cout * BIAS_BITS for lay in layers) / 8e6
+        else:
+            mb = float(size_mb[r])
+        rows.append([np.log(params), np.log(macs), np.log(bit_ops), mb])
+    return np.asarray(rows, dtype=np.float64).reshape(len(specs), 4)
 
 
 def encode(names: tuple[str, ...], space: SearchSpace, specs: list[SubnetSpec], cost_model: CostModel | None) -> np.ndarray:

@@ -1,0 +1,285 @@
+"""Integer formats: symmetric (per tensor / per channel, scale from max, percentile or MSE, LSQ),
+per-group symmetric, and asymmetric (unsigned codes with a zero point).
+
+Every integer format can :meth:`~IntegerFormat.encode` a tensor into integer codes plus scales
+(what the packed safetensors export stores) and :meth:`~IntegerFormat.decode` them back;
+``decode(encode(x, amax))`` equals ``quantize(x, amax)`` exactly. Codes are multiplied by the
+scale in fp32 (``x * (1/s)``, round half to even, clamp, times ``s``), as torch's fake-quantize
+kernels compute, so the fast kernel paths and the plain-op paths agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from nasq.formats.base import (
+    MIN_AMAX,
+    SCALE_BITS,
+    ExportMode,
+    FormatKind,
+    NumericFormat,
+    from_blocks,
+    to_blocks,
+)
+from nasq.formats.floatbits import snap_significand
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+ScaleMethod = Literal["max", "percentile", "mse"]
+SCALE_METHODS = ("max", "percentile", "mse")
+# Clipping ratios tried by the MSE search, largest first: argmin keeps the first minimum, so a
+# tensor that is already quantized on one of these grids finds that grid again (idempotence).
+MSE_RATIOS = tuple(1.0 - 0.05 * i for i in range(19))
+SCALE_SIGNIFICAND_BITS = 11  # fp16-like precision, fp32 range: code x scale stays exact in fp32
+
+
+@dataclass
+class IntCodes:
+    codes: torch.Tensor  # x's shape; int8 (signed formats) or uint8 (unsigned)
+    scale: torch.Tensor  # fp32: amax's shape, or (rows, groups, 1) for per-group formats
+    zero_point: torch.Tensor | None = None  # unsigned formats: the code of 0.0, scale's shape
+
+
+class IntegerFormat(NumericFormat):
+    """Integer codes in ``[qmin, qmax]`` times a scale (minus a zero point when unsigned)."""
+
+    kind: FormatKind = "int"
+    signed: bool = True
+    qmin: int
+    qmax: int
+
+    def __init__(self, name: str, bits: int):
+        if not 2 <= bits <= 8:
+            raise ValueError(f"format '{name}': bits must be 2..8, got {bits}")
+        self.name, self.bits = name, bits
+
+    @abc.abstractmethod
+    def encode(self, x: torch.Tensor, amax: torch.Tensor | None = None) -> IntCodes:
+        """Integer codes and scales of ``x`` (no autograd)."""
+
+    @abc.abstractmethod
+    def decode(self, codes: IntCodes) -> torch.Tensor:
+        """The fp32 values of ``codes``: equal to ``quantize`` of the encoded tensor."""
+
+    def _default_amax(self, x, amax):
+        return (x.detach().abs().amax() if amax is None else amax.detach()).clamp_min(MIN_AMAX)
+
+
+def _per_scale(x: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
+    """``x`` as rows, one row per element of ``amax`` (per tensor, or per channel along dim 0)."""
+    if amax.numel() == 1:
+        return x.reshape(1, -1)
+    if amax.numel() != x.shape[0] or amax.dim() != x.dim():
+        raise ValueError(f"amax of shape {tuple(amax.shape)} is neither per tensor nor per output "
+                         f"channel of a tensor of shape {tuple(x.shape)}")
+    return x.reshape(x.shape[0], -1)
+
+
+class SymmetricInt(IntegerFormat):
+    """Signed symmetric integers with ``2**bits - 1`` levels (narrow range, zero-point 0).
+
+    ``scale_method``: ``max`` (scale from ``amax``), ``percentile`` (clip at that percentile of
+    ``|x|``, per tensor or per channel as ``amax`` is shaped; for weights and offline
+    calibration, since it is data-dependent and not exportable as activations) or ``mse`` (the
+    clipping ratio of :data:`MSE_RATIOS` with the least squared error; exportable).
+    ``lsq=True``: an ``amax`` that requires grad is trained with learned-step-size gradients."""
+
+    def __init__(self, name: str, bits: int, *, scale_method: ScaleMethod = "max",
+                 percentile: float = 99.99, lsq: bool = False):
+        super().__init__(name, bits)
+        if scale_method not in SCALE_METHODS:
+            raise ValueError(f"format '{name}': scale_method must be one of {SCALE_METHODS}, got {scale_method!r}")
+        if lsq and scale_method != "max":
+            raise ValueError(f"format '{name}': LSQ learns the scale itself; scale_method must be 'max'")
+        if not 0 < percentile <= 100:
+            raise ValueError(f"format '{name}': percentile must be in (0, 100], got {percentile}")
+        self.qmax = 2 ** (bits - 1) - 1
+        self.qmin = -self.qmax
+        self.scale_method, self.percentile, self.learns_scale = scale_method, percentile, lsq
+        qdq = bits == 8 and scale_method == "max"
+        self.export_mode: ExportMode = "qdq_int8" if qdq else "dequantized"
+
+    def scale(self, amax):
+        return amax / self.qmax
+
+    def clip_amax(self, x: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
+        """The range actually quantized: ``amax`` itself, or a clipped one (same shape)."""
+        if self.scale_method == "max":
+            return amax
+        if self.scale_method == "percentile":
+            rows = _per_scale(x, amax).abs()
+            k = max(1, math.ceil(self.percentile / 100 * rows.shape[1]))
+            return amax.minimum(rows.kthvalue(k, dim=1).values.reshape(amax.shape))
+        return self._mse_amax(x, amax)
+
+    def _mse_amax(self, x, amax):
+        import torch
+
+        ratios = torch.tensor(MSE_RATIOS, dtype=amax.dtype)
+        errors = []
+        for i in range(len(MSE_RATIOS)):
+            err = (self._rounded(x, self.scale(amax * ratios[i])) - x).pow(2)
+            errors.append(_per_scale(err, amax).sum(1).reshape(amax.shape))
+        best = torch.stack(errors).argmin(0)
+        return amax * ratios[best]
+
+    def _rounded(self, x, s):
+        return (x * s.reciprocal()).round().clamp(-self.qmax, self.qmax) * s
+
+    def _quantize(self, x, amax):
+        import torch
+
+        s = self.scale(self.clip_amax(x, amax)).to(torch.float32)
+        if s.numel() == 1:  # one fused kernel instead of five elementwise passes
+            zero = torch.zeros((), dtype=torch.int32)
+            return torch.fake_quantize_per_tensor_affine(x, s.reshape(()), zero, -self.qmax, self.qmax)
+        if s.dim() == x.dim() and all(d == 1 for d in s.shape[1:]):  # per output channel
+            zero = torch.zeros(s.numel(), dtype=torch.int32)
+            return torch.fake_quantize_per_channel_affine(x, s.flatten(), zero, 0, -self.qmax, self.qmax)
+        return self._rounded(x, s)
+
+    def _learned_step(self, x, amax):
+        """LSQ (Esser et al. 2020): the step gets gradient ``round(v) - v`` inside the range and
+        ``±qmax`` outside, scaled by ``1/sqrt(elements per step · qmax)``; ``x`` gets 1 inside the
+        range, 0 outside. Values equal ``_quantize``'s bit for bit (the detach tricks add exact
+        zeros)."""
+        s = self.scale(amax.clamp_min(MIN_AMAX))
+        g = 1.0 / math.sqrt(x.numel() / s.numel() * self.qmax)
+        sg = s * g
+        s = (sg - sg.detach()) + s.detach()  # value s, gradient g · ds
+        v = (x * s.reciprocal()).clamp(-self.qmax, self.qmax)
+        v = v + (v.round() - v).detach()
+        return v * s
+
+    def export_activation(self, x, amax):
+        import torch
+
+        amax = amax.clamp_min(MIN_AMAX)
+        if self.export_mode == "qdq_int8":
+            s = float(self.scale(amax))
+            # QuantizeLinear's int8 range is -128..127: clip first so the export saturates at -127
+            # exactly like _quantize does.
+            x = x.clamp(-self.qmax * s, self.qmax * s)
+            return torch.fake_quantize_per_tensor_affine(x, s, 0, -128, 127)
+        # ONNX has no narrow-range QDQ: plain ops, x * (1/s) as torch's fake-quantize kernel computes it.
+        return self._rounded(x, self.scale(self.clip_amax(x, amax)))
+
+    def encode(self, x, amax=None):
+        import torch
+
+        with torch.no_grad():
+            amax = self._default_amax(x, amax)
+            s = self.scale(self.clip_amax(x, amax)).to(torch.float32)
+            codes = (x * s.reciprocal()).round().clamp(-self.qmax, self.qmax)
+        return IntCodes(codes.to(torch.int8), s)
+
+    def decode(self, codes):
+        return codes.codes.float() * codes.scale
+
+    def dynamic_range_db(self) -> float:
+        return 20 * math.log10(self.qmax)
+
+
+class GroupInt(IntegerFormat):
+    """Signed symmetric integers with one scale per group of ``group_size`` consecutive
+    elements along each row (dim 0 × the rest; zero-padded), whatever ``amax`` says. Scales are
+    fp32 with an 11-bit significand, so re-quantizing recovers them exactly (idempotence)."""
+
+    def __init__(self, name: str, bits: int, group_size: int):
+        super().__init__(name, bits)
+        if group_size < 2:
+            raise ValueError(f"format '{name}': group_size must be at least 2, got {group_size}")
+        self.group_size = group_size
+        self.qmax = 2 ** (bits - 1) - 1
+        self.qmin = -self.qmax
+
+    def effective_bits(self, elements_per_scale=None):
+        return self.bits + SCALE_BITS / self.group_size
+
+    def storage_bits(self, params, channels):
+        groups = channels * math.ceil(params / max(channels, 1) / self.group_size)
+        return float(params * self.bits + groups * SCALE_BITS)
+
+    def _scales(self, blocks):
+        amax = blocks.abs().amax(-1, keepdim=True).clamp_min(MIN_AMAX)
+        return snap_significand(amax / self.qmax, SCALE_SIGNIFICAND_BITS)
+
+    def _codes(self, blocks, s):
+        return (blocks * s.reciprocal()).round().clamp(-self.qmax, self.qmax)
+
+    def _quantize(self, x, amax):
+        blocks, n = to_blocks(x, self.group_size)
+        s = self._scales(blocks)
+        return from_blocks(self._codes(blocks, s) * s, n, x)
+
+    def encode(self, x, amax=None):
+        import torch
+
+        with torch.no_grad():
+            blocks, n = to_blocks(x, self.group_size)
+            s = self._scales(blocks)
+            codes = from_blocks(self._codes(blocks, s), n, x)
+        return IntCodes(codes.to(torch.int8), s)
+
+    def decode(self, codes):
+        blocks, n = to_blocks(codes.codes.float(), self.group_size)
+        return from_blocks(blocks * codes.scale, n, codes.codes)
+
+    def dynamic_range_db(self) -> float:
+        return 20 * math.log10(self.qmax)
+
+
+class AsymmetricInt(IntegerFormat):
+    """Unsigned codes ``0 .. 2**bits - 1`` with a zero point: ``(code - z) · s`` covers
+    ``[min(x, 0), max(x, 0)]``, per tensor or per channel as ``amax`` is shaped (only its shape
+    is used: the range is measured on ``x``, so activations are quantized dynamically).
+
+    The scale is rounded *down* to an 11-bit significand: then the extreme values land on codes
+    0 and ``2**bits - 1``, code × scale is exact, and re-quantizing finds the same scale and zero
+    point (idempotence). Storage: an fp32 scale and a ``bits``-bit zero point per scale."""
+
+    signed = False
+
+    def __init__(self, name: str, bits: int):
+        super().__init__(name, bits)
+        self.qmin, self.qmax = 0, 2**bits - 1
+
+    def effective_bits(self, elements_per_scale=None):
+        if not elements_per_scale:
+            return float(self.bits)
+        return self.bits + (SCALE_BITS + self.bits) / elements_per_scale
+
+    def storage_bits(self, params, channels):
+        return float(params * self.bits + channels * (SCALE_BITS + self.bits))
+
+    def _params(self, x, amax):
+        rows = _per_scale(x, amax)
+        lo = rows.amin(1).reshape(amax.shape).clamp_max(0.0)
+        hi = rows.amax(1).reshape(amax.shape).clamp_min(0.0)
+        s = snap_significand(((hi - lo) / self.qmax).clamp_min(MIN_AMAX), SCALE_SIGNIFICAND_BITS, down=True)
+        return s, (-lo * s.reciprocal()).round()
+
+    def _codes(self, x, s, z):
+        return ((x * s.reciprocal()).round() + z).clamp(0, self.qmax)
+
+    def _quantize(self, x, amax):
+        s, z = self._params(x, amax)
+        return (self._codes(x, s, z) - z) * s
+
+    def encode(self, x, amax=None):
+        import torch
+
+        with torch.no_grad():
+            s, z = self._params(x, self._default_amax(x, amax))
+            codes = self._codes(x, s, z)
+        return IntCodes(codes.to(torch.uint8), s.float(), z.to(torch.uint8))
+
+    def decode(self, codes):
+        return (codes.codes.float() - codes.zero_point.float()) * codes.scale
+
+    def dynamic_range_db(self) -> float:
+        return 20 * math.log10(self.qmax)

@@ -1,0 +1,147 @@
+"""Latency-table keys: what identifies one measured layer, and every layer a space can contain.
+
+A key is everything that changes a layer's run time in an exported subnet: the op, its shape, its
+stride, whether a ReLU6 follows, and its weight and activation formats. The activation format is
+the format of the layer's *input*, because nasq quantizes each conv's input (``StaticQConv``): the
+cost of entering a format (QuantizeLinear/DequantizeLinear, or rounding ops) is part of the layer
+that consumes it, so a change of format between two layers is already inside the table rows. What
+the isolated measurement cannot see (onnxruntime's layout reorders between neighbouring fp32 convs,
+the residual adds, session overhead) is left to the predictor's learned correction, whose features
+are counted here too (:func:`transitions`, :func:`residual_adds`).
+
+Torch-free: the search and the predictor use these keys without importing torch.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, fields
+
+from nasq.formats import get_format
+from nasq.space import LayerChoice, LayerShape, SearchSpace, SubnetSpec
+
+OPS = ("conv", "dwconv", "linear")
+ACTIVATIONS = ("relu6", "none")
+
+
+@dataclass(frozen=True, order=True)
+class LayerKey:
+    op: str  # conv | dwconv | linear
+    cin: int
+    cout: int
+    kernel: int
+    stride: int
+    hin: int  # input height = width, pixels (1 for linear)
+    act: str  # relu6 | none: the activation that follows the layer's batch norm
+    w_format: str
+    a_format: str  # format of the layer's input activation
+
+    @property
+    def hout(self) -> int:
+        return (self.hin + self.stride - 1) // self.stride
+
+    def shape(self) -> LayerShape:
+        """The key as a :class:`LayerShape` (for MACs, parameter and byte counts)."""
+        return LayerShape(self.token(), self.op, self.cin, self.cout, self.kernel, self.stride,
+                          self.hin, self.hout, self.w_format, self.a_format)
+
+    def token(self) -> str:
+        return (f"{self.op} {self.cin}->{self.cout} k{self.kernel} s{self.stride} @{self.hin} "
+                f"{self.act} w={self.w_format} a={self.a_format}")
+
+
+KEY_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(LayerKey))
+
+
+def activation_of(shape: LayerShape) -> str:
+    """The static subnet applies ReLU6 after every conv except a block's projection (the linear
+    bottleneck of an inverted residual) and the classifier."""
+    return "none" if shape.op == "linear" or shape.name.endswith(".project") else "relu6"
+
+
+def layer_key(shape: LayerShape) -> LayerKey:
+    return LayerKey(shape.op, shape.cin, shape.cout, shape.kernel, shape.stride, shape.hin,
+                    activation_of(shape), shape.w_format, shape.a_format)
+
+
+def subnet_keys(space: SearchSpace, spec: SubnetSpec) -> list[LayerKey]:
+    """The keys of one subnet's layers, in execution order (stem first, classifier last)."""
+    return [layer_key(s) for s in space.layer_shapes(spec)]
+
+
+def space_keys(space: SearchSpace) -> list[LayerKey]:
+    """Every distinct layer key a subnet of ``space`` can contain, sorted.
+
+    A slot's input shape depends only on the stage widths and strides, never on other layers'
+    choices, so filling one stage at its deepest with one choice per (kernel, expand, w, a) and
+    keeping the other stages at their smallest visits every reachable key of that stage."""
+    cfg, menu = space.config, space.config.precision
+    smallest = space.smallest()
+    keys: set[LayerKey] = set()
+    for i, stage in enumerate(cfg.stages):
+        for choice in itertools.product(stage.kernel, stage.expand, menu.w_format, menu.a_format):
+            filled = (LayerChoice(*choice),) * max(stage.depth)
+            spec = SubnetSpec(smallest.stages[:i] + (filled,) + smallest.stages[i + 1:])
+            keys.update(subnet_keys(space, spec))
+    return sorted(keys)
+
+
+def transitions(keys: list[LayerKey]) -> int:
+    """Changes of activation format between consecutive layers (the input image is fp32)."""
+    prev, count = "fp32", 0
+    for key in keys:
+        count += key.a_format != prev
+        prev = key.a_format
+    return count
+
+
+def residual_adds(space: SearchSpace, spec: SubnetSpec) -> int:
+    """Blocks with a skip connection (stride 1 and equal widths): one Add each at run time."""
+    count, cin = 0, space.config.stem.channels
+    for stage, layers in zip(space.config.stages, spec.stages, strict=True):
+        for j in range(len(layers)):
+            count += (stage.stride if j == 0 else 1) == 1 and cin == stage.width
+            cin = stage.width
+    return count
+
+
+@dataclass(frozen=True)
+class OrtExecution:
+    """How onnxruntime runs one layer as nasq exports it (see :func:`ort_execution`)."""
+
+    compute: str  # the precision the convolution itself runs in
+    weights: str  # float | dequantize_each_run | prequantized_float
+    activations: str  # none | quantize_dequantize | rounding_ops
+
+
+def ort_execution(w_format: str, a_format: str) -> OrtExecution:
+    """What a (w_format, a_format) layer costs in onnxruntime with nasq's exporter.
+
+    onnxruntime only runs an integer conv (QLinearConv) when the conv's input, weight *and
+    output* pass through QuantizeLinear/DequantizeLinear. nasq's exporter quantizes each conv's
+    input and weight but never its output (a ReLU6 or the residual add sits in between), so
+    every conv computes in fp32 (observed with onnxruntime 1.32; each table row records the ops
+    that actually ran in its ``runtime_ops`` column). The formats still cost run time: int8
+    weights are dequantized on every run and stop the exporter from folding batch norm into the
+    conv; int8 activations add a QuantizeLinear/DequantizeLinear pair; other quantized
+    activations (int4, fp8) add elementwise rounding ops; other quantized weights are stored
+    pre-rounded as fp32 and cost nothing extra."""
+    w_mode, a_mode = get_format(w_format).export_mode, get_format(a_format).export_mode
+    weights = {"identity": "float", "qdq_int8": "dequantize_each_run"}.get(w_mode, "prequantized_float")
+    acts = {"identity": "none", "qdq_int8": "quantize_dequantize"}.get(a_mode, "rounding_ops")
+    return OrtExecution("fp32", weights, acts)
+
+
+def execution_class(key: LayerKey) -> str:
+    """The group of layers that onnxruntime runs alike, for the predictor's correction:
+    ``w_dq`` when int8 weights are dequantized on every run (which also keeps the conv out of
+    onnxruntime's blocked NCHWc layout and its batch norm unfolded), ``w_float`` otherwise; then
+    the input's format, whose quantizer ops differ in kind and number (none, a QDQ pair, 4 or 17
+    rounding ops)."""
+    weights = ort_execution(key.w_format, key.a_format).weights
+    return f"{'w_dq' if weights == 'dequantize_each_run' else 'w_float'}.a_{key.a_format}"
+
+
+def execution_classes(space: SearchSpace) -> list[str]:
+    """Every execution class a layer of ``space`` can fall in, in a fixed order."""
+    return sorted({execution_class(k) for k in space_keys(space)})

@@ -1,0 +1,167 @@
+"""Latency predictor: the per-layer table, corrected by a model fitted on whole subnets.
+
+Summing isolated layer timings is biased, and the bias depends on how each layer executes: every
+isolated measurement pays one session run, and a float conv pays layout reorders that vanish
+between neighbouring float convs of a real subnet, while an int8-weight conv (dequantized every run)
+or a layer behind fp8 rounding ops keeps most of its isolated cost. So the correction is affine
+per execution class (:func:`nasq.profiling.keys.execution_class`)::
+
+    latency_ms = c0 + sum over classes c of ( a_c * table_ms[c] + b_c * layers[c] )
+
+``table_ms[c]`` is the summed table time of the subnet's layers in class ``c``, ``layers[c]``
+their number: ``a_c`` rescales the class's isolated times, ``b_c`` adds or removes a fixed cost
+per layer. Fitted by weighted ridge least squares on measured whole subnets (weights 1/measured,
+so the fit minimises *relative* error, what a latency budget cares about; a tiny ridge keeps
+classes absent from the fitting subnets at zero). Deterministic; saved as JSON, never pickled,
+with the hashes of the space and the table it was fitted for. Torch-free.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nasq.errors import ConfigError, LineageError, NotFittedError
+from nasq.files import atomic_write_json, read_json
+from nasq.profiling.keys import execution_class, execution_classes, subnet_keys
+from nasq.profiling.table import LATENCY_CSV, LatencyTable
+from nasq.space import SearchSpace, SubnetSpec
+
+LATENCY_MODEL_JSON = "latency_model.json"
+KIND = "table_per_class_affine"
+
+
+def feature_names(classes: list[str]) -> list[str]:
+    return [f"table_ms.{c}" for c in classes] + [f"layers.{c}" for c in classes]
+
+
+class LatencyPredictor:
+    """Predicts whole-subnet latency (ms) of ``space`` from ``table``. Refuses a table that lacks
+    rows for the space (a ConfigError naming the table's file and the first missing keys)."""
+
+    def __init__(self, space: SearchSpace, table: LatencyTable, ridge: float = 1e-3):
+        table.check_covers(space)
+        self.space, self.table, self.ridge = space, table, ridge
+        self.classes = execution_classes(space)
+        self.features_names = feature_names(self.classes)
+        self.coef: np.ndarray | None = None
+        self.intercept = 0.0
+        self.n_fit = 0
+        self.fit_rmse_ms = math.nan
+        self._cache: dict[str, np.ndarray] = {}
+
+    # ------------------------------------------------------------ features
+    def _features_one(self, spec: SubnetSpec) -> np.ndarray:
+        hit = self._cache.get(spec.key())
+        if hit is not None:
+            return hit
+        n = len(self.classes)
+        out = np.zeros(2 * n + 1)  # per-class table time, per-class layer count, total table time
+        for key in subnet_keys(self.space, spec):
+            c = self.classes.index(execution_class(key))
+            ms = self.table.latency_us(key) / 1e3
+            out[c] += ms
+            out[n + c] += 1
+            out[-1] += ms
+        self._cache[spec.key()] = out
+        return out
+
+    def _matrix(self, specs: list[SubnetSpec]) -> np.ndarray:
+        return np.array([self._features_one(s) for s in specs], dtype=np.float64).reshape(-1, 2 * len(self.classes) + 1)
+
+    def features(self, specs: list[SubnetSpec]) -> np.ndarray:
+        """One row per spec, columns :attr:`features_names`; ``inf`` where a layer is unsupported."""
+        return self._matrix(specs)[:, :-1]
+
+    def table_sum_ms(self, specs: list[SubnetSpec]) -> np.ndarray:
+        """The uncorrected prediction: the sum of the subnet's table rows."""
+        return self._matrix(specs)[:, -1]
+
+    # ------------------------------------------------------------ fit / predict
+    def fit(self, specs: list[SubnetSpec], measured_ms: np.ndarray | list[float]) -> LatencyPredictor:
+        y = np.asarray(measured_ms, dtype=np.float64)
+        x = self.features(specs)
+        if len(specs) != len(y) or len(y) < 2:
+            raise ValueError(f"need matching specs and measurements, at least 2; got {len(specs)} and {len(y)}")
+        if not (np.isfinite(x).all() and np.isfinite(y).all() and (y > 0).all()):
+            raise ValueError("fit needs supported subnets and finite, positive measured latencies")
+        design = np.hstack([np.ones((len(y), 1)), x]) / y[:, None]  # rows scaled by 1/y: relative error
+        scale = np.abs(design).max(axis=0).clip(min=1e-12)  # the ridge then treats every column alike
+        z = design / scale
+        beta = np.linalg.solve(z.T @ z + self.ridge * np.eye(z.shape[1]), z.T @ np.ones(len(y))) / scale
+        self.intercept, self.coef = float(beta[0]), beta[1:]
+        self.n_fit = len(y)
+        self.fit_rmse_ms = float(np.sqrt(np.mean((self.predict(specs) - y) ** 2)))
+        return self
+
+    def predict(self, specs: list[SubnetSpec]) -> np.ndarray:
+        """Milliseconds per spec; ``inf`` where a layer is unsupported on this profile."""
+        if self.coef is None:
+            raise NotFittedError("LatencyPredictor.predict called before fit (or load)")
+        x = self.features(specs)
+        finite = np.isfinite(x).all(axis=1)
+        out = np.full(len(specs), np.inf)
+        out[finite] = self.intercept + x[finite] @ self.coef
+        return out
+
+    # ------------------------------------------------------------ persistence
+    def to_dict(self) -> dict[str, Any]:
+        if self.coef is None:
+            raise NotFittedError("save a LatencyPredictor after fit")
+        return {"kind": KIND, "features": self.features_names, "coef": self.coef.tolist(),
+                "intercept": self.intercept, "ridge": self.ridge, "n_fit": self.n_fit,
+                "fit_rmse_ms": self.fit_rmse_ms, "space": self.space.name, "space_hash": self.space.hash,
+                "table": self.table.source, "table_hash": self.table.hash}
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path, space: SearchSpace, table: LatencyTable) -> LatencyPredictor:
+        data, source = _read_model(path), str(path)
+        for field, want in (("space_hash", space.hash), ("table_hash", table.hash)):
+            if data.get(field) != want:
+                raise LineageError(f"{source}: fitted for another {field.split('_')[0]} "
+                                   f"({field} {str(data.get(field))[:12]} != {want[:12]})")
+        model = cls(space, table, float(data["ridge"]))
+        if data["features"] != model.features_names or len(data["coef"]) != len(model.features_names):
+            raise ConfigError(source, "features", f"expected {model.features_names}, got {data['features']!r}")
+        model.coef, model.intercept = np.asarray(data["coef"], dtype=np.float64), float(data["intercept"])
+        model.n_fit, model.fit_rmse_ms = int(data["n_fit"]), float(data["fit_rmse_ms"])
+        return model
+
+
+def _read_model(path: str | Path) -> dict[str, Any]:
+    source = str(path)
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        raise ConfigError(source, "", "file not found") from None
+    except ValueError as e:
+        raise ConfigError(source, "", f"not valid JSON ({e})") from None
+    if not isinstance(data, dict) or data.get("kind") != KIND:
+        got = data.get("kind") if isinstance(data, dict) else type(data).__name__
+        raise ConfigError(source, "kind", f"expected {KIND!r}, got {got!r}")
+    for field in ("features", "coef", "intercept", "ridge", "n_fit", "fit_rmse_ms"):
+        if field not in data:
+            raise ConfigError(source, field, "required field is missing")
+    return data
+
+
+def load_profile_predictor(profile_yaml: str | Path, space: SearchSpace) -> LatencyPredictor | None:
+    """The fitted predictor shipped beside a measured ``profile.yaml`` (its folder's latency.csv
+    and latency_model.json), or None for a profile without a latency table (a modelled one).
+    Raises ConfigError when the table lacks rows for ``space`` or the correction is missing, and
+    LineageError when the correction was fitted on another table or space."""
+    folder = Path(profile_yaml).parent
+    csv_path, model_path = folder / LATENCY_CSV, folder / LATENCY_MODEL_JSON
+    if not csv_path.is_file():
+        return None
+    table = LatencyTable.load(csv_path)
+    if not model_path.is_file():
+        raise ConfigError(str(model_path), "", "file not found: a measured latency table needs its fitted "
+                          "correction (nasq profile measure --fit-subnets N)")
+    return LatencyPredictor.load(model_path, space, table)

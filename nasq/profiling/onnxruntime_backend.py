@@ -1,0 +1,145 @@
+"""Per-layer latency in onnxruntime on this CPU.
+
+Each key is built as the exporter builds that part of a static subnet (StaticQConv + BatchNorm2d
+(+ ReLU6), see :mod:`nasq.profiling.layer_models`), exported with :func:`nasq.export.export_onnx`
+(batch 1), loaded with the session settings nasq's exports require (``ORT_DISABLED_OPTIMIZERS``,
+full graph optimisation, ``threads`` intra-op threads) and timed with ``time.perf_counter_ns`` in
+interleaved rounds (see :class:`~nasq.profiling.backend.LatencyBackend`).
+The ops onnxruntime actually runs after optimisation are recorded per row. A layer that fails to
+export or load is an ``unsupported`` row with the reason; nothing is estimated for it.
+
+torch, onnx and onnxruntime are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nasq.errors import MissingDependencyError
+from nasq.profiling.backend import LatencyBackend, Prepared
+from nasq.profiling.keys import LayerKey
+from nasq.profiling.table import Row
+
+
+def require_ort() -> tuple[Any, Any]:
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as e:
+        raise MissingDependencyError(f"the onnxruntime latency backend needs onnx and onnxruntime "
+                                     f"({e.name} is missing): pip install onnx onnxruntime") from None
+    return onnx, onnxruntime
+
+
+def ort_session(path: str | Path, threads: int = 1, optimized_to: str | Path | None = None) -> Any:
+    """A CPU session with the settings nasq's exports are verified under."""
+    from nasq.export import ORT_DISABLED_OPTIMIZERS
+
+    _, ort = require_ort()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.log_severity_level = 3  # the NCHWc "optimized model is hardware specific" warning is expected
+    if optimized_to is not None:
+        opts.optimized_model_filepath = str(optimized_to)
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS))
+
+
+def time_session_us(session: Any, feed: dict[str, np.ndarray], warmup: int, repeats: int) -> np.ndarray:
+    """Wall time of each of ``repeats`` runs (after ``warmup`` untimed ones), microseconds."""
+    out = [o.name for o in session.get_outputs()]
+    for _ in range(warmup):
+        session.run(out, feed)
+    times = np.empty(repeats, dtype=np.float64)
+    for i in range(repeats):
+        t0 = time.perf_counter_ns()
+        session.run(out, feed)
+        times[i] = time.perf_counter_ns() - t0
+    return times / 1e3
+
+
+def optimized_ops(path: str | Path) -> str:
+    """The op types of an optimised graph in node order, e.g. ``Conv>Clip``."""
+    onnx, _ = require_ort()
+    return ">".join(n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
+
+
+class OnnxRuntimeBackend(LatencyBackend):
+    name = "onnxruntime"
+
+    def check_available(self) -> None:
+        require_ort()
+
+    def _prepare(self, key: LayerKey) -> Prepared | Row:
+        import torch
+
+        from nasq.export import INPUT_NAME, export_onnx
+        from nasq.profiling.layer_models import UnsupportedLayer, example_input, layer_module
+
+        gen = torch.Generator().manual_seed(self.seed)
+        with tempfile.TemporaryDirectory(prefix="nasq-profile-") as tmp:
+            model_path, opt_path = Path(tmp) / "layer.onnx", Path(tmp) / "layer.opt.onnx"
+            try:
+                module, x = layer_module(key, self.seed), example_input(key, gen)
+                export_onnx(module, x, model_path)
+            except UnsupportedLayer as e:
+                return Row.unsupported(str(e))
+            except Exception as e:  # noqa: BLE001 - any exporter failure is recorded as the row's reason
+                return Row.unsupported(f"export failed: {_first_line(e)}")
+            try:
+                session = ort_session(model_path, self.threads, opt_path)
+                feed = {INPUT_NAME: x.numpy()}
+                time_session_us(session, feed, 1, 1)  # fails here, not mid-measurement, if it cannot run
+            except Exception as e:  # noqa: BLE001 - onnxruntime raises its own C++ exception types
+                return Row.unsupported(f"onnxruntime failed: {_first_line(e)}")
+            return Prepared((session, feed), optimized_ops(opt_path))
+
+    def _time_us(self, handle: Any, warmup: int, repeats: int) -> np.ndarray:
+        session, feed = handle
+        return time_session_us(session, feed, warmup, repeats)
+
+    def session_overhead_us(self) -> float:
+        """Median time of one ``session.run`` of a one-node (Identity) model: the fixed cost
+        every isolated layer measurement includes once and a whole subnet pays once in total."""
+        onnx, _ = require_ort()
+        h = onnx.helper
+        graph = h.make_graph([h.make_node("Identity", ["x"], ["y"])], "overhead",
+                             [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1])],
+                             [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1])])
+        model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+        with tempfile.TemporaryDirectory(prefix="nasq-profile-") as tmp:
+            onnx.save(model, str(Path(tmp) / "identity.onnx"))
+            session = ort_session(Path(tmp) / "identity.onnx", self.threads)
+            feed = {"x": np.zeros((1, 1), dtype=np.float32)}
+            return float(np.median(time_session_us(session, feed, self.warmup, max(self.repeats, 100))))
+
+    def describe(self) -> dict[str, Any]:
+        import onnx
+        import onnxruntime
+        import torch
+
+        versions = {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
+                    "torch": torch.__version__, "python": platform.python_version()}
+        return {"device": f"{cpu_model()} (CPU, {self.threads} thread{'s' if self.threads > 1 else ''})",
+                "versions": versions, "session_overhead_us": round(self.session_overhead_us(), 3)}

@@ -1,0 +1,237 @@
+"""The per-layer latency table (``hardware_profiles/<name>/latency.csv``) and its measurement notes.
+
+One row per :class:`~nasq.profiling.keys.LayerKey`. Columns, in this order:
+
+* the key: ``op, cin, cout, kernel, stride, hin, act, w_format, a_format``;
+* ``latency_us_median``, ``latency_us_p10``, ``latency_us_p90`` - microseconds per run of the
+  layer alone, batch 1, over ``repeats`` timed runs after a warm-up;
+* ``status`` - ``supported`` or ``unsupported`` (the runtime could not export or run the layer;
+  latencies are then empty and ``reason`` says why: nothing is invented for it);
+* ``reason``, ``runtime_ops`` - the ops the runtime actually executed, after its graph
+  optimisations (e.g. ``DequantizeLinear>Conv>BatchNormalization>Clip``).
+
+Loading is strict: a wrong header, a bad number or a duplicate key is one :class:`ConfigError`
+line naming the file, the row (with its line) and the column. Torch-free.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field
+
+from nasq.errors import ConfigError
+from nasq.files import atomic_write_text, read_json, sha256_bytes
+from nasq.formats import FORMATS
+from nasq.profiling.keys import ACTIVATIONS, KEY_FIELDS, OPS, LayerKey, space_keys
+from nasq.space import SearchSpace
+from nasq.specs import Frozen, validate
+
+LATENCY_CSV = "latency.csv"
+MEASUREMENT_JSON = "measurement.json"
+TIMING_FIELDS = ("latency_us_median", "latency_us_p10", "latency_us_p90", "repeats")
+COLUMNS = (*KEY_FIELDS, *TIMING_FIELDS, "status", "reason", "runtime_ops")
+STATUSES = ("supported", "unsupported")
+_INT_FIELDS = ("cin", "cout", "kernel", "stride", "hin")
+_SHOW_MISSING = 5
+
+
+@dataclass(frozen=True)
+class Row:
+    status: str
+    median_us: float = math.nan
+    p10_us: float = math.nan
+    p90_us: float = math.nan
+    repeats: int = 0
+    reason: str = ""
+    runtime_ops: str = ""
+
+    @property
+    def supported(self) -> bool:
+        return self.status == "supported"
+
+    @classmethod
+    def unsupported(cls, reason: str) -> Row:
+        return cls("unsupported", reason=" ".join(reason.split()) or "unknown failure")
+
+
+class LatencyTable:
+    """Rows by key. ``source`` names the CSV in errors; ``hash`` is the sha256 of its text."""
+
+    def __init__(self, rows: dict[LayerKey, Row], source: str = "<memory>"):
+        self.rows, self.source = dict(sorted(rows.items())), source
+        self.hash = sha256_bytes(self.to_csv().encode())
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.rows
+
+    def latency_us(self, key: LayerKey) -> float:
+        """Median microseconds; ``inf`` for an unsupported layer; KeyError for a missing one."""
+        row = self.rows[key]
+        return row.median_us if row.supported else math.inf
+
+    def missing(self, space: SearchSpace) -> list[LayerKey]:
+        """Keys a subnet of ``space`` can need that this table lacks, sorted."""
+        return [k for k in space_keys(space) if k not in self.rows]
+
+    def check_covers(self, space: SearchSpace) -> None:
+        missing = self.missing(space)
+        if missing:
+            shown = "; ".join(k.token() for k in missing[:_SHOW_MISSING])
+            more = f" (and {len(missing) - _SHOW_MISSING} more)" if len(missing) > _SHOW_MISSING else ""
+            raise ConfigError(self.source, "", f"lacks {len(missing)} of the {len(space_keys(space))} "
+                              f"layer rows space '{space.name}' needs: {shown}{more}")
+
+    # ------------------------------------------------------------ CSV
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for key, row in self.rows.items():
+            timing = [_num(row.median_us), _num(row.p10_us), _num(row.p90_us), row.repeats]
+            writer.writerow([*(getattr(key, f) for f in KEY_FIELDS), *timing, row.status, row.reason, row.runtime_ops])
+        return buf.getvalue()
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_write_text(path, self.to_csv())
+
+    @classmethod
+    def load(cls, path: str | Path, source: str | None = None) -> LatencyTable:
+        path = Path(path)
+        source = source or str(path)
+        if not path.is_file():
+            raise ConfigError(source, "", "file not found")
+        return cls.from_csv(path.read_text(encoding="utf-8"), source)
+
+    @classmethod
+    def from_csv(cls, text: str, source: str = "<csv>") -> LatencyTable:
+        reader = csv.reader(io.StringIO(text))
+        header = next(reader, None)
+        _check_header(header, source)
+        rows: dict[LayerKey, Row] = {}
+        for n, values in enumerate(reader, start=1):
+            where = f"row {n} (line {reader.line_num})"
+            if len(values) != len(COLUMNS):
+                raise ConfigError(source, where, f"expected {len(COLUMNS)} columns, got {len(values)}")
+            cells = dict(zip(COLUMNS, values, strict=True))
+            key, row = _parse_key(cells, source, where), _parse_row(cells, source, where)
+            if key in rows:
+                raise ConfigError(source, where, f"duplicate key {key.token()}")
+            rows[key] = row
+        if not rows:
+            raise ConfigError(source, "", "no rows")
+        table = cls(rows, source)
+        table.hash = sha256_bytes(text.encode())
+        return table
+
+
+def _num(x: float) -> str:
+    return "" if math.isnan(x) else f"{x:.3f}"
+
+
+def _check_header(header: list[str] | None, source: str) -> None:
+    if header is None:
+        raise ConfigError(source, "", "empty file, expected a header row")
+    for i, name in enumerate(header):
+        if name not in COLUMNS:
+            raise ConfigError(source, f"header column {i + 1}", f"unknown column {name!r} (expected: {', '.join(COLUMNS)})")
+    absent = [c for c in COLUMNS if c not in header]
+    if absent:
+        raise ConfigError(source, "header", f"missing column(s) {', '.join(absent)}")
+    if tuple(header) != COLUMNS:
+        raise ConfigError(source, "header", f"columns must be in the order {', '.join(COLUMNS)}")
+
+
+def _cell_error(source: str, where: str, col: str, message: str) -> ConfigError:
+    return ConfigError(source, f"{where}, column {col}", message)
+
+
+def _parse_key(cells: dict[str, str], source: str, where: str) -> LayerKey:
+    for col, allowed in (("op", OPS), ("act", ACTIVATIONS)):
+        if cells[col] not in allowed:
+            raise _cell_error(source, where, col, f"must be one of {', '.join(allowed)}, got {cells[col]!r}")
+    for col in ("w_format", "a_format"):
+        if cells[col] not in FORMATS:
+            raise _cell_error(source, where, col, FORMATS.miss_message(cells[col]))
+    ints = {col: _int(cells[col], source, where, col, minimum=1) for col in _INT_FIELDS}
+    return LayerKey(cells["op"], ints["cin"], ints["cout"], ints["kernel"], ints["stride"], ints["hin"],
+                    cells["act"], cells["w_format"], cells["a_format"])
+
+
+def _parse_row(cells: dict[str, str], source: str, where: str) -> Row:
+    status = cells["status"]
+    if status not in STATUSES:
+        raise _cell_error(source, where, "status", f"must be one of {', '.join(STATUSES)}, got {status!r}")
+    if status == "unsupported":
+        if not cells["reason"].strip():
+            raise _cell_error(source, where, "reason", "an unsupported row must say why")
+        for col in TIMING_FIELDS[:3]:
+            if cells[col].strip():
+                raise _cell_error(source, where, col, f"must be empty for an unsupported row, got {cells[col]!r}")
+        return Row("unsupported", reason=cells["reason"], runtime_ops=cells["runtime_ops"])
+    median, p10, p90 = (_float(cells[c], source, where, c) for c in TIMING_FIELDS[:3])
+    if not p10 <= median <= p90:
+        raise _cell_error(source, where, "latency_us_median",
+                          f"must lie between latency_us_p10 and latency_us_p90, got {p10} <= {median} <= {p90}")
+    repeats = _int(cells["repeats"], source, where, "repeats", minimum=1)
+    return Row("supported", median, p10, p90, repeats, cells["reason"], cells["runtime_ops"])
+
+
+def _int(text: str, source: str, where: str, col: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise _cell_error(source, where, col, f"not an integer, got {text!r}") from None
+    if value < minimum:
+        raise _cell_error(source, where, col, f"must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(text: str, source: str, where: str, col: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise _cell_error(source, where, col, f"not a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise _cell_error(source, where, col, f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+# ---------------------------------------------------------------- measurement notes
+class MeasurementInfo(Frozen):
+    """``measurement.json`` beside a measured ``latency.csv``: how and on what it was measured,
+    and the spaces whose every layer it covers (checked by tests/catalog)."""
+
+    backend: str
+    spaces: tuple[str, ...] = Field(min_length=1)
+    device: str
+    measured_on: str
+    versions: dict[str, str]
+    threads: int = Field(ge=1)
+    warmup: int = Field(ge=0)
+    repeats: int = Field(ge=1)
+    rounds: int = Field(default=1, ge=1)  # interleaved passes the repeats were split over
+    rows: int = Field(ge=1)
+    unsupported_rows: int = Field(ge=0)
+    session_overhead_us: float | None = None
+    fit_subnets: int = Field(default=0, ge=0)  # whole subnets the shipped correction was fitted on
+    wall_s: float = Field(ge=0)
+    load_average: tuple[float, ...] = ()
+
+
+def load_measurement_info(path: str | Path) -> MeasurementInfo:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), "", "file not found")
+    try:
+        data = read_json(path)
+    except ValueError as e:
+        raise ConfigError(str(path), "", f"not valid JSON ({e})") from None
+    return validate(MeasurementInfo, data, str(path))
