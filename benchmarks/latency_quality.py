@@ -139,18 +139,17 @@ def markdown(ctx: dict) -> str:
     load = ", ".join(f"{x:.1f}" for x in ctx["load"])
     reused = f"; subnet timings reused from {ctx['reused']}" if ctx["reused"] else ""
     lines += ["", ctx["why"], "", f"Benchmark wall time: {ctx['wall_s']:.0f} s{reused} (load average 1/5/15 min "
-              f"before and after: {load}; other work shared the 2 cores)."]
+              f"before and after: {load})."]
     return "\n".join(lines)
 
 
-WHY = ("Why int8 loses here: in nasq's export onnxruntime never runs an integer convolution - it needs "
-       "a QuantizeLinear on the conv's *output* to fuse QLinearConv, and the exporter quantizes only each "
-       "conv's input and weight. So int8 layers run the fp32 conv plus a Quantize/Dequantize pair, dequantize "
-       "their weights on every run, and keep an unfolded BatchNormalization; depthwise convs with "
-       "dequantized weights also leave onnxruntime's fast NCHWc path (about 5× slower). int4 and fp8 layers "
-       "run fp32 convs on pre-rounded weights plus elementwise rounding of their input (fp8: ~17 ops). "
-       "The roofline profile `cpu_roofline` assumes VNNI int8 kernels and so ranks formats the wrong way round "
-       "for this export.")
+WHY = ("Why int8 is still slower here: an int8-weight/int8-activation conv requantizes its output, so "
+       "onnxruntime fuses it into an integer kernel (QLinearConv). But these layers are tiny (batch 1, "
+       "4-192 channels, 14x14 and smaller): the QuantizeLinear/DequantizeLinear around every conv, the "
+       "NCHW<->NHWC Transposes QLinearConv needs, and batch norm left unfolded after the dequantize cost more "
+       "than the integer arithmetic saves. int4 and fp8 layers run fp32 convs on pre-rounded weights plus "
+       "elementwise rounding of their input (fp8: ~17 ops). The roofline profile `cpu_roofline` assumes "
+       "int8 is ~3x faster and so ranks formats the wrong way round for this runtime.")
 
 
 def measure_subnets(args, space, threads: int) -> dict:

@@ -52,7 +52,7 @@ def layer_module(key: LayerKey, seed: int = 0) -> nn.Module:
         norm.bias.copy_(0.1 * torch.randn(key.cout, generator=gen))
         norm.running_mean.copy_(0.1 * torch.randn(key.cout, generator=gen))
         norm.running_var.copy_(0.5 + torch.rand(key.cout, generator=gen))
-    parts: list[nn.Module] = [StaticQConv(conv, key.w_format, key.a_format, torch.tensor(ACT_AMAX)), norm]
+    parts: list[nn.Module] = [StaticQConv(conv, key.w_format, key.a_format, torch.tensor(ACT_AMAX), torch.tensor(ACT_AMAX)), norm]
     if key.act == "relu6":
         parts.append(nn.ReLU6())  # exported as Clip(0, 6), as F.relu6 in the static subnet
     return LayerUnit(*parts).eval()

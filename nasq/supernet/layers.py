@@ -41,6 +41,43 @@ class ActQuant(nn.Module):
         return self.fmt.fake_quant(x, self.amax)
 
 
+def integer_kernel(w_format: str, a_format: str) -> bool:
+    """int8 weights on int8 inputs: the layer runs as an integer kernel, whose int32 accumulator
+    is requantized to int8 at its output (what onnxruntime's QLinearConv does)."""
+    w, a = get_format(w_format), get_format(a_format)
+    return all(isinstance(f, SymmetricInt) and f.bits == 8 for f in (w, a))
+
+
+def int8_output_quant(y: torch.Tensor, amax: torch.Tensor | None) -> torch.Tensor:
+    """Requantize a conv output to int8 (full -128..127 range, as QuantizeLinear does). The same
+    op in training, evaluation and export, so all three agree exactly."""
+    if amax is None:
+        amax = y.detach().abs().amax()
+    scale = amax.detach().clamp_min(1e-12) / 127.0
+    return torch.fake_quantize_per_tensor_affine(y, scale.reshape(()).float(), torch.zeros((), dtype=torch.int32), -128, 127)
+
+
+class OutQuant(ActQuant):
+    """Output requantizer of an integer-kernel conv; identity for other layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enabled = False
+
+    def set_format(self, name: str) -> None:  # name: "int8" when the layer is an integer kernel
+        self.enabled = name == "int8"
+        self.amax.zero_()
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        if not getattr(self, "enabled", False):
+            return y
+        if self.calibrating:
+            self.amax.copy_(torch.maximum(self.amax, y.detach().abs().amax()))
+        if self.training or self.calibrating or not bool(self.amax > 0):
+            return int8_output_quant(y, None)
+        return int8_output_quant(y, self.amax)
+
+
 class ElasticConv2d(nn.Module):
     """A conv whose output channels, input channels and kernel (centre crop) are chosen per call."""
 
@@ -87,11 +124,15 @@ class StaticQConv(nn.Module):
     weights and elementwise rounding of activations.
     """
 
-    def __init__(self, conv: nn.Conv2d, w_format: str, a_format: str, a_amax: torch.Tensor):
+    def __init__(self, conv: nn.Conv2d, w_format: str, a_format: str, a_amax: torch.Tensor,
+                 o_amax: torch.Tensor | None = None):
         super().__init__()
         self.conv = conv
         self.w_format, self.a_format = w_format, a_format
         self.register_buffer("a_amax", a_amax.detach().clone().reshape(()))
+        self.quantize_output = integer_kernel(w_format, a_format)
+        o = torch.zeros(()) if o_amax is None else o_amax.detach().clone().reshape(())
+        self.register_buffer("o_amax", o)
         self.exporting = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,7 +148,11 @@ class StaticQConv(nn.Module):
             w = torch.fake_quantize_per_channel_affine(w, self.w_scale, self.w_zero, 0, -128, 127)
         elif not self.exporting and not w_fmt.is_identity:
             w = w_fmt.fake_quant(w, per_channel_amax(w))
-        return F.conv2d(x, w, None, self.conv.stride, self.conv.padding, 1, self.conv.groups)
+        y = F.conv2d(x, w, None, self.conv.stride, self.conv.padding, 1, self.conv.groups)
+        if self.quantize_output:
+            # exported as QuantizeLinear right after the Conv: onnxruntime then fuses QLinearConv
+            y = int8_output_quant(y, self.o_amax if self.exporting or bool(self.o_amax > 0) else None)
+        return y
 
     @torch.no_grad()
     def prepare_export(self) -> None:

@@ -11,7 +11,14 @@ from torch import nn
 from nasq.formats import get_format
 from nasq.registry import Registry
 from nasq.space import LayerChoice, SearchSpace, SubnetSpec
-from nasq.supernet.layers import ActQuant, ElasticBatchNorm2d, ElasticConv2d, StaticQConv
+from nasq.supernet.layers import (
+    ActQuant,
+    ElasticBatchNorm2d,
+    ElasticConv2d,
+    OutQuant,
+    StaticQConv,
+    integer_kernel,
+)
 
 BLOCKS: Registry[type[nn.Module]] = Registry("block")
 
@@ -30,6 +37,7 @@ class ElasticMBConv(nn.Module):
         self.dw_bn = ElasticBatchNorm2d(mid)
         self.project_conv, self.project_bn = ElasticConv2d(mid, cout, 1), ElasticBatchNorm2d(cout)
         self.q_expand, self.q_dw, self.q_project = ActQuant(), ActQuant(), ActQuant()
+        self.o_expand, self.o_dw, self.o_project = OutQuant(), OutQuant(), OutQuant()
         self.choice: LayerChoice | None = None
 
     @property
@@ -40,6 +48,9 @@ class ElasticMBConv(nn.Module):
         self.choice = choice
         for q in (self.q_expand, self.q_dw, self.q_project):
             q.set_format(choice.a_format)
+        out = "int8" if integer_kernel(choice.w_format, choice.a_format) else "fp32"
+        for o in (self.o_expand, self.o_dw, self.o_project):
+            o.set_format(out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.choice
@@ -47,9 +58,9 @@ class ElasticMBConv(nn.Module):
         h = x
         mid = self.cin * c.expand
         if c.expand != 1:
-            h = F.relu6(self.expand_bn(self.expand_conv(self.q_expand(h), mid, 1, w_fmt)))
-        h = F.relu6(self.dw_bn(self.dw_conv(self.q_dw(h), mid, c.kernel, w_fmt)))
-        h = self.project_bn(self.project_conv(self.q_project(h), self.cout, 1, w_fmt))
+            h = F.relu6(self.expand_bn(self.o_expand(self.expand_conv(self.q_expand(h), mid, 1, w_fmt))))
+        h = F.relu6(self.dw_bn(self.o_dw(self.dw_conv(self.q_dw(h), mid, c.kernel, w_fmt))))
+        h = self.project_bn(self.o_project(self.project_conv(self.q_project(h), self.cout, 1, w_fmt)))
         return h + x if self.residual else h
 
     def extract(self) -> StaticMBConv:
@@ -57,21 +68,22 @@ class ElasticMBConv(nn.Module):
         mid = self.cin * c.expand
         parts = []
         if c.expand != 1:
-            parts.append(("expand", _static(self.expand_conv, self.expand_bn, self.cin, mid, 1, self.q_expand, c)))
-        parts.append(("dw", _static(self.dw_conv, self.dw_bn, mid, mid, c.kernel, self.q_dw, c)))
-        parts.append(("project", _static(self.project_conv, self.project_bn, mid, self.cout, 1, self.q_project, c)))
+            parts.append(("expand", _static(self.expand_conv, self.expand_bn, self.cin, mid, 1, (self.q_expand, self.o_expand), c)))
+        parts.append(("dw", _static(self.dw_conv, self.dw_bn, mid, mid, c.kernel, (self.q_dw, self.o_dw), c)))
+        parts.append(("project", _static(self.project_conv, self.project_bn, mid, self.cout, 1, (self.q_project, self.o_project), c)))
         return StaticMBConv(dict(parts), self.residual)
 
 
 def _static(conv: ElasticConv2d, bn: ElasticBatchNorm2d, cin: int, cout: int, kernel: int,
-            q: ActQuant, c: LayerChoice) -> nn.Sequential:
+            quants: tuple[ActQuant, OutQuant], c: LayerChoice) -> nn.Sequential:
+    q, o = quants
     groups = cout if conv.depthwise else 1
     plain = nn.Conv2d(cin, cout, kernel, conv.stride, kernel // 2, groups=groups, bias=False)
     plain.weight.data.copy_(conv.active_weight(cin, cout, kernel))
     norm = nn.BatchNorm2d(cout, eps=bn.eps)
     for name in ("weight", "bias", "running_mean", "running_var"):
         getattr(norm, name).data.copy_(getattr(bn, name)[:cout])
-    return nn.Sequential(StaticQConv(plain, c.w_format, c.a_format, q.amax), norm)
+    return nn.Sequential(StaticQConv(plain, c.w_format, c.a_format, q.amax, o.amax), norm)
 
 
 class StaticMBConv(nn.Module):

@@ -279,11 +279,13 @@ def _op_counts(path: Path) -> dict[str, int]:
 def test_int8_layers_become_qdq_pairs(bundles):
     model, result, folder = bundles["mixed"]
     ops = _op_counts(folder / "model.onnx")
-    # One QuantizeLinear/DequantizeLinear pair per int8 weight tensor and per int8 activation.
+    # One QuantizeLinear/DequantizeLinear pair per int8 weight tensor, per int8 activation, and
+    # per output of an int8/int8 conv (integer kernels requantize their output).
     convs = [m for _, m in _qconvs(model)]
-    pairs = sum(m.w_format == "int8" for m in convs) + sum(m.a_format == "int8" for m in convs)
+    pairs = (sum(m.w_format == "int8" for m in convs) + sum(m.a_format == "int8" for m in convs)
+             + sum(m.quantize_output for m in convs))
     assert ops.get("QuantizeLinear") == ops.get("DequantizeLinear") == pairs
-    assert result.qdq_nodes == 2 * pairs == 24
+    assert result.qdq_nodes == 2 * pairs == 30
 
 
 def test_all_fp32_subnet_has_no_qdq_nodes(bundles):
@@ -295,10 +297,10 @@ def test_all_fp32_subnet_has_no_qdq_nodes(bundles):
 
 def test_onnxruntime_optimised_int8_graph_runs(bundles, tmp_path):
     """The fully optimised graph (what a deployment runs) is runnable, agrees with the
-    un-optimised one, and stores the int8 layers' weights as int8 tensors. Observed with
-    onnxruntime 1.32 on CPU: the weight QuantizeLinear nodes are constant-folded into int8
-    initializers feeding DequantizeLinear -> Conv; activations stay QuantizeLinear ->
-    DequantizeLinear; no QLinearConv/ConvInteger appears, because no conv output is quantized."""
+    un-optimised one, and runs every int8-weight/int8-activation conv as an integer kernel:
+    those convs requantize their output, so onnxruntime fuses DequantizeLinear -> Conv ->
+    QuantizeLinear into QLinearConv. Other int8 weights stay int8 initializers feeding
+    DequantizeLinear -> Conv."""
     model, _, folder = bundles["mixed"]
     level = ort.GraphOptimizationLevel
     optimised = _session(folder / "model.onnx", _disabled(folder), level.ORT_ENABLE_ALL, tmp_path / "opt.onnx")
@@ -310,6 +312,9 @@ def test_onnxruntime_optimised_int8_graph_runs(bundles, tmp_path):
     graph = onnx.load(str(tmp_path / "opt.onnx")).graph
     int8_weights = [i for i in graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]
     assert len(int8_weights) == sum(m.w_format == "int8" for _, m in _qconvs(model))
+    integer_convs = sum(m.quantize_output for _, m in _qconvs(model))
+    assert integer_convs > 0
+    assert sum(n.op_type == "QLinearConv" for n in graph.node) == integer_convs
 
 
 # ---------------------------------------------------------------- loading
