@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nasq import data as data_mod
 from nasq.errors import ConfigError
@@ -39,17 +40,15 @@ class Experiment:
     profiles: list[HardwareProfile]
     recipe: Recipe
     base_dir: Path
+    latency: list[Any]  # per profile: its LatencyPredictor when measured, else None
 
     @property
     def profile(self) -> HardwareProfile:
         return self.profiles[0]
 
     def cost_model(self) -> CostModel:
-        # A measured profile ships latency.csv + latency_model.json; its predictor replaces the
-        # roofline latency (load_experiment already checked that it covers the space).
-        from nasq.profiling.latency_model import load_profile_predictor
-
-        predictor = load_profile_predictor(self.profile.source, self.space)
+        # A measured profile's predictor (table sum + fitted correction) replaces the roofline latency.
+        predictor = self.latency[0]
         return CostModel(self.space, self.profile, predictor.predict if predictor is not None else None)
 
     @property
@@ -111,7 +110,7 @@ def load_experiment(path: str | Path | None = None) -> Experiment:
         base = p.resolve().parent
     space_path = resolve("space", config.space, base, source, "space")
     space = SearchSpace.from_yaml(space_path, _display(space_path))
-    profiles = []
+    profiles, latency = [], []
     for i, name in enumerate(config.hardware):
         prof_path = resolve("hardware", name, base, source, f"hardware[{i}]")
         prof = HardwareProfile.from_yaml(prof_path, _display(prof_path))
@@ -120,13 +119,13 @@ def load_experiment(path: str | Path | None = None) -> Experiment:
         # correction was fitted on another table or space (one-line ConfigError / LineageError).
         from nasq.profiling.latency_model import load_profile_predictor
 
-        load_profile_predictor(prof_path, space)
+        latency.append(load_profile_predictor(prof_path, space))
         profiles.append(prof)
     rec_path = resolve("predictor", config.predictor, base, source, "predictor")
     recipe = Recipe.from_yaml(rec_path, _display(rec_path))
     _check_cross(config, space, source)
     data_mod.check_available(config.data, source)
-    return Experiment(config, source, digest, space, profiles, recipe, base)
+    return Experiment(config, source, digest, space, profiles, recipe, base, latency)
 
 
 def _check_cross(config: ExperimentConfig, space: SearchSpace, source: str) -> None:

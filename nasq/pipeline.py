@@ -174,12 +174,10 @@ def train_stage(exp: Experiment, splits: data_mod.Splits, workdir: Path, rep: Re
 
 
 def make_evaluator(ray: Any, exp: Experiment, net: Any, splits: data_mod.Splits, rep: Reporter) -> EvaluateFn:
-    from nasq.supernet.evaluate import SubnetEvaluator, state_to_numpy
+    from nasq.supernet.evaluate import SubnetEvaluator, calibration_images, state_to_numpy
 
     ecfg = exp.config.evaluate
-    rng = np.random.default_rng(ecfg.seed)
-    calib_idx = np.sort(rng.choice(len(splits.train_y), size=min(ecfg.calib_images, len(splits.train_y)), replace=False))
-    calib_x = np.ascontiguousarray(splits.train_x[calib_idx])
+    calib_x = calibration_images(splits.train_x, ecfg.calib_images, ecfg.seed)
     n_val = ecfg.val_images or len(splits.val_y)
     val_x, val_y = splits.val_x[:n_val], splits.val_y[:n_val]
     space_cfg, state = exp.space.config.model_dump(mode="json"), state_to_numpy(net)
@@ -269,9 +267,9 @@ def export_stage(exp: Experiment, net: Any, front: Front, splits: data_mod.Split
 
     i = front.pick(exp.config.export.pick)
     point = front.points[i]
-    net.set_active(point.spec)
     from nasq.supernet.evaluate import calibration_batches
 
+    net.set_active(point.spec)
     ecfg = exp.config.evaluate
     net.calibrate(calibration_batches(splits.train_x, ecfg.calib_images, ecfg.batch_size, ecfg.seed))
     model = net.extract()

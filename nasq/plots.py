@@ -39,17 +39,6 @@ def axis_label(metric: str, modelled: bool = False) -> str:
     return label
 
 
-def _top1_scale(front: Front, others: np.ndarray | None, y_metric: str) -> float:
-    """top1 may be stored as a fraction (0..1) or in percent; the axis is always in percent."""
-    if y_metric != "top1":
-        return 1.0
-    vals = [p.value("top1") for p in front.points]
-    if others is not None and len(others):
-        vals.extend(np.asarray(others, dtype=np.float64)[:, 0].tolist())
-    finite = [v for v in vals if np.isfinite(v)]
-    return 100.0 if finite and max(abs(v) for v in finite) <= 1.0 else 1.0
-
-
 def _check_others(others: np.ndarray | None) -> np.ndarray | None:
     if others is None:
         return None
@@ -60,13 +49,13 @@ def _check_others(others: np.ndarray | None) -> np.ndarray | None:
 
 
 def _draw_panel(ax: Any, front: Front, x_metric: str, y_metric: str, others: np.ndarray | None,
-                scale: float, knee: int | None, modelled: bool) -> None:
+                knee: int | None, modelled: bool) -> None:
     if others is not None and x_metric in OTHERS_COLUMNS and y_metric in OTHERS_COLUMNS:
         xs = others[:, OTHERS_COLUMNS.index(x_metric)]
-        ys = others[:, OTHERS_COLUMNS.index(y_metric)] * scale
+        ys = others[:, OTHERS_COLUMNS.index(y_metric)]
         ax.scatter(xs, ys, s=14, c="0.75", label=f"evaluated ({len(others)})", zorder=1)
     px = np.array([p.value(x_metric) for p in front.points], dtype=np.float64)
-    py = np.array([p.value(y_metric) for p in front.points], dtype=np.float64) * scale
+    py = np.array([p.value(y_metric) for p in front.points], dtype=np.float64)
     if len(px):
         ax.scatter(px, py, s=36, c="tab:blue", edgecolors="black", linewidths=0.5,
                    label=f"front ({len(px)})", zorder=3)
@@ -107,13 +96,12 @@ def pareto_png(front: Front, path: Path, title: str = "", *, others: np.ndarray 
     y_metric = "top1" if "top1" in objectives else objectives[0]
     x_metrics = [o for o in objectives if o != y_metric] or [y_metric]
     others_arr = _check_others(others)
-    scale = _top1_scale(front, others_arr, y_metric)
     knee = front.pick("knee") if front.points else None
     fig = Figure(figsize=(5.0 * len(x_metrics), 4.2), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(x_metrics), squeeze=False)[0]
     for ax, x_metric in zip(axes, x_metrics, strict=True):
-        _draw_panel(ax, front, x_metric, y_metric, others_arr, scale, knee, modelled)
+        _draw_panel(ax, front, x_metric, y_metric, others_arr, knee, modelled)
     if title:
         fig.suptitle(title)
     return _save_atomic(fig, Path(path))

@@ -34,7 +34,7 @@ def print_summary(result: Any, console: Any) -> None:
     console.print(table)
     console.print(f"[dim]* knee point. {result.evaluated} subnets evaluated for real; predictor cross-validated "
                   f"Kendall tau {result.fit_report.kendall_tau:.3f}.[/]")
-    if result.data_note and result.front.lineage:
+    if result.data_note:
         console.print(f"[yellow]data: {result.data_note}[/]")
     console.print(f"Artifacts:   {result.workdir}/ (front.csv, front.json, pareto.png, evaluations.csv, supernet.safetensors)")
     if result.tracking is not None:

@@ -10,11 +10,14 @@ from nasq.space import SubnetSpec
 from nasq.supernet.network import Supernet
 
 
+def calibration_images(x: np.ndarray, n_images: int, seed: int) -> np.ndarray:
+    """The seeded, sorted choice of calibration images: Ray workers and the export use the same."""
+    idx = np.random.default_rng(seed).choice(len(x), size=min(n_images, len(x)), replace=False)
+    return np.ascontiguousarray(x[np.sort(idx)])
+
+
 def calibration_batches(x: np.ndarray, n_images: int, batch_size: int, seed: int) -> list[torch.Tensor]:
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(len(x), size=min(n_images, len(x)), replace=False)
-    xs = torch.from_numpy(x[np.sort(idx)])
-    return list(xs.split(batch_size))
+    return list(torch.from_numpy(calibration_images(x, n_images, seed)).split(batch_size))
 
 
 @torch.no_grad()

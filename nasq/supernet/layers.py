@@ -31,14 +31,22 @@ class ActQuant(nn.Module):
         self.fmt = get_format(name)
         self.amax.zero_()
 
+    @property
+    def active(self) -> bool:
+        return not self.fmt.is_identity
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fmt.is_identity:
+        if not self.active:
             return x
         if self.calibrating:
             self.amax.copy_(torch.maximum(self.amax, x.detach().abs().amax()))
         if self.training or self.calibrating or not bool(self.amax > 0):
-            return self.fmt.fake_quant(x)
-        return self.fmt.fake_quant(x, self.amax)
+            return self._quantize(x, None)
+        return self._quantize(x, self.amax)
+
+    def _quantize(self, x: torch.Tensor, amax: torch.Tensor | None) -> torch.Tensor:
+        """Called by ``forward`` when active; ``amax`` None means the tensor's own max."""
+        return self.fmt.fake_quant(x, amax)
 
 
 def integer_kernel(w_format: str, a_format: str) -> bool:
@@ -68,14 +76,12 @@ class OutQuant(ActQuant):
         self.enabled = name == "int8"
         self.amax.zero_()
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        if not getattr(self, "enabled", False):
-            return y
-        if self.calibrating:
-            self.amax.copy_(torch.maximum(self.amax, y.detach().abs().amax()))
-        if self.training or self.calibrating or not bool(self.amax > 0):
-            return int8_output_quant(y, None)
-        return int8_output_quant(y, self.amax)
+    @property
+    def active(self) -> bool:
+        return self.enabled
+
+    def _quantize(self, y: torch.Tensor, amax: torch.Tensor | None) -> torch.Tensor:
+        return int8_output_quant(y, amax)
 
 
 class ElasticConv2d(nn.Module):
