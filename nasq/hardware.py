@@ -19,6 +19,14 @@ from nasq.specs import ProfileConfig, load_model, validate
 BIAS_BITS = 32  # folded batch-norm bias, one fp32 per output channel
 
 
+def layer_bits(layer: LayerShape) -> float:
+    """Stored bits of one layer: weights in their format with scales, plus an fp32 bias per channel
+    (an attention matmul stores nothing)."""
+    if not layer.has_bias:
+        return 0.0
+    return size_bits(layer.w_format, layer.params, layer.cout) + layer.cout * BIAS_BITS
+
+
 class HardwareProfile:
     def __init__(self, config: ProfileConfig, source: str = "<memory>", content_hash: str = ""):
         self.config, self.source, self.hash = config, source, content_hash
@@ -85,9 +93,9 @@ class CostModel:
         if layer.op == "dwconv":
             rate = cfg.depthwise_peak_gops.get(fmt, rate * cfg.depthwise_efficiency)
         compute_us = 2.0 * layer.macs / (rate * 1e3)
-        w_bytes = size_bits(layer.w_format, layer.params, layer.cout) / 8
+        w_bytes = size_bits(layer.w_format, layer.params, layer.cout) / 8 if layer.params else 0.0
         a_bytes = layer.in_elements * FORMATS.get(layer.a_format).bits / 8
-        out_bytes = layer.cout * layer.hout * layer.hout * 4
+        out_bytes = layer.out_elements * 4
         memory_us = (w_bytes + a_bytes + out_bytes) / (cfg.memory_gbs * 1e3)
         transition_us = 0.0
         if layer.a_format != prev_a_format:
@@ -104,7 +112,7 @@ class CostModel:
         for layer in self.space.layer_shapes(spec):
             latency_us += self.layer_latency_us(layer, prev)
             prev = layer.a_format
-            bits += size_bits(layer.w_format, layer.params, layer.cout) + layer.cout * BIAS_BITS
+            bits += layer_bits(layer)
             bops += layer.macs * FORMATS.get(layer.w_format).bits * FORMATS.get(layer.a_format).bits
         out = (latency_us / 1e3, bits / 8 / 1e6, bops / 1e9)
         self._cache[key] = out

@@ -7,8 +7,6 @@ that two genomes describing the same subnet compare equal and share one :meth:`S
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,99 +15,26 @@ import numpy as np
 from nasq.errors import ConfigError
 from nasq.files import sha256_bytes
 from nasq.formats import FORMATS, highest_bits, lowest_bits
-from nasq.specs import SpaceConfig, load_model, validate
+from nasq.space_types import FORMAT_FIELDS, Gene, LayerChoice, LayerShape, SubnetSpec
+from nasq.specs import SpaceConfig, StageSpec, load_model, validate
 
-LAYER_FIELDS = ("kernel", "expand", "w_format", "a_format")
+__all__ = ["FORMAT_FIELDS", "Gene", "LayerChoice", "LayerShape", "SearchSpace", "SubnetSpec", "STEM_FORMAT"]
+
 STEM_FORMAT = "fp32"  # stem and classifier stay fp32: first/last layers are the most sensitive
 
 
-@dataclass(frozen=True)
-class LayerChoice:
-    kernel: int
-    expand: int
-    w_format: str
-    a_format: str
+def layer_fields(stage: StageSpec) -> tuple[str, ...]:
+    """The genes of one layer slot of ``stage``: its block kind's architecture genes, then formats."""
+    from nasq.supernet_kinds import BLOCK_KINDS
 
-    def token(self) -> str:
-        return f"k{self.kernel}e{self.expand}.{self.w_format}.{self.a_format}"
-
-
-@dataclass(frozen=True)
-class SubnetSpec:
-    """A concrete subnet: active layers per stage. Frozen and hashable; ``key()`` is canonical."""
-
-    stages: tuple[tuple[LayerChoice, ...], ...]
-
-    @property
-    def depths(self) -> tuple[int, ...]:
-        return tuple(len(s) for s in self.stages)
-
-    def key(self) -> str:
-        return "-".join("+".join(layer.token() for layer in stage) for stage in self.stages)
-
-    def short_key(self) -> str:
-        return sha256_bytes(self.key().encode())[:12]
-
-    def layers(self) -> list[LayerChoice]:
-        return [layer for stage in self.stages for layer in stage]
-
-    def formats_used(self) -> set[tuple[str, str]]:
-        return {(layer.w_format, layer.a_format) for layer in self.layers()}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"stages": [[asdict(layer) for layer in stage] for stage in self.stages]}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SubnetSpec:
-        return cls(tuple(tuple(LayerChoice(**layer) for layer in stage) for stage in data["stages"]))
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-
-@dataclass(frozen=True)
-class Gene:
-    name: str
-    choices: tuple[Any, ...]
-    stage: int
-    slot: int | None  # None for a stage's depth gene
-    field: str
-
-
-@dataclass(frozen=True)
-class LayerShape:
-    """One weight layer of a subnet, as the cost model sees it."""
-
-    name: str
-    op: str  # conv | dwconv | linear
-    cin: int
-    cout: int
-    kernel: int
-    stride: int
-    hin: int
-    hout: int
-    w_format: str
-    a_format: str
-
-    @property
-    def groups(self) -> int:
-        return self.cin if self.op == "dwconv" else 1
-
-    @property
-    def params(self) -> int:
-        return self.cout * (self.cin // self.groups) * self.kernel * self.kernel
-
-    @property
-    def macs(self) -> int:
-        return self.params * self.hout * self.hout
-
-    @property
-    def in_elements(self) -> int:
-        return self.cin * self.hin * self.hin
+    return BLOCK_KINDS.get(stage.block).layer_fields + FORMAT_FIELDS
 
 
 class SearchSpace:
-    """Built from a validated :class:`SpaceConfig`; never mutated."""
+    """Built from a validated :class:`SpaceConfig`; never mutated.
+
+    Gene order: the input resolution (when elastic), then per stage its depth, its width (when
+    elastic) and, per layer slot up to the deepest choice, the block kind's genes and the formats."""
 
     def __init__(self, config: SpaceConfig, source: str = "<memory>", content_hash: str = ""):
         self.config, self.source = config, source
@@ -118,7 +43,7 @@ class SearchSpace:
         self.genes = self._build_genes()
         self.n_genes = len(self.genes)
         self.upper = np.array([len(g.choices) - 1 for g in self.genes], dtype=np.int64)
-        self._depth_gene = {g.stage: i for i, g in enumerate(self.genes) if g.slot is None}
+        self._index_genes()
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -131,60 +56,106 @@ class SearchSpace:
         return cls(validate(SpaceConfig, data, source), source)
 
     def _check_kinds(self) -> None:
-        from nasq.supernet_kinds import BLOCK_KINDS
+        from nasq.supernet_kinds import check_family
 
-        for i, stage in enumerate(self.config.stages):
-            if stage.block not in BLOCK_KINDS:
-                raise ConfigError(self.source, f"stages[{i}].block", BLOCK_KINDS.miss_message(stage.block))
+        problems = check_family(self.config)
+        if problems:
+            raise ConfigError(self.source, *problems[0])
         for field in ("w_format", "a_format"):
             for j, name in enumerate(getattr(self.config.precision, field)):
                 if name not in FORMATS:
                     raise ConfigError(self.source, f"precision.{field}[{j}]", FORMATS.miss_message(name))
+        for name in self.config.precision.weights:
+            if name not in self.config.precision.w_format + self.config.precision.a_format:
+                raise ConfigError(self.source, f"precision.weights.{name}", f"not a format of this menu, got '{name}'")
 
     def _build_genes(self) -> list[Gene]:
         genes: list[Gene] = []
-        menu = self.config.precision
-        for i, st in enumerate(self.config.stages):
+        cfg, menu = self.config, self.config.precision
+        if cfg.input.resolution_choices:
+            genes.append(Gene("resolution", cfg.input.resolution_choices, -1, None, "resolution"))
+        for i, st in enumerate(cfg.stages):
             genes.append(Gene(f"stage{i}.depth", st.depth, i, None, "depth"))
+            if len(st.width) > 1:
+                genes.append(Gene(f"stage{i}.width", st.width, i, None, "width"))
             for j in range(max(st.depth)):
-                for field, choices in zip(LAYER_FIELDS, (st.kernel, st.expand, menu.w_format, menu.a_format), strict=True):
+                for field in layer_fields(st):
+                    choices = getattr(menu, field) if field in FORMAT_FIELDS else getattr(st, field)
                     genes.append(Gene(f"stage{i}.layer{j}.{field}", tuple(choices), i, j, field))
         return genes
+
+    def _index_genes(self) -> None:
+        self._res_gene = 0 if self.config.input.resolution_choices else None
+        self._depth_gene: dict[int, int] = {}
+        self._width_gene: dict[int, int] = {}
+        self._slot_base: dict[tuple[int, int], int] = {}
+        for k, g in enumerate(self.genes):
+            if g.field == "depth":
+                self._depth_gene[g.stage] = k
+            elif g.field == "width":
+                self._width_gene[g.stage] = k
+            elif g.slot is not None and (g.stage, g.slot) not in self._slot_base:
+                self._slot_base[(g.stage, g.slot)] = k
+        self._elastic_width = bool(self._width_gene)
 
     @property
     def name(self) -> str:
         return self.config.name
 
     @property
+    def family(self) -> str:
+        return self.config.family
+
+    @property
     def gene_names(self) -> list[str]:
         return [g.name for g in self.genes]
+
+    def format_gene_mask(self) -> np.ndarray:
+        return np.array([g.field in FORMAT_FIELDS for g in self.genes], dtype=bool)
 
     # ------------------------------------------------------------ codec
     def decode(self, genome: np.ndarray | list[int]) -> SubnetSpec:
         g = self._check_genome(genome)
         stages = []
-        for i, _ in enumerate(self.config.stages):
-            depth = self.genes[self._depth_gene[i]].choices[g[self._depth_gene[i]]]
+        for i, st in enumerate(self.config.stages):
+            dg = self._depth_gene[i]
+            fields = layer_fields(st)
             layers = []
-            for j in range(depth):
-                base = self._depth_gene[i] + 1 + j * len(LAYER_FIELDS)
-                vals = [self.genes[base + f].choices[g[base + f]] for f in range(len(LAYER_FIELDS))]
-                layers.append(LayerChoice(*vals))
+            for j in range(self.genes[dg].choices[g[dg]]):
+                base = self._slot_base[(i, j)]
+                vals = {f: self.genes[base + n].choices[g[base + n]] for n, f in enumerate(fields)}
+                layers.append(LayerChoice.of(**vals))
             stages.append(tuple(layers))
-        return SubnetSpec(tuple(stages))
+        widths = ()
+        if self._elastic_width:
+            widths = tuple(self.genes[self._width_gene[i]].choices[g[self._width_gene[i]]] if i in self._width_gene
+                           else st.width[0] for i, st in enumerate(self.config.stages))
+        res = self.genes[0].choices[g[0]] if self._res_gene is not None else 0
+        return SubnetSpec(tuple(stages), widths, res)
 
     def encode(self, spec: SubnetSpec) -> np.ndarray:
         if len(spec.stages) != len(self.config.stages):
             raise ValueError(f"spec has {len(spec.stages)} stages, space {self.name} has {len(self.config.stages)}")
         g = np.zeros(self.n_genes, dtype=np.int64)
+        if self._res_gene is not None:
+            g[0] = self._index(0, spec.resolution or self.config.input.resolution)
         for i, layers in enumerate(spec.stages):
-            dg = self._depth_gene[i]
-            g[dg] = self._index(dg, len(layers))
+            st = self.config.stages[i]
+            g[self._depth_gene[i]] = self._index(self._depth_gene[i], len(layers))
+            if i in self._width_gene:
+                g[self._width_gene[i]] = self._index(self._width_gene[i], self.stage_width(spec, i))
             for j, layer in enumerate(layers):
-                base = dg + 1 + j * len(LAYER_FIELDS)
-                for f, field in enumerate(LAYER_FIELDS):
-                    g[base + f] = self._index(base + f, getattr(layer, field))
+                base = self._slot_base[(i, j)]
+                for n, field in enumerate(layer_fields(st)):
+                    g[base + n] = self._index(base + n, getattr(layer, field))
         return g
+
+    def stage_width(self, spec: SubnetSpec, i: int) -> int:
+        """Active output channels of stage ``i`` (embed dim for transformer families)."""
+        return spec.widths[i] if spec.widths else self.config.stages[i].width[-1]
+
+    def input_resolution(self, spec: SubnetSpec) -> int:
+        return spec.resolution or self.config.input.resolution
 
     def _index(self, gene: int, value: Any) -> int:
         try:
@@ -209,8 +180,13 @@ class SearchSpace:
         return np.stack([self.canonical(g) for g in np.asarray(genomes)])
 
     # ------------------------------------------------------------ sampling
-    def sample(self, rng: np.random.Generator, n: int) -> list[SubnetSpec]:
+    def sample(self, rng: np.random.Generator, n: int, weighted: bool = False) -> list[SubnetSpec]:
+        """``n`` uniformly random subnets; ``weighted`` draws format genes by the menu's weights."""
         raw = rng.integers(0, self.upper + 1, size=(n, self.n_genes))
+        if weighted and self.config.precision.weights:
+            for k in np.flatnonzero(self.format_gene_mask()):
+                w = np.array([self.config.precision.weights.get(c, 1.0) for c in self.genes[k].choices])
+                raw[:, k] = rng.choice(len(w), size=n, p=w / w.sum())
         return [self.decode(g) for g in raw]
 
     def sample_unique(self, rng: np.random.Generator, n: int, exclude: set[str] | None = None) -> list[SubnetSpec]:
@@ -228,8 +204,11 @@ class SearchSpace:
     def _extreme(self, pick: Any, fmt: str) -> SubnetSpec:
         stages = []
         for st in self.config.stages:
-            stages.append(tuple(LayerChoice(pick(st.kernel), pick(st.expand), fmt, fmt) for _ in range(pick(st.depth))))
-        return SubnetSpec(tuple(stages))
+            arch = {f: pick(getattr(st, f)) for f in layer_fields(st) if f not in FORMAT_FIELDS}
+            stages.append(tuple(LayerChoice.of(fmt, fmt, **arch) for _ in range(pick(st.depth))))
+        widths = tuple(pick(st.width) for st in self.config.stages) if self._elastic_width else ()
+        res = pick(self.config.input.resolution_choices) if self._res_gene is not None else 0
+        return SubnetSpec(tuple(stages), widths, res)
 
     def largest(self) -> SubnetSpec:
         """Deepest, widest, highest precision."""
@@ -250,40 +229,29 @@ class SearchSpace:
 
     def size(self) -> float:
         """Number of distinct subnets (canonical)."""
-        menu = self.config.precision
-        per_layer = [len(st.kernel) * len(st.expand) * len(menu.w_format) * len(menu.a_format) for st in self.config.stages]
-        total = 1.0
-        for st, n in zip(self.config.stages, per_layer, strict=True):
-            total *= sum(float(n) ** d for d in st.depth)
+        total = float(len(self.config.input.resolution_choices) or 1)
+        for i, st in enumerate(self.config.stages):
+            per_layer = 1.0
+            for k in range(self._slot_base[(i, 0)], self._slot_base[(i, 0)] + len(layer_fields(st))):
+                per_layer *= len(self.genes[k].choices)
+            total *= len(st.width) * sum(per_layer ** d for d in st.depth)
         return total
 
     # ------------------------------------------------------------ analytics
     def layer_shapes(self, spec: SubnetSpec) -> list[LayerShape]:
+        from nasq.supernet_kinds import BLOCK_KINDS, head_shapes, stem_shapes
+
         cfg = self.config
-        res = cfg.input.resolution
-        out_res = _conv_out(res, cfg.stem.stride)
-        shapes = [LayerShape("stem", "conv", cfg.input.channels, cfg.stem.channels, cfg.stem.kernel,
-                             cfg.stem.stride, res, out_res, STEM_FORMAT, STEM_FORMAT)]
-        cin, res = cfg.stem.channels, out_res
+        shapes, cin, res = stem_shapes(cfg, self.input_resolution(spec), self.stage_width(spec, 0))
         for i, (st, layers) in enumerate(zip(cfg.stages, spec.stages, strict=True)):
+            kind, width = BLOCK_KINDS.get(st.block), self.stage_width(spec, i)
             for j, layer in enumerate(layers):
                 stride = st.stride if j == 0 else 1
-                mid, hout = cin * layer.expand, _conv_out(res, stride)
-                w, a = layer.w_format, layer.a_format
-                p = f"stages.{i}.{j}"
-                if layer.expand != 1:
-                    shapes.append(LayerShape(f"{p}.expand", "conv", cin, mid, 1, 1, res, res, w, a))
-                shapes.append(LayerShape(f"{p}.dw", "dwconv", mid, mid, layer.kernel, stride, res, hout, w, a))
-                shapes.append(LayerShape(f"{p}.project", "conv", mid, st.width, 1, 1, hout, hout, w, a))
-                cin, res = st.width, hout
-        shapes.append(LayerShape("classifier", "linear", cin, cfg.input.num_classes, 1, 1, 1, 1,
-                                 STEM_FORMAT, STEM_FORMAT))
-        return shapes
+                block, res = kind.shapes(f"stages.{i}.{j}", cin, width, stride, res, layer, st, j == 0)
+                shapes += block
+                cin = width
+        return shapes + head_shapes(cfg, cin)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "hash": self.hash, "genes": self.n_genes, "subnets": self.size(),
-                "formats": sorted(self.all_formats())}
-
-
-def _conv_out(res: int, stride: int) -> int:
-    return (res + stride - 1) // stride
+        return {"name": self.name, "family": self.family, "hash": self.hash, "genes": self.n_genes,
+                "subnets": self.size(), "formats": sorted(self.all_formats())}

@@ -37,54 +37,115 @@ class InputSpec(Frozen):
     channels: int = Field(ge=1)
     resolution: int = Field(ge=4)
     num_classes: int = Field(ge=2)
+    # elastic input resolution (mbconv, resnet): the image is resized to the chosen size
+    resolution_choices: tuple[int, ...] = ()
+
+    @field_validator("resolution_choices")
+    @classmethod
+    def _resolutions(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if v:
+            _sorted_unique("resolution_choices", v)
+            if min(v) < 4:
+                raise ValueError(f"choices must be >= 4, got {min(v)}")
+        return tuple(sorted(v))
 
 
 class StemSpec(Frozen):
     channels: int = Field(ge=1)
-    kernel: int = Field(default=3, ge=1)
+    kernel: int = Field(default=3, ge=1)  # vit: the patch size (kernel = stride = patch)
     stride: Literal[1, 2] = 1
+
+
+Number = int | float
 
 
 class StageSpec(Frozen):
+    """One stage of blocks. Which per-layer fields a block kind searches is declared by the kind
+    (``nasq.supernet_kinds``): mbconv kernel+expand, resnet kernel+expand (bottleneck ratio),
+    vit heads+mlp_ratio. ``width`` may be one value or a list of choices (elastic width)."""
+
     block: str = "mbconv"
-    width: int = Field(ge=1)
+    width: int | tuple[int, ...]
     stride: Literal[1, 2] = 1
     depth: tuple[int, ...]
-    kernel: tuple[int, ...]
-    expand: tuple[int, ...]
+    kernel: tuple[int, ...] = ()
+    expand: tuple[Number, ...] = ()
+    heads: tuple[int, ...] = ()
+    mlp_ratio: tuple[Number, ...] = ()
+    se: bool = False  # mbconv: squeeze-and-excite in every block of the stage
 
-    @field_validator("depth", "expand")
+    @field_validator("width")
+    @classmethod
+    def _width(cls, v: int | tuple[int, ...]) -> tuple[int, ...]:
+        v = (v,) if isinstance(v, int) else tuple(v)
+        _sorted_unique("width", v)
+        if min(v) < 1:
+            raise ValueError(f"choices must be >= 1, got {min(v)}")
+        return tuple(sorted(v))
+
+    @field_validator("depth", "heads")
     @classmethod
     def _positive(cls, v: tuple[int, ...], info: Any) -> tuple[int, ...]:
+        if info.field_name == "heads" and not v:
+            return v
         _sorted_unique(info.field_name, v)
         if min(v) < 1:
             raise ValueError(f"choices must be >= 1, got {min(v)}")
         return tuple(sorted(v))
 
+    @field_validator("expand", "mlp_ratio")
+    @classmethod
+    def _ratios(cls, v: tuple[Number, ...], info: Any) -> tuple[Number, ...]:
+        if not v:
+            return v
+        _sorted_unique(info.field_name, v)
+        if min(v) <= 0:
+            raise ValueError(f"choices must be > 0, got {min(v)}")
+        return tuple(sorted(v))
+
     @field_validator("kernel")
     @classmethod
     def _odd(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v:
+            return v
         _sorted_unique("kernel", v)
         for k in v:
             if k < 1 or k % 2 == 0:
                 raise ValueError(f"choices must be odd and positive, got {k}")
         return tuple(sorted(v))
 
+    @property
+    def max_width(self) -> int:
+        return max(self.width)
+
 
 class PrecisionMenu(Frozen):
     w_format: tuple[str, ...]
     a_format: tuple[str, ...]
+    # relative sampling weight of a format during supernet training (default 1 for each)
+    weights: dict[str, float] = Field(default_factory=dict)
 
     @field_validator("w_format", "a_format")
     @classmethod
     def _unique(cls, v: tuple[str, ...], info: Any) -> tuple[str, ...]:
         return _sorted_unique(info.field_name, v)
 
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, w in v.items():
+            if w <= 0:
+                raise ValueError(f"sampling weight of '{name}' must be > 0, got {w}")
+        return v
+
+
+Family = Literal["mbconv", "resnet", "vit", "sequence"]
+
 
 class SpaceConfig(Frozen):
     name: str
     version: int = 1
-    family: Literal["mbconv"] = "mbconv"
+    family: Family = "mbconv"
     description: str = ""
     input: InputSpec
     stem: StemSpec
@@ -149,6 +210,11 @@ class TrainConfig(Frozen):
     random_subnets: int = Field(default=2, ge=0)
     distill: bool = True
     threads: int | None = Field(default=None, ge=1)
+    format_sampling: Literal["uniform", "weighted"] = "uniform"  # weighted: the menu's weights
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["auto", "off", "bf16"] = "auto"  # auto: bf16 autocast on a GPU, off on CPU
+    compile: Literal["auto", "off", "on"] = "auto"  # auto: torch.compile on a GPU only
+    checkpoint_every: int = Field(default=200, ge=1)  # steps between checkpoints
     seed: int = 0
 
 

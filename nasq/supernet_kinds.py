@@ -1,11 +1,154 @@
-"""Names of the elastic block kinds (torch-free), so catalogs can be validated without torch.
+"""Block kinds and model families as torch-free metadata: which per-layer genes a block searches,
+which families it belongs to, and the layer shapes it contributes (what the cost model, the
+latency tables and the feature encoders see). Catalogs are validated against this without torch.
 
-The implementations register themselves in :mod:`nasq.supernet.network` under the same names.
+The torch implementations register themselves in :mod:`nasq.supernet.network` (blocks) under the
+same names; a contract test checks that the two registries agree.
 """
 
 from __future__ import annotations
 
-from nasq.registry import Registry
+from collections.abc import Callable
+from dataclasses import dataclass
 
-BLOCK_KINDS: Registry[str] = Registry("block")
-BLOCK_KINDS.add("mbconv", "nasq.supernet.network:ElasticMBConv")
+from nasq.registry import Registry
+from nasq.space_types import LayerChoice, LayerShape
+from nasq.specs import SpaceConfig, StageSpec
+
+ShapeFn = Callable[[str, int, int, int, int, LayerChoice, StageSpec, bool], tuple[list[LayerShape], int]]
+
+
+@dataclass(frozen=True)
+class BlockKind:
+    name: str
+    families: tuple[str, ...]
+    layer_fields: tuple[str, ...]  # genes searched per layer, besides w_format and a_format
+    shapes: ShapeFn  # (prefix, cin, cout, stride, res_or_tokens, choice, stage, first) -> (shapes, res_out)
+    description: str = ""
+
+
+BLOCK_KINDS: Registry[BlockKind] = Registry("block")
+
+
+def conv_out(res: int, stride: int) -> int:
+    return (res + stride - 1) // stride
+
+
+def _mid(channels: int, ratio: float) -> int:
+    return max(1, int(round(channels * ratio)))
+
+
+def se_channels(mid: int) -> int:
+    return max(4, mid // 4)
+
+
+def _mbconv_shapes(p: str, cin: int, cout: int, stride: int, res: int, c: LayerChoice, st: StageSpec,
+                   first: bool) -> tuple[list[LayerShape], int]:
+    mid, hout, w, a = _mid(cin, c.expand), conv_out(res, stride), c.w_format, c.a_format
+    out = []
+    if c.expand != 1:
+        out.append(LayerShape(f"{p}.expand", "conv", cin, mid, 1, 1, res, res, w, a))
+    out.append(LayerShape(f"{p}.dw", "dwconv", mid, mid, c.kernel, stride, res, hout, w, a))
+    if st.se:
+        sq = se_channels(mid)
+        out.append(LayerShape(f"{p}.se_reduce", "linear", mid, sq, 1, 1, 1, 1, w, a))
+        out.append(LayerShape(f"{p}.se_expand", "linear", sq, mid, 1, 1, 1, 1, w, a))
+    out.append(LayerShape(f"{p}.project", "conv", mid, cout, 1, 1, hout, hout, w, a))
+    return out, hout
+
+
+def _resnet_shapes(p: str, cin: int, cout: int, stride: int, res: int, c: LayerChoice, st: StageSpec,
+                   first: bool) -> tuple[list[LayerShape], int]:
+    mid, hout, w, a = _mid(cout, c.expand), conv_out(res, stride), c.w_format, c.a_format
+    out = [LayerShape(f"{p}.reduce", "conv", cin, mid, 1, 1, res, res, w, a),
+           LayerShape(f"{p}.conv", "conv", mid, mid, c.kernel, stride, res, hout, w, a),
+           LayerShape(f"{p}.project", "conv", mid, cout, 1, 1, hout, hout, w, a)]
+    if first:
+        out.append(LayerShape(f"{p}.downsample", "conv", cin, cout, 1, stride, res, hout, w, a))
+    return out, hout
+
+
+def vit_head_dim(st: StageSpec) -> int:
+    """Each attention head is ``max(width) / max(heads)`` wide; fewer heads, narrower attention."""
+    return max(1, st.max_width // max(st.heads))
+
+
+def _vit_shapes(p: str, cin: int, cout: int, stride: int, tokens: int, c: LayerChoice, st: StageSpec,
+                first: bool) -> tuple[list[LayerShape], int]:
+    dim, attn, hidden = cout, c.heads * vit_head_dim(st), _mid(cout, c.mlp_ratio)
+    w, a = c.w_format, c.a_format
+    out = [LayerShape(f"{p}.qkv", "linear", dim, 3 * attn, 1, 1, 1, 1, w, a, tokens),
+           LayerShape(f"{p}.attention", "matmul", attn, tokens, 1, 1, 1, 1, "fp32", "fp32", tokens),
+           LayerShape(f"{p}.proj", "linear", attn, dim, 1, 1, 1, 1, w, a, tokens),
+           LayerShape(f"{p}.fc1", "linear", dim, hidden, 1, 1, 1, 1, w, a, tokens),
+           LayerShape(f"{p}.fc2", "linear", hidden, dim, 1, 1, 1, 1, w, a, tokens)]
+    return out, tokens
+
+
+BLOCK_KINDS.add("mbconv", BlockKind("mbconv", ("mbconv",), ("kernel", "expand"), _mbconv_shapes,
+                                    "inverted residual: expand 1x1, depthwise kxk, [squeeze-excite], project 1x1"))
+BLOCK_KINDS.add("resnet", BlockKind("resnet", ("resnet",), ("kernel", "expand"), _resnet_shapes,
+                                    "bottleneck: reduce 1x1 to width*expand, kxk conv, project 1x1, identity or 1x1 shortcut"))
+BLOCK_KINDS.add("vit", BlockKind("vit", ("vit", "sequence"), ("heads", "mlp_ratio"), _vit_shapes,
+                                 "pre-norm transformer encoder layer: multi-head self-attention and an MLP"))
+
+LAYER_FIELD_NAMES = ("kernel", "expand", "heads", "mlp_ratio")
+FIELD_TOKENS = {"kernel": "k", "expand": "e", "heads": "h", "mlp_ratio": "m"}
+
+
+# ---------------------------------------------------------------- families: stem and head
+STEM_FORMAT = "fp32"  # stem and classifier stay fp32: first/last layers are the most sensitive
+
+
+def tokenized(config: SpaceConfig) -> bool:
+    return config.family in ("vit", "sequence")
+
+
+def stem_shapes(config: SpaceConfig, res: int, width: int) -> tuple[list[LayerShape], int, int]:
+    """The stem's layers, its output channels and its output resolution (tokens for transformers)."""
+    f, cfg = STEM_FORMAT, config
+    if cfg.family == "vit":
+        patch = cfg.stem.kernel
+        tokens = (res // patch) ** 2
+        return [LayerShape("stem", "conv", cfg.input.channels, width, patch, patch, res, res // patch, f, f)], width, tokens
+    if cfg.family == "sequence":
+        rows, feat = res, cfg.input.channels * res
+        return [LayerShape("stem", "linear", feat, width, 1, 1, 1, 1, f, f, rows)], width, rows
+    out_res = conv_out(res, cfg.stem.stride)
+    return [LayerShape("stem", "conv", cfg.input.channels, cfg.stem.channels, cfg.stem.kernel, cfg.stem.stride,
+                       res, out_res, f, f)], cfg.stem.channels, out_res
+
+
+def head_shapes(config: SpaceConfig, cin: int) -> list[LayerShape]:
+    return [LayerShape("classifier", "linear", cin, config.input.num_classes, 1, 1, 1, 1, STEM_FORMAT, STEM_FORMAT)]
+
+
+def check_family(config: SpaceConfig) -> list[tuple[str, str]]:
+    """Problems as (field, message); empty when the space is consistent with its family."""
+    problems = []
+    for i, st in enumerate(config.stages):
+        kind = BLOCK_KINDS.get(st.block) if st.block in BLOCK_KINDS else None
+        if kind is None:
+            problems.append((f"stages[{i}].block", BLOCK_KINDS.miss_message(st.block)))
+            continue
+        if config.family not in kind.families:
+            problems.append((f"stages[{i}].block", f"block '{st.block}' does not belong to family "
+                             f"'{config.family}' (it serves {list(kind.families)}), got '{st.block}'"))
+        for name in LAYER_FIELD_NAMES:
+            given = getattr(st, name)
+            if name in kind.layer_fields and not given:
+                problems.append((f"stages[{i}].{name}", f"block '{st.block}' needs choices for '{name}', got []"))
+            elif name not in kind.layer_fields and given:
+                problems.append((f"stages[{i}].{name}", f"block '{st.block}' has no '{name}' gene, got {list(given)}"))
+        if st.se and st.block != "mbconv":
+            problems.append((f"stages[{i}].se", f"only mbconv blocks have squeeze-excite, got se: true on '{st.block}'"))
+        if st.block == "vit" and st.max_width % max(st.heads):
+            problems.append((f"stages[{i}].heads", f"max width {st.max_width} must divide by the most heads, got {max(st.heads)}"))
+    if tokenized(config):
+        if len(config.stages) != 1:
+            problems.append(("stages", f"a {config.family} space has one stage of encoder layers, got {len(config.stages)}"))
+        if config.input.resolution_choices:
+            problems.append(("input.resolution_choices", f"elastic resolution is for conv families, got {list(config.input.resolution_choices)}"))
+    if config.family == "vit" and config.input.resolution % config.stem.kernel:
+        problems.append(("stem.kernel", f"the patch size must divide the resolution {config.input.resolution}, got {config.stem.kernel}"))
+    return problems

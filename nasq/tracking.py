@@ -33,7 +33,7 @@ from urllib.parse import unquote, urlparse
 
 from nasq.errors import MissingDependencyError, NasqError
 from nasq.search.pareto import Front, FrontPoint
-from nasq.space import LAYER_FIELDS, SubnetSpec
+from nasq.space import SubnetSpec
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +147,13 @@ def point_params(spec: SubnetSpec) -> dict[str, str]:
     out: dict[str, str] = {}
     for i, stage in enumerate(spec.stages):
         out[f"s{i}.depth"] = str(len(stage))
+        if spec.widths:
+            out[f"s{i}.width"] = str(spec.widths[i])
         for j, layer in enumerate(stage):
-            for name in LAYER_FIELDS:
-                out[f"s{i}.l{j}.{name}"] = str(getattr(layer, name))
+            for name, value in layer.to_dict().items():
+                out[f"s{i}.l{j}.{name}"] = str(value)
+    if spec.resolution:
+        out["resolution"] = str(spec.resolution)
     return out
 
 

@@ -11,15 +11,23 @@ from collections.abc import Callable
 
 import numpy as np
 
-from nasq.formats import FORMATS, size_bits
-from nasq.hardware import BIAS_BITS, CostModel
+from nasq.formats import FORMATS
+from nasq.hardware import CostModel, layer_bits
 from nasq.registry import Registry
 from nasq.space import SearchSpace, SubnetSpec
 
 Encoder = Callable[[SearchSpace, list[SubnetSpec], CostModel | None], np.ndarray]
 FEATURES: Registry[Encoder] = Registry("feature encoder")
 
-LAYERWISE_COLUMNS = ("active", "kernel", "expand", "w_bits", "a_bits", "w_float", "a_float", "macs_share")
+FORMAT_COLUMNS = ("w_bits", "a_bits", "w_float", "a_float")
+
+
+def layerwise_columns(space: SearchSpace, stage: int) -> tuple[str, ...]:
+    """Columns of one layer slot of ``stage`` in the ``layerwise`` encoding."""
+    from nasq.space import layer_fields
+
+    arch = tuple(f for f in layer_fields(space.config.stages[stage]) if f not in ("w_format", "a_format"))
+    return ("active", *arch, *FORMAT_COLUMNS, "macs_share")
 
 
 @FEATURES.register("onehot")
@@ -62,23 +70,31 @@ def costs(space: SearchSpace, specs: list[SubnetSpec], cost_model: CostModel | N
 
 @FEATURES.register("layerwise")
 def layerwise(space: SearchSpace, specs: list[SubnetSpec], cost_model: CostModel | None) -> np.ndarray:
-    """Per layer slot, stages in order and slots up to each stage's deepest choice, the numbers in
-    ``LAYERWISE_COLUMNS``: active flag, kernel, expand, weight and activation bits, whether each
-    format is a float format (fp8 and int8 share 8 bits but not their error), and the slot's share
-    of the subnet's MACs. Every column of an inactive slot is zero."""
-    slots = [(i, j) for i, st in enumerate(space.config.stages) for j in range(max(st.depth))]
-    width = len(LAYERWISE_COLUMNS)
-    out = np.zeros((len(specs), len(slots) * width), dtype=np.float64)
+    """The elastic resolution and stage widths (where the space has them), then per layer slot,
+    stages in order and slots up to each stage's deepest choice, the numbers in
+    :func:`layerwise_columns`: active flag, the block kind's genes (kernel and expand, or heads and
+    MLP ratio), weight and activation bits, whether each format is a float format (fp8 and int8
+    share 8 bits but not their error), and the slot's share of the subnet's MACs. Every column of
+    an inactive slot is zero."""
+    stages = space.config.stages
+    slots = [(i, j, layerwise_columns(space, i)) for i, st in enumerate(stages) for j in range(max(st.depth))]
+    lead = int(bool(space.config.input.resolution_choices)) + sum(len(st.width) > 1 for st in stages)
+    out = np.zeros((len(specs), lead + sum(len(c) for *_, c in slots)), dtype=np.float64)
     for r, spec in enumerate(specs):
+        head = ([float(spec.resolution)] if space.config.input.resolution_choices else [])
+        head += [float(spec.widths[i]) for i, st in enumerate(stages) if len(st.width) > 1]
+        out[r, :lead] = head
         macs = _macs_per_slot(space, spec)
         total = sum(macs.values()) + _fixed_macs(space, spec)
-        for s, (i, j) in enumerate(slots):
-            if j >= len(spec.stages[i]):
-                continue
-            layer = spec.stages[i][j]
-            w, a = FORMATS.get(layer.w_format), FORMATS.get(layer.a_format)
-            out[r, s * width : (s + 1) * width] = [1.0, layer.kernel, layer.expand, w.bits, a.bits,
-                                                   w.kind == "float", a.kind == "float", macs[i, j] / total]
+        col = lead
+        for i, j, columns in slots:
+            if j < len(spec.stages[i]):
+                layer = spec.stages[i][j]
+                w, a = FORMATS.get(layer.w_format), FORMATS.get(layer.a_format)
+                arch = [float(getattr(layer, c)) for c in columns[1:-5]]
+                out[r, col : col + len(columns)] = [1.0, *arch, w.bits, a.bits, w.kind == "float",
+                                                     a.kind == "float", macs[i, j] / total]
+            col += len(columns)
     return out
 
 
@@ -110,7 +126,7 @@ def bops(space: SearchSpace, specs: list[SubnetSpec], cost_model: CostModel | No
         macs = sum(lay.macs for lay in layers)
         bit_ops = sum(lay.macs * FORMATS.get(lay.w_format).bits * FORMATS.get(lay.a_format).bits for lay in layers)
         if size_mb is None:
-            mb = sum(size_bits(lay.w_format, lay.params, lay.cout) + lay.cout * BIAS_BITS for lay in layers) / 8e6
+            mb = sum(layer_bits(lay) for lay in layers) / 8e6
         else:
             mb = float(size_mb[r])
         rows.append([np.log(params), np.log(macs), np.log(bit_ops), mb])

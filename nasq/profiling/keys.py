@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 from nasq.formats import get_format
 from nasq.space import LayerChoice, LayerShape, SearchSpace, SubnetSpec
 
-OPS = ("conv", "dwconv", "linear")
+OPS = ("conv", "dwconv", "linear", "matmul")
 ACTIVATIONS = ("relu6", "none")
 
 
@@ -31,7 +31,7 @@ class LayerKey:
     cout: int
     kernel: int
     stride: int
-    hin: int  # input height = width, pixels (1 for linear)
+    hin: int  # input height = width, pixels (1 for linear); tokens for transformer linears
     act: str  # relu6 | none: the activation that follows the layer's batch norm
     w_format: str
     a_format: str  # format of the layer's input activation
@@ -42,6 +42,9 @@ class LayerKey:
 
     def shape(self) -> LayerShape:
         """The key as a :class:`LayerShape` (for MACs, parameter and byte counts)."""
+        if self.op in ("linear", "matmul") and self.hin > 1:
+            return LayerShape(self.token(), self.op, self.cin, self.cout, self.kernel, self.stride,
+                              1, 1, self.w_format, self.a_format, self.hin)
         return LayerShape(self.token(), self.op, self.cin, self.cout, self.kernel, self.stride,
                           self.hin, self.hout, self.w_format, self.a_format)
 
@@ -56,11 +59,13 @@ KEY_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(LayerKey))
 def activation_of(shape: LayerShape) -> str:
     """The static subnet applies ReLU6 after every conv except a block's projection (the linear
     bottleneck of an inverted residual) and the classifier."""
-    return "none" if shape.op == "linear" or shape.name.endswith(".project") else "relu6"
+    if shape.op in ("linear", "matmul") or shape.name.endswith((".project", ".downsample")):
+        return "none"
+    return "relu6"
 
 
 def layer_key(shape: LayerShape) -> LayerKey:
-    return LayerKey(shape.op, shape.cin, shape.cout, shape.kernel, shape.stride, shape.hin,
+    return LayerKey(shape.op, shape.cin, shape.cout, shape.kernel, shape.stride, shape.tokens or shape.hin,
                     activation_of(shape), shape.w_format, shape.a_format)
 
 
@@ -72,17 +77,26 @@ def subnet_keys(space: SearchSpace, spec: SubnetSpec) -> list[LayerKey]:
 def space_keys(space: SearchSpace) -> list[LayerKey]:
     """Every distinct layer key a subnet of ``space`` can contain, sorted.
 
-    A slot's input shape depends only on the stage widths and strides, never on other layers'
-    choices, so filling one stage at its deepest with one choice per (kernel, expand, w, a) and
-    keeping the other stages at their smallest visits every reachable key of that stage."""
+    A slot's input shape depends only on the stage widths, strides and the input resolution,
+    never on other layers' choices, so filling one stage at its deepest with one choice per
+    combination of its layer genes, for every width and resolution, and keeping the other stages
+    at their smallest visits every reachable key of that stage."""
+    from nasq.space import layer_fields
+
     cfg, menu = space.config, space.config.precision
     smallest = space.smallest()
+    widths_all = list(itertools.product(*(st.width for st in cfg.stages))) if smallest.widths else [()]
+    resolutions = cfg.input.resolution_choices or (0,)
     keys: set[LayerKey] = set()
     for i, stage in enumerate(cfg.stages):
-        for choice in itertools.product(stage.kernel, stage.expand, menu.w_format, menu.a_format):
-            filled = (LayerChoice(*choice),) * max(stage.depth)
-            spec = SubnetSpec(smallest.stages[:i] + (filled,) + smallest.stages[i + 1:])
-            keys.update(subnet_keys(space, spec))
+        fields = layer_fields(stage)
+        menus = [getattr(menu, f) if f in ("w_format", "a_format") else getattr(stage, f) for f in fields]
+        for choice in itertools.product(*menus):
+            filled = (LayerChoice.of(**dict(zip(fields, choice, strict=True))),) * max(stage.depth)
+            for widths in widths_all:
+                for res in resolutions:
+                    spec = SubnetSpec(smallest.stages[:i] + (filled,) + smallest.stages[i + 1:], widths, res)
+                    keys.update(subnet_keys(space, spec))
     return sorted(keys)
 
 
@@ -96,12 +110,17 @@ def transitions(keys: list[LayerKey]) -> int:
 
 
 def residual_adds(space: SearchSpace, spec: SubnetSpec) -> int:
-    """Blocks with a skip connection (stride 1 and equal widths): one Add each at run time."""
-    count, cin = 0, space.config.stem.channels
-    for stage, layers in zip(space.config.stages, spec.stages, strict=True):
+    """Blocks with a skip connection: one Add each at run time (two per transformer layer)."""
+    cfg = space.config
+    if cfg.family in ("vit", "sequence"):
+        return 2 * sum(spec.depths)
+    count, cin = 0, cfg.stem.channels
+    for i, (stage, layers) in enumerate(zip(cfg.stages, spec.stages, strict=True)):
+        width = space.stage_width(spec, i)
         for j in range(len(layers)):
-            count += (stage.stride if j == 0 else 1) == 1 and cin == stage.width
-            cin = stage.width
+            stride = stage.stride if j == 0 else 1
+            count += cfg.family == "resnet" or (stride == 1 and cin == width)
+            cin = width
     return count
 
 

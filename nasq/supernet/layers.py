@@ -154,11 +154,15 @@ class StaticQConv(nn.Module):
             w = torch.fake_quantize_per_channel_affine(w, self.w_scale, self.w_zero, 0, -128, 127)
         elif not self.exporting and not w_fmt.is_identity:
             w = w_fmt.fake_quant(w, per_channel_amax(w))
-        y = F.conv2d(x, w, None, self.conv.stride, self.conv.padding, 1, self.conv.groups)
+        y = self._op(x, w)
         if self.quantize_output:
             # exported as QuantizeLinear right after the Conv: onnxruntime then fuses QLinearConv
             y = int8_output_quant(y, self.o_amax if self.exporting or bool(self.o_amax > 0) else None)
         return y
+
+    def _op(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The layer's own arithmetic on the (fake-)quantized input and weight."""
+        return F.conv2d(x, w, None, self.conv.stride, self.conv.padding, 1, self.conv.groups)
 
     @torch.no_grad()
     def prepare_export(self) -> None:
@@ -171,3 +175,108 @@ class StaticQConv(nn.Module):
         elif not w_fmt.is_identity:
             self.conv.weight.copy_(w_fmt.quantize(w, per_channel_amax(w)))
         self.exporting = True
+
+
+class StaticQLinear(StaticQConv):
+    """The linear counterpart of :class:`StaticQConv`: same formats, scales and export, an
+    ``nn.Linear`` (with bias) in ``conv`` (the name the weight packer looks for)."""
+
+    def _op(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, w, self.conv.bias)
+
+
+class ElasticLinear(nn.Module):
+    """A linear layer whose input and output features are chosen per call (leading slices).
+    ``groups`` > 1 stacks that many independent outputs (q, k and v), each sliced alike."""
+
+    def __init__(self, fin: int, fout: int, groups: int = 1, bias: bool = True):
+        super().__init__()
+        self.fin, self.fout, self.groups = fin, fout, groups
+        self.weight = nn.Parameter(torch.empty(groups * fout, fin))
+        nn.init.trunc_normal_(self.weight, std=0.02)
+        self.bias = nn.Parameter(torch.zeros(groups * fout)) if bias else None
+
+    def active_weight(self, fin: int, fout: int) -> torch.Tensor:
+        w = self.weight.view(self.groups, self.fout, self.fin)[:, :fout, :fin]
+        return w.reshape(self.groups * fout, fin).contiguous()
+
+    def active_bias(self, fout: int) -> torch.Tensor | None:
+        if self.bias is None:
+            return None
+        return self.bias.view(self.groups, self.fout)[:, :fout].reshape(-1).contiguous()
+
+    def forward(self, x: torch.Tensor, fout: int, w_fmt: NumericFormat) -> torch.Tensor:
+        w = self.active_weight(x.shape[-1], fout)
+        if not w_fmt.is_identity:
+            w = w_fmt.fake_quant(w, per_channel_amax(w))
+        return F.linear(x, w, self.active_bias(fout))
+
+    def static(self, fin: int, fout: int) -> nn.Linear:
+        plain = nn.Linear(fin, self.groups * fout, bias=self.bias is not None)
+        plain.weight.data.copy_(self.active_weight(fin, fout))
+        if self.bias is not None:
+            plain.bias.data.copy_(self.active_bias(fout))
+        return plain
+
+
+class ElasticLayerNorm(nn.LayerNorm):
+    """Layer norm over the first ``C`` features of its input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[-1]
+        return F.layer_norm(x, (c,), self.weight[:c], self.bias[:c], self.eps)
+
+    def static(self, c: int) -> nn.LayerNorm:
+        norm = nn.LayerNorm(c, eps=self.eps)
+        norm.weight.data.copy_(self.weight[:c])
+        norm.bias.data.copy_(self.bias[:c])
+        return norm
+
+
+class QLinear(nn.Module):
+    """An elastic linear with its input quantizer and integer-kernel output requantizer."""
+
+    def __init__(self, fin: int, fout: int, groups: int = 1, bias: bool = True):
+        super().__init__()
+        self.linear = ElasticLinear(fin, fout, groups, bias)
+        self.q, self.o = ActQuant(), OutQuant()
+        self.w_format, self.a_format = "fp32", "fp32"
+
+    def set_format(self, w_format: str, a_format: str) -> None:
+        self.w_format, self.a_format = w_format, a_format
+        self.q.set_format(a_format)
+        self.o.set_format("int8" if integer_kernel(w_format, a_format) else "fp32")
+
+    def forward(self, x: torch.Tensor, fout: int) -> torch.Tensor:
+        return self.o(self.linear(self.q(x), fout, get_format(self.w_format)))
+
+    def extract(self, fin: int, fout: int) -> StaticQLinear:
+        return StaticQLinear(self.linear.static(fin, fout), self.w_format, self.a_format, self.q.amax, self.o.amax)
+
+
+class QConvBN(nn.Module):
+    """An elastic conv with its input quantizer, integer-kernel output requantizer and batch norm."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, depthwise: bool = False):
+        super().__init__()
+        self.conv, self.bn = ElasticConv2d(cin, cout, kernel, stride, depthwise), ElasticBatchNorm2d(cout)
+        self.q, self.o = ActQuant(), OutQuant()
+        self.w_format, self.a_format = "fp32", "fp32"
+
+    def set_format(self, w_format: str, a_format: str) -> None:
+        self.w_format, self.a_format = w_format, a_format
+        self.q.set_format(a_format)
+        self.o.set_format("int8" if integer_kernel(w_format, a_format) else "fp32")
+
+    def forward(self, x: torch.Tensor, cout: int, kernel: int) -> torch.Tensor:
+        return self.bn(self.o(self.conv(self.q(x), cout, kernel, get_format(self.w_format))))
+
+    def extract(self, cin: int, cout: int, kernel: int) -> nn.Sequential:
+        conv = self.conv
+        groups = cout if conv.depthwise else 1
+        plain = nn.Conv2d(cin, cout, kernel, conv.stride, kernel // 2, groups=groups, bias=False)
+        plain.weight.data.copy_(conv.active_weight(cin, cout, kernel))
+        norm = nn.BatchNorm2d(cout, eps=self.bn.eps)
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(norm, name).data.copy_(getattr(self.bn, name)[:cout])
+        return nn.Sequential(StaticQConv(plain, self.w_format, self.a_format, self.q.amax, self.o.amax), norm)

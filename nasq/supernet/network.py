@@ -1,4 +1,6 @@
-"""The elastic MBConv supernet and the static subnets extracted from it."""
+"""The supernet of a space (any family: mbconv, resnet, vit, sequence) and the static subnets
+extracted from it. Blocks live in :mod:`nasq.supernet.blocks`; this module adds the family's stem
+and head, elastic input resolution and width, calibration and extraction."""
 
 from __future__ import annotations
 
@@ -9,97 +11,67 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasq.formats import get_format
-from nasq.registry import Registry
-from nasq.space import LayerChoice, SearchSpace, SubnetSpec
+from nasq.space import SearchSpace, SubnetSpec
+from nasq.supernet.blocks import BLOCKS, ElasticMBConv
 from nasq.supernet.layers import (
     ActQuant,
     ElasticBatchNorm2d,
-    ElasticConv2d,
-    OutQuant,
+    ElasticLayerNorm,
+    ElasticLinear,
     StaticQConv,
-    integer_kernel,
 )
+from nasq.supernet_kinds import tokenized
 
-BLOCKS: Registry[type[nn.Module]] = Registry("block")
+__all__ = ["BLOCKS", "ElasticMBConv", "StaticSubnet", "Supernet"]
+FP32 = get_format("fp32")
 
 
-@BLOCKS.register("mbconv")
-class ElasticMBConv(nn.Module):
-    """Inverted residual (expand 1x1 -> depthwise kxk -> project 1x1) with elastic kernel and
-    expand ratio; every conv's weights and input activations take the layer's formats."""
+class PatchEmbed(nn.Module):
+    """ViT stem: non-overlapping ``patch`` x ``patch`` patches to tokens of elastic width, plus a
+    learned position embedding. Kept fp32, like every stem."""
 
-    def __init__(self, cin: int, cout: int, stride: int, max_kernel: int, max_expand: int):
+    def __init__(self, channels: int, dim: int, patch: int, tokens: int):
         super().__init__()
-        self.cin, self.cout, self.stride = cin, cout, stride
-        mid = cin * max_expand
-        self.expand_conv, self.expand_bn = ElasticConv2d(cin, mid, 1), ElasticBatchNorm2d(mid)
-        self.dw_conv = ElasticConv2d(mid, mid, max_kernel, stride, depthwise=True)
-        self.dw_bn = ElasticBatchNorm2d(mid)
-        self.project_conv, self.project_bn = ElasticConv2d(mid, cout, 1), ElasticBatchNorm2d(cout)
-        self.q_expand, self.q_dw, self.q_project = ActQuant(), ActQuant(), ActQuant()
-        self.o_expand, self.o_dw, self.o_project = OutQuant(), OutQuant(), OutQuant()
-        self.choice: LayerChoice | None = None
+        self.patch = patch
+        self.weight = nn.Parameter(torch.empty(dim, channels, patch, patch))
+        nn.init.kaiming_normal_(self.weight, mode="fan_out")
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self.pos = nn.Parameter(torch.zeros(1, tokens, dim))
+        nn.init.trunc_normal_(self.pos, std=0.02)
 
-    @property
-    def residual(self) -> bool:
-        return self.stride == 1 and self.cin == self.cout
+    def forward(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        h = F.conv2d(x, self.weight[:dim], self.bias[:dim], self.patch)
+        return h.flatten(2).transpose(1, 2) + self.pos[:, :, :dim]
 
-    def set_active(self, choice: LayerChoice) -> None:
-        self.choice = choice
-        for q in (self.q_expand, self.q_dw, self.q_project):
-            q.set_format(choice.a_format)
-        out = "int8" if integer_kernel(choice.w_format, choice.a_format) else "fp32"
-        for o in (self.o_expand, self.o_dw, self.o_project):
-            o.set_format(out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.choice
-        w_fmt = get_format(c.w_format)
-        h = x
-        mid = self.cin * c.expand
-        if c.expand != 1:
-            h = F.relu6(self.expand_bn(self.o_expand(self.expand_conv(self.q_expand(h), mid, 1, w_fmt))))
-        h = F.relu6(self.dw_bn(self.o_dw(self.dw_conv(self.q_dw(h), mid, c.kernel, w_fmt))))
-        h = self.project_bn(self.o_project(self.project_conv(self.q_project(h), self.cout, 1, w_fmt)))
-        return h + x if self.residual else h
-
-    def extract(self) -> StaticMBConv:
-        c = self.choice
-        mid = self.cin * c.expand
-        parts = []
-        if c.expand != 1:
-            parts.append(("expand", _static(self.expand_conv, self.expand_bn, self.cin, mid, 1, (self.q_expand, self.o_expand), c)))
-        parts.append(("dw", _static(self.dw_conv, self.dw_bn, mid, mid, c.kernel, (self.q_dw, self.o_dw), c)))
-        parts.append(("project", _static(self.project_conv, self.project_bn, mid, self.cout, 1, (self.q_project, self.o_project), c)))
-        return StaticMBConv(dict(parts), self.residual)
+    def static(self, dim: int) -> PatchEmbed:
+        out = PatchEmbed(self.weight.shape[1], dim, self.patch, self.pos.shape[1])
+        for name in ("weight", "bias"):
+            getattr(out, name).data.copy_(getattr(self, name)[:dim])
+        out.pos.data.copy_(self.pos[:, :, :dim])
+        return out
 
 
-def _static(conv: ElasticConv2d, bn: ElasticBatchNorm2d, cin: int, cout: int, kernel: int,
-            quants: tuple[ActQuant, OutQuant], c: LayerChoice) -> nn.Sequential:
-    q, o = quants
-    groups = cout if conv.depthwise else 1
-    plain = nn.Conv2d(cin, cout, kernel, conv.stride, kernel // 2, groups=groups, bias=False)
-    plain.weight.data.copy_(conv.active_weight(cin, cout, kernel))
-    norm = nn.BatchNorm2d(cout, eps=bn.eps)
-    for name in ("weight", "bias", "running_mean", "running_var"):
-        getattr(norm, name).data.copy_(getattr(bn, name)[:cout])
-    return nn.Sequential(StaticQConv(plain, c.w_format, c.a_format, q.amax, o.amax), norm)
+class RowEmbed(nn.Module):
+    """Sequence stem: each image row (channels x width features) is one token; a linear embeds it
+    to the elastic width and a learned position embedding marks its place in the sequence."""
 
-
-class StaticMBConv(nn.Module):
-    def __init__(self, parts: dict[str, nn.Sequential], residual: bool):
+    def __init__(self, features: int, dim: int, tokens: int):
         super().__init__()
-        self.parts = nn.ModuleDict(parts)
-        self.residual = residual
+        self.linear = ElasticLinear(features, dim)
+        self.pos = nn.Parameter(torch.zeros(1, tokens, dim))
+        nn.init.trunc_normal_(self.pos, std=0.02)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x
-        names = list(self.parts)
-        for name in names:
-            h = self.parts[name](h)
-            if name != "project":
-                h = F.relu6(h)
-        return h + x if self.residual else h
+    def forward(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        b, c, h, w = x.shape
+        rows = x.permute(0, 2, 1, 3).reshape(b, h, c * w)
+        return self.linear(rows, dim, FP32) + self.pos[:, :, :dim]
+
+    def static(self, dim: int) -> RowEmbed:
+        out = RowEmbed(self.linear.fin, dim, self.pos.shape[1])
+        out.linear.weight.data.copy_(self.linear.active_weight(self.linear.fin, dim))
+        out.linear.bias.data.copy_(self.linear.active_bias(dim))
+        out.pos.data.copy_(self.pos[:, :, :dim])
+        return out
 
 
 class Supernet(nn.Module):
@@ -109,36 +81,58 @@ class Supernet(nn.Module):
     def __init__(self, space: SearchSpace):
         super().__init__()
         cfg = space.config
-        self.space = space
-        self.stem = nn.Conv2d(cfg.input.channels, cfg.stem.channels, cfg.stem.kernel, cfg.stem.stride,
-                              cfg.stem.kernel // 2, bias=False)
-        self.stem_bn = nn.BatchNorm2d(cfg.stem.channels)
+        self.space, self.tokens = space, tokenized(cfg)
+        first = cfg.stages[0]
+        if cfg.family == "vit":
+            n_tok = (cfg.input.resolution // cfg.stem.kernel) ** 2
+            self.stem = PatchEmbed(cfg.input.channels, first.max_width, cfg.stem.kernel, n_tok)
+            cin = first.max_width
+        elif cfg.family == "sequence":
+            self.stem = RowEmbed(cfg.input.channels * cfg.input.resolution, first.max_width, cfg.input.resolution)
+            cin = first.max_width
+        else:
+            self.stem = nn.Conv2d(cfg.input.channels, cfg.stem.channels, cfg.stem.kernel, cfg.stem.stride,
+                                  cfg.stem.kernel // 2, bias=False)
+            self.stem_bn = nn.BatchNorm2d(cfg.stem.channels)
+            cin = cfg.stem.channels
         self.stages = nn.ModuleList()
-        cin = cfg.stem.channels
         for st in cfg.stages:
             block_cls = BLOCKS.get(st.block)
-            blocks = [block_cls(cin if j == 0 else st.width, st.width, st.stride if j == 0 else 1,
-                                max(st.kernel), max(st.expand)) for j in range(max(st.depth))]
-            self.stages.append(nn.ModuleList(blocks))
-            cin = st.width
-        self.classifier = nn.Linear(cin, cfg.input.num_classes)
+            self.stages.append(nn.ModuleList(block_cls(cin if j == 0 else st.max_width, st, j == 0)
+                                             for j in range(max(st.depth))))
+            cin = st.max_width
+        if self.tokens:
+            self.norm = ElasticLayerNorm(cin)
+        self.classifier = ElasticLinear(cin, cfg.input.num_classes)
         self.spec: SubnetSpec | None = None
         self.set_active(space.largest())
 
     def set_active(self, spec: SubnetSpec) -> None:
         self.spec = spec
-        for blocks, layers in zip(self.stages, spec.stages, strict=True):
+        for i, (blocks, layers) in enumerate(zip(self.stages, spec.stages, strict=True)):
+            width = self.space.stage_width(spec, i)
             for block, choice in zip(blocks, layers, strict=False):
-                block.set_active(choice)
+                block.set_active(choice, width)
 
     def active_blocks(self) -> list[nn.Module]:
         return [b for blocks, layers in zip(self.stages, self.spec.stages, strict=True) for b in blocks[: len(layers)]]
 
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        res = self.spec.resolution
+        if res and x.shape[-1] != res:
+            return F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False)
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu6(self.stem_bn(self.stem(x)))
+        x = self._resize(x)
+        if self.tokens:
+            h = self.stem(x, self.space.stage_width(self.spec, 0))
+        else:
+            h = F.relu6(self.stem_bn(self.stem(x)))
         for block in self.active_blocks():
             h = block(h)
-        return self.classifier(h.mean(dim=(2, 3)))
+        pooled = self.norm(h).mean(dim=1) if self.tokens else h.mean(dim=(2, 3))
+        return self.classifier(pooled, self.classifier.fout, FP32)
 
     @torch.no_grad()
     def calibrate(self, batches: list[torch.Tensor]) -> None:
@@ -166,19 +160,39 @@ class Supernet(nn.Module):
         self.train(was_training)
 
     def extract(self) -> StaticSubnet:
-        stem = nn.Sequential(self.stem, self.stem_bn)
-        blocks = [b.extract() for b in self.active_blocks()]
-        return copy.deepcopy(StaticSubnet(stem, blocks, self.classifier)).eval()
+        spec, space = self.spec, self.space
+        width0 = space.stage_width(spec, 0)
+        stem = self.stem.static(width0) if self.tokens else nn.Sequential(self.stem, self.stem_bn)
+        cin = width0 if self.tokens else space.config.stem.channels
+        blocks = []
+        for i, block in enumerate(self.active_blocks_by_stage()):
+            for b in block:
+                blocks.append(b.extract(cin))
+                cin = space.stage_width(spec, i)
+        norm = self.norm.static(cin) if self.tokens else None
+        classifier = self.classifier.static(cin, self.classifier.fout)
+        return copy.deepcopy(StaticSubnet(stem, blocks, classifier, norm, spec.resolution)).eval()
+
+    def active_blocks_by_stage(self) -> list[list[nn.Module]]:
+        return [list(blocks[: len(layers)]) for blocks, layers in zip(self.stages, self.spec.stages, strict=True)]
 
 
 class StaticSubnet(nn.Module):
-    def __init__(self, stem: nn.Module, blocks: list[nn.Module], classifier: nn.Linear):
+    def __init__(self, stem: nn.Module, blocks: list[nn.Module], classifier: nn.Linear,
+                 norm: nn.LayerNorm | None = None, resolution: int = 0):
         super().__init__()
         self.stem = stem
         self.blocks = nn.Sequential(*blocks)
+        self.norm = norm
         self.classifier = classifier
+        self.resolution = resolution
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resolution and x.shape[-1] != self.resolution:
+            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
+        if self.norm is not None:
+            h = self.blocks(self.stem(x, self.stem.pos.shape[-1]))
+            return self.classifier(self.norm(h).mean(dim=1))
         h = self.blocks(F.relu6(self.stem(x)))
         return self.classifier(h.mean(dim=(2, 3)))
 
@@ -186,4 +200,3 @@ class StaticSubnet(nn.Module):
         for m in self.modules():
             if isinstance(m, StaticQConv):
                 m.prepare_export()
-

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from nasq.formats import FORMATS
 from nasq.predict.models import PREDICTORS
+from nasq.space import SearchSpace
 from nasq.supernet.network import BLOCKS
 from nasq.supernet_kinds import BLOCK_KINDS
 from nasq.testing.blocks import check_extract_equals_supernet
@@ -27,8 +30,16 @@ def test_block_names_agree():
     assert BLOCKS.names() == BLOCK_KINDS.names()
 
 
+SPACES = sorted((Path(__file__).parents[2] / "search_spaces").glob("*.yaml"))
+
+
 @pytest.mark.parametrize("block", BLOCKS.names())
-def test_extract_equals_supernet(block, space):
-    assert block in {st.block for st in space.config.stages}
-    worst = check_extract_equals_supernet(space, n_specs=4)
+def test_every_block_kind_has_a_catalog_space(block):
+    assert any(block in {st.block for st in SearchSpace.from_yaml(p).config.stages} for p in SPACES)
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.stem)
+def test_extract_equals_supernet(path):
+    """Every catalog space (so every block kind and family), random specs, formats included."""
+    worst = check_extract_equals_supernet(SearchSpace.from_yaml(path), n_specs=4)
     assert worst <= 1e-5

@@ -39,16 +39,16 @@ L = LayerChoice
 # Every format of the space on weights and on activations, including int8 weights behind fp8
 # activations and int4 weights behind int8 activations.
 MIXED = SubnetSpec((
-    (L(3, 3, "int8", "int8"), L(5, 6, "fp32", "fp32")),
-    (L(3, 6, "int4", "int4"), L(5, 3, "fp8_e4m3", "fp8_e4m3")),
-    (L(3, 3, "int8", "fp8_e4m3"), L(5, 6, "int4", "int8")),
+    (L.of("int8", "int8", kernel=3, expand=3), L.of("fp32", "fp32", kernel=5, expand=6)),
+    (L.of("int4", "int4", kernel=3, expand=6), L.of("fp8_e4m3", "fp8_e4m3", kernel=5, expand=3)),
+    (L.of("int8", "fp8_e4m3", kernel=3, expand=3), L.of("int4", "int8", kernel=5, expand=6)),
 ))
 WEIGHT_ONLY = SubnetSpec((
-    (L(3, 3, "int8", "fp32"),),
-    (L(5, 6, "int4", "fp32"), L(3, 3, "fp8_e4m3", "fp32")),
-    (L(5, 3, "fp32", "fp32"),),
+    (L.of("int8", "fp32", kernel=3, expand=3),),
+    (L.of("int4", "fp32", kernel=5, expand=6), L.of("fp8_e4m3", "fp32", kernel=3, expand=3)),
+    (L.of("fp32", "fp32", kernel=5, expand=3),),
 ))
-FP32 = SubnetSpec(((L(3, 3, "fp32", "fp32"),), (L(3, 3, "fp32", "fp32"),), (L(5, 6, "fp32", "fp32"),)))
+FP32 = SubnetSpec(((L.of("fp32", "fp32", kernel=3, expand=3),), (L.of("fp32", "fp32", kernel=3, expand=3),), (L.of("fp32", "fp32", kernel=5, expand=6),)))
 SPECS = {"mixed": MIXED, "weight_only": WEIGHT_ONLY, "fp32": FP32}
 N_SAMPLE = 64
 ATOL = 1e-3

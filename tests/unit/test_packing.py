@@ -130,8 +130,8 @@ def test_extracted_subnet_reloads_from_packed_weights(space):
 
     torch.manual_seed(0)
     net = Supernet(space)
-    spec = SubnetSpec(((L(3, 3, "int8", "fp32"), L(5, 6, "int4", "fp32")),
-                       (L(3, 6, "int4", "int8"),), (L(5, 3, "fp8_e4m3", "fp32"),)))
+    spec = SubnetSpec(((L.of("int8", "fp32", kernel=3, expand=3), L.of("int4", "fp32", kernel=5, expand=6)),
+                       (L.of("int4", "int8", kernel=3, expand=6),), (L.of("fp8_e4m3", "fp32", kernel=5, expand=3),)))
     net.set_active(spec)
     model = net.extract().eval()
     formats = packed_formats(model)

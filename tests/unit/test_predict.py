@@ -62,12 +62,12 @@ def test_rank_quality_perfect():
 
 # ---------------------------------------------------------------- encoders
 def test_layerwise_shape_and_inactive_slots_are_zero(space, setup):
-    from nasq.predict.features import LAYERWISE_COLUMNS
+    from nasq.predict.features import layerwise_columns
 
     _, cm, specs, _ = setup
     X = encode(("layerwise",), space, specs[:8], cm)
     slots = [(i, j) for i, st in enumerate(space.config.stages) for j in range(max(st.depth))]
-    width = len(LAYERWISE_COLUMNS)
+    width = len(layerwise_columns(space, 0))
     assert X.shape == (8, len(slots) * width)
     for row, spec in zip(X, specs[:8], strict=True):
         blocks = row.reshape(len(slots), width)
@@ -85,7 +85,7 @@ def test_layerwise_tells_fp8_from_int8(space):
     from nasq.space import LayerChoice, SubnetSpec
 
     def spec(fmt):
-        return SubnetSpec(tuple((LayerChoice(3, 3, fmt, fmt),) for _ in space.config.stages))
+        return SubnetSpec(tuple((LayerChoice.of(fmt, fmt, kernel=3, expand=3),) for _ in space.config.stages))
 
     a, b = encode(("layerwise",), space, [spec("int8"), spec("fp8_e4m3")], None)
     assert not np.array_equal(a, b)

@@ -83,7 +83,7 @@ def test_table_csv_round_trip(tmp_path, table):
     (_set_cell("latency_us_p10", "11"), r"column latency_us_median: must lie between"),
     (_set_cell("cin", "16.5"), r"row 1 \(line 2\), column cin: not an integer, got '16.5'"),
     (_set_cell("w_format", "int9"), r"column w_format: unknown format 'int9'.*did you mean 'int8'"),
-    (_set_cell("op", "matmul"), r"column op: must be one of conv, dwconv, linear, got 'matmul'"),
+    (_set_cell("op", "pool"), r"column op: must be one of conv, dwconv, linear, matmul, got 'pool'"),
     (_set_cell("status", "unsupported"), r"column reason: an unsupported row must say why"),
     (_set_cell("status", "maybe"), r"column status: must be one of supported, unsupported"),
     (lambda ls: ls + [ls[1]], r"row 2 \(line 3\): duplicate key conv 16->48"),

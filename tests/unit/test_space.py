@@ -30,8 +30,8 @@ def test_inactive_genes_do_not_change_key(space):
 
 
 def test_key_is_stable_string(space):
-    spec = SubnetSpec(((LayerChoice(3, 3, "int8", "fp32"),), (LayerChoice(5, 6, "int4", "int4"),),
-                       (LayerChoice(3, 6, "fp8_e4m3", "int8"),)))
+    spec = SubnetSpec(((LayerChoice.of("int8", "fp32", kernel=3, expand=3),), (LayerChoice.of("int4", "int4", kernel=5, expand=6),),
+                       (LayerChoice.of("fp8_e4m3", "int8", kernel=3, expand=6),)))
     assert spec.key() == "k3e3.int8.fp32-k5e6.int4.int4-k3e6.fp8_e4m3.int8"
     assert SubnetSpec.from_dict(spec.to_dict()) == spec
     assert len(spec.short_key()) == 12

@@ -1,0 +1,209 @@
+"""Elastic blocks, one per registered block kind, and the static modules they extract to.
+
+Contract (checked for every kind by ``nasq.testing.blocks``): built with the largest channels a
+stage can have, ``set_active(choice, cout)`` selects a layer choice and the active output width
+(the input width is read from the input), ``forward`` computes it with fake quantization, and
+``extract()`` returns a plain static module, weights copied, whose output equals the block's.
+Every conv and linear takes the layer's weight format and quantizes its input to the activation
+format; int8 x int8 layers also requantize their output (integer kernels).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasq.registry import Registry
+from nasq.space_types import LayerChoice
+from nasq.specs import StageSpec
+from nasq.supernet.layers import ElasticLayerNorm, QConvBN, QLinear
+from nasq.supernet_kinds import se_channels, vit_head_dim
+
+BLOCKS: Registry[type[nn.Module]] = Registry("block")
+
+
+def _mid(channels: int, ratio: float) -> int:
+    return max(1, int(round(channels * ratio)))
+
+
+class ElasticBlock(nn.Module):
+    """Base of the elastic blocks: owns the active choice and width; kinds fill ``_formats``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.choice: LayerChoice | None = None
+        self.cout = 0
+
+    def set_active(self, choice: LayerChoice, cout: int) -> None:
+        self.choice, self.cout = choice, cout
+        for unit in self._units():
+            unit.set_format(choice.w_format, choice.a_format)
+
+    def _units(self) -> list[nn.Module]:
+        """The quantized convs/linears whose formats follow the layer's choice."""
+        return [m for m in self.children() if isinstance(m, (QConvBN, QLinear))]
+
+
+# ---------------------------------------------------------------- mbconv
+@BLOCKS.register("mbconv")
+class ElasticMBConv(ElasticBlock):
+    """Inverted residual (expand 1x1 -> depthwise kxk -> [squeeze-excite] -> project 1x1) with
+    elastic kernel, expand ratio and width."""
+
+    def __init__(self, cin: int, stage: StageSpec, first: bool):
+        super().__init__()
+        self.stride = stage.stride if first else 1
+        cout, mid = stage.max_width, _mid(cin, max(stage.expand))
+        self.expand = QConvBN(cin, mid, 1)
+        self.dw = QConvBN(mid, mid, max(stage.kernel), self.stride, depthwise=True)
+        self.se = stage.se
+        if self.se:
+            self.se_reduce, self.se_expand = QLinear(mid, se_channels(mid)), QLinear(se_channels(mid), mid)
+        self.project = QConvBN(mid, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c, cin = self.choice, x.shape[1]
+        mid = _mid(cin, c.expand)
+        h = F.relu6(self.expand(x, mid, 1)) if c.expand != 1 else x
+        h = F.relu6(self.dw(h, mid, c.kernel))
+        if self.se:
+            s = F.relu(self.se_reduce(h.mean(dim=(2, 3)), se_channels(mid)))
+            h = h * F.hardsigmoid(self.se_expand(s, mid))[:, :, None, None]
+        h = self.project(h, self.cout, 1)
+        return h + x if self.stride == 1 and cin == self.cout else h
+
+    def extract(self, cin: int) -> StaticMBConv:
+        c = self.choice
+        mid = _mid(cin, c.expand)
+        parts = {}
+        if c.expand != 1:
+            parts["expand"] = self.expand.extract(cin, mid, 1)
+        parts["dw"] = self.dw.extract(mid, mid, c.kernel)
+        if self.se:
+            parts["se_reduce"] = self.se_reduce.extract(mid, se_channels(mid))
+            parts["se_expand"] = self.se_expand.extract(se_channels(mid), mid)
+        parts["project"] = self.project.extract(mid, self.cout, 1)
+        return StaticMBConv(parts, self.stride == 1 and cin == self.cout)
+
+
+class StaticMBConv(nn.Module):
+    def __init__(self, parts: dict[str, nn.Module], residual: bool):
+        super().__init__()
+        self.parts = nn.ModuleDict(parts)
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.parts
+        h = F.relu6(p["expand"](x)) if "expand" in p else x
+        h = F.relu6(p["dw"](h))
+        if "se_reduce" in p:
+            s = F.relu(p["se_reduce"](h.mean(dim=(2, 3))))
+            h = h * F.hardsigmoid(p["se_expand"](s))[:, :, None, None]
+        h = p["project"](h)
+        return h + x if self.residual else h
+
+
+# ---------------------------------------------------------------- resnet
+@BLOCKS.register("resnet")
+class ElasticBottleneck(ElasticBlock):
+    """ResNet bottleneck: reduce 1x1 to ``width * expand``, kxk conv, project 1x1 back to width;
+    the first block of a stage has a 1x1 (strided) shortcut conv since its input width varies."""
+
+    def __init__(self, cin: int, stage: StageSpec, first: bool):
+        super().__init__()
+        self.stride = stage.stride if first else 1
+        cout = stage.max_width
+        mid = _mid(cout, max(stage.expand))
+        self.reduce = QConvBN(cin, mid, 1)
+        self.conv = QConvBN(mid, mid, max(stage.kernel), self.stride)
+        self.project = QConvBN(mid, cout, 1)
+        self.first = first
+        if first:
+            self.downsample = QConvBN(cin, cout, 1, self.stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.choice
+        mid = _mid(self.cout, c.expand)
+        h = F.relu6(self.reduce(x, mid, 1))
+        h = F.relu6(self.conv(h, mid, c.kernel))
+        h = self.project(h, self.cout, 1)
+        skip = self.downsample(x, self.cout, 1) if self.first else x
+        return F.relu6(h + skip)
+
+    def extract(self, cin: int) -> StaticBottleneck:
+        c = self.choice
+        mid = _mid(self.cout, c.expand)
+        parts = {"reduce": self.reduce.extract(cin, mid, 1), "conv": self.conv.extract(mid, mid, c.kernel),
+                 "project": self.project.extract(mid, self.cout, 1)}
+        if self.first:
+            parts["downsample"] = self.downsample.extract(cin, self.cout, 1)
+        return StaticBottleneck(parts)
+
+
+class StaticBottleneck(nn.Module):
+    def __init__(self, parts: dict[str, nn.Module]):
+        super().__init__()
+        self.parts = nn.ModuleDict(parts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.parts
+        h = p["project"](F.relu6(p["conv"](F.relu6(p["reduce"](x)))))
+        skip = p["downsample"](x) if "downsample" in p else x
+        return F.relu6(h + skip)
+
+
+# ---------------------------------------------------------------- vit encoder layer
+def attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
+    """Multi-head self-attention of packed q, k, v (B, T, 3*A) -> (B, T, A); kept in fp32."""
+    b, t, three_a = qkv.shape
+    a = three_a // 3
+    q, k, v = qkv.reshape(b, t, 3, heads, a // heads).permute(2, 0, 3, 1, 4)
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(a // heads))
+    out = scores.softmax(dim=-1) @ v
+    return out.transpose(1, 2).reshape(b, t, a)
+
+
+@BLOCKS.register("vit")
+class ElasticEncoderLayer(ElasticBlock):
+    """Pre-norm transformer encoder layer over tokens (B, T, D): elastic heads (each
+    ``max(width)/max(heads)`` wide), MLP ratio and embedding width D. q/k/v, the output
+    projection and both MLP linears take the layer's formats; attention itself stays fp32."""
+
+    def __init__(self, cin: int, stage: StageSpec, first: bool):
+        super().__init__()
+        dim, self.head_dim = stage.max_width, vit_head_dim(stage)
+        attn = max(stage.heads) * self.head_dim
+        self.norm1, self.norm2 = ElasticLayerNorm(dim), ElasticLayerNorm(dim)
+        self.qkv = QLinear(dim, attn, groups=3)
+        self.proj = QLinear(attn, dim)
+        self.fc1 = QLinear(dim, _mid(dim, max(stage.mlp_ratio)))
+        self.fc2 = QLinear(_mid(dim, max(stage.mlp_ratio)), dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c, dim = self.choice, x.shape[-1]
+        attn = c.heads * self.head_dim
+        x = x + self.proj(attention(self.qkv(self.norm1(x), attn), c.heads), dim)
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x), _mid(dim, c.mlp_ratio))), dim)
+
+    def extract(self, cin: int) -> StaticEncoderLayer:
+        c, dim = self.choice, cin
+        attn, hidden = c.heads * self.head_dim, _mid(dim, c.mlp_ratio)
+        parts = {"norm1": self.norm1.static(dim), "qkv": self.qkv.extract(dim, attn),
+                 "proj": self.proj.extract(attn, dim), "norm2": self.norm2.static(dim),
+                 "fc1": self.fc1.extract(dim, hidden), "fc2": self.fc2.extract(hidden, dim)}
+        return StaticEncoderLayer(parts, c.heads)
+
+
+class StaticEncoderLayer(nn.Module):
+    def __init__(self, parts: dict[str, nn.Module], heads: int):
+        super().__init__()
+        self.parts = nn.ModuleDict(parts)
+        self.heads = heads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.parts
+        x = x + p["proj"](attention(p["qkv"](p["norm1"](x)), self.heads))
+        return x + p["fc2"](F.gelu(p["fc1"](p["norm2"](x))))
