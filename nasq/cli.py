@@ -56,6 +56,32 @@ def run(experiment: ExperimentArg = None,
 
 
 @app.command()
+def train(experiment: ExperimentArg = None,
+          fresh: Annotated[bool, typer.Option("--fresh", help="Train from scratch: ignore a finished supernet "
+                                              "and any checkpoint in the workdir.")] = False,
+          quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final line.")] = False) -> None:
+    """Train the experiment's supernet once (resuming an interrupted run from its checkpoint);
+    `nasq run` then reuses it instead of training again."""
+    from rich.console import Console
+
+    from nasq.experiment import load_experiment
+
+    try:
+        exp = load_experiment(experiment)
+    except NasqError as e:
+        _fail(e)
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    try:
+        from nasq.pipeline import run_training
+
+        info = run_training(exp, None if quiet else console, fresh=fresh)
+    except NasqError as e:
+        _fail(e)
+    what = "reused" if info.get("reused") else f"{info['steps']} steps, final loss {info['final_loss']:.3f}"
+    console.print(f"supernet: {exp.workdir / 'supernet.safetensors'} ({what})")
+
+
+@app.command()
 def validate(experiment: ExperimentArg = None) -> None:
     """Check an experiment file and every catalog file it names; writes nothing."""
     from nasq.experiment import load_experiment

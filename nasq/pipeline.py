@@ -6,6 +6,8 @@ Each stage writes its artifact into the experiment's working folder, stamped wit
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -145,31 +147,85 @@ def run_pipeline(exp: Experiment, console: Any = None) -> PipelineResult:
     return result
 
 
+def run_training(exp: Experiment, console: Any = None, fresh: bool = False) -> dict:
+    """The data and training stages alone (``nasq train``): leaves ``supernet.safetensors`` and
+    ``supernet.json`` in the workdir for a later ``nasq run`` to reuse."""
+    rep = Reporter(console, total_stages=2)
+    exp.workdir.mkdir(parents=True, exist_ok=True)
+    with rep.stage("data", f"data: {exp.config.data.name}"):
+        splits = data_mod.load(exp.config.data, exp.source)
+        rep.say(f"      {splits.summary()}")
+    with rep.stage("train", f"supernet: training once on space '{exp.space.name}' ({exp.space.size():.2e} subnets)"):
+        _, info = train_stage(exp, splits, exp.workdir, rep, fresh=fresh)
+    return {**info, "seconds_total": sum(rep.timings.values())}
+
+
 def _where(address: str) -> str:
     return {"local": "embedded Ray", "none": "in-process"}.get(address, f"Ray at {address}")
 
 
-def train_stage(exp: Experiment, splits: data_mod.Splits, workdir: Path, rep: Reporter) -> tuple[Any, dict]:
+def supernet_fingerprint(exp: Experiment) -> str:
+    """What makes two trained supernets interchangeable: the space file and the data and
+    training configs (threads and checkpoint spacing excluded: they do not change the weights)."""
+    cfg = exp.config
+    ident = {"space_hash": exp.space.hash, "data": cfg.data.model_dump(mode="json"),
+             "train": cfg.train.model_dump(mode="json", exclude={"threads", "checkpoint_every"})}
+    return sha256_bytes(json.dumps(ident, sort_keys=True).encode())
+
+
+def finished_supernet(exp: Experiment, workdir: Path) -> dict | None:
+    """The record of a finished supernet in ``workdir`` trained the same way, or None."""
+    meta, weights = workdir / "supernet.json", workdir / "supernet.safetensors"
+    if not (meta.is_file() and weights.is_file()):
+        return None
+    try:
+        record = json.loads(meta.read_text())
+    except ValueError:
+        return None
+    return record if record.get("fingerprint") == supernet_fingerprint(exp) else None
+
+
+def train_stage(exp: Experiment, splits: data_mod.Splits, workdir: Path, rep: Reporter,
+                fresh: bool = False) -> tuple[Any, dict]:
+    """Train the supernet once. A finished supernet of the same space, data and training config
+    in ``workdir`` is reused; an interrupted one resumes from its checkpoint."""
+    import shutil
+
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import load_file, save_file
 
     from nasq.supernet.network import Supernet
     from nasq.supernet.train import train_supernet
 
     cfg = exp.config.train
-    torch.manual_seed(cfg.seed)  # weight initialisation; training itself uses its own generator
+    torch.manual_seed(cfg.seed)  # weight initialisation; training itself uses its own generators
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     net = Supernet(exp.space)
+    record = None if fresh else finished_supernet(exp, workdir)
+    if record is not None:
+        net.load_state_dict(load_file(str(workdir / "supernet.safetensors")))
+        rep.say(f"      reusing the finished supernet in {workdir} (same space, data and training config)")
+        return net, {**record["result"], "reused": 1.0}
+    ckpt = workdir / "checkpoint"
+    if fresh and ckpt.exists():
+        shutil.rmtree(ckpt)
     with rep.bar("training", 1) as bar:
         res = train_supernet(net, exp.space, splits.train_x, splits.train_y, cfg,
-                             progress=lambda s, n, loss: bar(s / n, info=f"step {s}/{n} loss {loss:.3f}"))
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(workdir / "supernet.safetensors"))
+                             progress=lambda s, n, loss: bar(s / n, info=f"step {s}/{n} loss {loss:.3f}"),
+                             checkpoint_dir=ckpt, resume=not fresh)
+    if res.resumed_from:
+        rep.say(f"      resumed from the checkpoint at step {res.resumed_from}")
+    tmp = workdir / "supernet.safetensors.tmp"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    os.replace(tmp, workdir / "supernet.safetensors")
     info = {"steps": res.steps, "seconds": round(res.seconds, 2), "images_per_s": round(res.images_per_s, 1),
-            "final_loss": round(float(np.mean(res.losses[-20:])), 4)}
+            "final_loss": round(float(np.mean(res.losses[-20:])), 4), "resumed_from": res.resumed_from}
     atomic_write_json(workdir / "supernet.json", {"space": exp.space.name, "space_hash": exp.space.hash,
-                                                  "train": cfg.model_dump(), "result": info})
-    rep.say(f"      {res.steps} steps, {res.images_per_s:.0f} images/s, final loss {info['final_loss']:.3f}")
+                                                  "fingerprint": supernet_fingerprint(exp), "device": res.device,
+                                                  "train": cfg.model_dump(), "result": info,
+                                                  "losses": [round(v, 5) for v in res.losses]})
+    rep.say(f"      {res.steps} steps on {res.device}, {res.images_per_s:.0f} images/s, final loss {info['final_loss']:.3f}")
     return net, info
 
 

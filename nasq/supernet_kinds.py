@@ -142,7 +142,7 @@ def check_family(config: SpaceConfig) -> list[tuple[str, str]]:
                 problems.append((f"stages[{i}].{name}", f"block '{st.block}' has no '{name}' gene, got {list(given)}"))
         if st.se and st.block != "mbconv":
             problems.append((f"stages[{i}].se", f"only mbconv blocks have squeeze-excite, got se: true on '{st.block}'"))
-        if st.block == "vit" and st.max_width % max(st.heads):
+        if st.block == "vit" and st.heads and st.max_width % max(st.heads):
             problems.append((f"stages[{i}].heads", f"max width {st.max_width} must divide by the most heads, got {max(st.heads)}"))
     if tokenized(config):
         if len(config.stages) != 1:

@@ -1,21 +1,35 @@
-"""One-shot supernet training with the sandwich rule and in-place distillation."""
+"""One-shot supernet training: the sandwich rule with in-place distillation, per-layer format
+sampling, a cosine learning rate, bf16 autocast and ``torch.compile`` on a GPU, and checkpoints
+(safetensors + JSON) that a resumed run continues from on the same loss curve.
+
+Importable with torch and numpy alone (the GPU machine has nothing else).
+
+Every random draw of step ``s`` comes from generators seeded by ``(seed, s)`` (subnets) and
+``(seed, epoch)`` (data order), never from a stream carried across steps: a run resumed at step
+``s`` draws exactly what the uninterrupted run drew.
+"""
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nasq.space import SearchSpace
+from nasq.space import SearchSpace, SubnetSpec
 from nasq.specs import TrainConfig
 from nasq.supernet.network import Supernet
 
 ProgressFn = Callable[[int, int, float], None]
+CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
+CHECKPOINT_STATE = "checkpoint.json"
 
 
 @dataclass
@@ -24,51 +38,152 @@ class TrainResult:
     seconds: float
     images_per_s: float
     losses: list[float] = field(default_factory=list)
+    completed: bool = True
+    resumed_from: int = 0
+    device: str = "cpu"
+
+
+def resolve_device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def total_steps(cfg: TrainConfig, n_train: int) -> tuple[int, int]:
+    per_epoch = max(1, n_train // cfg.batch_size)
+    return max(1, math.ceil(cfg.epochs * per_epoch)), per_epoch
+
+
+def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+
+
+def step_subnets(space: SearchSpace, cfg: TrainConfig, step: int) -> list[SubnetSpec]:
+    """The subnets trained at ``step`` besides the largest: the smallest and ``random_subnets``
+    random ones (formats drawn uniformly, or by the menu's weights)."""
+    rng = np.random.default_rng([cfg.seed, step])
+    return [space.smallest(), *space.sample(rng, cfg.random_subnets, weighted=cfg.format_sampling == "weighted")]
+
+
+def epoch_order(cfg: TrainConfig, n: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([cfg.seed, 1_000_003, epoch]).permutation(n)
 
 
 def train_supernet(net: Supernet, space: SearchSpace, x: np.ndarray, y: np.ndarray, cfg: TrainConfig,
-                   progress: ProgressFn | None = None) -> TrainResult:
-    """Each step trains the largest subnet on the labels, then the smallest and
-    ``cfg.random_subnets`` random ones (architecture and per-layer formats sampled uniformly)
-    on the largest's soft predictions; gradients accumulate and one SGD step follows."""
-    gen = torch.Generator().manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    steps_per_epoch = max(1, len(y) // cfg.batch_size)
-    total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+                   progress: ProgressFn | None = None, checkpoint_dir: str | Path | None = None,
+                   resume: bool = False, stop_after: int | None = None) -> TrainResult:
+    """Each step trains the largest subnet on the labels, then the smallest and random ones on
+    the largest's soft predictions; gradients accumulate and one SGD step follows. With
+    ``checkpoint_dir`` a checkpoint is written every ``cfg.checkpoint_every`` steps and at the
+    end; ``resume`` continues from one there. ``stop_after`` ends the run after that many steps
+    (in total), as an interruption would, leaving a resumable checkpoint."""
+    device = resolve_device(cfg)
+    net.to(device)
+    total, per_epoch = total_steps(cfg, len(y))
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    largest, smallest = space.largest(), space.smallest()
+    start, losses = 0, []
+    ckpt = Path(checkpoint_dir) if checkpoint_dir else None
+    if resume and ckpt is not None and (ckpt / CHECKPOINT_STATE).is_file():
+        start, losses = load_checkpoint(net, opt, ckpt, cfg, space)
+    model = _maybe_compile(net, cfg, device)
+    autocast = _autocast(cfg, device)
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    largest = space.largest()
     net.train()
-    losses: list[float] = []
     t0 = time.perf_counter()
-    order = torch.randperm(len(y), generator=gen)
-    for step in range(total):
-        lo = (step % steps_per_epoch) * cfg.batch_size
-        if lo == 0 and step > 0:
-            order = torch.randperm(len(y), generator=gen)
-        idx = order[lo : lo + cfg.batch_size]
-        loss = _sandwich_step(net, xt[idx], yt[idx], largest, [smallest, *space.sample(rng, cfg.random_subnets)], cfg.distill)
+    end = total if stop_after is None else min(total, stop_after)
+    for step in range(start, end):
+        epoch, lo = divmod(step, per_epoch)
+        idx = torch.from_numpy(epoch_order(cfg, len(y), epoch)[lo * cfg.batch_size:(lo + 1) * cfg.batch_size]).to(device)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, step, total)
+        with autocast:
+            loss = _sandwich_step(net, model, xt[idx], yt[idx], largest, step_subnets(space, cfg, step), cfg.distill)
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        sched.step()
         losses.append(loss)
         if progress:
             progress(step + 1, total, loss)
+        if ckpt is not None and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == end):
+            save_checkpoint(net, opt, ckpt, cfg, space, step + 1, total, losses)
     seconds = time.perf_counter() - t0
-    return TrainResult(total, seconds, total * cfg.batch_size / max(seconds, 1e-9), losses)
+    done = end - start
+    net.to("cpu")
+    return TrainResult(end, seconds, done * cfg.batch_size / max(seconds, 1e-9), losses, end == total, start, device.type)
 
 
-def _sandwich_step(net: Supernet, xb: torch.Tensor, yb: torch.Tensor, largest, others, distill: bool) -> float:
+def _sandwich_step(net: Supernet, model: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor,
+                   largest: SubnetSpec, others: list[SubnetSpec], distill: bool) -> float:
     net.set_active(largest)
-    logits = net(xb)
+    logits = model(xb).float()
     loss = F.cross_entropy(logits, yb)
     loss.backward()
     soft = F.softmax(logits.detach(), dim=1)
     for spec in others:
         net.set_active(spec)
-        out = net(xb)
+        out = model(xb).float()
         sub = F.cross_entropy(out, soft) if distill else F.cross_entropy(out, yb)
         sub.backward()
     return float(loss.detach())
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    use = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use)
+
+
+def _maybe_compile(net: Supernet, cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
+    """``torch.compile`` on a GPU (``auto``) or when asked; shapes change with every subnet, so it
+    compiles with dynamic shapes. The supernet itself stays the module that owns the weights."""
+    if cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda"):
+        return torch.compile(net, dynamic=True)
+    return net
+
+
+# ---------------------------------------------------------------- checkpoints
+def _fingerprint(cfg: TrainConfig, space: SearchSpace) -> dict:
+    return {"space_hash": space.hash, "train": cfg.model_dump(mode="json", exclude={"threads", "checkpoint_every"})}
+
+
+def save_checkpoint(net: Supernet, opt: torch.optim.Optimizer, folder: Path, cfg: TrainConfig,
+                    space: SearchSpace, step: int, total: int, losses: list[float]) -> None:
+    """Weights, batch-norm statistics and optimizer momentum as safetensors; step and loss curve
+    as JSON. Both are written to temporary names and renamed, the JSON last."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {id(p): n for n, p in net.named_parameters()}
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    for p, st in opt.state.items():
+        if "momentum_buffer" in st and st["momentum_buffer"] is not None:
+            tensors[f"opt.{names[id(p)]}"] = st["momentum_buffer"].detach().cpu().contiguous()
+    tmp = folder / (CHECKPOINT_WEIGHTS + ".tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, folder / CHECKPOINT_WEIGHTS)
+    state = {"step": step, "total_steps": total, "losses": losses, **_fingerprint(cfg, space)}
+    tmp_json = folder / (CHECKPOINT_STATE + ".tmp")
+    tmp_json.write_text(json.dumps(state))
+    os.replace(tmp_json, folder / CHECKPOINT_STATE)
+
+
+def load_checkpoint(net: Supernet, opt: torch.optim.Optimizer, folder: Path, cfg: TrainConfig,
+                    space: SearchSpace) -> tuple[int, list[float]]:
+    from safetensors.torch import load_file
+
+    from nasq.errors import LineageError
+
+    state = json.loads((folder / CHECKPOINT_STATE).read_text())
+    expected = _fingerprint(cfg, space)
+    for key, value in expected.items():
+        if state.get(key) != value:
+            raise LineageError(f"{folder / CHECKPOINT_STATE}: {key}: the checkpoint was made with "
+                               f"{state.get(key)!r}, this run has {value!r}; remove the folder to start over")
+    tensors = load_file(str(folder / CHECKPOINT_WEIGHTS))
+    device = next(net.parameters()).device
+    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    params = dict(net.named_parameters())
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            opt.state[params[k[4:]]]["momentum_buffer"] = v.to(device)
+    return int(state["step"]), [float(v) for v in state["losses"]]

@@ -46,3 +46,33 @@ def test_evaluator_rebuilds_from_numpy(space):
     specs = space.sample(np.random.default_rng(0), 2)
     a, b = ev(specs), ev(specs)
     assert a == b and all(0 <= v <= 100 for v in a)
+
+
+def test_resumed_training_continues_the_same_loss_curve(space, tmp_path):
+    from nasq.supernet.train import CHECKPOINT_STATE
+
+    x, y = _data(384)
+    cfg = TrainConfig(epochs=2, batch_size=64, seed=3, checkpoint_every=4)
+    torch.manual_seed(0)
+    whole = train_supernet(Supernet(space), space, x, y, cfg)
+    torch.manual_seed(0)
+    cut = train_supernet(Supernet(space), space, x, y, cfg, checkpoint_dir=tmp_path, stop_after=7)
+    assert not cut.completed and (tmp_path / CHECKPOINT_STATE).is_file()
+    torch.manual_seed(123)  # a different initialisation: the checkpoint must overwrite it
+    net = Supernet(space)
+    resumed = train_supernet(net, space, x, y, cfg, checkpoint_dir=tmp_path, resume=True)
+    assert resumed.resumed_from == 7 and resumed.completed
+    assert resumed.losses == whole.losses
+
+
+def test_checkpoint_of_another_config_is_refused(space, tmp_path):
+    import pytest
+
+    from nasq.errors import LineageError
+
+    x, y = _data(128)
+    cfg = TrainConfig(epochs=1, batch_size=64, seed=3)
+    train_supernet(Supernet(space), space, x, y, cfg, checkpoint_dir=tmp_path, stop_after=1)
+    with pytest.raises(LineageError, match="checkpoint.json: train: "):
+        train_supernet(Supernet(space), space, x, y, TrainConfig(epochs=1, batch_size=64, seed=4),
+                       checkpoint_dir=tmp_path, resume=True)
