@@ -185,6 +185,14 @@ def finished_supernet(exp: Experiment, workdir: Path) -> dict | None:
     return record if record.get("fingerprint") == supernet_fingerprint(exp) else None
 
 
+def _finished_checkpoint(folder: Path) -> bool:
+    try:
+        state = json.loads((folder / "checkpoint.json").read_text())
+        return int(state["step"]) >= int(state["total_steps"])
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def train_stage(exp: Experiment, splits: data_mod.Splits, workdir: Path, rep: Reporter,
                 fresh: bool = False) -> tuple[Any, dict]:
     """Train the supernet once. A finished supernet of the same space, data and training config
@@ -208,8 +216,8 @@ def train_stage(exp: Experiment, splits: data_mod.Splits, workdir: Path, rep: Re
         rep.say(f"      reusing the finished supernet in {workdir} (same space, data and training config)")
         return net, {**record["result"], "reused": 1.0}
     ckpt = workdir / "checkpoint"
-    if fresh and ckpt.exists():
-        shutil.rmtree(ckpt)
+    if ckpt.exists() and (fresh or _finished_checkpoint(ckpt)):
+        shutil.rmtree(ckpt)  # a finished run's checkpoint is nothing to resume
     with rep.bar("training", 1) as bar:
         res = train_supernet(net, exp.space, splits.train_x, splits.train_y, cfg,
                              progress=lambda s, n, loss: bar(s / n, info=f"step {s}/{n} loss {loss:.3f}"),

@@ -178,7 +178,7 @@ def load_checkpoint(net: Supernet, opt: torch.optim.Optimizer, folder: Path, cfg
     for key, value in expected.items():
         if state.get(key) != value:
             raise LineageError(f"{folder / CHECKPOINT_STATE}: {key}: the checkpoint was made with "
-                               f"{state.get(key)!r}, this run has {value!r}; remove the folder to start over")
+                               f"{state.get(key)!r}, this run has {value!r}; pass --fresh (or remove the folder) to start over")
     tensors = load_file(str(folder / CHECKPOINT_WEIGHTS))
     device = next(net.parameters()).device
     net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
