@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from nasq.specs import TrainConfig
@@ -76,3 +77,20 @@ def test_checkpoint_of_another_config_is_refused(space, tmp_path):
     with pytest.raises(LineageError, match="checkpoint.json: train: "):
         train_supernet(Supernet(space), space, x, y, TrainConfig(epochs=1, batch_size=64, seed=4),
                        checkpoint_dir=tmp_path, resume=True)
+
+
+@pytest.mark.gpu
+def test_gpu_training_with_bf16_and_compile(tmp_path):
+    """On a GPU the trainer's defaults are bf16 autocast and torch.compile; it must still learn and
+    hand back a CPU supernet whose extraction matches it."""
+    from pathlib import Path
+
+    from nasq.space import SearchSpace
+
+    space = SearchSpace.from_yaml(Path(__file__).resolve().parents[2] / "search_spaces" / "vit_fmnist.yaml")
+    x, y = _data(512)
+    torch.manual_seed(0)
+    net = Supernet(space)
+    res = train_supernet(net, space, x, y, TrainConfig(epochs=2, batch_size=64, device="auto"))
+    assert res.device == "cuda" and np.mean(res.losses[-2:]) < res.losses[0]
+    assert next(net.parameters()).device.type == "cpu"
