@@ -58,12 +58,13 @@ def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def finetune_alone(net: Supernet, spec: SubnetSpec, splits: data_mod.Splits, calib: list[torch.Tensor],
-                   steps: int, batch: int, lr: float, seed: int, device: torch.device) -> float:
+                   steps: int, batch: int, lr: float, seed: int, device: torch.device, adamw: bool = False) -> float:
     """Extract ``spec`` with inherited weights and train it alone for ``steps`` SGD steps."""
     net.set_active(spec)
     net.calibrate(calib)
     model = net.extract().to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=4e-5)
+    opt = (torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05) if adamw else
+           torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=4e-5))
     rng = np.random.default_rng(seed)
     x, y = torch.from_numpy(splits.train_x).to(device), torch.from_numpy(splits.train_y).to(device)
     for step in range(steps):
@@ -85,7 +86,10 @@ def inherited(net: Supernet, spec: SubnetSpec, splits: data_mod.Splits, calib: l
 
 def run_space(name: str, splits: data_mod.Splits, args: argparse.Namespace) -> dict:
     space = SearchSpace.from_yaml(REPO / "search_spaces" / f"{name}.yaml")
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device, seed=0)
+    transformer = space.family in ("vit", "sequence")
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=args.device, seed=0,
+                      optimizer="adamw" if transformer else "sgd", lr=args.adamw_lr if transformer else args.lr,
+                      weight_decay=0.05 if transformer else 4e-5)
     torch.manual_seed(0)
     net = Supernet(space)
     t0 = time.perf_counter()
@@ -98,8 +102,9 @@ def run_space(name: str, splits: data_mod.Splits, args: argparse.Namespace) -> d
     shared = np.array([inherited(net, s, splits, calib) for s in specs])
     device = resolve_device(cfg)
     t1 = time.perf_counter()
-    alone = np.array([finetune_alone(net, s, splits, calib, args.finetune_steps, args.batch_size, args.finetune_lr,
-                                     seed=i, device=device) for i, s in enumerate(specs)])
+    lr = args.finetune_lr / 10 if transformer else args.finetune_lr
+    alone = np.array([finetune_alone(net, s, splits, calib, args.finetune_steps, args.batch_size, lr,
+                                     seed=i, device=device, adamw=transformer) for i, s in enumerate(specs)])
     out = {"space": name, "family": space.family, "train_s": train_s, "steps": res.steps, "device": res.device,
            "largest": largest, "smallest": smallest, "smallest_key": space.smallest().key(),
            "tau": kendall_tau(shared, alone), "inherited": shared.tolist(), "alone": alone.tolist(),
@@ -115,15 +120,19 @@ def main() -> None:
     ap.add_argument("--spaces", nargs="+", default=["mbconv_fmnist", "resnet_fmnist", "vit_fmnist", "seq_fmnist"])
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (conv families)")
+    ap.add_argument("--adamw-lr", type=float, default=2e-3, help="AdamW learning rate (transformer families)")
     ap.add_argument("--finetune-steps", type=int, default=150)
     ap.add_argument("--finetune-lr", type=float, default=0.01)
     ap.add_argument("--train-limit", type=int, default=None, help="use only this many training images")
     ap.add_argument("--val-size", type=int, default=5000)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--data", default=None, help="Fashion-MNIST folder (default: the Debian package's)")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     splits = data_mod.load(DataConfig(name="fashion_mnist", path=args.data, fallback="none",
                                       train_limit=args.train_limit, val_size=args.val_size))
     print(splits.summary(), flush=True)
@@ -133,7 +142,8 @@ def main() -> None:
            + (f" --train-limit {args.train_limit}" if args.train_limit else ""))
     body = (f"`{cmd}` on **{where}**. Fashion-MNIST ({len(splits.train_y)} training images, top-1 on "
             f"{len(splits.val_y)} held-out validation images). Supernet trained {args.epochs:g} epochs with the "
-            "sandwich rule and in-place distillation; inherited weights are recalibrated (batch norm, "
+            f"sandwich rule and in-place distillation (SGD lr {args.lr:g} for conv families, AdamW lr "
+            f"{args.adamw_lr:g} for transformers, cosine schedule); inherited weights are recalibrated (batch norm, "
             f"activation ranges) on 1024 training images; the {N_RANKED} ranked subnets are fine-tuned "
             f"alone for {args.finetune_steps} steps of batch {args.batch_size}. Goals: largest >= 92 %, "
             "smallest int4 >= 85 %, tau >= 0.6.\n\n"

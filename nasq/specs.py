@@ -210,6 +210,7 @@ class TrainConfig(Frozen):
     random_subnets: int = Field(default=2, ge=0)
     distill: bool = True
     threads: int | None = Field(default=None, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # adamw suits the transformer families (lr ~1e-3)
     format_sampling: Literal["uniform", "weighted"] = "uniform"  # weighted: the menu's weights
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["auto", "off", "bf16"] = "auto"  # auto: bf16 autocast on a GPU, off on CPU

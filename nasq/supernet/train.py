@@ -80,7 +80,7 @@ def train_supernet(net: Supernet, space: SearchSpace, x: np.ndarray, y: np.ndarr
     device = resolve_device(cfg)
     net.to(device)
     total, per_epoch = total_steps(cfg, len(y))
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(net, cfg)
     start, losses = 0, []
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     if resume and ckpt is not None and (ckpt / CHECKPOINT_STATE).is_file():
@@ -111,6 +111,12 @@ def train_supernet(net: Supernet, space: SearchSpace, x: np.ndarray, y: np.ndarr
     done = end - start
     net.to("cpu")
     return TrainResult(end, seconds, done * cfg.batch_size / max(seconds, 1e-9), losses, end == total, start, device.type)
+
+
+def make_optimizer(net: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
 
 
 def _sandwich_step(net: Supernet, model: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor,
@@ -148,7 +154,8 @@ def _fingerprint(cfg: TrainConfig, space: SearchSpace) -> dict:
 
 def save_checkpoint(net: Supernet, opt: torch.optim.Optimizer, folder: Path, cfg: TrainConfig,
                     space: SearchSpace, step: int, total: int, losses: list[float]) -> None:
-    """Weights, batch-norm statistics and optimizer momentum as safetensors; step and loss curve
+    """Weights, batch-norm statistics and the optimizer's state (momentum; AdamW moments and
+    step) as safetensors; step and loss curve
     as JSON. Both are written to temporary names and renamed, the JSON last."""
     from safetensors.torch import save_file
 
@@ -156,8 +163,9 @@ def save_checkpoint(net: Supernet, opt: torch.optim.Optimizer, folder: Path, cfg
     names = {id(p): n for n, p in net.named_parameters()}
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     for p, st in opt.state.items():
-        if "momentum_buffer" in st and st["momentum_buffer"] is not None:
-            tensors[f"opt.{names[id(p)]}"] = st["momentum_buffer"].detach().cpu().contiguous()
+        for key, value in st.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"opt.{key}.{names[id(p)]}"] = value.detach().cpu().contiguous().reshape(value.shape)
     tmp = folder / (CHECKPOINT_WEIGHTS + ".tmp")
     save_file(tensors, str(tmp))
     os.replace(tmp, folder / CHECKPOINT_WEIGHTS)
@@ -185,5 +193,6 @@ def load_checkpoint(net: Supernet, opt: torch.optim.Optimizer, folder: Path, cfg
     params = dict(net.named_parameters())
     for k, v in tensors.items():
         if k.startswith("opt."):
-            opt.state[params[k[4:]]]["momentum_buffer"] = v.to(device)
+            key, name = k[4:].split(".", 1)
+            opt.state[params[name]][key] = v if key == "step" else v.to(device)
     return int(state["step"]), [float(v) for v in state["losses"]]

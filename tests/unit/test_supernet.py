@@ -49,11 +49,12 @@ def test_evaluator_rebuilds_from_numpy(space):
     assert a == b and all(0 <= v <= 100 for v in a)
 
 
-def test_resumed_training_continues_the_same_loss_curve(space, tmp_path):
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 0.05), ("adamw", 1e-3)])
+def test_resumed_training_continues_the_same_loss_curve(space, tmp_path, optimizer, lr):
     from nasq.supernet.train import CHECKPOINT_STATE
 
     x, y = _data(384)
-    cfg = TrainConfig(epochs=2, batch_size=64, seed=3, checkpoint_every=4)
+    cfg = TrainConfig(epochs=2, batch_size=64, seed=3, checkpoint_every=4, optimizer=optimizer, lr=lr)
     torch.manual_seed(0)
     whole = train_supernet(Supernet(space), space, x, y, cfg)
     torch.manual_seed(0)
