@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 
+from nasq.errors import NasqError
 from nasq.search.loop import STRATEGIES, Proposal, SearchTask, Strategy
 from nasq.search.nsga import _problem_class, make_algorithm
 from nasq.search.pareto import DIRECTION
@@ -127,6 +128,10 @@ class _OptunaStrategy(Strategy):
                 continue
             seen.add(spec.key())
             out.append(spec)
+        if not out and task.constraints and not any(task.feasible(list(task.warm))):
+            from nasq.search.loop import no_feasible_message
+
+            raise NasqError(no_feasible_message(task, np.random.default_rng(0)))
         return out
 
 

@@ -113,12 +113,14 @@ class Ledger:
             self.specs[spec.key()] = spec
 
     # ------------------------------------------------------------ persistence
-    def to_csv(self) -> str:
+    def to_csv(self, keys: Sequence[str] | None = None) -> str:
+        """All entries, or those of ``keys`` in that order. top1 is written exactly (shortest
+        round-trip repr): a search resumed from the cache must see the very same numbers."""
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(COLUMNS)
-        for e in self.entries.values():
-            w.writerow([e.key, e.origin, e.status, "" if e.status != "ok" else f"{e.top1:.4f}",
+        for e in (self.entries[k] for k in (self.entries if keys is None else keys)):
+            w.writerow([e.key, e.origin, e.status, "" if e.status != "ok" else repr(e.top1),
                         self.specs[e.key].to_json()])
         return buf.getvalue()
 

@@ -110,11 +110,11 @@ class Strategy(abc.ABC):
                 if good and len(out) < k:
                     out.append(spec)
         if not out and k > 0 and self.task.constraints:
-            raise NasqError(_no_feasible_message(self.task, rng))
+            raise NasqError(no_feasible_message(self.task, rng))
         return out
 
 
-def _no_feasible_message(task: SearchTask, rng: np.random.Generator) -> str:
+def no_feasible_message(task: SearchTask, rng: np.random.Generator) -> str:
     from nasq.search.nsga import describe
 
     probe = [task.space.smallest(), task.space.largest(), *task.space.sample(rng, 256)]
@@ -141,8 +141,8 @@ class Linas(Strategy):
     def propose(self, state: SearchState, known: dict[str, float], rng: np.random.Generator, k: int) -> Proposal:
         task, cfg = self.task, self.task.config
         ok = [key for key, v in known.items() if math.isfinite(v)]
-        if len(ok) < max(cfg.initial_evals, 4):
-            return self.random_feasible(rng, min(k, max(cfg.initial_evals, 4) - len(ok)), set(known)), None
+        if len(ok) < max(cfg.initial_evals, 4):  # whole batches of random subnets until the predictor can fit
+            return self.random_feasible(rng, k, set(known)), None
         if task.fit_predictor is None:
             raise NasqError("strategy 'linas' needs an accuracy predictor (fit_predictor)")
         specs = [_spec(task, state, key) for key in ok]
