@@ -125,5 +125,9 @@ def load_trained_supernet(exp: Experiment) -> Any:
                         f"not on {exp.space.name!r} ({exp.space.hash[:12]}); retrain with `nasq run {exp.source}`")
     torch.manual_seed(exp.config.train.seed)
     net = Supernet(exp.space)
-    net.load_state_dict(load_file(str(weights)))
+    try:
+        net.load_state_dict(load_file(str(weights)))
+    except RuntimeError as e:  # torch's message lists every key: keep the line short
+        raise NasqError(f"{weights}: does not fit this version's supernet ({str(e).splitlines()[1].strip()[:120]}...); "
+                        f"retrain with `nasq run {exp.source}`") from e
     return net, meta.get("result", {})
