@@ -50,12 +50,15 @@ def search(
 
     from nasq.cli import _fail
     from nasq.experiment import load_experiment
+    from nasq.search.state import STATE_FILE
 
     try:
         exp = load_experiment(experiment)
         _overrides(exp, strategy, budget, batch, seed)
         if resume is not None and out is not None and resume.resolve() != out.resolve():
             raise ConfigError("command line", "--out", f"give --resume alone (it is also the output folder), got {out}")
+        if resume is not None and not ((resume / STATE_FILE).is_file() or (resume / "tune").is_dir()):
+            raise ConfigError("command line", "--resume", f"no interrupted search in {resume} (no {STATE_FILE})")
         console = Console(width=None if sys.stdout.isatty() else 150)
         console.print(f"[bold]nasq search[/] {exp.config.name}: {exp.config.search.strategy}, "
                       f"{exp.config.search.max_true_evals} true evaluations" + (f", resuming {resume}" if resume else ""))
