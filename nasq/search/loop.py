@@ -155,10 +155,12 @@ class Linas(Strategy):
         pool = [c for c in nsga2_population(task.space, score, task.objectives, task.constraints, nsga_cfg)
                 if c.spec.key() not in known]
         chosen = self._choose(predictor, pool, k)
-        if len(chosen) < k:  # the predicted front is exhausted: explore
+        if len(chosen) < k:  # the predicted population is exhausted: explore at random
             extra = self.random_feasible(rng, k - len(chosen), set(known) | {c.spec.key() for c in chosen})
-            chosen += [Candidate(task.space.encode(s), s, {"top1": float(p), **{m: float(v[i]) for m, v in
-                       task.cost.score(extra).items()}}) for i, (s, p) in enumerate(zip(extra, predictor.predict(extra), strict=True))]
+            if extra:
+                values = score(extra)
+                chosen += [Candidate(task.space.encode(s), s, {m: float(v[i]) for m, v in values.items()})
+                           for i, s in enumerate(extra)]
         return [c.spec for c in chosen], [c.predicted for c in chosen]
 
     def _choose(self, predictor: Any, pool: list[Candidate], k: int) -> list[Candidate]:

@@ -161,3 +161,12 @@ def test_failed_evaluations_are_recorded_not_fatal(space, cost, fit_predictor, t
     assert not {p.spec.key() for p in out.front.points} & set(ledger.failed)
     reloaded = Ledger(Synthetic(cost), tmp_path / "ledger.csv")
     assert set(reloaded.failed) == set(ledger.failed)  # a failed subnet is not asked for again
+
+
+def test_linas_spends_part_of_each_batch_on_uncertainty(space, cost, repo):
+    recipe = Recipe.from_yaml(repo / "predictors" / "ensemble_onehot.yaml")
+    fit = lambda specs, top1, seed: AccuracyPredictor(recipe, space, cost, seed).fit(specs, top1)  # noqa: E731
+    out = run_search(_task(space, cost, fit, budget=24, uncertain_fraction=0.25), Ledger(Synthetic(cost)))
+    later = out.state.keys[16:]  # the third batch was chosen by a fitted ensemble
+    stds = [out.state.predicted[k].get("top1_std") for k in later]
+    assert sum(s is not None for s in stds) == 2 and all(s is None or s >= 0 for s in stds)
