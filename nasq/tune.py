@@ -87,6 +87,7 @@ def run_tune_search(task: SearchTask, ledger: Ledger, tune_evaluate: TuneEvaluat
 def _outcome(task: SearchTask, ledger: Ledger, grid: Any) -> SearchOutcome:
     rows = sorted((r.metrics for r in grid if r.metrics and "key" in r.metrics), key=lambda m: m["trial_id"])
     state = SearchState(task.config.strategy, task.config.seed)
+    warm = {s.key(): float(v) for s, v in zip(task.warm, ledger(task.warm, "warm"), strict=True)}
     for m in rows:
         spec = SubnetSpec.from_dict(json.loads(m["spec"]))
         if m["key"] in state.top1 or not m["feasible"]:
@@ -96,8 +97,6 @@ def _outcome(task: SearchTask, ledger: Ledger, grid: Any) -> SearchOutcome:
         if state.true_evals % task.config.batch_size == 0 or m is rows[-1]:
             state.iteration += 1
             state.history.append({"iteration": state.iteration, "true_evals": state.true_evals,
-                                  "hypervolume": front_hypervolume(task, state), "predictor_tau": None})
+                                  "hypervolume": front_hypervolume(task, state, warm), "predictor_tau": None})
     ledger.save()
-    known = {s.key(): float(v) for s, v in zip(task.warm, ledger(task.warm, "warm"), strict=True)}
-    known.update(state.top1)
-    return SearchOutcome(build_front(task, state, known), state.history, state)
+    return SearchOutcome(build_front(task, state, {**warm, **state.top1}), state.history, state)

@@ -227,7 +227,7 @@ def run_search(task: SearchTask, ledger: Ledger, checkpoint_dir: Path | None = N
         known.update({s.key(): float(v) for s, v in zip(specs, top1, strict=True)})
         state.iteration += 1
         state.history.append({"iteration": state.iteration, "true_evals": state.true_evals,
-                              "hypervolume": front_hypervolume(task, state),
+                              "hypervolume": front_hypervolume(task, state, known),
                               "predictor_tau": _batch_tau(predicted, top1)})
         if checkpoint_dir is not None:
             state.save(checkpoint_dir)
@@ -260,8 +260,13 @@ def _batch_tau(predicted: list[dict[str, float]] | None, top1: np.ndarray) -> fl
     return round(kendall_tau(top1[ok], pred[ok]), 4)
 
 
-def front_hypervolume(task: SearchTask, state: SearchState) -> float:
+def front_hypervolume(task: SearchTask, state: SearchState, warm: dict[str, float] | None = None) -> float:
+    """HV of the feasible, truly evaluated points: the search's own and, given ``warm`` (key -> top1
+    of the warm set), those too - what the final front is made of."""
     specs, top1 = state.ok()
+    if warm:
+        extra = [(s, warm[s.key()]) for s in task.warm if math.isfinite(warm.get(s.key(), math.nan))]
+        specs, top1 = specs + [s for s, _ in extra], np.concatenate([top1, [v for _, v in extra]])
     keep = task.feasible(specs)
     if not keep.any():
         return 0.0
