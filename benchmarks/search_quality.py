@@ -47,6 +47,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--cache-dir", type=Path, default=REPO / "runs" / "bench-search-cache")
     ap.add_argument("--num-cpus", type=int, default=2)
     ap.add_argument("--note", default="", help="a remark on the run for the doc")
+    ap.add_argument("--section", default="search_quality", help="marker name of the section in docs/benchmarks.md")
     ap.add_argument("--no-doc", action="store_true")
     return ap.parse_args()
 
@@ -192,7 +193,8 @@ def report(args, results, budgets, seeds, methods, rate, scored, evaluator, tota
               f"| new true evaluations in this run | {evaluator.subnets} in {evaluator.seconds:.0f} s "
               f"({evaluator.seconds / max(1, evaluator.subnets):.2f} s each, 2 Ray workers) |",
               f"| share of wall time in true evaluations on Ray | {100 * share:.0f} % of {total:.0f} s |"]
-    body = ("### Search quality (`benchmarks/search_quality.py`)\n\n"
+    title = "Search quality" + ("" if args.section == "search_quality" else f" ({args.section})")
+    body = (f"### {title} (`benchmarks/search_quality.py`)\n\n"
             f"Demo supernet; true evaluations on {args.val_images} validation images, {args.calib_images} calibration "
             f"images; budgets {args.budgets}, seeds {args.seeds}, batches of {args.batch_size}; LINAS samples "
             f"{args.initial:.0%} of its budget at random first and runs NSGA-II ({args.generations} generations, "
@@ -200,10 +202,12 @@ def report(args, results, budgets, seeds, methods, rate, scored, evaluator, tota
             "not through Ray Tune. HV: pymoo; top1 normalised over the range all searches together measured, "
             "latency and size over their range on the smallest, largest and 1,000 seeded random subnets; "
             "reference point 1.1 per objective; feasible points only."
+            + "\n\nCommand: `nice .venv/bin/python benchmarks/search_quality.py "
+            + " ".join(a if " " not in a else repr(a) for a in sys.argv[1:]) + "`"
             + (f"\n\nNote: {args.note}" if args.note else "") + "\n" + "\n".join(lines))
     print(body)
     if not args.no_doc:
-        print("written to", write_section("search_quality", body))
+        print("written to", write_section(args.section, body))
 
 
 if __name__ == "__main__":
