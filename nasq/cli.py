@@ -154,5 +154,9 @@ def main() -> None:
         sys.exit(2)
 
 
+from nasq import cli_search  # noqa: E402 - registers `nasq search`
+
+cli_search.register(app)
+
 if __name__ == "__main__":
     main()

@@ -67,33 +67,45 @@ def ray_session(address: str = "local", num_cpus: int | None = None):
             ray.shutdown()
 
 
-def _eval_chunk(space_config: dict, state: dict, calib_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
-                spec_dicts: list[dict], batch_size: int) -> list[float]:
+def eval_chunk(space_config: dict, state: dict, calib_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+               spec_dicts: list[dict], batch_size: int) -> list[float]:
     from nasq.supernet.evaluate import SubnetEvaluator
 
     evaluator = SubnetEvaluator(space_config, state, calib_x, val_x, val_y, batch_size, threads=1)
     return evaluator([SubnetSpec.from_dict(d) for d in spec_dicts])
 
 
+def tune_eval(payload: dict, spec_dicts: list[dict]) -> list[float]:
+    """``eval_chunk`` with its arrays in one payload: what a Ray Tune trial calls (nasq.tune)."""
+    return eval_chunk(spec_dicts=spec_dicts, **payload)
+
+
 def evaluate_on_ray(ray: Any, space_config: dict, state: dict[str, np.ndarray], calib_x: np.ndarray,
                     val_x: np.ndarray, val_y: np.ndarray, specs: list[SubnetSpec], batch_size: int = 500,
-                    chunk: int = 2, progress: ProgressFn | None = None) -> list[float]:
-    """One task per ``chunk`` specs, results in input order; a failed task is retried twice."""
-    remote = ray.remote(num_cpus=1, max_retries=2)(_eval_chunk)
+                    chunk: int = 2, progress: ProgressFn | None = None, max_retries: int = 2,
+                    task: Callable[..., list[float]] | None = None) -> list[float | None]:
+    """One task per ``chunk`` specs, results in input order. A task that fails (its worker dies, or
+    the evaluation raises) is retried ``max_retries`` times; after that its specs come back as None
+    (recorded as failed by the ledger) instead of failing the whole batch. ``task`` replaces the
+    subnet evaluation (tests inject a cheap one with the same signature)."""
+    remote = ray.remote(num_cpus=1, max_retries=max_retries, retry_exceptions=True)(task or eval_chunk)
     refs = [ray.put(a) for a in (space_config, state, calib_x, val_x, val_y)]
     pending = {}
     for lo in range(0, len(specs), chunk):
         part = [s.to_dict() for s in specs[lo : lo + chunk]]
-        pending[remote.remote(*refs, part, batch_size)] = lo
+        pending[remote.remote(*refs, part, batch_size)] = (lo, len(part))
     results: list[float | None] = [None] * len(specs)
     done = 0
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         for ref in ready:
-            lo = pending.pop(ref)
-            values = ray.get(ref)
-            results[lo : lo + len(values)] = values
-            done += len(values)
+            lo, n = pending.pop(ref)
+            try:
+                values = [float(v) for v in ray.get(ref)]
+            except ray.exceptions.RayError:
+                values = [None] * n  # retried max_retries times already: record, do not crash the search
+            results[lo : lo + n] = values
+            done += n
             if progress:
                 progress(done, len(specs))
-    return [float(v) for v in results]
+    return results

@@ -19,13 +19,20 @@ import numpy as np
 
 from nasq import data as data_mod
 from nasq.experiment import Experiment
-from nasq.files import atomic_write_json, atomic_write_text, sha256_bytes
-from nasq.predict.fit import AccuracyPredictor, FitReport, fit_with_holdout
-from nasq.search.nsga import Candidate, run_nsga2
-from nasq.search.pareto import Front, FrontPoint, non_dominated
+from nasq.files import atomic_write_json, sha256_bytes
+from nasq.predict.fit import FitReport, fit_with_holdout
+from nasq.search.ledger import EvaluateFn
+from nasq.search.pareto import Front
+from nasq.searching import (
+    evaluation_matrix,
+    open_ledger,
+    sample_stage,
+    search_stage,
+    search_task,
+    used_keys,
+    write_search_artifacts,
+)
 from nasq.space import SubnetSpec
-
-EvaluateFn = Callable[[list[SubnetSpec]], list[float]]
 
 
 @dataclass
@@ -41,6 +48,9 @@ class PipelineResult:
     data_note: str = ""
     train_info: dict[str, float] = field(default_factory=dict)
     evaluations: np.ndarray | None = None  # (top1, latency_ms, size_mb) of every true evaluation
+    # one row per search iteration: {"iteration", "true_evals", "hypervolume", "predictor_tau"}
+    # (predictor_tau: Kendall tau of the predictor on that iteration's batch, None where not defined)
+    history: list[dict] = field(default_factory=list)
 
 
 class Reporter:
@@ -87,31 +97,7 @@ class Reporter:
             yield update
 
 
-class Ledger:
-    """Every true evaluation, keyed by canonical subnet key: each subnet is evaluated once."""
-
-    def __init__(self, evaluate: EvaluateFn):
-        self.evaluate = evaluate
-        self.top1: dict[str, float] = {}
-        self.specs: dict[str, SubnetSpec] = {}
-        self.origin: dict[str, str] = {}
-
-    def __call__(self, specs: list[SubnetSpec], origin: str) -> np.ndarray:
-        todo = list({s.key(): s for s in specs if s.key() not in self.top1}.values())
-        if todo:
-            for spec, value in zip(todo, self.evaluate(todo), strict=True):
-                self.top1[spec.key()], self.specs[spec.key()], self.origin[spec.key()] = value, spec, origin
-        return np.array([self.top1[s.key()] for s in specs], dtype=np.float64)
-
-    def to_csv(self) -> str:
-        lines = ["key,origin,top1"]
-        lines += [f"{k},{self.origin[k]},{v:.4f}" for k, v in self.top1.items()]
-        return "\n".join(lines) + "\n"
-
-
 def run_pipeline(exp: Experiment, console: Any = None) -> PipelineResult:
-    from nasq.distributed import ray_session
-
     cfg = exp.config
     rep = Reporter(console)
     workdir = exp.workdir
@@ -121,30 +107,45 @@ def run_pipeline(exp: Experiment, console: Any = None) -> PipelineResult:
         rep.say(f"      {splits.summary()}" + (f"\n      [yellow]{splits.note}[/]" if splits.name != cfg.data.name else ""))
     with rep.stage("train", f"supernet: training once on space '{exp.space.name}' ({exp.space.size():.2e} subnets)"):
         net, train_info = train_stage(exp, splits, workdir, rep)
+    result = evaluate_and_search(exp, net, splits, rep, train_info)
+    with rep.stage("track", "tracking: MLflow"):
+        result.tracking = track_stage(exp, result, workdir)
+    with rep.stage("export", f"export: the {cfg.export.pick} point"):
+        result.export = export_stage(exp, net, result.front, splits, workdir) if cfg.export.enabled else None
+    atomic_write_json(workdir / "timings.json", rep.timings)
+    return result
+
+
+def evaluate_and_search(exp: Experiment, net: Any, splits: data_mod.Splits, rep: Reporter,
+                        train_info: dict[str, float], resume: bool = False, run_dir: Path | None = None) -> PipelineResult:
+    """Sampled evaluations -> predictor -> search on a trained supernet (``nasq run``, ``nasq search``);
+    the search's checkpoint, front and history go to ``run_dir`` (default: the workdir)."""
+    from nasq.distributed import ray_session
+
+    cfg, workdir = exp.config, exp.workdir
+    run_dir = run_dir or workdir
     with ray_session(cfg.ray.address, cfg.ray.num_cpus) as ray:
-        ledger = Ledger(make_evaluator(ray, exp, net, splits, rep))
+        ledger = open_ledger(exp, make_evaluator(ray, exp, net, splits, rep), workdir / "supernet.safetensors")
         with rep.stage("evaluate", f"evaluate: {cfg.evaluate.num_subnets} sampled subnets ({_where(cfg.ray.address)})"):
             specs, top1 = sample_stage(exp, ledger)
+            if ledger.reused:
+                rep.say(f"      {ledger.reused} evaluations reused from {ledger.path}")
         with rep.stage("predict", f"predictor: {exp.recipe.config.kind} on {len(specs)} subnets"):
             predictor, report = fit_with_holdout(exp.recipe, exp.space, exp.cost_model(), specs, top1, cfg.search.seed)
-            predictor.save(workdir, sha256_bytes(ledger.to_csv().encode()))
+            predictor.save(workdir, sha256_bytes(ledger.to_csv([s.key() for s in specs]).encode()))
             rep.say(f"      cross-validated Kendall tau {report.kendall_tau:.3f}, Spearman {report.spearman:.3f}, "
                     f"RMSE {report.rmse:.2f} pts, top-10 % precision {report.top10_precision:.2f}")
             if hasattr(predictor.model, "chosen"):
                 rep.say(f"      auto: picked {predictor.model.chosen} (CV tau {predictor.model.cv_scores})")
-        with rep.stage("search", f"search: NSGA-II, population {cfg.search.population} x {cfg.search.generations} generations"):
-            front = search_stage(exp, predictor, ledger, rep)
-    atomic_write_text(workdir / "evaluations.csv", ledger.to_csv())
-    front.save(workdir)
-    result = PipelineResult(exp, front, report, workdir, len(ledger.top1), rep.timings,
-                            data_note=splits.note, train_info=train_info,
-                            evaluations=evaluation_matrix(ledger, predictor.cost_model))
-    with rep.stage("track", "tracking: MLflow"):
-        result.tracking = track_stage(exp, result, workdir)
-    with rep.stage("export", f"export: the {cfg.export.pick} point"):
-        result.export = export_stage(exp, net, front, splits, workdir) if cfg.export.enabled else None
-    atomic_write_json(workdir / "timings.json", rep.timings)
-    return result
+        s = cfg.search
+        with rep.stage("search", f"search: {s.strategy}, {s.max_true_evals} true evaluations in batches of {s.batch_size}"):
+            outcome = search_stage(exp, search_task(exp, predictor, specs), ledger, rep, run_dir, resume=resume,
+                                   ray=ray, tune_evaluate=tune_evaluator(exp, net, splits) if s.strategy.startswith("optuna") else None)
+    keys = used_keys(specs, outcome, ledger)
+    write_search_artifacts(run_dir, ledger, keys, outcome)
+    return PipelineResult(exp, outcome.front, report, run_dir, len(keys), rep.timings, data_note=splits.note,
+                          train_info=train_info, evaluations=evaluation_matrix(ledger, keys, predictor.cost_model),
+                          history=outcome.history)
 
 
 def run_training(exp: Experiment, console: Any = None, fresh: bool = False) -> dict:
@@ -212,9 +213,13 @@ def train_stage(exp: Experiment, splits: data_mod.Splits, workdir: Path, rep: Re
     net = Supernet(exp.space)
     record = None if fresh else finished_supernet(exp, workdir)
     if record is not None:
-        net.load_state_dict(load_file(str(workdir / "supernet.safetensors")))
-        rep.say(f"      reusing the finished supernet in {workdir} (same space, data and training config)")
-        return net, {**record["result"], "reused": 1.0}
+        try:
+            net.load_state_dict(load_file(str(workdir / "supernet.safetensors")))
+            rep.say(f"      reusing the finished supernet in {workdir} (same space, data and training config)")
+            return net, {**record["result"], "reused": 1.0}
+        except RuntimeError:  # saved by another version of the supernet code: train again
+            rep.say(f"      [yellow]the supernet in {workdir} does not fit this code version: training again[/]")
+            fresh = True
     ckpt = workdir / "checkpoint"
     if ckpt.exists() and (fresh or _finished_checkpoint(ckpt)):
         shutil.rmtree(ckpt)  # a finished run's checkpoint is nothing to resume
@@ -248,64 +253,38 @@ def make_evaluator(ray: Any, exp: Experiment, net: Any, splits: data_mod.Splits,
     if ray is None:
         local = SubnetEvaluator(space_cfg, state, calib_x, val_x, val_y, ecfg.batch_size, threads=None)
 
-        def evaluate(specs: list[SubnetSpec]) -> list[float]:
+        def evaluate(specs: list[SubnetSpec]) -> list[float | None]:
             with rep.bar("evaluating", len(specs)) as bar:
-                out = []
+                out: list[float | None] = []
                 for i, s in enumerate(specs):
-                    out += local([s])
+                    try:
+                        out += local([s])
+                    except (RuntimeError, ValueError):  # recorded as failed by the ledger, not fatal
+                        out.append(None)
                     bar(i + 1)
             return out
         return evaluate
 
     from nasq.distributed import evaluate_on_ray
 
-    def evaluate_remote(specs: list[SubnetSpec]) -> list[float]:
+    def evaluate_remote(specs: list[SubnetSpec]) -> list[float | None]:
         with rep.bar("evaluating", len(specs)) as bar:
             return evaluate_on_ray(ray, space_cfg, state, calib_x, val_x, val_y, specs, ecfg.batch_size,
                                    progress=bar)
     return evaluate_remote
 
 
-def sample_stage(exp: Experiment, ledger: Ledger) -> tuple[list[SubnetSpec], np.ndarray]:
+def tune_evaluator(exp: Experiment, net: Any, splits: data_mod.Splits) -> Any:
+    """What a Ray Tune trial needs to evaluate one subnet: (function, payload of arrays)."""
+    from nasq.distributed import tune_eval
+    from nasq.supernet.evaluate import calibration_images, state_to_numpy
+
     ecfg = exp.config.evaluate
-    rng = np.random.default_rng(ecfg.seed)
-    fixed = [exp.space.largest(), exp.space.smallest()]
-    specs = fixed + exp.space.sample_unique(rng, ecfg.num_subnets - len(fixed), {s.key() for s in fixed})
-    return specs, ledger(specs, "sample")
-
-
-def search_stage(exp: Experiment, predictor: AccuracyPredictor, ledger: Ledger, rep: Reporter) -> Front:
-    cfg = exp.config
-    cost = predictor.cost_model
-
-    def score(specs: list[SubnetSpec]) -> dict[str, np.ndarray]:
-        return {"top1": predictor.predict(specs), **cost.score(specs)}
-
-    candidates = run_nsga2(exp.space, score, cfg.objectives, cfg.constraints, cfg.search)
-    chosen = pick_spread(candidates, cfg.search.max_true_evals)
-    rep.say(f"      {len(candidates)} predicted-optimal candidates; evaluating {len(chosen)} for real")
-    measured = ledger([c.spec for c in chosen], "front")
-    points = [FrontPoint(c.spec, [int(g) for g in c.genome], c.predicted, {"top1": float(m)})
-              for c, m in zip(chosen, measured, strict=True)]
-    front = Front(cfg.objectives, points, exp.lineage())
-    keep = non_dominated(front.matrix())
-    front.points = sorted((points[i] for i in keep), key=lambda p: -p.value("top1"))
-    return front
-
-
-def pick_spread(candidates: list[Candidate], k: int) -> list[Candidate]:
-    """At most ``k`` candidates spread evenly along predicted top1."""
-    ordered = sorted(candidates, key=lambda c: -c.predicted["top1"])
-    if len(ordered) <= k:
-        return ordered
-    idx = np.unique(np.round(np.linspace(0, len(ordered) - 1, k)).astype(int))
-    return [ordered[i] for i in idx]
-
-
-def evaluation_matrix(ledger: Ledger, cost: Any) -> np.ndarray:
-    specs = list(ledger.specs.values())
-    c = cost.score(specs)
-    return np.column_stack([ledger(specs, "cached"), c["latency_ms"], c["size_mb"]])
+    n_val = ecfg.val_images or len(splits.val_y)
+    payload = {"space_config": exp.space.config.model_dump(mode="json"), "state": state_to_numpy(net),
+               "calib_x": calibration_images(splits.train_x, ecfg.calib_images, ecfg.seed),
+               "val_x": splits.val_x[:n_val], "val_y": splits.val_y[:n_val], "batch_size": ecfg.batch_size}
+    return tune_eval, payload
 
 
 def track_stage(exp: Experiment, result: PipelineResult, workdir: Path) -> Any:

@@ -240,11 +240,27 @@ class ConstraintSpec(Frozen):
         return self
 
 
+Strategy = Literal["linas", "nsga2_true", "random", "optuna_nsga2", "optuna_tpe"]
+
+
 class SearchConfig(Frozen):
+    """``strategy``: linas (NSGA-II on predictors, refitted on each batch of true evaluations),
+    or a baseline on true evaluations only: nsga2_true, random, optuna_nsga2, optuna_tpe.
+    ``max_true_evals``: true evaluations the search may spend (the sampled training set is extra);
+    ``batch_size``: true evaluations per iteration; ``uncertain_fraction``: share of each LINAS
+    batch picked by predictor uncertainty (where the predictor has one); ``initial_evals``: random
+    evaluations before LINAS first fits, when fewer are known; ``cache_dir``: where evaluation
+    ledgers are kept, keyed by the supernet's identity (default ``<workdir>/cache``)."""
+
     algorithm: Literal["nsga2"] = "nsga2"
+    strategy: Strategy = "linas"
     population: int = Field(default=64, ge=4)
     generations: int = Field(default=40, ge=1)
     max_true_evals: int = Field(default=24, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    uncertain_fraction: float = Field(default=0.25, ge=0, le=1)
+    initial_evals: int = Field(default=16, ge=0)
+    cache_dir: str | None = None
     seed: int = 0
 
 

@@ -20,6 +20,7 @@ class Candidate:
     genome: np.ndarray
     spec: SubnetSpec
     predicted: dict[str, float]
+    rank: int = 0  # non-domination rank in the final population (0: the front)
 
 
 def constraint_matrix(values: dict[str, np.ndarray], constraints: tuple[ConstraintSpec, ...], n: int) -> np.ndarray:
@@ -67,41 +68,62 @@ def _problem_class():
     return CanonicalRepair, SubnetProblem
 
 
-def run_nsga2(space: SearchSpace, score: ScoreFn, objectives: tuple[str, ...],
-              constraints: tuple[ConstraintSpec, ...], cfg: SearchConfig) -> list[Candidate]:
-    """Run NSGA-II on the predicted objectives; return the feasible non-dominated candidates of
-    the final population (canonical, unique). Raises a clear error if nothing is feasible."""
+def make_algorithm(space: SearchSpace, pop_size: int):
+    """pymoo NSGA-II over the integer genome (the recipe in STACK_NOTES: SBX + PM, rounded and made
+    canonical by the repair, duplicates eliminated)."""
     from pymoo.algorithms.moo.nsga2 import NSGA2
     from pymoo.operators.crossover.sbx import SBX
     from pymoo.operators.mutation.pm import PM
     from pymoo.operators.sampling.rnd import IntegerRandomSampling
+
+    CanonicalRepair, _ = _problem_class()
+    return NSGA2(pop_size=pop_size, sampling=IntegerRandomSampling(),
+                 crossover=SBX(prob=0.9, eta=3.0, vtype=float), mutation=PM(eta=3.0, vtype=float),
+                 repair=CanonicalRepair(space), eliminate_duplicates=True)
+
+
+def _minimize(space: SearchSpace, score: ScoreFn, objectives: tuple[str, ...],
+              constraints: tuple[ConstraintSpec, ...], cfg: SearchConfig):
     from pymoo.optimize import minimize
 
-    CanonicalRepair, SubnetProblem = _problem_class()
+    _, SubnetProblem = _problem_class()
     problem = SubnetProblem(space, score, objectives, constraints)
-    algorithm = NSGA2(pop_size=cfg.population, sampling=IntegerRandomSampling(),
-                      crossover=SBX(prob=0.9, eta=3.0, vtype=float), mutation=PM(eta=3.0, vtype=float),
-                      repair=CanonicalRepair(space), eliminate_duplicates=True)
-    res = minimize(problem, algorithm, ("n_gen", cfg.generations), seed=cfg.seed, verbose=False)
+    return minimize(problem, make_algorithm(space, cfg.population), ("n_gen", cfg.generations), seed=cfg.seed,
+                    verbose=False)
+
+
+def run_nsga2(space: SearchSpace, score: ScoreFn, objectives: tuple[str, ...],
+              constraints: tuple[ConstraintSpec, ...], cfg: SearchConfig) -> list[Candidate]:
+    """Run NSGA-II on the predicted objectives; return the feasible non-dominated candidates of
+    the final population (canonical, unique). Raises a clear error if nothing is feasible."""
+    return [c for c in nsga2_population(space, score, objectives, constraints, cfg) if c.rank == 0]
+
+
+def nsga2_population(space: SearchSpace, score: ScoreFn, objectives: tuple[str, ...],
+                     constraints: tuple[ConstraintSpec, ...], cfg: SearchConfig) -> list[Candidate]:
+    """Run NSGA-II; return the feasible members of the final population (canonical, unique),
+    best non-domination rank first, then most crowded-apart first. The whole population is scored
+    in one call. Raises a clear error (naming the best value seen per constraint) if none is feasible."""
+    res = _minimize(space, score, objectives, constraints, cfg)
     pop_X = np.asarray(res.pop.get("X"), dtype=np.int64)
     specs = [space.decode(x) for x in pop_X]
     values = score(specs)
     if constraints:
-        G = constraint_matrix(values, constraints, len(specs))
-        feasible = np.all(G <= 0, axis=1)
+        feasible = np.all(constraint_matrix(values, constraints, len(specs)) <= 0, axis=1)
         if not feasible.any():
             raise NasqError(_infeasible_message(values, constraints))
-    if res.X is None:
-        raise NasqError("the search found no feasible subnet")
-    X = np.atleast_2d(np.asarray(res.X, dtype=np.int64))
+    else:
+        feasible = np.ones(len(specs), dtype=bool)
+    rank = np.asarray(res.pop.get("rank"), dtype=np.float64).reshape(-1)
+    crowd = np.nan_to_num(np.asarray(res.pop.get("crowding"), dtype=np.float64).reshape(-1), posinf=1e9)
+    order = np.lexsort((-crowd, rank))
     out, seen = [], set()
-    for x in X:
-        spec = space.decode(x)
-        if spec.key() in seen:
+    for i in order:
+        if not feasible[i] or specs[i].key() in seen:
             continue
-        seen.add(spec.key())
-        v = score([spec])
-        out.append(Candidate(space.encode(spec), spec, {k: float(a[0]) for k, a in v.items()}))
+        seen.add(specs[i].key())
+        out.append(Candidate(space.encode(specs[i]), specs[i], {k: float(a[i]) for k, a in values.items()},
+                             int(rank[i])))
     return out
 
 

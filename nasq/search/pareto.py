@@ -45,6 +45,44 @@ def knee_index(F: np.ndarray) -> int:
     return int(np.argmin(np.linalg.norm(norm, axis=1)))
 
 
+def objective_bounds(space: Any, cost: Any, objectives: tuple[str, ...], n_probe: int = 1000) -> dict[str, tuple[float, float]]:
+    """Fixed normalisation for hypervolumes: top1 over 0-100 %, each cost over its range on the
+    smallest and largest subnet plus ``n_probe`` random ones drawn with seed 0 - the same for every
+    method and iteration, so values compare. (Not just the two extremes: on a measured profile a
+    mixed-format subnet can be much slower than the largest fp32 one.)"""
+    probe = [space.smallest(), space.largest(), *space.sample(np.random.default_rng(0), n_probe)]
+    values = cost.score(probe)
+    bounds = {"top1": (0.0, 100.0)}
+    for o in objectives:
+        if o != "top1":
+            lo, hi = float(values[o].min()), float(values[o].max())
+            bounds[o] = (lo, hi if hi > lo else lo + 1.0)
+    return bounds
+
+
+def normalise(F: np.ndarray, objectives: tuple[str, ...], bounds: dict[str, tuple[float, float]]) -> np.ndarray:
+    """Raw objective values -> minimisation, 0 at the best bound and 1 at the worst."""
+    F = np.atleast_2d(np.asarray(F, dtype=np.float64))
+    out = np.empty_like(F)
+    for j, o in enumerate(objectives):
+        lo, hi = bounds[o]
+        out[:, j] = (hi - F[:, j]) / (hi - lo) if DIRECTION[o] > 0 else (F[:, j] - lo) / (hi - lo)
+    return out
+
+
+def hypervolume(F: np.ndarray, objectives: tuple[str, ...], bounds: dict[str, tuple[float, float]]) -> float:
+    """pymoo's HV of raw objective values, normalised by ``bounds``, reference point 1.1 per
+    objective (points worse than it add nothing)."""
+    from pymoo.indicators.hv import HV
+
+    if len(F) == 0:
+        return 0.0
+    return float(HV(ref_point=np.full(len(objectives), REFERENCE))(normalise(F, objectives, bounds)))
+
+
+REFERENCE = 1.1
+
+
 @dataclass
 class FrontPoint:
     spec: SubnetSpec
