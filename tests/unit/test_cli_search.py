@@ -28,7 +28,7 @@ def _one_line_error(out: subprocess.CompletedProcess) -> str:
 def test_search_without_trained_supernet(tmp_path):
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump({"name": "x", "data": {"name": "digits"}}))
     line = _one_line_error(_nasq(["search", "exp.yaml"], tmp_path))
-    assert "runs/x: no trained supernet (supernet.safetensors + supernet.json); train it first with `nasq run exp.yaml`" in line
+    assert "runs/x: no trained supernet (supernet.safetensors + supernet.json); train it first with `nasq train exp.yaml`" in line
     assert not (tmp_path / "runs").exists()
 
 
