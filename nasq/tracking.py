@@ -22,33 +22,28 @@ before the exception propagates.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import shlex
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from nasq.errors import MissingDependencyError, NasqError
+from nasq.mlflow_names import _chunks, clean_key, flatten_params, point_metrics, point_params  # noqa: F401
 from nasq.search.pareto import Front, FrontPoint
-from nasq.space import SubnetSpec
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 PARENT_TAG = "mlflow.parentRunId"
-PARAM_VALUE_MAX = 500
 TAG_VALUE_MAX = 8000  # mlflow's own limit
-KEY_MAX = 250  # mlflow's own limit
 PARAMS_PER_BATCH = 100  # mlflow's limit for params (and tags) per log_batch
 METRICS_PER_BATCH = 1000  # mlflow's limit for metrics per log_batch
-_BAD_KEY_CHARS = re.compile(r"[^\w.\- /]")
 
 
 @dataclass
@@ -120,60 +115,6 @@ def fail_run(uri: str, run_id: str) -> None:
 
 
 # ---------------------------------------------------------------- params, metrics, keys
-def clean_key(key: str) -> str:
-    """A key mlflow accepts: disallowed characters become ``_``; at most 250 characters."""
-    key = _BAD_KEY_CHARS.sub("_", str(key)).strip("/")
-    key = re.sub(r"/+", "/", key).replace("..", "_.")
-    return (key or "_")[:KEY_MAX]
-
-
-def flatten_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested dicts become dotted keys; values are stringified and cut to 500 characters."""
-    out: dict[str, str] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten_params(value, name + "."))
-        else:
-            out[clean_key(name)] = _stringify(value)[:PARAM_VALUE_MAX]
-    return out
-
-
-def _stringify(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value, sort_keys=True, default=str)
-    return str(value)
-
-
-def point_params(spec: SubnetSpec) -> dict[str, str]:
-    """The genes of a subnet spelled out from ``spec.to_dict()``, whatever its family's fields:
-    ``s<i>.depth`` and ``s<i>.l<j>.<field>`` for per-stage layer lists, dotted keys otherwise."""
-    out: dict[str, str] = {}
-    for name, value in spec.to_dict().items():
-        if name == "stages" and isinstance(value, list):
-            for i, stage in enumerate(value):
-                out[f"s{i}.depth"] = str(len(stage))
-                for j, layer in enumerate(stage):
-                    out.update(flatten_params(layer, f"s{i}.l{j}."))
-        else:
-            out.update(flatten_params({name: value}))
-    return out
-
-
-def point_metrics(point: FrontPoint) -> dict[str, float]:
-    """Predicted values as ``<name>_pred``, measured values as ``<name>``."""
-    out = {f"{k}_pred": float(v) for k, v in point.predicted.items()}
-    out.update({k: float(v) for k, v in point.measured.items()})
-    return out
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
 def _log_batch(client: Any, run_id: str, params: dict[str, str], metrics: dict[str, float]) -> None:
     """Params and metrics in as few ``log_batch`` calls as mlflow's per-request limits allow."""
     from mlflow.entities import Metric, Param
