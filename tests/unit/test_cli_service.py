@@ -157,3 +157,28 @@ def test_submit_assembles_data_only(tmp_path: Path) -> None:
     assert "search_spaces/mbconv_small.yaml" in files and "predictors/gbdt_onehot.yaml" in files
     assert "hardware_profiles/cpu_roofline/profile.yaml" in files
     assert all(not f.endswith(".py") for f in files)
+
+
+def test_run_id_resolves_through_the_tracking_uri(run_folder: Path, tmp_path: Path) -> None:
+    """The same run logged to a (sqlite) MLflow store is found by its run id, and by a point run id."""
+    from nasq.runs import open_run
+    from nasq.search.pareto import Front
+    from nasq.tracking import Component, default_uri, log_search
+
+    uri = default_uri(tmp_path)
+    front = Front.load(run_folder / "front.json")
+    res = log_search(front, uri=uri, experiment="unit", run_name="unit", params={}, metrics={}, tags={},
+                     artifact_root=tmp_path / "art", extra_files=[run_folder / "experiment.json"],
+                     components=[Component("supernet", files=[run_folder / "supernet.safetensors"])])
+    with open_run(res.run_id, uri) as found:
+        assert found.run_id == res.run_id and found.point is None
+        assert [p.spec.key() for p in found.front.points] == [p.spec.key() for p in front.points]
+        assert (found.folder / "supernet.safetensors").read_bytes() == (run_folder / "supernet.safetensors").read_bytes()
+        assert found.space().hash == found.record["space_hash"]
+    with open_run(res.child_run_ids[2], uri) as found:
+        assert found.run_id == res.run_id and found.point == 2
+    out = cli("front", res.run_id, "--tracking-uri", uri, "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert [r["point"] for r in json.loads(out.stdout)] == [0, 1, 2]
+    bad = cli("front", "f" * 32, "--tracking-uri", uri, cwd=tmp_path)
+    assert bad.returncode == 2 and "not found" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
