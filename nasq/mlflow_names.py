@@ -61,9 +61,11 @@ def point_params(spec: SubnetSpec) -> dict[str, str]:
 
 
 def point_metrics(point: FrontPoint) -> dict[str, float]:
-    """Predicted values as ``<name>_pred``, measured values as ``<name>``."""
+    """Predicted values as ``<name>_pred``; the front's value of every metric as ``<name>``: the
+    measured one where there is one, else the prediction (as ``FrontPoint.value``), so charts over
+    the point runs have every objective. The ``nasq.measured`` tag says which were measured."""
     out = {f"{k}_pred": float(v) for k, v in point.predicted.items()}
-    out.update({k: float(v) for k, v in point.measured.items()})
+    out.update({k: float(point.value(k)) for k in {*point.predicted, *point.measured}})
     return out
 
 

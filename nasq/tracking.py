@@ -12,8 +12,9 @@ Layout of what :func:`log_search` records::
         front.csv front.json pareto.png pareto.html (+extra)
         run supernet / predictor       nested: params, metrics, their files
         run point-<i>                  tags mlflow.parentRunId, nasq.kind=pareto_point, nasq.key,
-                                       nasq.point, nasq.<kind>_run_id; params s<i>.l<j>.<gene>;
-                                       metrics <name>_pred (predicted) and <name> (measured)
+                                       nasq.point, nasq.measured, nasq.<kind>_run_id; params
+                                       s<i>.l<j>.<gene>; metrics <name>_pred (predicted) and <name>
+                                       (measured where nasq.measured lists it, else predicted)
         run export-<i>                 (nasq export --register) ONNX model + bundle, registered
 
 Runs are never left RUNNING: on any exception the open child and the parent are set FAILED
@@ -199,7 +200,8 @@ def _log_component(client: Any, exp_id: str, parent_id: str, comp: Component, op
 def _log_point(client: Any, exp_id: str, parent_id: str, i: int, point: FrontPoint,
                opened: list[str], lineage: dict[str, str]) -> str:
     tags = {"nasq.kind": "pareto_point", "nasq.key": point.spec.key(), "nasq.point": str(i),
-            "nasq.short_key": point.spec.short_key(), "nasq.formats": point.formats_summary(), **lineage}
+            "nasq.short_key": point.spec.short_key(), "nasq.formats": point.formats_summary(),
+            "nasq.measured": ",".join(sorted(point.measured)), **lineage}
     run_id = _child(client, exp_id, parent_id, f"point-{i}", tags, opened)
     _log_batch(client, run_id, point_params(point.spec), point_metrics(point))
     return _finish(client, run_id, opened)

@@ -101,7 +101,8 @@ def test_runs_metrics_artifacts_in_mlflow(job):
     assert kinds.count("supernet") == 1 and kinds.count("predictor") == 1 and len(points) >= 1
     assert all(k.info.status == "FINISHED" for k in kids)
     for p in points:
-        assert {"top1", "top1_pred", "latency_ms_pred", "size_mb_pred"} <= set(p.data.metrics)
+        assert {"top1", "top1_pred", "latency_ms", "latency_ms_pred", "size_mb", "size_mb_pred"} <= set(p.data.metrics)
+        assert p.data.tags["nasq.measured"] == "top1"
         assert p.data.tags["nasq.supernet_run_id"] == parent.data.tags["nasq.supernet_run_id"]
         assert "s0.l0.kernel" in p.data.params
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -159,7 +160,7 @@ def test_saved_pareto_view_renders_in_chromium(job):
     # The charts load lazily: a loaded page may still show spinners; give it three tries.
     for _ in range(3):
         dom = run_browser("--dump-dom")
-        if dom.count("js-plotly-plot") >= 3 and "parcoords" in dom:
+        if dom.count("js-plotly-plot") >= 3 and "parcoords" in dom and "No chart data" not in dom:
             break
     shot = ARTIFACTS / "mlflow_pareto_view.png"
     run_browser(f"--screenshot={shot}")
@@ -171,6 +172,7 @@ def test_saved_pareto_view_renders_in_chromium(job):
     for p in points:
         assert p.info.run_name in dom
     assert mlflow_view.SECTION in dom  # our chart section
+    assert "No chart data" not in dom  # every chart found its metrics on the point runs
     assert dom.count("js-plotly-plot") >= 3 and "parcoords" in dom  # scatter and parallel-coordinates charts
     for axis in ("top1", "latency_ms", "size_mb"):  # axis titles of the scatter charts
         assert f'data-unformatted="{axis}"' in dom

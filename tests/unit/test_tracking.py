@@ -281,6 +281,15 @@ def test_history_components_html_and_saved_view(store: dict, tmp_path: Path) -> 
     assert {r.info.run_id for r in matched} == set(res.child_run_ids)
 
 
+def test_point_metrics_give_every_objective() -> None:
+    from nasq.search.pareto import FrontPoint
+    from nasq.tracking import point_metrics
+
+    p = make_front(1).points[0]
+    only_top1 = FrontPoint(p.spec, p.genome, {"top1": 80.0, "latency_ms": 0.5}, {"top1": 79.0})
+    assert point_metrics(only_top1) == {"top1": 79.0, "top1_pred": 80.0, "latency_ms": 0.5, "latency_ms_pred": 0.5}
+
+
 def test_view_state_round_trip() -> None:
     from nasq import mlflow_view
 
