@@ -33,22 +33,29 @@ _RUN_ID = re.compile(r"[0-9a-f]{32}")
 @dataclass
 class FinishedRun:
     folder: Path  # holds front.json, experiment.json, supernet.safetensors (maybe a download)
-    record: dict[str, Any]  # experiment.json: config, space_config, space_hash, lineage
+    record: dict[str, Any]  # experiment.json: config, space_config, space_hash, lineage ({} if absent)
     front: Front
     name: str  # what the user gave: a folder or a run id
     uri: str | None = None  # MLflow tracking URI of the search run, when known
     run_id: str | None = None  # MLflow search (parent) run id, when known
     point: int | None = None  # the point, when a point run id was given
 
+    def _require_record(self) -> None:
+        if not self.record:
+            raise ConfigError(str(self.folder), RUN_RECORD, "file not found (a run made before nasq recorded "
+                              "it): pass the experiment file with --experiment")
+
     def experiment_config(self) -> Any:
         from nasq.specs import ExperimentConfig, validate
 
+        self._require_record()
         return validate(ExperimentConfig, self.record.get("config"), f"{self.name}: {RUN_RECORD}")
 
     def space(self) -> Any:
         from nasq.space import SearchSpace
         from nasq.specs import SpaceConfig, validate
 
+        self._require_record()
         config = validate(SpaceConfig, self.record.get("space_config"), f"{self.name}: {RUN_RECORD}")
         return SearchSpace(config, f"{self.name}: {RUN_RECORD}", str(self.record.get("space_hash", "")))
 
@@ -83,11 +90,8 @@ def _from_folder(folder: Path, name: str, experiment: Path | None) -> FinishedRu
 
 
 def _record(folder: Path, experiment: Path | None) -> dict[str, Any]:
-    if experiment is None:
-        if not (folder / RUN_RECORD).is_file():
-            raise ConfigError(str(folder), RUN_RECORD, "file not found (a run made before nasq recorded it): "
-                              "pass the experiment file with --experiment")
-        return _read(folder / RUN_RECORD)
+    if experiment is None:  # without it, the front can be shown but not exported
+        return _read(folder / RUN_RECORD) if (folder / RUN_RECORD).is_file() else {}
     from nasq.experiment import load_experiment
     from nasq.pipeline import run_record
 
