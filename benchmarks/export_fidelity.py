@@ -151,7 +151,7 @@ def main() -> None:
     body = render(rows, note, args.repeats)
     print(body)
     if not args.no_write:
-        doc = write_section("export_fidelity", "## Export fidelity\n\n" + body)
+        doc = write_section("export_fidelity", "### Export fidelity (`benchmarks/export_fidelity.py`)\n\n" + body)
         print(f"written to {doc}")
 
 
