@@ -134,9 +134,11 @@ def render(rows: list[dict], note: str, repeats: int) -> str:
                f"the prediction on `{PROFILE}`: {lat_ok}/{len(rows)}. Latency: onnxruntime 1 thread, batch 1, median of "
                f"{repeats} runs, timed like the profile; the machine is shared, so timings carry noise. "
                "A speed ratio below 1x means the quantized point is slower than its fp32 twin: on this CPU int8 "
-               "speeds dense convolutions but slows depthwise ones, and every format change adds "
-               f"Quantize/Dequantize work.\n\nSource: {note}. Command: "
-               "`.venv/bin/python benchmarks/export_fidelity.py`.")
+               "speeds dense convolutions but slows depthwise ones, every format change adds "
+               "Quantize/Dequantize work, and formats other than int8/fp32 (fp8, int4 activations) are "
+               "exported as elementwise rounding ops that onnxruntime runs in fp32 - the measured profile "
+               f"predicts that cost too.\n\nSource: {note}. Command: `.venv/bin/python "
+               f"benchmarks/export_fidelity.py {' '.join(sys.argv[1:])}`.")
     return "\n".join(lines) + "\n" + summary
 
 
@@ -146,8 +148,10 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--note", default="", help="A sentence about the run, added to the report.")
     args = parser.parse_args()
     rows, note = measure(args.run, args.points, args.repeats)
+    note = f"{note}. {args.note}".rstrip(". ") if args.note else note
     body = render(rows, note, args.repeats)
     print(body)
     if not args.no_write:
