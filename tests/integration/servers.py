@@ -106,6 +106,7 @@ class RayHead:
     address: str  # the dashboard / Jobs API URL
     temp_dir: Path
     env: dict = field(default_factory=dict)
+    gcs_address: str = ""  # 127.0.0.1:<port>: named by helpers (ray client server) that outlive the raylet
 
     @classmethod
     def start(cls, num_cpus: int = 2) -> RayHead:
@@ -122,7 +123,7 @@ class RayHead:
         cmd = [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--dashboard-host",
                "127.0.0.1", "--num-cpus", str(num_cpus), "--temp-dir", str(temp_dir), "--include-dashboard", "true",
                "--disable-usage-stats", *[str(x) for kv in ports.items() for x in kv]]
-        head = cls(f"http://127.0.0.1:{dash}", temp_dir, env)
+        head = cls(f"http://127.0.0.1:{dash}", temp_dir, env, f"127.0.0.1:{ports['--port']}")
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
         if out.returncode != 0:
             head.stop()
@@ -139,7 +140,8 @@ class RayHead:
 
         mine = set()
         for proc in psutil.process_iter(["pid", "cmdline"]):
-            if str(self.temp_dir) in " ".join(proc.info["cmdline"] or []):
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if str(self.temp_dir) in cmdline or (self.gcs_address and f"--address={self.gcs_address}" in cmdline):
                 mine.add(proc.info["pid"])
                 try:
                     mine.update(c.pid for c in proc.children(recursive=True))
