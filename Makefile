@@ -8,7 +8,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE := disabled
 
-.PHONY: demo test test-fast data install lint clean help
+.PHONY: demo test test-fast data chromium install lint clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -31,6 +31,15 @@ data:  ## install Fashion-MNIST from Debian where apt-get is available
 	  ($$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1) || \
 	  echo "could not install dataset-fashion-mnist: nasq will fall back to scikit-learn digits"; \
 	else echo "no apt-get: nasq will fall back to scikit-learn digits"; fi
+
+chromium:  ## install headless Chromium (the MLflow UI browser test) where apt-get is available
+	@if command -v chromium >/dev/null 2>&1; then echo "chromium: $$(command -v chromium)"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || echo "sudo -n" ); \
+	  $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  ($$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q chromium >/dev/null 2>&1) || \
+	  echo "could not install chromium: the browser test will be skipped"; \
+	else echo "no apt-get: the browser test will be skipped"; fi
 
 demo: $(STAMP) data  ## install everything and run the whole pipeline on the demo experiment
 	$(BIN)/nasq run examples/demo.yaml

@@ -146,6 +146,11 @@ def version() -> None:
     typer.echo(__version__)
 
 
+from nasq.cli_service import register as _register_service  # noqa: E402 - after the core commands
+
+_register_service(app)
+
+
 def main() -> None:
     try:
         app()

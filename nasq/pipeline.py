@@ -288,37 +288,64 @@ def tune_evaluator(exp: Experiment, net: Any, splits: data_mod.Splits) -> Any:
 
 
 def track_stage(exp: Experiment, result: PipelineResult, workdir: Path) -> Any:
+    """MLflow: the search run, nested supernet / predictor / point runs, per-iteration history
+    (``result.history`` rows when the search records them), and ``experiment.json`` (the resolved
+    config and space, what ``nasq export`` needs to rebuild the supernet from the run alone)."""
     from nasq import tracking
 
     cfg = exp.config
     uri = cfg.tracking.uri or tracking.default_uri(workdir)
+    atomic_write_json(workdir / RUN_RECORD, run_record(exp))
     params = {"experiment": cfg.model_dump(mode="json"), "space.genes": exp.space.n_genes}
     metrics = {**result.fit_report.as_metrics(), "front.size": float(len(result.front.points)),
                "evaluations.true": float(result.evaluated), **{f"time.{k}_s": v for k, v in result.timings.items()},
                **{f"supernet.{k}": float(v) for k, v in result.train_info.items()}}
-    return tracking.log_search(result.front, uri=uri, experiment=cfg.tracking.experiment, run_name=cfg.name,
-                               params=params, metrics=metrics, tags=exp.lineage(),
-                               artifact_root=workdir / "mlartifacts", artifacts_dir=workdir,
-                               extra_files=[workdir / "evaluations.csv", workdir / "supernet.json"],
-                               others=result.evaluations, modelled=exp.profile.config.status == "modelled")
+    components = [
+        tracking.Component("supernet", {"space": exp.space.name, "train": cfg.train.model_dump(mode="json")},
+                           {k: float(v) for k, v in result.train_info.items()},
+                           _existing(workdir, "supernet.json", "supernet.safetensors")),
+        tracking.Component("predictor", {"recipe": exp.recipe.config.model_dump(mode="json")},
+                           result.fit_report.as_metrics(""), _existing(workdir, "predictor.json", "predictor.npz"))]
+    tracked = tracking.log_search(result.front, uri=uri, experiment=cfg.tracking.experiment, run_name=cfg.name,
+                                  params=params, metrics=metrics, tags=exp.lineage(),
+                                  artifact_root=workdir / "mlartifacts", artifacts_dir=workdir,
+                                  extra_files=_existing(workdir, "evaluations.csv", RUN_RECORD),
+                                  others=result.evaluations, modelled=exp.profile.config.status == "modelled",
+                                  history=list(getattr(result, "history", None) or []), components=components)
+    atomic_write_json(workdir / "tracking.json", {"uri": uri, "run_id": tracked.run_id, "view_url": tracked.view_url,
+                                                  "experiment_id": tracked.experiment_id})
+    return tracked
+
+
+RUN_RECORD = "experiment.json"
+
+
+def run_record(exp: Experiment) -> dict[str, Any]:
+    """What a finished run needs to be rebuilt without its experiment file or the catalogs."""
+    return {"config": exp.config.model_dump(mode="json"), "source": exp.source, "experiment_hash": exp.hash,
+            "space_config": exp.space.config.model_dump(mode="json"), "space_hash": exp.space.hash,
+            "lineage": exp.lineage()}
+
+
+def _existing(folder: Path, *names: str) -> list[Path]:
+    return [folder / n for n in names if (folder / n).is_file()]
 
 
 def export_stage(exp: Experiment, net: Any, front: Front, splits: data_mod.Splits, workdir: Path) -> Any:
+    """Export the configured pick to ``<workdir>/export`` and check it in onnxruntime on the
+    validation images the search used and on the test split (see nasq.export_run)."""
     import shutil
 
-    from nasq.export import export_bundle
+    from nasq.export_run import calibrated_subnet, export_checked
 
     i = front.pick(exp.config.export.pick)
     point = front.points[i]
-    from nasq.supernet.evaluate import calibration_batches
-
-    net.set_active(point.spec)
-    ecfg = exp.config.evaluate
-    net.calibrate(calibration_batches(splits.train_x, ecfg.calib_images, ecfg.batch_size, ecfg.seed))
-    model = net.extract()
+    model = calibrated_subnet(net, point.spec, splits.train_x, exp.config.evaluate)
     out = workdir / "export"
     if out.exists():
         shutil.rmtree(out)
-    return export_bundle(model, spec=point.spec, space=exp.space, out_dir=out, sample_input=splits.test_x[:256],
-                         predicted=point.predicted, measured={**point.measured, "point": float(i)},
-                         lineage=exp.lineage(), opset=exp.config.export.opset)
+    result, _ = export_checked(model, spec=point.spec, space=exp.space, out=out, splits=splits,
+                               ecfg=exp.config.evaluate, predicted=point.predicted,
+                               measured={**point.measured, "point": float(i)}, lineage=exp.lineage(),
+                               opset=exp.config.export.opset)
+    return result

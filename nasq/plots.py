@@ -1,4 +1,5 @@
-"""Figures of a search: the Pareto front as one scatter panel per (top1, other objective) pair.
+"""Figures of a search: the Pareto front as one scatter panel per (top1, other objective) pair,
+as a PNG (matplotlib) and as an interactive HTML page (plotly, plotly.js embedded).
 
 matplotlib is imported lazily and drawn through the Agg canvas directly (no pyplot, no global
 backend switch), so importing this module costs nothing and works on headless machines.
@@ -105,3 +106,46 @@ def pareto_png(front: Front, path: Path, title: str = "", *, others: np.ndarray 
     if title:
         fig.suptitle(title)
     return _save_atomic(fig, Path(path))
+
+
+def _hover(front: Front, i: int) -> str:
+    p = front.points[i]
+    values = "<br>".join(f"{m}: {p.value(m):.4g}" + (f" (pred {p.predicted[m]:.4g})" if m in p.measured
+                                                     and m in p.predicted else "")
+                         for m in front.objectives)
+    return (f"<b>point {i}</b> {p.spec.short_key()}<br>{values}<br>depths "
+            f"{'-'.join(map(str, p.spec.depths))}<br>formats (w/a): {p.formats_summary()}")
+
+
+def pareto_html(front: Front, path: Path, title: str = "", *, modelled: bool = False) -> Path:
+    """Write the front as a self-contained interactive HTML page (plotly.js embedded, works
+    offline): one scatter panel per (top1, other objective); hovering a point shows its values,
+    depths and per-layer formats."""
+    try:
+        from plotly.graph_objects import Figure as PlotlyFigure
+        from plotly.graph_objects import Scatter
+        from plotly.subplots import make_subplots
+    except ImportError as exc:
+        raise MissingDependencyError(f"the interactive plot needs plotly ({exc}); "
+                                     "install it with `pip install plotly`") from exc
+    objectives = list(front.objectives)
+    y_metric = "top1" if "top1" in objectives else objectives[0]
+    x_metrics = [o for o in objectives if o != y_metric] or [y_metric]
+    fig: PlotlyFigure = make_subplots(rows=1, cols=len(x_metrics))
+    knee = front.pick("knee") if front.points else None
+    hover = [_hover(front, i) for i in range(len(front.points))]
+    for col, x_metric in enumerate(x_metrics, start=1):
+        fig.add_trace(Scatter(
+            x=[p.value(x_metric) for p in front.points], y=[p.value(y_metric) for p in front.points],
+            mode="markers+text", text=[str(i) for i in range(len(front.points))], textposition="top right",
+            hovertext=hover, hoverinfo="text", name=f"front ({len(front.points)})", showlegend=col == 1,
+            marker={"size": [16 if i == knee else 9 for i in range(len(front.points))],
+                    "symbol": ["star" if i == knee else "circle" for i in range(len(front.points))]}),
+            row=1, col=col)
+        fig.update_xaxes(title_text=axis_label(x_metric, modelled), row=1, col=col)
+        fig.update_yaxes(title_text=axis_label(y_metric, modelled), row=1, col=col)
+    fig.update_layout(title=title or "Pareto front", height=480, width=480 * len(x_metrics))
+    html = fig.to_html(include_plotlyjs=True, full_html=True)  # embedded: a CDN link renders blank offline
+    from nasq.files import atomic_write_text
+
+    return atomic_write_text(Path(path), html)

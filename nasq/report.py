@@ -41,6 +41,8 @@ def print_summary(result: Any, console: Any) -> None:
         t = result.tracking
         console.print(f"MLflow run:  {t.run_id} (experiment {t.experiment_id}, {len(t.child_run_ids)} point runs)")
         console.print(f"Browse:      {t.ui_command}")
+        if getattr(t, "view_url", ""):
+            console.print(f"Pareto view: {t.view_url}")
     if result.export is not None:
         e = result.export
         console.print(f"Export:      {e.out_dir}/ (model.onnx, model.safetensors, arch.json, manifest.json); "

@@ -6,12 +6,16 @@ This is the only module of nasq that imports mlflow, and it does so lazily insid
 
 Layout of what :func:`log_search` records::
 
-    experiment <experiment>            tag mlflow.experimentKind=custom_model_development
-      run <run_name>                   tags nasq.kind=search, nasq.lineage.*, caller's tags
-        params  flattened (a.b.c), metrics, artifacts front.csv front.json pareto.png (+extra)
-        run point-<i>                  tags mlflow.parentRunId, nasq.kind=pareto_point,
-                                       nasq.key, nasq.point; params s<i>.l<j>.kernel ...;
-                                       metrics <name>_pred (predicted) and <name> (measured)
+    experiment <experiment>            tags mlflow.experimentKind, mlflow.sharedViewState.<key>
+      run <run_name>                   tags nasq.kind=search, nasq.lineage.*, nasq.<kind>_run_id
+        params (a.b.c), metrics, search.* history metrics per step (iteration), artifacts
+        front.csv front.json pareto.png pareto.html (+extra)
+        run supernet / predictor       nested: params, metrics, their files
+        run point-<i>                  tags mlflow.parentRunId, nasq.kind=pareto_point, nasq.key,
+                                       nasq.point, nasq.measured, nasq.<kind>_run_id; params
+                                       s<i>.l<j>.<gene>; metrics <name>_pred (predicted) and <name>
+                                       (measured where nasq.measured lists it, else predicted)
+        run export-<i>                 (nasq export --register) ONNX model + bundle, registered
 
 Runs are never left RUNNING: on any exception the open child and the parent are set FAILED
 before the exception propagates.
@@ -19,33 +23,28 @@ before the exception propagates.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import shlex
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from nasq.errors import MissingDependencyError, NasqError
+from nasq.mlflow_names import _chunks, clean_key, flatten_params, point_metrics, point_params  # noqa: F401
 from nasq.search.pareto import Front, FrontPoint
-from nasq.space import SubnetSpec
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 PARENT_TAG = "mlflow.parentRunId"
-PARAM_VALUE_MAX = 500
 TAG_VALUE_MAX = 8000  # mlflow's own limit
-KEY_MAX = 250  # mlflow's own limit
 PARAMS_PER_BATCH = 100  # mlflow's limit for params (and tags) per log_batch
 METRICS_PER_BATCH = 1000  # mlflow's limit for metrics per log_batch
-_BAD_KEY_CHARS = re.compile(r"[^\w.\- /]")
 
 
 @dataclass
@@ -55,6 +54,8 @@ class TrackingResult:
     uri: str
     child_run_ids: list[str] = field(default_factory=list)
     ui_command: str = ""
+    view_url: str = ""  # the saved "Pareto front" chart view in the MLflow UI
+    lineage_run_ids: dict[str, str] = field(default_factory=dict)  # nasq.supernet_run_id, ...
 
 
 # ---------------------------------------------------------------- URIs
@@ -115,60 +116,6 @@ def fail_run(uri: str, run_id: str) -> None:
 
 
 # ---------------------------------------------------------------- params, metrics, keys
-def clean_key(key: str) -> str:
-    """A key mlflow accepts: disallowed characters become ``_``; at most 250 characters."""
-    key = _BAD_KEY_CHARS.sub("_", str(key)).strip("/")
-    key = re.sub(r"/+", "/", key).replace("..", "_.")
-    return (key or "_")[:KEY_MAX]
-
-
-def flatten_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested dicts become dotted keys; values are stringified and cut to 500 characters."""
-    out: dict[str, str] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten_params(value, name + "."))
-        else:
-            out[clean_key(name)] = _stringify(value)[:PARAM_VALUE_MAX]
-    return out
-
-
-def _stringify(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value, sort_keys=True, default=str)
-    return str(value)
-
-
-def point_params(spec: SubnetSpec) -> dict[str, str]:
-    """The genes of a subnet spelled out: ``s<i>.depth`` and ``s<i>.l<j>.<field>``."""
-    out: dict[str, str] = {}
-    for i, stage in enumerate(spec.stages):
-        out[f"s{i}.depth"] = str(len(stage))
-        if spec.widths:
-            out[f"s{i}.width"] = str(spec.widths[i])
-        for j, layer in enumerate(stage):
-            for name, value in layer.to_dict().items():
-                out[f"s{i}.l{j}.{name}"] = str(value)
-    if spec.resolution:
-        out["resolution"] = str(spec.resolution)
-    return out
-
-
-def point_metrics(point: FrontPoint) -> dict[str, float]:
-    """Predicted values as ``<name>_pred``, measured values as ``<name>``."""
-    out = {f"{k}_pred": float(v) for k, v in point.predicted.items()}
-    out.update({k: float(v) for k, v in point.measured.items()})
-    return out
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
 def _log_batch(client: Any, run_id: str, params: dict[str, str], metrics: dict[str, float]) -> None:
     """Params and metrics in as few ``log_batch`` calls as mlflow's per-request limits allow."""
     from mlflow.entities import Metric, Param
@@ -219,27 +166,67 @@ def get_or_create_experiment(client: Any, name: str, artifact_root: Path | None 
 
 
 # ---------------------------------------------------------------- runs
-def _log_point(client: Any, exp_id: str, parent_id: str, i: int, point: FrontPoint,
-               opened: list[str]) -> str:
-    tags = {PARENT_TAG: parent_id, "nasq.kind": "pareto_point", "nasq.key": point.spec.key(),
-            "nasq.point": str(i), "nasq.short_key": point.spec.short_key()}
-    run = client.create_run(exp_id, run_name=f"point-{i}", tags=_tags(tags))
-    run_id = run.info.run_id
-    opened.append(run_id)
-    _log_batch(client, run_id, point_params(point.spec), point_metrics(point))
+@dataclass
+class Component:
+    """A nested run beside the points: the supernet or a predictor (params, metrics, files)."""
+
+    kind: str
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    files: Sequence[Path] = ()
+
+
+def _child(client: Any, exp_id: str, parent_id: str, name: str, tags: dict[str, str],
+           opened: list[str]) -> str:
+    run = client.create_run(exp_id, run_name=name, tags=_tags({PARENT_TAG: parent_id, **tags}))
+    opened.append(run.info.run_id)
+    return run.info.run_id
+
+
+def _finish(client: Any, run_id: str, opened: list[str]) -> str:
     client.set_terminated(run_id, status="FINISHED")
     opened.remove(run_id)
     return run_id
 
 
+def _log_component(client: Any, exp_id: str, parent_id: str, comp: Component, opened: list[str]) -> str:
+    run_id = _child(client, exp_id, parent_id, comp.kind, {"nasq.kind": comp.kind}, opened)
+    _log_batch(client, run_id, flatten_params(comp.params), comp.metrics)
+    for path in comp.files:
+        client.log_artifact(run_id, str(path))
+    return _finish(client, run_id, opened)
+
+
+def _log_point(client: Any, exp_id: str, parent_id: str, i: int, point: FrontPoint,
+               opened: list[str], lineage: dict[str, str]) -> str:
+    tags = {"nasq.kind": "pareto_point", "nasq.key": point.spec.key(), "nasq.point": str(i),
+            "nasq.short_key": point.spec.short_key(), "nasq.formats": point.formats_summary(),
+            "nasq.measured": ",".join(sorted(point.measured)), **lineage}
+    run_id = _child(client, exp_id, parent_id, f"point-{i}", tags, opened)
+    _log_batch(client, run_id, point_params(point.spec), point_metrics(point))
+    return _finish(client, run_id, opened)
+
+
+def _log_history(client: Any, run_id: str, history: Sequence[dict[str, Any]]) -> None:
+    """One metric per column of each history row, at ``step`` = the row's iteration."""
+    from mlflow.entities import Metric
+
+    stamp = int(time.time() * 1000)
+    rows = [Metric(clean_key(f"search.{k}"), float(v), stamp, int(row.get("iteration", n)))
+            for n, row in enumerate(history) for k, v in row.items()
+            if k != "iteration" and isinstance(v, (int, float)) and v == v]
+    for chunk in _chunks(rows, METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=list(chunk))
+
+
 def _write_artifacts(front: Front, folder: Path, title: str, others: Any, modelled: bool) -> list[Path]:
     from nasq.files import atomic_write_json, atomic_write_text
-    from nasq.plots import pareto_png
+    from nasq.plots import pareto_html, pareto_png
 
-    files = [atomic_write_text(folder / "front.csv", front.to_csv()),
-             atomic_write_json(folder / "front.json", front.to_dict())]
-    files.append(pareto_png(front, folder / "pareto.png", title=title, others=others, modelled=modelled))
-    return files
+    return [atomic_write_text(folder / "front.csv", front.to_csv()),
+            atomic_write_json(folder / "front.json", front.to_dict()),
+            pareto_png(front, folder / "pareto.png", title=title, others=others, modelled=modelled),
+            pareto_html(front, folder / "pareto.html", title=title, modelled=modelled)]
 
 
 def _log_artifacts(client: Any, run_id: str, front: Front, title: str, artifacts_dir: Path | None,
@@ -254,6 +241,21 @@ def _log_artifacts(client: Any, run_id: str, front: Front, title: str, artifacts
             client.log_artifact(run_id, str(path))
 
 
+def _save_view(client: Any, exp_id: str, parent_id: str, front: Front, run_name: str) -> str:
+    """The experiment tag that makes the saved "Pareto front" chart view (nasq.mlflow_view)."""
+    from nasq import mlflow_view
+
+    key = mlflow_view.view_key(parent_id)
+    depth_params = [k for k in point_params(front.points[0].spec) if k.endswith("depth")] if front.points else []
+    state = mlflow_view.page_state(parent_id, list(front.objectives), depth_params)
+    value = mlflow_view.envelope(f"Pareto front: {run_name}", state)
+    if len(value) > TAG_VALUE_MAX:
+        log.warning("saved chart view skipped: %d characters exceed MLflow's tag limit", len(value))
+        return ""
+    client.set_experiment_tag(exp_id, mlflow_view.TAG_PREFIX + key, value)
+    return key
+
+
 def _abort(client: Any, run_ids: Iterable[str]) -> None:
     """Best effort: mark runs FAILED while another exception is already on its way up."""
     for run_id in run_ids:
@@ -263,16 +265,24 @@ def _abort(client: Any, run_ids: Iterable[str]) -> None:
             log.warning("could not mark MLflow run %s FAILED", run_id, exc_info=True)
 
 
+def ui_base(uri: str) -> str:
+    """Where the UI for ``uri`` is: the server itself, or ``mlflow ui``'s default address."""
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+
+
 def log_search(front: Front, *, uri: str, experiment: str, run_name: str, params: dict[str, Any],
                metrics: dict[str, float], tags: dict[str, str], artifacts_dir: Path | None = None,
                artifact_root: Path | None = None, extra_files: Sequence[Path] = (),
-               others: Any = None, modelled: bool = False) -> TrackingResult:
+               others: Any = None, modelled: bool = False, history: Sequence[dict[str, Any]] = (),
+               components: Sequence[Component] = ()) -> TrackingResult:
     """Log a search and its front (see the module docstring); returns the ids of what was made.
 
-    ``artifacts_dir``: where front.csv/front.json/pareto.png are written (and kept) before being
-    logged; a temporary folder when None. ``artifact_root``: artifact location of a new experiment
-    on a local store (default: ``mlartifacts`` beside a sqlite database). ``others``/``modelled``
-    go to :func:`nasq.plots.pareto_png`.
+    ``artifacts_dir``: where front.csv/front.json/pareto.png/pareto.html are written (and kept)
+    before being logged; a temporary folder when None. ``artifact_root``: artifact location of a
+    new experiment on a local store (default: ``mlartifacts`` beside a sqlite database).
+    ``others``/``modelled`` go to :func:`nasq.plots.pareto_png`. ``history``: rows of per-iteration
+    values (``iteration`` is the step). ``components``: nested runs logged before the points, whose
+    run ids become lineage tags ``nasq.<kind>_run_id`` of the parent and of every point.
     """
     client = _client(uri)
     exp_id = get_or_create_experiment(client, experiment, artifact_root)
@@ -283,11 +293,88 @@ def log_search(front: Front, *, uri: str, experiment: str, run_name: str, params
     parent_id, opened, children = parent.info.run_id, [parent.info.run_id], []
     try:
         _log_batch(client, parent_id, flatten_params(params), metrics)
+        _log_history(client, parent_id, history)
+        lineage = {f"nasq.{c.kind}_run_id": _log_component(client, exp_id, parent_id, c, opened)
+                   for c in components}
+        for key, value in lineage.items():
+            client.set_tag(parent_id, key, value)
         for i, point in enumerate(front.points):
-            children.append(_log_point(client, exp_id, parent_id, i, point, opened))
+            children.append(_log_point(client, exp_id, parent_id, i, point, opened, lineage))
         _log_artifacts(client, parent_id, front, run_name, artifacts_dir, extra_files, others, modelled)
+        key = _save_view(client, exp_id, parent_id, front, run_name)
         client.set_terminated(parent_id, status="FINISHED")
     except BaseException:
         _abort(client, reversed(opened))
         raise
-    return TrackingResult(parent_id, exp_id, uri, children, ui_command(uri))
+    from nasq.mlflow_view import view_url
+
+    return TrackingResult(parent_id, exp_id, uri, children, ui_command(uri),
+                          view_url(ui_base(uri), exp_id, key) if key else "", lineage)
+
+
+# ---------------------------------------------------------------- finished runs, model registry
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """A server must answer ``/health`` within ``timeout_s``: mlflow's client retries for minutes."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as reply:
+            reply.read()
+    except (OSError, ValueError) as exc:
+        raise NasqError(f"MLflow tracking server {uri} is unreachable ({exc})") from exc
+
+
+def get_run_tags(uri: str, run_id: str) -> dict[str, str]:
+    """The tags of a run (``nasq.kind``, parent and lineage ids); an unknown id is a NasqError."""
+    check_reachable(uri)
+    mlflow = _mlflow()
+    try:
+        run = _client(uri).get_run(run_id)
+    except mlflow.exceptions.MlflowException as exc:
+        raise NasqError(f"MLflow run {run_id!r} not found at {uri}") from exc
+    return {**run.data.tags, "nasq.experiment_id": run.info.experiment_id, "nasq.status": run.info.status}
+
+
+def download(uri: str, run_id: str, names: Sequence[str], dest: Path) -> None:
+    """Download the named artifacts of a run into ``dest``; a missing one is a NasqError."""
+    mlflow = _mlflow()
+    client = _client(uri)
+    for name in names:
+        try:
+            client.download_artifacts(run_id, name, str(dest))
+        except (mlflow.exceptions.MlflowException, OSError) as exc:
+            raise NasqError(f"MLflow run {run_id}: artifact {name!r} cannot be downloaded ({exc})") from exc
+
+
+def register_onnx(uri: str, parent_run_id: str, bundle: Path, name: str, point: int) -> str:
+    """Log an export bundle as a nested ``export-<point>`` run (ONNX flavor under ``model/``, the
+    bundle under ``bundle/``) and register ``model/`` as a new version of ``name``; its version."""
+    _mlflow()
+    import mlflow.onnx
+    import onnx
+    import onnxruntime
+
+    client = _client(uri)
+    exp_id = client.get_run(parent_run_id).info.experiment_id
+    opened: list[str] = []
+    run_id = _child(client, exp_id, parent_run_id, f"export-{point}", {"nasq.kind": "export",
+                                                                      "nasq.point": str(point)}, opened)
+    try:
+        with tempfile.TemporaryDirectory(prefix="nasq-model-") as tmp:
+            # explicit requirements: mlflow would otherwise spend seconds inferring them
+            reqs = [f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"]
+            mlflow.onnx.save_model(onnx.load(str(bundle / "model.onnx")), str(Path(tmp) / "model"),
+                                   pip_requirements=reqs)
+            client.log_artifacts(run_id, str(Path(tmp) / "model"), "model")
+        client.log_artifacts(run_id, str(bundle), "bundle")
+        if not client.search_registered_models(filter_string=f"name = '{name}'"):
+            client.create_registered_model(name)
+        source = client.get_run(run_id).info.artifact_uri.rstrip("/") + "/model"
+        version = client.create_model_version(name, source, run_id=run_id)
+        _finish(client, run_id, opened)
+    except BaseException:
+        _abort(client, opened)
+        raise
+    return str(version.version)

@@ -63,11 +63,13 @@ def test_mlflow_runs(ray_result):
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["nasq.space_hash"] == ray_result.experiment.space.hash
     assert "predictor.kendall_tau" in parent.data.metrics
-    children = client.search_runs([t.experiment_id], f"tags.mlflow.parentRunId = '{t.run_id}'")
+    children = client.search_runs([t.experiment_id], f"tags.mlflow.parentRunId = '{t.run_id}' and "
+                                  "tags.`nasq.kind` = 'pareto_point'")
     assert len(children) == len(ray_result.front.points)
     assert {"top1", "top1_pred", "latency_ms_pred"} <= set(children[0].data.metrics)
+    assert children[0].data.tags["nasq.supernet_run_id"] == parent.data.tags["nasq.supernet_run_id"]
     names = {a.path for a in client.list_artifacts(t.run_id)}
-    assert {"front.csv", "front.json", "pareto.png"} <= names
+    assert {"front.csv", "front.json", "pareto.png", "pareto.html", "experiment.json"} <= names
 
 
 @pytest.mark.ray
@@ -80,6 +82,8 @@ def test_export_runs_in_onnxruntime(ray_result):
     # Quantized activations: a value on a rounding boundary can land one step apart in torch and
     # onnxruntime (summation order), so logits may differ locally; predictions must agree.
     assert e.top1_agreement >= 0.98, (e.top1_agreement, e.max_abs_diff)
+    measured = json.loads((e.out_dir / "manifest.json").read_text())["measured"]
+    assert abs(measured["onnx_top1_val"] - measured["top1"]) <= 1.0  # same images, same calibration
     assert e.max_abs_diff < 0.5
     sess = ort.InferenceSession(str(e.out_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     x = np.zeros((2, 1, 28, 28), dtype=np.float32)

@@ -205,3 +205,105 @@ def test_pareto_png_empty_front_and_bad_others(tmp_path: Path) -> None:
     assert pareto_png(empty, tmp_path / "e.png").read_bytes().startswith(PNG_SIGNATURE)
     with pytest.raises(ValueError, match="others"):
         pareto_png(make_front(2), tmp_path / "bad.png", others=np.zeros((3, 2)))
+
+
+# ---------------------------------------------------------------- issue 7: lineage, history, views
+def test_point_params_come_from_spec_to_dict() -> None:
+    from nasq.tracking import point_params
+
+    spec = make_front(1).points[0].spec
+    params = point_params(spec)
+    layers = [(s, j, layer) for s, stage in enumerate(spec.to_dict()["stages"]) for j, layer in enumerate(stage)]
+    assert len(params) == len(spec.stages) + sum(len(layer) for _, _, layer in layers)
+    for s, j, layer in layers:
+        for name, value in layer.items():
+            assert params[f"s{s}.l{j}.{name}"] == str(value)
+
+
+def test_history_components_html_and_saved_view(store: dict, tmp_path: Path) -> None:
+    from nasq import mlflow_view
+    from nasq.tracking import Component
+
+    front = make_front(4)
+    weights = tmp_path / "supernet.json"
+    weights.write_text("{}")
+    history = [{"iteration": 0, "true_evals": 10, "hypervolume": 0.1, "predictor_tau": 0.5},
+               {"iteration": 1, "true_evals": 18, "hypervolume": 0.3, "predictor_tau": 0.6},
+               {"iteration": 2, "true_evals": 24, "hypervolume": 0.35, "predictor_tau": float("nan")}]
+    res = run_search(store, front, history=history, artifacts_dir=tmp_path / "art",
+                     components=[Component("supernet", {"epochs": 1}, {"final_loss": 0.5}, [weights]),
+                                 Component("predictor", {"kind": "gbdt"}, {"kendall_tau": 0.7})])
+    c = client(store["uri"])
+
+    hv = c.get_metric_history(res.run_id, "search.hypervolume")
+    assert [(m.step, m.value) for m in sorted(hv, key=lambda m: m.step)] == [(0, 0.1), (1, 0.3), (2, 0.35)]
+    tau = c.get_metric_history(res.run_id, "search.predictor_tau")
+    assert sorted(m.step for m in tau) == [0, 1]  # NaN rows are skipped, not logged as NaN
+    assert [m.step for m in c.get_metric_history(res.run_id, "search.true_evals")] == [0, 1, 2]
+
+    parent = c.get_run(res.run_id)
+    runs = c.search_runs([res.experiment_id], f"tags.mlflow.parentRunId = '{res.run_id}'", max_results=100)
+    by_kind = {}
+    for r in runs:
+        by_kind.setdefault(r.data.tags["nasq.kind"], []).append(r)
+    assert len(by_kind["pareto_point"]) == 4 and len(by_kind["supernet"]) == 1 and len(by_kind["predictor"]) == 1
+    sup, pred = by_kind["supernet"][0], by_kind["predictor"][0]
+    assert parent.data.tags["nasq.supernet_run_id"] == sup.info.run_id == res.lineage_run_ids["nasq.supernet_run_id"]
+    assert parent.data.tags["nasq.predictor_run_id"] == pred.info.run_id
+    assert sup.data.metrics == {"final_loss": 0.5} and sup.info.status == "FINISHED"
+    assert {a.path for a in c.list_artifacts(sup.info.run_id)} == {"supernet.json"}
+    for point in by_kind["pareto_point"]:
+        assert point.data.tags["nasq.supernet_run_id"] == sup.info.run_id
+        assert point.data.tags["nasq.formats"] == front.points[int(point.data.tags["nasq.point"])].formats_summary()
+
+    html = (tmp_path / "art" / "pareto.html").read_text()
+    assert "pareto.html" in {a.path for a in c.list_artifacts(res.run_id)}
+    assert "<script src=" not in html and len(html) > 1_000_000  # plotly.js embedded, not linked
+    # hover text carries each point's formats (plotly escapes "/" in its JSON)
+    assert front.points[0].formats_summary().replace("/", "\\u002f") in html
+
+    key = mlflow_view.view_key(res.run_id)
+    tag = c.get_experiment(res.experiment_id).tags[mlflow_view.TAG_PREFIX + key]
+    env = json.loads(tag)
+    assert set(env) == {"name", "createdAt", "updatedAt", "state"} and isinstance(env["createdAt"], int)
+    assert env["state"].startswith("deflate;")
+    state = mlflow_view.decode_state(env["state"])
+    cards = state["compareRunCharts"]
+    scatters = {(c_["xaxis"]["key"], c_["yaxis"]["key"]) for c_ in cards if c_["type"] == "SCATTER"}
+    assert scatters == {("latency_ms", "top1"), ("size_mb", "top1"), ("size_mb", "latency_ms")}
+    parallel = [c_ for c_ in cards if c_["type"] == "PARALLEL"]
+    assert len(parallel) == 1 and parallel[0]["selectedMetrics"] == ["top1", "latency_ms", "size_mb"]
+    assert res.run_id in state["searchFilter"]
+    assert res.view_url == (f"http://127.0.0.1:5000/#/experiments/{res.experiment_id}/runs?"
+                            f"viewStateShareKey={key}&compareRunsMode=CHART")
+    # the view's filter selects exactly the front's point runs
+    matched = c.search_runs([res.experiment_id], state["searchFilter"], max_results=100)
+    assert {r.info.run_id for r in matched} == set(res.child_run_ids)
+
+
+def test_point_metrics_give_every_objective() -> None:
+    from nasq.search.pareto import FrontPoint
+    from nasq.tracking import point_metrics
+
+    p = make_front(1).points[0]
+    only_top1 = FrontPoint(p.spec, p.genome, {"top1": 80.0, "latency_ms": 0.5}, {"top1": 79.0})
+    assert point_metrics(only_top1) == {"top1": 79.0, "top1_pred": 80.0, "latency_ms": 0.5, "latency_ms_pred": 0.5}
+
+
+def test_view_state_round_trip() -> None:
+    from nasq import mlflow_view
+
+    state = mlflow_view.page_state("abc", ["top1", "latency_ms"], ["s0.depth"])
+    assert mlflow_view.decode_state(mlflow_view.encode_state(state)) == state
+    env = json.loads(mlflow_view.envelope("v", state, now_ms=5))
+    assert env["createdAt"] == env["updatedAt"] == 5
+    assert len([c for c in state["compareRunCharts"] if c["type"] == "SCATTER"]) == 1
+
+
+def test_unreachable_server_is_one_line() -> None:
+    from nasq.errors import NasqError
+    from nasq.tracking import check_reachable
+
+    with pytest.raises(NasqError, match="unreachable") as info:
+        check_reachable("http://127.0.0.1:9", timeout_s=2)
+    assert "\n" not in str(info.value)

@@ -1,0 +1,206 @@
+"""Commands on finished runs and on Ray clusters: ``nasq front``, ``nasq export``, ``nasq submit``
+and ``nasq jobs``. Registered on the main app by :func:`register`; heavy modules are imported
+inside the commands. Bad input is one line on stderr, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from nasq.errors import NasqError
+
+RunArg = Annotated[str, typer.Argument(help="A run folder (e.g. runs/demo) or an MLflow run id "
+                                       "(of a search run or one of its point runs).", show_default=False)]
+UriOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045 - typer needs Optional here
+    "--tracking-uri", help="MLflow tracking URI for a run id (default: $MLFLOW_TRACKING_URI).")]
+ExpOpt = Annotated[Optional[Path], typer.Option(  # noqa: UP045
+    "--experiment", help="Experiment file, for run folders made before experiment.json was written.")]
+WhereOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045
+    "--where", help='Filter, e.g. "latency_ms<2 and size_mb<0.5" (metrics, < <= > >= == !=, and/or, ()).')]
+PickOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045
+    "--pick", help="knee | max-top1 | min-latency (among the points --where keeps).")]
+AddressOpt = Annotated[str, typer.Option("--address", help="Ray dashboard URL, e.g. http://127.0.0.1:8265.")]
+
+
+def _fail(err: Exception) -> None:
+    typer.echo(f"nasq: error: {err}", err=True)
+    raise typer.Exit(2)
+
+
+def _table(front: object, indices: list[int], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from nasq.report import format_mix
+
+    table = Table(title=title)
+    for col in ("#", *front.objectives, "top1_pred", "depths", "layer formats (w/a)"):
+        table.add_column(col, justify="left" if col in ("depths", "layer formats (w/a)") else "right")
+    for i in indices:
+        p = front.points[i]
+        table.add_row(str(i), *(f"{p.value(o):.4g}" for o in front.objectives),
+                      f"{p.predicted.get('top1', float('nan')):.4g}", "-".join(map(str, p.spec.depths)), format_mix(p))
+    Console().print(table)
+
+
+def front(run: RunArg, where: WhereOpt = None, pick: PickOpt = None, tracking_uri: UriOpt = None,
+          experiment: ExpOpt = None,
+          as_json: Annotated[bool, typer.Option("--json", help="Print JSON rows instead of a table.")] = False) -> None:
+    """Show a finished run's Pareto front (filtered by --where, or the --pick point); no search."""
+    from nasq.runs import open_run
+    from nasq.search import query
+
+    try:
+        with open_run(run, tracking_uri, experiment) as found:
+            indices = query.select(found.front, where)
+            if pick:
+                indices = [query.pick(found.front, pick, indices)]
+            rows = [found.front.rows()[i] for i in indices]
+            if as_json:
+                typer.echo(json.dumps(rows, indent=2, default=str))
+            else:
+                _table(found.front, indices, f"{run}: {len(indices)} of {len(found.front.points)} front points"
+                       + (f" where {where}" if where else "") + (f", {pick}" if pick else ""))
+    except NasqError as e:
+        _fail(e)
+
+
+def _choose(found: object, point: int | None, pick: str | None, where: str | None) -> int:
+    from nasq.search import query
+
+    n = len(found.front.points)
+    if point is not None:
+        if where or pick:
+            raise NasqError("give one of --point, or --where/--pick")
+        if not 0 <= point < n:
+            raise NasqError(f"--point {point}: out of range (the front of {found.name} has points 0..{n - 1})")
+        return point
+    if found.point is not None and not (where or pick):
+        return found.point  # a point run id names its point
+    if not (where or pick):
+        raise NasqError("which point? give --point K, --pick knee|max-top1|min-latency or --where EXPR")
+    return query.pick(found.front, pick or "knee", query.select(found.front, where))
+
+
+def export(run: RunArg,
+           out: Annotated[Path, typer.Option("--out", help="Folder to write the bundle into (must not exist or be empty).")],
+           point: Annotated[Optional[int], typer.Option("--point", help="Front point index.")] = None,  # noqa: UP045
+           pick: PickOpt = None, where: WhereOpt = None, tracking_uri: UriOpt = None, experiment: ExpOpt = None,
+           register: Annotated[Optional[str], typer.Option(  # noqa: UP045
+               "--register", help="Register the ONNX model under this name in the MLflow Model Registry.")] = None,
+           ) -> None:
+    """Export one point of a finished run: ONNX + safetensors + arch + manifest, checked in onnxruntime."""
+    from nasq.runs import open_run
+
+    try:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise NasqError(f"--out {out}: exists and is not an empty folder")
+        with open_run(run, tracking_uri, experiment) as found:
+            index = _choose(found, point, pick, where)
+            if register is not None:
+                _check_register(found, register)
+            from nasq.export_run import export_from_run
+
+            result, manifest = export_from_run(found, index, out, register)
+    except NasqError as e:
+        _fail(e)
+    m = manifest["measured"]
+    typer.echo(f"point {index} of {run} -> {result.out_dir}/ (model.onnx, model.safetensors, arch.json, manifest.json)")
+    typer.echo(f"  top-1: supernet {m.get('top1', float('nan')):.2f} %, onnx {m['onnx_top1_val']:.2f} % on the same "
+               f"{int(m['onnx_val_images'])} validation images, onnx {m['onnx_top1_test']:.2f} % on the test split")
+    pred = manifest["predicted"].get("latency_ms")
+    typer.echo(f"  latency: onnxruntime {m['onnx_latency_ms_batch1']:.3f} ms (1 image, 1 thread)"
+               + (f", predicted {pred:.3f} ms" if pred is not None else ""))
+    if "registry" in manifest:
+        r = manifest["registry"]
+        typer.echo(f"  registered: {r['name']} version {r['version']} at {r['tracking_uri']}")
+
+
+def _check_register(found: object, name: str) -> None:
+    from nasq import tracking
+
+    if not name.strip():
+        raise NasqError("--register '': give a model name")
+    if not (found.uri and found.run_id):
+        raise NasqError(f"--register: {found.name} has no MLflow run recorded (tracking.json); "
+                        "export from an MLflow run id instead")
+    tracking.check_reachable(found.uri)
+
+
+def submit(experiment: Annotated[Path, typer.Argument(help="Experiment YAML to run on the cluster.")],
+           address: AddressOpt,
+           wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to finish and print its logs.")] = False,
+           ) -> None:
+    """Run an experiment as a Ray job: ships the experiment and its catalog files, runs `nasq run`."""
+    from nasq import service
+
+    try:
+        job_id = service.submit(experiment, address)
+        typer.echo(job_id)
+        if wait:
+            state = service.wait(address, job_id)
+            typer.echo(service.logs(address, job_id))
+            typer.echo(f"job {job_id}: {state}")
+            if state != "SUCCEEDED":
+                raise typer.Exit(1)
+    except NasqError as e:
+        _fail(e)
+
+
+jobs_app = typer.Typer(help="Ray jobs of a cluster: list, status, logs, stop.", no_args_is_help=True)
+JobArg = Annotated[str, typer.Argument(help="Job (submission) id, as printed by nasq submit.")]
+
+
+@jobs_app.command("list")
+def jobs_list(address: AddressOpt) -> None:
+    """List the cluster's jobs."""
+    from nasq import service
+
+    try:
+        for row in service.list_jobs(address):
+            typer.echo(f"{row['job_id']}  {row['status']:<10} {row['entrypoint']}")
+    except NasqError as e:
+        _fail(e)
+
+
+@jobs_app.command("status")
+def jobs_status(job_id: JobArg, address: AddressOpt) -> None:
+    """Print a job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)."""
+    from nasq import service
+
+    try:
+        typer.echo(service.status(address, job_id))
+    except NasqError as e:
+        _fail(e)
+
+
+@jobs_app.command("logs")
+def jobs_logs(job_id: JobArg, address: AddressOpt) -> None:
+    """Print a job's logs so far."""
+    from nasq import service
+
+    try:
+        typer.echo(service.logs(address, job_id), nl=False)
+    except NasqError as e:
+        _fail(e)
+
+
+@jobs_app.command("stop")
+def jobs_stop(job_id: JobArg, address: AddressOpt) -> None:
+    """Ask the cluster to stop a job."""
+    from nasq import service
+
+    try:
+        typer.echo("stopping" if service.stop(address, job_id) else "not running")
+    except NasqError as e:
+        _fail(e)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("front")(front)
+    app.command("export")(export)
+    app.command("submit")(submit)
+    app.add_typer(jobs_app, name="jobs")

@@ -1,0 +1,141 @@
+"""Finding a finished run: by run folder (``runs/demo``) or by MLflow run id.
+
+A run folder holds what the pipeline wrote: ``front.json``, ``supernet.safetensors`` and
+``experiment.json`` (the resolved config and space; folders made before it existed need the
+experiment file, ``--experiment``, whose space must have the hash recorded in ``supernet.json``),
+and ``tracking.json`` (the MLflow run it was logged as). An MLflow run id (of a search run or of
+one of its ``point-<i>`` runs) is resolved through the tracking URI and its artifacts are
+downloaded into a temporary folder that lives as long as the ``open_run`` block.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nasq.errors import ConfigError, LineageError, NasqError
+from nasq.files import read_json
+from nasq.search.pareto import Front
+
+RUN_RECORD = "experiment.json"
+TRACKING_RECORD = "tracking.json"
+FRONT = "front.json"
+SUPERNET = "supernet.safetensors"
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+@dataclass
+class FinishedRun:
+    folder: Path  # holds front.json, experiment.json, supernet.safetensors (maybe a download)
+    record: dict[str, Any]  # experiment.json: config, space_config, space_hash, lineage ({} if absent)
+    front: Front
+    name: str  # what the user gave: a folder or a run id
+    uri: str | None = None  # MLflow tracking URI of the search run, when known
+    run_id: str | None = None  # MLflow search (parent) run id, when known
+    point: int | None = None  # the point, when a point run id was given
+
+    def _require_record(self) -> None:
+        if not self.record:
+            raise ConfigError(str(self.folder), RUN_RECORD, "file not found (a run made before nasq recorded "
+                              "it): pass the experiment file with --experiment")
+
+    def experiment_config(self) -> Any:
+        from nasq.specs import ExperimentConfig, validate
+
+        self._require_record()
+        return validate(ExperimentConfig, self.record.get("config"), f"{self.name}: {RUN_RECORD}")
+
+    def space(self) -> Any:
+        from nasq.space import SearchSpace
+        from nasq.specs import SpaceConfig, validate
+
+        self._require_record()
+        config = validate(SpaceConfig, self.record.get("space_config"), f"{self.name}: {RUN_RECORD}")
+        return SearchSpace(config, f"{self.name}: {RUN_RECORD}", str(self.record.get("space_hash", "")))
+
+
+def is_run_id(text: str) -> bool:
+    return bool(_RUN_ID.fullmatch(text))
+
+
+@contextmanager
+def open_run(run: str, tracking_uri: str | None = None, experiment: Path | None = None) -> Iterator[FinishedRun]:
+    """The finished run named by ``run`` (folder or MLflow run id); see the module docstring."""
+    folder = Path(run)
+    if folder.is_dir():
+        yield _from_folder(folder, run, experiment)
+        return
+    if not is_run_id(run):
+        raise NasqError(f"RUN {run!r}: no such run folder, and not an MLflow run id (32 hex characters)")
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise NasqError(f"RUN {run!r}: an MLflow run id needs --tracking-uri (or MLFLOW_TRACKING_URI)")
+    with tempfile.TemporaryDirectory(prefix="nasq-run-") as tmp:
+        yield _from_mlflow(run, uri, Path(tmp))
+
+
+def _from_folder(folder: Path, name: str, experiment: Path | None) -> FinishedRun:
+    for needed in (FRONT, SUPERNET):
+        if not (folder / needed).is_file():
+            raise ConfigError(str(folder), needed, "file not found: not a finished nasq run folder")
+    record = _record(folder, experiment)
+    tracked = _read(folder / TRACKING_RECORD) if (folder / TRACKING_RECORD).is_file() else {}
+    return FinishedRun(folder, record, _front(folder), name, tracked.get("uri"), tracked.get("run_id"))
+
+
+def _record(folder: Path, experiment: Path | None) -> dict[str, Any]:
+    if experiment is None:  # without it, the front can be shown but not exported
+        return _read(folder / RUN_RECORD) if (folder / RUN_RECORD).is_file() else {}
+    from nasq.experiment import load_experiment
+    from nasq.pipeline import run_record
+
+    record = run_record(load_experiment(experiment))
+    made_on = _read(folder / "supernet.json").get("space_hash") if (folder / "supernet.json").is_file() else None
+    if made_on and made_on != record["space_hash"]:
+        raise LineageError(f"{folder}: supernet was trained on space hash {made_on[:12]}, but {experiment} "
+                           f"names space {record['space_config']['name']} with hash {record['space_hash'][:12]}")
+    return record
+
+
+def _from_mlflow(run_id: str, uri: str, dest: Path) -> FinishedRun:
+    from nasq import tracking
+
+    tags = tracking.get_run_tags(uri, run_id)
+    point, parent = None, run_id
+    if tags.get("nasq.kind") == "pareto_point":
+        point, parent = int(tags["nasq.point"]), tags["mlflow.parentRunId"]
+        tags = tracking.get_run_tags(uri, parent)
+    if tags.get("nasq.kind") != "search":
+        raise NasqError(f"MLflow run {run_id}: not a nasq search or Pareto point run "
+                        f"(nasq.kind={tags.get('nasq.kind')!r})")
+    if tags.get("nasq.status") != "FINISHED":
+        raise NasqError(f"MLflow run {parent}: status {tags.get('nasq.status')}, not FINISHED")
+    supernet_run = tags.get("nasq.supernet_run_id")
+    if not supernet_run:
+        raise NasqError(f"MLflow run {parent}: no nasq.supernet_run_id tag (logged before nasq recorded it)")
+    tracking.download(uri, parent, [FRONT, RUN_RECORD], dest)
+    tracking.download(uri, supernet_run, [SUPERNET], dest)
+    return FinishedRun(dest, _read(dest / RUN_RECORD), _front(dest), run_id, uri, parent, point)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = read_json(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(str(path), "", f"not readable JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "", f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _front(folder: Path) -> Front:
+    try:
+        return Front.from_dict(_read(folder / FRONT))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(str(folder / FRONT), "points", f"not a nasq front ({e})") from e

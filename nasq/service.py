@@ -1,0 +1,134 @@
+"""Ray Jobs: run an experiment on a Ray cluster (``nasq submit``) and manage its jobs (``nasq jobs``).
+
+What is shipped is data only: the experiment file and the catalog files it names (search space,
+hardware profile folders, predictor recipe), assembled in a temporary folder that becomes the
+job's ``working_dir``. The entrypoint is fixed, ``nasq run <experiment file>``, with
+``entrypoint_num_cpus=0`` so the driver does not hold a CPU; no user code or user runtime_env is
+sent. The cluster runs ``nasq`` from its own Python environment.
+
+Authentication follows Ray: with ``RAY_AUTH_MODE=token`` the client sends the token Ray finds
+(``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``); unset, nasq sets
+``RAY_AUTH_MODE=disabled`` explicitly rather than depend on leftover ``~/.ray`` state. Anyone who
+can reach an unauthenticated Jobs port can run code on the cluster: keep it on loopback or use
+token auth.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from nasq.errors import MissingDependencyError, NasqError
+
+ENTRYPOINT = "nasq run {file}"
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def _configure_env() -> None:
+    from nasq.distributed import configure_env
+
+    configure_env()
+
+
+def client(address: str) -> Any:
+    """A JobSubmissionClient for ``address`` (``http://HOST:8265``); unreachable -> NasqError."""
+    if not address.startswith(("http://", "https://")):
+        raise NasqError(f"--address {address!r}: expected the Ray dashboard URL, e.g. http://127.0.0.1:8265")
+    _configure_env()
+    try:
+        from ray.job_submission import JobSubmissionClient
+    except ImportError as e:  # pragma: no cover - ray is a core dependency
+        raise MissingDependencyError("job submission needs Ray: pip install 'ray[default]'") from e
+    try:
+        return JobSubmissionClient(address)
+    except (ConnectionError, RuntimeError, ValueError, OSError) as e:
+        raise NasqError(f"cannot reach the Ray Jobs API at {address}: {_first_line(e)}") from e
+
+
+def _first_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text[:300] or type(e).__name__
+
+
+def assemble(experiment: Path, dest: Path) -> str:
+    """Copy the experiment and every catalog file it names into ``dest`` (validated first, with
+    the same loader ``nasq run`` uses); returns the experiment's file name inside ``dest``."""
+    from nasq.experiment import load_experiment
+
+    exp = load_experiment(experiment)  # a bad experiment fails here, before anything is sent
+    files: dict[Path, Path] = {Path(experiment).resolve(): dest / Path(experiment).name}
+    files[Path(exp.space.source).resolve()] = dest / "search_spaces" / f"{exp.config.space}.yaml"
+    files[Path(exp.recipe.source).resolve()] = dest / "predictors" / f"{exp.config.predictor}.yaml"
+    for name, prof in zip(exp.config.hardware, exp.profiles, strict=True):
+        folder = Path(prof.source).resolve().parent
+        for path in sorted(folder.iterdir()):
+            if path.is_file():
+                files[path] = dest / "hardware_profiles" / name / path.name
+    for ref in (exp.config.space, exp.config.predictor, *exp.config.hardware):
+        if "/" in ref or ref.endswith(".yaml"):
+            raise NasqError(f"{experiment}: {ref!r}: a submitted experiment must name catalog entries "
+                            "(e.g. space: mbconv_small), not paths")
+    for src, dst in files.items():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+    return Path(experiment).name
+
+
+def submit(experiment: Path, address: str, submission_id: str | None = None) -> str:
+    """Submit ``nasq run`` of ``experiment`` to the cluster at ``address``; returns the job id."""
+    jobs = client(address)
+    with tempfile.TemporaryDirectory(prefix="nasq-job-") as tmp:
+        name = assemble(Path(experiment), Path(tmp))
+        try:
+            return jobs.submit_job(entrypoint=ENTRYPOINT.format(file=name), runtime_env={"working_dir": tmp},
+                                   entrypoint_num_cpus=0, submission_id=submission_id,
+                                   metadata={"nasq.experiment": name})
+        except (RuntimeError, ValueError, ConnectionError) as e:
+            raise NasqError(f"Ray at {address} refused the job: {_first_line(e)}") from e
+
+
+def _call(address: str, what: str, fn: str, *args: Any) -> Any:
+    jobs = client(address)
+    try:
+        return getattr(jobs, fn)(*args)
+    except (RuntimeError, ValueError, ConnectionError) as e:
+        raise NasqError(f"{what} at {address}: {_first_line(e)}") from e
+
+
+def list_jobs(address: str) -> list[dict[str, Any]]:
+    rows = []
+    for job in _call(address, "listing jobs", "list_jobs"):
+        rows.append({"job_id": job.submission_id or job.job_id, "status": str(job.status.value),
+                     "entrypoint": job.entrypoint, "start_time": job.start_time, "end_time": job.end_time,
+                     "message": job.message or ""})
+    return rows
+
+
+def status(address: str, job_id: str) -> str:
+    return str(_call(address, f"job {job_id}", "get_job_status", job_id).value)
+
+
+def logs(address: str, job_id: str) -> str:
+    return str(_call(address, f"job {job_id}", "get_job_logs", job_id))
+
+
+def stop(address: str, job_id: str) -> bool:
+    return bool(_call(address, f"job {job_id}", "stop_job", job_id))
+
+
+def wait(address: str, job_id: str, timeout_s: float = 600.0, poll_s: float = 1.0) -> str:
+    """Poll until the job reaches a terminal status (or ``timeout_s``); returns the status."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = status(address, job_id)
+        if state in TERMINAL or time.monotonic() > deadline:
+            return state
+        time.sleep(poll_s)
+
+
+def auth_mode() -> str:
+    return os.environ.get("RAY_AUTH_MODE", "disabled")
