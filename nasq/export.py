@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from nasq.errors import ConfigError, MissingDependencyError, NasqError
-from nasq.files import read_json, sha256_file
+from nasq.files import read_json_object, sha256_file
 from nasq.formats import get_format
 from nasq.space import SearchSpace, SubnetSpec
 from nasq.specs import SpaceConfig, validate
@@ -376,7 +376,7 @@ def load_export(folder: str | os.PathLike) -> torch.nn.Module:
         raise ConfigError(str(folder), "", "export folder not found")
     _check_hashes(folder)
     arch_path = folder / ARCH_JSON
-    arch = _read_json_file(arch_path)
+    arch = read_json_object(arch_path)
     space, spec = _space_and_spec(arch, arch_path)
     # Building the supernet and extracting from it draw initial weights (soon overwritten) from
     # torch's global RNG; loading must not shift the caller's random stream.
@@ -386,18 +386,6 @@ def load_export(folder: str | os.PathLike) -> torch.nn.Module:
         model = net.extract()
     _load_weights(model, folder / MODEL_WEIGHTS)
     return model.eval()
-
-
-def _read_json_file(path: Path) -> Any:
-    if not path.is_file():
-        raise ConfigError(str(path), "", "file not found")
-    try:
-        data = read_json(path)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(str(path), "", f"not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(str(path), "", f"expected a JSON object, got {type(data).__name__}")
-    return data
 
 
 def _space_and_spec(arch: dict[str, Any], path: Path) -> tuple[SearchSpace, SubnetSpec]:
@@ -449,7 +437,7 @@ def _check_hashes(folder: Path) -> None:
     manifest_path = folder / MANIFEST_JSON
     if not manifest_path.is_file():
         return
-    files = _read_json_file(manifest_path).get("files", {})
+    files = read_json_object(manifest_path).get("files", {})
     for name in HASHED_FILES:
         path = folder / name
         if name in files and path.is_file() and sha256_file(path) != files[name]:

@@ -57,3 +57,19 @@ def _json_default(obj: Any) -> Any:
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON object from a file a user gave us; any problem is one ConfigError naming the file."""
+    from nasq.errors import ConfigError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), "", "file not found")
+    try:
+        data = read_json(path)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(str(path), "", f"not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "", f"expected a JSON object, got {type(data).__name__}")
+    return data

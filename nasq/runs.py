@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nasq.errors import ConfigError, LineageError, NasqError
-from nasq.files import read_json
+from nasq.files import read_json_object
 from nasq.search.pareto import Front
 
 RUN_RECORD = "experiment.json"
@@ -85,18 +85,18 @@ def _from_folder(folder: Path, name: str, experiment: Path | None) -> FinishedRu
         if not (folder / needed).is_file():
             raise ConfigError(str(folder), needed, "file not found: not a finished nasq run folder")
     record = _record(folder, experiment)
-    tracked = _read(folder / TRACKING_RECORD) if (folder / TRACKING_RECORD).is_file() else {}
+    tracked = read_json_object(folder / TRACKING_RECORD) if (folder / TRACKING_RECORD).is_file() else {}
     return FinishedRun(folder, record, _front(folder), name, tracked.get("uri"), tracked.get("run_id"))
 
 
 def _record(folder: Path, experiment: Path | None) -> dict[str, Any]:
     if experiment is None:  # without it, the front can be shown but not exported
-        return _read(folder / RUN_RECORD) if (folder / RUN_RECORD).is_file() else {}
+        return read_json_object(folder / RUN_RECORD) if (folder / RUN_RECORD).is_file() else {}
     from nasq.experiment import load_experiment
     from nasq.pipeline import run_record
 
     record = run_record(load_experiment(experiment))
-    made_on = _read(folder / "supernet.json").get("space_hash") if (folder / "supernet.json").is_file() else None
+    made_on = read_json_object(folder / "supernet.json").get("space_hash") if (folder / "supernet.json").is_file() else None
     if made_on and made_on != record["space_hash"]:
         raise LineageError(f"{folder}: supernet was trained on space hash {made_on[:12]}, but {experiment} "
                            f"names space {record['space_config']['name']} with hash {record['space_hash'][:12]}")
@@ -121,21 +121,11 @@ def _from_mlflow(run_id: str, uri: str, dest: Path) -> FinishedRun:
         raise NasqError(f"MLflow run {parent}: no nasq.supernet_run_id tag (logged before nasq recorded it)")
     tracking.download(uri, parent, [FRONT, RUN_RECORD], dest)
     tracking.download(uri, supernet_run, [SUPERNET], dest)
-    return FinishedRun(dest, _read(dest / RUN_RECORD), _front(dest), run_id, uri, parent, point)
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = read_json(path)
-    except (OSError, ValueError) as e:
-        raise ConfigError(str(path), "", f"not readable JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise ConfigError(str(path), "", f"expected a JSON object, got {type(data).__name__}")
-    return data
+    return FinishedRun(dest, read_json_object(dest / RUN_RECORD), _front(dest), run_id, uri, parent, point)
 
 
 def _front(folder: Path) -> Front:
     try:
-        return Front.from_dict(_read(folder / FRONT))
+        return Front.from_dict(read_json_object(folder / FRONT))
     except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(str(folder / FRONT), "points", f"not a nasq front ({e})") from e

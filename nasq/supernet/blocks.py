@@ -19,7 +19,7 @@ from torch import nn
 from nasq.registry import Registry
 from nasq.space_types import LayerChoice
 from nasq.specs import StageSpec
-from nasq.supernet.layers import ElasticLayerNorm, QConvBN, QLinear
+from nasq.supernet.layers import ElasticLayerNorm, QConvBN, QLinear, QuantizedUnit
 from nasq.supernet_kinds import se_channels, vit_head_dim
 
 BLOCKS: Registry[type[nn.Module]] = Registry("block")
@@ -44,7 +44,7 @@ class ElasticBlock(nn.Module):
 
     def _units(self) -> list[nn.Module]:
         """The quantized convs/linears whose formats follow the layer's choice."""
-        return [m for m in self.children() if isinstance(m, (QConvBN, QLinear))]
+        return [m for m in self.children() if isinstance(m, QuantizedUnit)]
 
 
 # ---------------------------------------------------------------- mbconv

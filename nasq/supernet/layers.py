@@ -233,12 +233,12 @@ class ElasticLayerNorm(nn.LayerNorm):
         return norm
 
 
-class QLinear(nn.Module):
-    """An elastic linear with its input quantizer and integer-kernel output requantizer."""
+class QuantizedUnit(nn.Module):
+    """Base of the elastic quantized layers: owns the input quantizer ``q``, the integer-kernel
+    output requantizer ``o`` and the layer's formats; subclasses hold the weights."""
 
-    def __init__(self, fin: int, fout: int, groups: int = 1, bias: bool = True):
+    def __init__(self) -> None:
         super().__init__()
-        self.linear = ElasticLinear(fin, fout, groups, bias)
         self.q, self.o = ActQuant(), OutQuant()
         self.w_format, self.a_format = "fp32", "fp32"
 
@@ -246,6 +246,14 @@ class QLinear(nn.Module):
         self.w_format, self.a_format = w_format, a_format
         self.q.set_format(a_format)
         self.o.set_format("int8" if integer_kernel(w_format, a_format) else "fp32")
+
+
+class QLinear(QuantizedUnit):
+    """An elastic linear with its input quantizer and integer-kernel output requantizer."""
+
+    def __init__(self, fin: int, fout: int, groups: int = 1, bias: bool = True):
+        super().__init__()
+        self.linear = ElasticLinear(fin, fout, groups, bias)
 
     def forward(self, x: torch.Tensor, fout: int) -> torch.Tensor:
         return self.o(self.linear(self.q(x), fout, get_format(self.w_format)))
@@ -254,19 +262,12 @@ class QLinear(nn.Module):
         return StaticQLinear(self.linear.static(fin, fout), self.w_format, self.a_format, self.q.amax, self.o.amax)
 
 
-class QConvBN(nn.Module):
+class QConvBN(QuantizedUnit):
     """An elastic conv with its input quantizer, integer-kernel output requantizer and batch norm."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, depthwise: bool = False):
         super().__init__()
         self.conv, self.bn = ElasticConv2d(cin, cout, kernel, stride, depthwise), ElasticBatchNorm2d(cout)
-        self.q, self.o = ActQuant(), OutQuant()
-        self.w_format, self.a_format = "fp32", "fp32"
-
-    def set_format(self, w_format: str, a_format: str) -> None:
-        self.w_format, self.a_format = w_format, a_format
-        self.q.set_format(a_format)
-        self.o.set_format("int8" if integer_kernel(w_format, a_format) else "fp32")
 
     def forward(self, x: torch.Tensor, cout: int, kernel: int) -> torch.Tensor:
         return self.bn(self.o(self.conv(self.q(x), cout, kernel, get_format(self.w_format))))
