@@ -9,6 +9,7 @@ timings.json and front.json. Prints the figures and writes them to docs/benchmar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -25,8 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--experiment", default=str(REPO / "examples" / "demo.yaml"))
+    ap.add_argument("--keep", default=None, help="run in this (empty) folder and keep the run there "
+                    "(e.g. for benchmarks/export_fidelity.py) instead of a temporary one")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="nasq-bench-") as tmp:
+    if args.keep:
+        Path(args.keep).mkdir(parents=True, exist_ok=True)
+    with (contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory(prefix="nasq-bench-")) as tmp:
         t0 = time.perf_counter()
         out = subprocess.run([sys.executable, "-m", "nasq.cli", "run", args.experiment, "--quiet"], cwd=tmp,
                              capture_output=True, text=True)
