@@ -168,9 +168,11 @@ def _where(address: str) -> str:
 def supernet_fingerprint(exp: Experiment) -> str:
     """What makes two trained supernets interchangeable: the space file and the data and
     training configs (threads and checkpoint spacing excluded: they do not change the weights)."""
+    from nasq.supernet.train import weights_config
+
     cfg = exp.config
     ident = {"space_hash": exp.space.hash, "data": cfg.data.model_dump(mode="json"),
-             "train": cfg.train.model_dump(mode="json", exclude={"threads", "checkpoint_every"})}
+             "train": weights_config(cfg.train)}
     return sha256_bytes(json.dumps(ident, sort_keys=True).encode())
 
 
@@ -186,14 +188,6 @@ def finished_supernet(exp: Experiment, workdir: Path) -> dict | None:
     return record if record.get("fingerprint") == supernet_fingerprint(exp) else None
 
 
-def _finished_checkpoint(folder: Path) -> bool:
-    try:
-        state = json.loads((folder / "checkpoint.json").read_text())
-        return int(state["step"]) >= int(state["total_steps"])
-    except (OSError, ValueError, KeyError):
-        return False
-
-
 def train_stage(exp: Experiment, splits: data_mod.Splits, workdir: Path, rep: Reporter,
                 fresh: bool = False) -> tuple[Any, dict]:
     """Train the supernet once. A finished supernet of the same space, data and training config
@@ -204,7 +198,7 @@ def train_stage(exp: Experiment, splits: data_mod.Splits, workdir: Path, rep: Re
     from safetensors.torch import load_file, save_file
 
     from nasq.supernet.network import Supernet
-    from nasq.supernet.train import train_supernet
+    from nasq.supernet.train import checkpoint_finished, train_supernet
 
     cfg = exp.config.train
     torch.manual_seed(cfg.seed)  # weight initialisation; training itself uses its own generators
@@ -221,7 +215,7 @@ def train_stage(exp: Experiment, splits: data_mod.Splits, workdir: Path, rep: Re
             rep.say(f"      [yellow]the supernet in {workdir} does not fit this code version: training again[/]")
             fresh = True
     ckpt = workdir / "checkpoint"
-    if ckpt.exists() and (fresh or _finished_checkpoint(ckpt)):
+    if ckpt.exists() and (fresh or checkpoint_finished(ckpt)):
         shutil.rmtree(ckpt)  # a finished run's checkpoint is nothing to resume
     with rep.bar("training", 1) as bar:
         res = train_supernet(net, exp.space, splits.train_x, splits.train_y, cfg,

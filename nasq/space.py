@@ -15,12 +15,10 @@ import numpy as np
 from nasq.errors import ConfigError
 from nasq.files import sha256_bytes
 from nasq.formats import FORMATS, highest_bits, lowest_bits
-from nasq.space_types import FORMAT_FIELDS, Gene, LayerChoice, LayerShape, SubnetSpec
+from nasq.space_types import FORMAT_FIELDS, STEM_FORMAT, Gene, LayerChoice, LayerShape, SubnetSpec
 from nasq.specs import SpaceConfig, StageSpec, load_model, validate
 
 __all__ = ["FORMAT_FIELDS", "Gene", "LayerChoice", "LayerShape", "SearchSpace", "SubnetSpec", "STEM_FORMAT"]
-
-STEM_FORMAT = "fp32"  # stem and classifier stay fp32: first/last layers are the most sensitive
 
 
 def layer_fields(stage: StageSpec) -> tuple[str, ...]:

@@ -13,12 +13,13 @@ from typing import Any
 from nasq.files import sha256_bytes
 
 FORMAT_FIELDS = ("w_format", "a_format")
-_FIELD_ORDER = ("kernel", "expand", "heads", "mlp_ratio")
+ARCH_FIELDS = ("kernel", "expand", "heads", "mlp_ratio")  # every per-layer architecture gene, in key order
 _TOKENS = {"kernel": "k", "expand": "e", "heads": "h", "mlp_ratio": "m"}
+STEM_FORMAT = "fp32"  # stem and classifier stay fp32: first/last layers are the most sensitive
 
 
 def _order(name: str) -> tuple[int, str]:
-    return (_FIELD_ORDER.index(name) if name in _FIELD_ORDER else len(_FIELD_ORDER), name)
+    return (ARCH_FIELDS.index(name) if name in ARCH_FIELDS else len(ARCH_FIELDS), name)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,13 @@ def _sorted_unique(name: str, values: tuple[Any, ...]) -> tuple[Any, ...]:
     return values
 
 
+def _positive_values(v: dict[str, float], what: str) -> dict[str, float]:
+    for name, value in v.items():
+        if value <= 0:
+            raise ValueError(f"{what} of '{name}' must be > 0, got {value}")
+    return v
+
+
 # ---------------------------------------------------------------- search spaces
 class InputSpec(Frozen):
     channels: int = Field(ge=1)
@@ -133,10 +140,7 @@ class PrecisionMenu(Frozen):
     @field_validator("weights")
     @classmethod
     def _weights(cls, v: dict[str, float]) -> dict[str, float]:
-        for name, w in v.items():
-            if w <= 0:
-                raise ValueError(f"sampling weight of '{name}' must be > 0, got {w}")
-        return v
+        return _positive_values(v, "sampling weight")
 
 
 Family = Literal["mbconv", "resnet", "vit", "sequence"]
@@ -171,10 +175,7 @@ class ProfileConfig(Frozen):
     @field_validator("peak_gops", "depthwise_peak_gops")
     @classmethod
     def _positive_rates(cls, v: dict[str, float]) -> dict[str, float]:
-        for fmt, rate in v.items():
-            if rate <= 0:
-                raise ValueError(f"peak rate of '{fmt}' must be > 0, got {rate}")
-        return v
+        return _positive_values(v, "peak rate")
 
 
 # ---------------------------------------------------------------- predictor recipes

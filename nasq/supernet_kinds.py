@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nasq.registry import Registry
-from nasq.space_types import LayerChoice, LayerShape
+from nasq.space_types import ARCH_FIELDS, STEM_FORMAT, LayerChoice, LayerShape
 from nasq.specs import SpaceConfig, StageSpec
 
 ShapeFn = Callable[[str, int, int, int, int, LayerChoice, StageSpec, bool], tuple[list[LayerShape], int]]
@@ -34,7 +34,8 @@ def conv_out(res: int, stride: int) -> int:
     return (res + stride - 1) // stride
 
 
-def _mid(channels: int, ratio: float) -> int:
+def mid_channels(channels: int, ratio: float) -> int:
+    """Hidden width of a block: ``channels * ratio`` rounded, at least 1 (expand, MLP ratio)."""
     return max(1, int(round(channels * ratio)))
 
 
@@ -44,7 +45,7 @@ def se_channels(mid: int) -> int:
 
 def _mbconv_shapes(p: str, cin: int, cout: int, stride: int, res: int, c: LayerChoice, st: StageSpec,
                    first: bool) -> tuple[list[LayerShape], int]:
-    mid, hout, w, a = _mid(cin, c.expand), conv_out(res, stride), c.w_format, c.a_format
+    mid, hout, w, a = mid_channels(cin, c.expand), conv_out(res, stride), c.w_format, c.a_format
     out = []
     if c.expand != 1:
         out.append(LayerShape(f"{p}.expand", "conv", cin, mid, 1, 1, res, res, w, a))
@@ -59,7 +60,7 @@ def _mbconv_shapes(p: str, cin: int, cout: int, stride: int, res: int, c: LayerC
 
 def _resnet_shapes(p: str, cin: int, cout: int, stride: int, res: int, c: LayerChoice, st: StageSpec,
                    first: bool) -> tuple[list[LayerShape], int]:
-    mid, hout, w, a = _mid(cout, c.expand), conv_out(res, stride), c.w_format, c.a_format
+    mid, hout, w, a = mid_channels(cout, c.expand), conv_out(res, stride), c.w_format, c.a_format
     out = [LayerShape(f"{p}.reduce", "conv", cin, mid, 1, 1, res, res, w, a),
            LayerShape(f"{p}.conv", "conv", mid, mid, c.kernel, stride, res, hout, w, a),
            LayerShape(f"{p}.project", "conv", mid, cout, 1, 1, hout, hout, w, a)]
@@ -75,7 +76,7 @@ def vit_head_dim(st: StageSpec) -> int:
 
 def _vit_shapes(p: str, cin: int, cout: int, stride: int, tokens: int, c: LayerChoice, st: StageSpec,
                 first: bool) -> tuple[list[LayerShape], int]:
-    dim, attn, hidden = cout, c.heads * vit_head_dim(st), _mid(cout, c.mlp_ratio)
+    dim, attn, hidden = cout, c.heads * vit_head_dim(st), mid_channels(cout, c.mlp_ratio)
     w, a = c.w_format, c.a_format
     out = [LayerShape(f"{p}.qkv", "linear", dim, 3 * attn, 1, 1, 1, 1, w, a, tokens),
            LayerShape(f"{p}.attention", "matmul", attn, tokens, 1, 1, 1, 1, "fp32", "fp32", tokens),
@@ -92,13 +93,9 @@ BLOCK_KINDS.add("resnet", BlockKind("resnet", ("resnet",), ("kernel", "expand"),
 BLOCK_KINDS.add("vit", BlockKind("vit", ("vit", "sequence"), ("heads", "mlp_ratio"), _vit_shapes,
                                  "pre-norm transformer encoder layer: multi-head self-attention and an MLP"))
 
-LAYER_FIELD_NAMES = ("kernel", "expand", "heads", "mlp_ratio")
-FIELD_TOKENS = {"kernel": "k", "expand": "e", "heads": "h", "mlp_ratio": "m"}
 
 
 # ---------------------------------------------------------------- families: stem and head
-STEM_FORMAT = "fp32"  # stem and classifier stay fp32: first/last layers are the most sensitive
-
 
 def tokenized(config: SpaceConfig) -> bool:
     return config.family in ("vit", "sequence")
@@ -134,7 +131,7 @@ def check_family(config: SpaceConfig) -> list[tuple[str, str]]:
         if config.family not in kind.families:
             problems.append((f"stages[{i}].block", f"block '{st.block}' does not belong to family "
                              f"'{config.family}' (it serves {list(kind.families)}), got '{st.block}'"))
-        for name in LAYER_FIELD_NAMES:
+        for name in ARCH_FIELDS:
             given = getattr(st, name)
             if name in kind.layer_fields and not given:
                 problems.append((f"stages[{i}].{name}", f"block '{st.block}' needs choices for '{name}', got []"))

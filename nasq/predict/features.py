@@ -91,7 +91,7 @@ def layerwise(space: SearchSpace, specs: list[SubnetSpec], cost_model: CostModel
             if j < len(spec.stages[i]):
                 layer = spec.stages[i][j]
                 w, a = FORMATS.get(layer.w_format), FORMATS.get(layer.a_format)
-                arch = [float(getattr(layer, c)) for c in columns[1:-5]]
+                arch = [float(getattr(layer, c)) for c in columns[1:-len(FORMAT_COLUMNS) - 1]]
                 out[r, col : col + len(columns)] = [1.0, *arch, w.bits, a.bits, w.kind == "float",
                                                      a.kind == "float", macs[i, j] / total]
             col += len(columns)

@@ -20,13 +20,9 @@ from nasq.registry import Registry
 from nasq.space_types import LayerChoice
 from nasq.specs import StageSpec
 from nasq.supernet.layers import ElasticLayerNorm, QConvBN, QLinear, QuantizedUnit
-from nasq.supernet_kinds import se_channels, vit_head_dim
+from nasq.supernet_kinds import mid_channels, se_channels, vit_head_dim
 
 BLOCKS: Registry[type[nn.Module]] = Registry("block")
-
-
-def _mid(channels: int, ratio: float) -> int:
-    return max(1, int(round(channels * ratio)))
 
 
 class ElasticBlock(nn.Module):
@@ -56,7 +52,7 @@ class ElasticMBConv(ElasticBlock):
     def __init__(self, cin: int, stage: StageSpec, first: bool):
         super().__init__()
         self.stride = stage.stride if first else 1
-        cout, mid = stage.max_width, _mid(cin, max(stage.expand))
+        cout, mid = stage.max_width, mid_channels(cin, max(stage.expand))
         self.expand = QConvBN(cin, mid, 1)
         self.dw = QConvBN(mid, mid, max(stage.kernel), self.stride, depthwise=True)
         self.se = stage.se
@@ -66,7 +62,7 @@ class ElasticMBConv(ElasticBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c, cin = self.choice, x.shape[1]
-        mid = _mid(cin, c.expand)
+        mid = mid_channels(cin, c.expand)
         h = F.relu6(self.expand(x, mid, 1)) if c.expand != 1 else x
         h = F.relu6(self.dw(h, mid, c.kernel))
         if self.se:
@@ -77,7 +73,7 @@ class ElasticMBConv(ElasticBlock):
 
     def extract(self, cin: int) -> StaticMBConv:
         c = self.choice
-        mid = _mid(cin, c.expand)
+        mid = mid_channels(cin, c.expand)
         parts = {}
         if c.expand != 1:
             parts["expand"] = self.expand.extract(cin, mid, 1)
@@ -116,7 +112,7 @@ class ElasticBottleneck(ElasticBlock):
         super().__init__()
         self.stride = stage.stride if first else 1
         cout = stage.max_width
-        mid = _mid(cout, max(stage.expand))
+        mid = mid_channels(cout, max(stage.expand))
         self.reduce = QConvBN(cin, mid, 1)
         self.conv = QConvBN(mid, mid, max(stage.kernel), self.stride)
         self.project = QConvBN(mid, cout, 1)
@@ -126,7 +122,7 @@ class ElasticBottleneck(ElasticBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.choice
-        mid = _mid(self.cout, c.expand)
+        mid = mid_channels(self.cout, c.expand)
         h = F.relu6(self.reduce(x, mid, 1))
         h = F.relu6(self.conv(h, mid, c.kernel))
         h = self.project(h, self.cout, 1)
@@ -135,7 +131,7 @@ class ElasticBottleneck(ElasticBlock):
 
     def extract(self, cin: int) -> StaticBottleneck:
         c = self.choice
-        mid = _mid(self.cout, c.expand)
+        mid = mid_channels(self.cout, c.expand)
         parts = {"reduce": self.reduce.extract(cin, mid, 1), "conv": self.conv.extract(mid, mid, c.kernel),
                  "project": self.project.extract(mid, self.cout, 1)}
         if self.first:
@@ -179,18 +175,18 @@ class ElasticEncoderLayer(ElasticBlock):
         self.norm1, self.norm2 = ElasticLayerNorm(dim), ElasticLayerNorm(dim)
         self.qkv = QLinear(dim, attn, groups=3)
         self.proj = QLinear(attn, dim)
-        self.fc1 = QLinear(dim, _mid(dim, max(stage.mlp_ratio)))
-        self.fc2 = QLinear(_mid(dim, max(stage.mlp_ratio)), dim)
+        self.fc1 = QLinear(dim, mid_channels(dim, max(stage.mlp_ratio)))
+        self.fc2 = QLinear(mid_channels(dim, max(stage.mlp_ratio)), dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c, dim = self.choice, x.shape[-1]
         attn = c.heads * self.head_dim
         x = x + self.proj(attention(self.qkv(self.norm1(x), attn), c.heads), dim)
-        return x + self.fc2(F.gelu(self.fc1(self.norm2(x), _mid(dim, c.mlp_ratio))), dim)
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x), mid_channels(dim, c.mlp_ratio))), dim)
 
     def extract(self, cin: int) -> StaticEncoderLayer:
         c, dim = self.choice, cin
-        attn, hidden = c.heads * self.head_dim, _mid(dim, c.mlp_ratio)
+        attn, hidden = c.heads * self.head_dim, mid_channels(dim, c.mlp_ratio)
         parts = {"norm1": self.norm1.static(dim), "qkv": self.qkv.extract(dim, attn),
                  "proj": self.proj.extract(attn, dim), "norm2": self.norm2.static(dim),
                  "fc1": self.fc1.extract(dim, hidden), "fc2": self.fc2.extract(hidden, dim)}

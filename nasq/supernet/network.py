@@ -115,7 +115,7 @@ class Supernet(nn.Module):
                 block.set_active(choice, width)
 
     def active_blocks(self) -> list[nn.Module]:
-        return [b for blocks, layers in zip(self.stages, self.spec.stages, strict=True) for b in blocks[: len(layers)]]
+        return [b for stage in self.active_blocks_by_stage() for b in stage]
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
         res = self.spec.resolution

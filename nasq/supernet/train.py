@@ -59,10 +59,10 @@ def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
 
 
 def step_subnets(space: SearchSpace, cfg: TrainConfig, step: int) -> list[SubnetSpec]:
-    """The subnets trained at ``step`` besides the largest: the smallest and ``random_subnets``
-    random ones (formats drawn uniformly, or by the menu's weights)."""
+    """The ``random_subnets`` random subnets trained at ``step`` (formats drawn uniformly, or by
+    the menu's weights); the smallest is trained at every step too."""
     rng = np.random.default_rng([cfg.seed, step])
-    return [space.smallest(), *space.sample(rng, cfg.random_subnets, weighted=cfg.format_sampling == "weighted")]
+    return space.sample(rng, cfg.random_subnets, weighted=cfg.format_sampling == "weighted")
 
 
 def epoch_order(cfg: TrainConfig, n: int, epoch: int) -> np.ndarray:
@@ -88,17 +88,21 @@ def train_supernet(net: Supernet, space: SearchSpace, x: np.ndarray, y: np.ndarr
     model = _maybe_compile(net, cfg, device)
     autocast = _autocast(cfg, device)
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-    largest = space.largest()
+    largest, smallest = space.largest(), space.smallest()
     net.train()
     t0 = time.perf_counter()
     end = total if stop_after is None else min(total, stop_after)
+    order, order_epoch = None, -1
     for step in range(start, end):
         epoch, lo = divmod(step, per_epoch)
-        idx = torch.from_numpy(epoch_order(cfg, len(y), epoch)[lo * cfg.batch_size:(lo + 1) * cfg.batch_size]).to(device)
+        if epoch != order_epoch:
+            order, order_epoch = epoch_order(cfg, len(y), epoch), epoch
+        idx = torch.from_numpy(order[lo * cfg.batch_size:(lo + 1) * cfg.batch_size]).to(device)
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, step, total)
         with autocast:
-            loss = _sandwich_step(net, model, xt[idx], yt[idx], largest, step_subnets(space, cfg, step), cfg.distill)
+            others = [smallest, *step_subnets(space, cfg, step)]
+            loss = _sandwich_step(net, model, xt[idx], yt[idx], largest, others, cfg.distill)
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -148,8 +152,22 @@ def _maybe_compile(net: Supernet, cfg: TrainConfig, device: torch.device) -> tor
 
 
 # ---------------------------------------------------------------- checkpoints
+def weights_config(cfg: TrainConfig) -> dict:
+    """The training settings that decide the weights (threads and checkpoint spacing do not)."""
+    return cfg.model_dump(mode="json", exclude={"threads", "checkpoint_every"})
+
+
+def checkpoint_finished(folder: Path) -> bool:
+    """Whether ``folder`` holds the checkpoint of a run that reached its last step."""
+    try:
+        state = json.loads((folder / CHECKPOINT_STATE).read_text())
+        return int(state["step"]) >= int(state["total_steps"])
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def _fingerprint(cfg: TrainConfig, space: SearchSpace) -> dict:
-    return {"space_hash": space.hash, "train": cfg.model_dump(mode="json", exclude={"threads", "checkpoint_every"})}
+    return {"space_hash": space.hash, "train": weights_config(cfg)}
 
 
 def save_checkpoint(net: Supernet, opt: torch.optim.Optimizer, folder: Path, cfg: TrainConfig,
