@@ -81,10 +81,10 @@ def measure(run_dir: str, n_points: int, repeats: int) -> tuple[list[dict], str]
     import torch
 
     from nasq import data as data_mod
-    from nasq.export import export_onnx
-    from nasq.export_run import calibrated_subnet, export_from_run, load_supernet
-    from nasq.report import format_mix
-    from nasq.runs import open_run
+    from nasq.cli.report import format_mix
+    from nasq.export.bundle import export_onnx
+    from nasq.export.checks import calibrated_subnet, export_from_run, load_supernet
+    from nasq.stages.runs import open_run
 
     rows = []
     cost = latency_model()

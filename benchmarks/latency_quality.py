@@ -202,7 +202,7 @@ def predictor_rows(name: str, predictor, test: list, y_test: np.ndarray, m: dict
 def evaluate(args, space, prof_dir: Path, table, m: dict) -> dict:
     """Fit on the first n_train subnets; score every latency model on the held-out rest."""
     from nasq.hardware import CostModel, HardwareProfile
-    from nasq.profiling.latency_model import (
+    from nasq.predict.latency import (
         LATENCY_MODEL_JSON,
         LatencyPredictor,
         load_profile_predictor,
@@ -237,7 +237,7 @@ def main() -> None:
     args = parse_args()
     import torch
 
-    from nasq.profiling.table import (
+    from nasq.hardware.table import (
         LATENCY_CSV,
         MEASUREMENT_JSON,
         LatencyTable,

@@ -88,7 +88,7 @@ def supernet_file(exp: Any, args: argparse.Namespace) -> Path:
     from nasq import data as data_mod
     from nasq.errors import LineageError
     from nasq.files import read_json
-    from nasq.pipeline import Reporter, train_stage
+    from nasq.stages.pipeline import Reporter, train_stage
 
     path = args.supernet or args.workdir / "supernet.safetensors"
     if path.is_file():
@@ -112,7 +112,7 @@ def make_evaluate(exp: Any, path: Path, threads: int, val_offset: int = 0) -> An
     from safetensors.torch import load_file
 
     from nasq import data as data_mod
-    from nasq.pipeline import Reporter, make_evaluator
+    from nasq.stages.pipeline import Reporter, make_evaluator
     from nasq.supernet.network import Supernet
 
     torch.set_num_threads(threads)

@@ -69,7 +69,7 @@ class TimedEvaluator:
 def setup(args: argparse.Namespace):
     from nasq import data as data_mod
     from nasq.experiment import load_experiment
-    from nasq.searching import load_trained_supernet
+    from nasq.stages.search import load_trained_supernet
 
     exp = load_experiment(args.experiment)
     ev = exp.config.evaluate.model_copy(update={"val_images": args.val_images, "calib_images": args.calib_images})
@@ -97,7 +97,7 @@ def search_hv_curve(task, state, step: int, top1_bounds: tuple[float, float]) ->
 
 def run_one(exp, ledger, method: str, budget: int, seed: int, args):
     from nasq.search.loop import run_search
-    from nasq.searching import search_task
+    from nasq.stages.search import search_task
 
     search = exp.config.search.model_copy(update={
         "strategy": method, "max_true_evals": budget, "batch_size": args.batch_size, "seed": seed,
@@ -136,9 +136,9 @@ def evals_to_reach(curve: list[tuple[int, float]], target: float) -> int | None:
 
 def main() -> None:
     args = parse_args()
-    from nasq.distributed import ray_session
-    from nasq.pipeline import Reporter, make_evaluator
-    from nasq.searching import open_ledger
+    from nasq.cluster.tasks import ray_session
+    from nasq.stages.pipeline import Reporter, make_evaluator
+    from nasq.stages.search import open_ledger
 
     budgets = [int(b) for b in args.budgets.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -19,11 +19,11 @@ _API = {
     "CostModel": "nasq.hardware",
     "ExperimentConfig": "nasq.specs",
     "load_experiment": "nasq.experiment",
-    "run_pipeline": "nasq.pipeline",
+    "run_pipeline": "nasq.stages.pipeline",
     "Front": "nasq.search.pareto",
     "FORMATS": "nasq.formats",
     "get_format": "nasq.formats",
-    "load_export": "nasq.export",
+    "load_export": "nasq.export.bundle",
     "NasqError": "nasq.errors",
     "ConfigError": "nasq.errors",
 }

@@ -117,7 +117,7 @@ def load_experiment(path: str | Path | None = None) -> Experiment:
         prof.check_space(space)
         # Fail before anything runs when a measured table lacks rows for the space, or its
         # correction was fitted on another table or space (one-line ConfigError / LineageError).
-        from nasq.profiling.latency_model import load_profile_predictor
+        from nasq.predict.latency import load_profile_predictor
 
         latency.append(load_profile_predictor(prof_path, space))
         profiles.append(prof)

@@ -68,7 +68,7 @@ Number = int | float
 
 class StageSpec(Frozen):
     """One stage of blocks. Which per-layer fields a block kind searches is declared by the kind
-    (``nasq.supernet_kinds``): mbconv kernel+expand, resnet kernel+expand (bottleneck ratio),
+    (``nasq.space.kinds``): mbconv kernel+expand, resnet kernel+expand (bottleneck ratio),
     vit heads+mlp_ratio. ``width`` may be one value or a list of choices (elastic width)."""
 
     block: str = "mbconv"

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from nasq.profiling.keys import LayerKey
-from nasq.profiling.table import Row
+from nasq.hardware.keys import LayerKey
+from nasq.hardware.table import Row
 from nasq.registry import Registry
 
 BACKENDS: Registry[str] = Registry("latency backend")

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from nasq.errors import NasqError
-from nasq.profiling.keys import LayerKey
+from nasq.hardware.keys import LayerKey
 from nasq.space import SearchSpace, SubnetSpec
 from nasq.supernet.layers import StaticQConv
 from nasq.supernet.network import StaticSubnet, Supernet

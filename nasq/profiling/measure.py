@@ -24,10 +24,10 @@ from nasq.errors import ConfigError, NasqError
 from nasq.files import atomic_write_json, atomic_write_text
 from nasq.formats import FORMATS, size_bits
 from nasq.hardware import HardwareProfile, compute_format
+from nasq.hardware.keys import LayerKey, space_keys
+from nasq.hardware.table import LATENCY_CSV, MEASUREMENT_JSON, LatencyTable, MeasurementInfo, Row
+from nasq.predict.latency import LATENCY_MODEL_JSON, LatencyPredictor
 from nasq.profiling.backend import get_backend
-from nasq.profiling.keys import LayerKey, space_keys
-from nasq.profiling.latency_model import LATENCY_MODEL_JSON, LatencyPredictor
-from nasq.profiling.table import LATENCY_CSV, MEASUREMENT_JSON, LatencyTable, MeasurementInfo, Row
 from nasq.space import SearchSpace, SubnetSpec
 
 PROFILE_YAML = "profile.yaml"
@@ -42,7 +42,7 @@ def subnet_session(model: Any, input_shape: tuple[int, ...], threads: int = 1, s
     onnxruntime under the profile's settings. Returns the session and a seeded input feed."""
     import torch
 
-    from nasq.export import INPUT_NAME, export_onnx
+    from nasq.export.bundle import INPUT_NAME, export_onnx
     from nasq.profiling.onnxruntime_backend import ort_session
 
     x = torch.randn(input_shape, generator=torch.Generator().manual_seed(seed))

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from nasq.errors import MissingDependencyError
+from nasq.hardware.keys import LayerKey
+from nasq.hardware.table import Row
 from nasq.profiling.backend import LatencyBackend, Prepared
-from nasq.profiling.keys import LayerKey
-from nasq.profiling.table import Row
 
 
 def require_ort() -> tuple[Any, Any]:
@@ -39,7 +39,7 @@ def require_ort() -> tuple[Any, Any]:
 
 def ort_session(path: str | Path, threads: int = 1, optimized_to: str | Path | None = None) -> Any:
     """A CPU session with the settings nasq's exports are verified under."""
-    from nasq.export import ORT_DISABLED_OPTIMIZERS
+    from nasq.export.bundle import ORT_DISABLED_OPTIMIZERS
 
     _, ort = require_ort()
     opts = ort.SessionOptions()
@@ -94,7 +94,7 @@ class OnnxRuntimeBackend(LatencyBackend):
     def _prepare(self, key: LayerKey) -> Prepared | Row:
         import torch
 
-        from nasq.export import INPUT_NAME, export_onnx
+        from nasq.export.bundle import INPUT_NAME, export_onnx
         from nasq.profiling.layer_models import UnsupportedLayer, example_input, layer_module
 
         gen = torch.Generator().manual_seed(self.seed)

@@ -26,9 +26,9 @@ import numpy as np
 
 from nasq.errors import NasqError
 from nasq.formats import get_format
+from nasq.hardware.keys import LayerKey
+from nasq.hardware.table import Row
 from nasq.profiling.backend import LatencyBackend, Prepared
-from nasq.profiling.keys import LayerKey
-from nasq.profiling.table import Row
 
 FP8_MIN_CAPABILITY = (8, 9)
 

@@ -4,7 +4,7 @@ optuna's multi-objective NSGAIISampler and TPESampler.
 
 Each proposal is rebuilt from the evaluations so far and the iteration's own generator, never
 from hidden in-memory state, so a resumed search proposes what an uninterrupted one would.
-(``nasq.tune`` runs the optuna samplers as Ray Tune experiments instead, with Tune's own restore.)
+(``nasq.cluster.tune`` runs the optuna samplers as Ray Tune experiments instead, with Tune's own restore.)
 """
 
 from __future__ import annotations

@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasq.registry import Registry
-from nasq.space_types import LayerChoice
+from nasq.space.kinds import mid_channels, se_channels, vit_head_dim
+from nasq.space.types import LayerChoice
 from nasq.specs import StageSpec
 from nasq.supernet.layers import ElasticLayerNorm, QConvBN, QLinear, QuantizedUnit
-from nasq.supernet_kinds import mid_channels, se_channels, vit_head_dim
 
 BLOCKS: Registry[type[nn.Module]] = Registry("block")
 

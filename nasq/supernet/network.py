@@ -12,6 +12,7 @@ from torch import nn
 
 from nasq.formats import get_format
 from nasq.space import SearchSpace, SubnetSpec
+from nasq.space.kinds import tokenized
 from nasq.supernet.blocks import BLOCKS, ElasticMBConv
 from nasq.supernet.layers import (
     ActQuant,
@@ -20,7 +21,6 @@ from nasq.supernet.layers import (
     ElasticLinear,
     StaticQConv,
 )
-from nasq.supernet_kinds import tokenized
 
 __all__ = ["BLOCKS", "ElasticMBConv", "StaticSubnet", "Supernet"]
 FP32 = get_format("fp32")

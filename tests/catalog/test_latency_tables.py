@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from nasq.hardware import CostModel, HardwareProfile
-from nasq.profiling.latency_model import (
+from nasq.hardware.table import LATENCY_CSV, MEASUREMENT_JSON, LatencyTable, load_measurement_info
+from nasq.predict.latency import (
     LATENCY_MODEL_JSON,
     LatencyPredictor,
     load_profile_predictor,
 )
-from nasq.profiling.table import LATENCY_CSV, MEASUREMENT_JSON, LatencyTable, load_measurement_info
 from nasq.space import SearchSpace
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ import pytest
 from nasq.formats import FORMATS
 from nasq.predict.models import PREDICTORS
 from nasq.space import SearchSpace
+from nasq.space.kinds import BLOCK_KINDS
 from nasq.supernet.network import BLOCKS
-from nasq.supernet_kinds import BLOCK_KINDS
 from nasq.testing.blocks import check_extract_equals_supernet
 from nasq.testing.formats import check_format
 from nasq.testing.predictors import check_predictor

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from nasq.experiment import load_experiment
-from nasq.pipeline import run_pipeline
+from nasq.stages.pipeline import run_pipeline
 
 pytestmark = [pytest.mark.slow]
 

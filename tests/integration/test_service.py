@@ -143,7 +143,7 @@ def test_saved_pareto_view_renders_in_chromium(job):
     browser = _chromium()
     if browser is None:
         pytest.skip("chromium is not installed (apt-get install chromium)")
-    from nasq import mlflow_view
+    from nasq.tracking import view as mlflow_view
 
     client, exp, parent = _search_run(job["server"])
     url = mlflow_view.view_url(job["server"].uri, exp.experiment_id, mlflow_view.view_key(parent.info.run_id))

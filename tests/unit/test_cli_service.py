@@ -35,8 +35,8 @@ def run_folder(tmp_path_factory) -> Path:
 
     from nasq.experiment import load_experiment
     from nasq.files import atomic_write_json
-    from nasq.pipeline import run_record
     from nasq.search.pareto import Front, FrontPoint
+    from nasq.stages.pipeline import run_record
     from nasq.supernet.network import Supernet
 
     tmp = tmp_path_factory.mktemp("run")
@@ -146,7 +146,7 @@ def test_submit_and_jobs_unreachable_address(tmp_path: Path) -> None:
 
 
 def test_submit_assembles_data_only(tmp_path: Path) -> None:
-    from nasq.service import assemble
+    from nasq.cluster.jobs import assemble
 
     exp = tmp_path / "e.yaml"
     exp.write_text(yaml.safe_dump(TINY))
@@ -161,9 +161,9 @@ def test_submit_assembles_data_only(tmp_path: Path) -> None:
 
 def test_run_id_resolves_through_the_tracking_uri(run_folder: Path, tmp_path: Path) -> None:
     """The same run logged to a (sqlite) MLflow store is found by its run id, and by a point run id."""
-    from nasq.runs import open_run
     from nasq.search.pareto import Front
-    from nasq.tracking import Component, default_uri, log_search
+    from nasq.stages.runs import open_run
+    from nasq.tracking.client import Component, default_uri, log_search
 
     uri = default_uri(tmp_path)
     front = Front.load(run_folder / "front.json")

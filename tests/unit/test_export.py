@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from nasq.errors import ConfigError, MissingDependencyError, NasqError
-from nasq.export import export_bundle, export_onnx, load_export
+from nasq.export.bundle import export_bundle, export_onnx, load_export
 from nasq.files import sha256_file
 from nasq.formats import get_format
 from nasq.space import LayerChoice, SearchSpace, SubnetSpec
@@ -387,7 +387,7 @@ def test_failure_midway_leaves_nothing_behind(supernet, space, sample, tmp_path,
     if where == "torch.onnx.export":
         monkeypatch.setattr(torch.onnx, "export", boom)
     else:  # after the ONNX file is written and verified
-        monkeypatch.setattr("nasq.export._manifest", boom)
+        monkeypatch.setattr("nasq.export.bundle._manifest", boom)
     model = _subnet(supernet, FP32)
     with pytest.raises(RuntimeError, match="injected failure"):
         _export(model, FP32, space, tmp_path / "bundle", sample[:4])

@@ -99,7 +99,7 @@ def test_transformer_spaces_have_one_stage():
 
 @pytest.mark.parametrize("name", FAMILY_SPACES)
 def test_export_runs_in_onnxruntime_and_loads_back(name, tmp_path):
-    from nasq.export import export_bundle, load_export
+    from nasq.export.bundle import export_bundle, load_export
     from nasq.supernet.network import Supernet
 
     space = _space(name)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasq.export import export_onnx
+from nasq.export.bundle import export_onnx
 from nasq.formats import FORMATS, get_format
 
 onnx = pytest.importorskip("onnx")

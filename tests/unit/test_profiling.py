@@ -12,7 +12,7 @@ import yaml
 from nasq.errors import ConfigError, LineageError, NasqError, NotFittedError
 from nasq.files import sha256_file
 from nasq.hardware import HardwareProfile
-from nasq.profiling.keys import (
+from nasq.hardware.keys import (
     LayerKey,
     ort_execution,
     residual_adds,
@@ -20,8 +20,8 @@ from nasq.profiling.keys import (
     subnet_keys,
     transitions,
 )
-from nasq.profiling.latency_model import LatencyPredictor, load_profile_predictor
-from nasq.profiling.table import COLUMNS, LatencyTable, Row, load_measurement_info
+from nasq.hardware.table import COLUMNS, LatencyTable, Row, load_measurement_info
+from nasq.predict.latency import LatencyPredictor, load_profile_predictor
 from nasq.profiling.torch_cuda_backend import kernel_family, plan_kernel
 from nasq.space import SearchSpace
 

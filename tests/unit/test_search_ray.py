@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 @pytest.fixture(scope="module")
 def ray():
-    from nasq.distributed import ray_session
+    from nasq.cluster.tasks import ray_session
 
     with ray_session("local", 2) as r:
         yield r
@@ -41,7 +41,7 @@ def _flaky_task():
 
 
 def test_failed_ray_task_is_retried_then_recorded(ray, space, tmp_path):
-    from nasq.distributed import evaluate_on_ray
+    from nasq.cluster.tasks import evaluate_on_ray
 
     bad, good = space.largest(), space.smallest()
     assert (len(bad.stages[0]), bad.stages[0][0].kernel) != (len(good.stages[0]), good.stages[0][0].kernel)
@@ -57,7 +57,7 @@ def test_failed_ray_task_is_retried_then_recorded(ray, space, tmp_path):
 
 
 def test_optuna_on_ray_tune_resumes_with_tune_restore(ray, space, profile, tmp_path):
-    from nasq.tune import run_tune_search
+    from nasq.cluster.tune import run_tune_search
 
     cost = CostModel(space, profile)
     cfg = SearchConfig(strategy="optuna_tpe", max_true_evals=3, batch_size=3, seed=0)

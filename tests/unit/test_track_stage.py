@@ -20,8 +20,8 @@ def test_track_stage_logs_history_and_records(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     from nasq.experiment import load_experiment
-    from nasq.pipeline import track_stage
     from nasq.search.pareto import Front, FrontPoint
+    from nasq.stages.pipeline import track_stage
 
     exp_file = tmp_path / "e.yaml"
     exp_file.write_text(yaml.safe_dump({"name": "hist", "data": {"name": "digits"}, "hardware": ["cpu_roofline"],

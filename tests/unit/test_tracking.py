@@ -1,4 +1,4 @@
-"""nasq.tracking and nasq.plots against a real local sqlite MLflow store under tmp_path."""
+"""nasq.tracking and nasq.tracking.plots against a real local sqlite MLflow store under tmp_path."""
 
 from __future__ import annotations
 
@@ -32,13 +32,13 @@ def make_front(n: int = 6, seed: int = 0) -> Front:
 
 @pytest.fixture()
 def store(tmp_path: Path) -> dict:
-    from nasq.tracking import default_uri
+    from nasq.tracking.client import default_uri
 
     return {"uri": default_uri(tmp_path), "artifact_root": tmp_path / "artifacts"}
 
 
 def run_search(store: dict, front: Front, **kwargs):
-    from nasq.tracking import log_search
+    from nasq.tracking.client import log_search
 
     args = dict(uri=store["uri"], experiment="nasq-test", run_name="search-1",
                 params={"search": {"population": 16, "seed": 0}, "space": "mbconv_small",
@@ -61,7 +61,7 @@ def children_of(c, experiment_id: str, parent_id: str) -> list:
 
 
 def test_default_uri_and_ui_command(tmp_path: Path) -> None:
-    from nasq.tracking import default_uri, ui_command
+    from nasq.tracking.client import default_uri, ui_command
 
     uri = default_uri(tmp_path / "sub" / "..")
     assert uri == "sqlite:///" + str((tmp_path / "mlflow.db").resolve())
@@ -71,7 +71,7 @@ def test_default_uri_and_ui_command(tmp_path: Path) -> None:
 
 
 def test_flatten_params_dots_stringifies_and_truncates() -> None:
-    from nasq.tracking import flatten_params
+    from nasq.tracking.names import flatten_params
 
     flat = flatten_params({"a": {"b": {"c": 1}, "d": None}, "e": [1, 2], "f": "y" * 600, "g h?": 1.5})
     assert flat == {"a.b.c": "1", "a.d": "None", "e": "[1, 2]", "f": "y" * 500, "g h_": "1.5"}
@@ -145,7 +145,7 @@ def test_second_search_reuses_experiment(store: dict) -> None:
 
 
 def test_failure_during_child_logging_marks_runs_failed(store: dict, monkeypatch) -> None:
-    import nasq.tracking as tracking
+    import nasq.tracking.client as tracking
 
     real = tracking.point_params
     calls = []
@@ -171,14 +171,14 @@ def test_failure_during_child_logging_marks_runs_failed(store: dict, monkeypatch
 
 
 def test_import_does_not_import_mlflow() -> None:
-    code = "import sys, nasq.tracking, nasq.plots; print('mlflow' in sys.modules, 'matplotlib' in sys.modules)"
+    code = "import sys, nasq.tracking, nasq.tracking.plots; print('mlflow' in sys.modules, 'matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                          timeout=120, check=True)
     assert out.stdout.split() == ["False", "False"]
 
 
 def test_missing_mlflow_names_pip_install(store: dict, monkeypatch) -> None:
-    import nasq.tracking as tracking
+    import nasq.tracking.client as tracking
 
     monkeypatch.setitem(sys.modules, "mlflow", None)
     with pytest.raises(MissingDependencyError, match="pip install mlflow"):
@@ -187,7 +187,7 @@ def test_missing_mlflow_names_pip_install(store: dict, monkeypatch) -> None:
 
 
 def test_pareto_png_writes_png(tmp_path: Path) -> None:
-    from nasq.plots import pareto_png
+    from nasq.tracking.plots import pareto_png
 
     front = make_front()
     others = np.array([[0.5, 4.0, 2.0], [0.6, 3.5, 1.8], [np.nan, 1.0, 1.0]])
@@ -199,7 +199,7 @@ def test_pareto_png_writes_png(tmp_path: Path) -> None:
 
 
 def test_pareto_png_empty_front_and_bad_others(tmp_path: Path) -> None:
-    from nasq.plots import pareto_png
+    from nasq.tracking.plots import pareto_png
 
     empty = Front(("top1", "latency_ms"), [])
     assert pareto_png(empty, tmp_path / "e.png").read_bytes().startswith(PNG_SIGNATURE)
@@ -209,7 +209,7 @@ def test_pareto_png_empty_front_and_bad_others(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- issue 7: lineage, history, views
 def test_point_params_come_from_spec_to_dict() -> None:
-    from nasq.tracking import point_params
+    from nasq.tracking.names import point_params
 
     spec = make_front(1).points[0].spec
     params = point_params(spec)
@@ -221,8 +221,8 @@ def test_point_params_come_from_spec_to_dict() -> None:
 
 
 def test_history_components_html_and_saved_view(store: dict, tmp_path: Path) -> None:
-    from nasq import mlflow_view
-    from nasq.tracking import Component
+    from nasq.tracking import view as mlflow_view
+    from nasq.tracking.client import Component
 
     front = make_front(4)
     weights = tmp_path / "supernet.json"
@@ -283,7 +283,7 @@ def test_history_components_html_and_saved_view(store: dict, tmp_path: Path) -> 
 
 def test_point_metrics_give_every_objective() -> None:
     from nasq.search.pareto import FrontPoint
-    from nasq.tracking import point_metrics
+    from nasq.tracking.names import point_metrics
 
     p = make_front(1).points[0]
     only_top1 = FrontPoint(p.spec, p.genome, {"top1": 80.0, "latency_ms": 0.5}, {"top1": 79.0})
@@ -291,7 +291,7 @@ def test_point_metrics_give_every_objective() -> None:
 
 
 def test_view_state_round_trip() -> None:
-    from nasq import mlflow_view
+    from nasq.tracking import view as mlflow_view
 
     state = mlflow_view.page_state("abc", ["top1", "latency_ms"], ["s0.depth"])
     assert mlflow_view.decode_state(mlflow_view.encode_state(state)) == state
@@ -302,7 +302,7 @@ def test_view_state_round_trip() -> None:
 
 def test_unreachable_server_is_one_line() -> None:
     from nasq.errors import NasqError
-    from nasq.tracking import check_reachable
+    from nasq.tracking.client import check_reachable
 
     with pytest.raises(NasqError, match="unreachable") as info:
         check_reachable("http://127.0.0.1:9", timeout_s=2)

@@ -93,7 +93,7 @@ def _record(folder: Path, experiment: Path | None) -> dict[str, Any]:
     if experiment is None:  # without it, the front can be shown but not exported
         return read_json_object(folder / RUN_RECORD) if (folder / RUN_RECORD).is_file() else {}
     from nasq.experiment import load_experiment
-    from nasq.pipeline import run_record
+    from nasq.stages.pipeline import run_record
 
     record = run_record(load_experiment(experiment))
     made_on = read_json_object(folder / "supernet.json").get("space_hash") if (folder / "supernet.json").is_file() else None
@@ -104,7 +104,7 @@ def _record(folder: Path, experiment: Path | None) -> dict[str, Any]:
 
 
 def _from_mlflow(run_id: str, uri: str, dest: Path) -> FinishedRun:
-    from nasq import tracking
+    from nasq.tracking import client as tracking
 
     tags = tracking.get_run_tags(uri, run_id)
     point, parent = None, run_id

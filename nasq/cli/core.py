@@ -1,34 +1,16 @@
-"""The ``nasq`` command line. Heavy modules are imported inside the commands that need them."""
+"""The pipeline commands: ``nasq run``, ``train``, ``validate``, ``catalog``, ``profile measure``,
+``version``."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
+from nasq.cli.app import ExperimentArg, app, fail
 from nasq.errors import NasqError
-
-app = typer.Typer(
-    name="nasq",
-    help="Neural architecture and quantization-policy search: train one supernet, fit predictors, "
-    "search architecture and per-layer formats with NSGA-II on Ray, log Pareto fronts to MLflow, "
-    "export a subnet.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-ExperimentArg = Annotated[
-    Optional[Path],  # noqa: UP045 - typer needs Optional here
-    typer.Argument(help="Experiment YAML (default: examples/demo.yaml, the embedded demo).", show_default=False),
-]
-
-
-def _fail(err: Exception) -> None:
-    typer.echo(f"nasq: error: {err}", err=True)
-    raise typer.Exit(2)
 
 
 @app.command()
@@ -42,16 +24,16 @@ def run(experiment: ExperimentArg = None,
     try:
         exp = load_experiment(experiment)
     except NasqError as e:
-        _fail(e)
+        fail(e)
     console = Console(width=None if sys.stdout.isatty() else 150)
     console.print(f"[bold]nasq[/] experiment [bold]{exp.config.name}[/] from {exp.source} -> {exp.workdir}")
     try:
-        from nasq.pipeline import run_pipeline
-        from nasq.report import print_summary
+        from nasq.cli.report import print_summary
+        from nasq.stages.pipeline import run_pipeline
 
         result = run_pipeline(exp, None if quiet else console)
     except NasqError as e:
-        _fail(e)
+        fail(e)
     print_summary(result, console)
 
 
@@ -69,14 +51,14 @@ def train(experiment: ExperimentArg = None,
     try:
         exp = load_experiment(experiment)
     except NasqError as e:
-        _fail(e)
+        fail(e)
     console = Console(width=None if sys.stdout.isatty() else 150)
     try:
-        from nasq.pipeline import run_training
+        from nasq.stages.pipeline import run_training
 
         info = run_training(exp, None if quiet else console, fresh=fresh)
     except NasqError as e:
-        _fail(e)
+        fail(e)
     what = "reused" if info.get("reused") else f"{info['steps']} steps, final loss {info['final_loss']:.3f}"
     console.print(f"supernet: {exp.workdir / 'supernet.safetensors'} ({what})")
 
@@ -89,7 +71,7 @@ def validate(experiment: ExperimentArg = None) -> None:
     try:
         exp = load_experiment(experiment)
     except NasqError as e:
-        _fail(e)
+        fail(e)
     typer.echo(f"ok: {exp.source}: space {exp.space.name} ({exp.space.n_genes} genes, {exp.space.size():.3g} subnets), "
                f"hardware {', '.join(p.name for p in exp.profiles)}, predictor {exp.recipe.config.name}")
 
@@ -135,7 +117,7 @@ def profile_measure(
         measure(space, backend, out, threads=threads, repeats=repeats, warmup=warmup, rounds=rounds,
                 fit_subnets=fit_subnets)
     except NasqError as e:
-        _fail(e)
+        fail(e)
 
 
 @app.command()
@@ -144,24 +126,3 @@ def version() -> None:
     from nasq import __version__
 
     typer.echo(__version__)
-
-
-from nasq.cli_service import register as _register_service  # noqa: E402 - after the core commands
-
-_register_service(app)
-
-
-def main() -> None:
-    try:
-        app()
-    except NasqError as e:  # anything that slipped past a command's own handling
-        typer.echo(f"nasq: error: {e}", err=True)
-        sys.exit(2)
-
-
-from nasq import cli_search  # noqa: E402 - registers `nasq search`
-
-cli_search.register(app)
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """The value types of a search space: a layer's choices, a subnet, a gene, a layer's shape.
 
-Kept apart from :mod:`nasq.space` so that the block-kind metadata (:mod:`nasq.supernet_kinds`) and
+Kept apart from :mod:`nasq.space` so that the block-kind metadata (:mod:`nasq.space.kinds`) and
 the space can both use them without importing each other.
 """
 

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from nasq.cli.app import fail
 from nasq.errors import NasqError
 
 RunArg = Annotated[str, typer.Argument(help="A run folder (e.g. runs/demo) or an MLflow run id "
@@ -25,16 +26,12 @@ PickOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045
 AddressOpt = Annotated[str, typer.Option("--address", help="Ray dashboard URL, e.g. http://127.0.0.1:8265.")]
 
 
-def _fail(err: Exception) -> None:
-    typer.echo(f"nasq: error: {err}", err=True)
-    raise typer.Exit(2)
-
 
 def _table(front: object, indices: list[int], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from nasq.report import format_mix
+    from nasq.cli.report import format_mix
 
     table = Table(title=title)
     for col in ("#", *front.objectives, "top1_pred", "depths", "layer formats (w/a)"):
@@ -50,8 +47,8 @@ def front(run: RunArg, where: WhereOpt = None, pick: PickOpt = None, tracking_ur
           experiment: ExpOpt = None,
           as_json: Annotated[bool, typer.Option("--json", help="Print JSON rows instead of a table.")] = False) -> None:
     """Show a finished run's Pareto front (filtered by --where, or the --pick point); no search."""
-    from nasq.runs import open_run
     from nasq.search import query
+    from nasq.stages.runs import open_run
 
     try:
         with open_run(run, tracking_uri, experiment) as found:
@@ -65,7 +62,7 @@ def front(run: RunArg, where: WhereOpt = None, pick: PickOpt = None, tracking_ur
                 _table(found.front, indices, f"{run}: {len(indices)} of {len(found.front.points)} front points"
                        + (f" where {where}" if where else "") + (f", {pick}" if pick else ""))
     except NasqError as e:
-        _fail(e)
+        fail(e)
 
 
 def _choose(found: object, point: int | None, pick: str | None, where: str | None) -> int:
@@ -93,7 +90,7 @@ def export(run: RunArg,
                "--register", help="Register the ONNX model under this name in the MLflow Model Registry.")] = None,
            ) -> None:
     """Export one point of a finished run: ONNX + safetensors + arch + manifest, checked in onnxruntime."""
-    from nasq.runs import open_run
+    from nasq.stages.runs import open_run
 
     try:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -102,11 +99,11 @@ def export(run: RunArg,
             index = _choose(found, point, pick, where)
             if register is not None:
                 _check_register(found, register)
-            from nasq.export_run import export_from_run
+            from nasq.export.checks import export_from_run
 
             result, manifest = export_from_run(found, index, out, register)
     except NasqError as e:
-        _fail(e)
+        fail(e)
     m = manifest["measured"]
     typer.echo(f"point {index} of {run} -> {result.out_dir}/ (model.onnx, model.safetensors, arch.json, manifest.json)")
     typer.echo(f"  top-1: supernet {m.get('top1', float('nan')):.2f} %, onnx {m['onnx_top1_val']:.2f} % on the same "
@@ -120,7 +117,7 @@ def export(run: RunArg,
 
 
 def _check_register(found: object, name: str) -> None:
-    from nasq import tracking
+    from nasq.tracking import client as tracking
 
     if not name.strip():
         raise NasqError("--register '': give a model name")
@@ -135,7 +132,7 @@ def submit(experiment: Annotated[Path, typer.Argument(help="Experiment YAML to r
            wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to finish and print its logs.")] = False,
            ) -> None:
     """Run an experiment as a Ray job: ships the experiment and its catalog files, runs `nasq run`."""
-    from nasq import service
+    from nasq.cluster import jobs as service
 
     try:
         job_id = service.submit(experiment, address)
@@ -147,7 +144,7 @@ def submit(experiment: Annotated[Path, typer.Argument(help="Experiment YAML to r
             if state != "SUCCEEDED":
                 raise typer.Exit(1)
     except NasqError as e:
-        _fail(e)
+        fail(e)
 
 
 jobs_app = typer.Typer(help="Ray jobs of a cluster: list, status, logs, stop.", no_args_is_help=True)
@@ -157,46 +154,46 @@ JobArg = Annotated[str, typer.Argument(help="Job (submission) id, as printed by 
 @jobs_app.command("list")
 def jobs_list(address: AddressOpt) -> None:
     """List the cluster's jobs."""
-    from nasq import service
+    from nasq.cluster import jobs as service
 
     try:
         for row in service.list_jobs(address):
             typer.echo(f"{row['job_id']}  {row['status']:<10} {row['entrypoint']}")
     except NasqError as e:
-        _fail(e)
+        fail(e)
 
 
 @jobs_app.command("status")
 def jobs_status(job_id: JobArg, address: AddressOpt) -> None:
     """Print a job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)."""
-    from nasq import service
+    from nasq.cluster import jobs as service
 
     try:
         typer.echo(service.status(address, job_id))
     except NasqError as e:
-        _fail(e)
+        fail(e)
 
 
 @jobs_app.command("logs")
 def jobs_logs(job_id: JobArg, address: AddressOpt) -> None:
     """Print a job's logs so far."""
-    from nasq import service
+    from nasq.cluster import jobs as service
 
     try:
         typer.echo(service.logs(address, job_id), nl=False)
     except NasqError as e:
-        _fail(e)
+        fail(e)
 
 
 @jobs_app.command("stop")
 def jobs_stop(job_id: JobArg, address: AddressOpt) -> None:
     """Ask the cluster to stop a job."""
-    from nasq import service
+    from nasq.cluster import jobs as service
 
     try:
         typer.echo("stopping" if service.stop(address, job_id) else "not running")
     except NasqError as e:
-        _fail(e)
+        fail(e)
 
 
 def register(app: typer.Typer) -> None:

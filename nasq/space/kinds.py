@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nasq.registry import Registry
-from nasq.space_types import ARCH_FIELDS, STEM_FORMAT, LayerChoice, LayerShape
+from nasq.space.types import ARCH_FIELDS, STEM_FORMAT, LayerChoice, LayerShape
 from nasq.specs import SpaceConfig, StageSpec
 
 ShapeFn = Callable[[str, int, int, int, int, LayerChoice, StageSpec, bool], tuple[list[LayerShape], int]]

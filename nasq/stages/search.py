@@ -82,7 +82,7 @@ def search_stage(exp: Experiment, task: SearchTask, ledger: Ledger, rep: Any, ru
                 f"hypervolume {row['hypervolume']:.4f}{tau}")
 
     if cfg.strategy.startswith("optuna") and ray is not None and tune_evaluate is not None:
-        from nasq.tune import run_tune_search
+        from nasq.cluster.tune import run_tune_search
 
         return run_tune_search(task, ledger, tune_evaluate, run_dir / "tune", resume=resume)
     return run_search(task, ledger, checkpoint_dir=run_dir, resume=resume, progress=say)

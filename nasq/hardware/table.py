@@ -1,6 +1,6 @@
 """The per-layer latency table (``hardware_profiles/<name>/latency.csv``) and its measurement notes.
 
-One row per :class:`~nasq.profiling.keys.LayerKey`. Columns, in this order:
+One row per :class:`~nasq.hardware.keys.LayerKey`. Columns, in this order:
 
 * the key: ``op, cin, cout, kernel, stride, hin, act, w_format, a_format``;
 * ``latency_us_median``, ``latency_us_p10``, ``latency_us_p90`` - microseconds per run of the
@@ -27,7 +27,7 @@ from pydantic import Field
 from nasq.errors import ConfigError
 from nasq.files import atomic_write_text, read_json, sha256_bytes
 from nasq.formats import FORMATS
-from nasq.profiling.keys import ACTIVATIONS, KEY_FIELDS, OPS, LayerKey, space_keys
+from nasq.hardware.keys import ACTIVATIONS, KEY_FIELDS, OPS, LayerKey, space_keys
 from nasq.space import SearchSpace
 from nasq.specs import Frozen, validate
 

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from nasq.cli.app import fail
 from nasq.errors import ConfigError, NasqError
 
 
@@ -48,7 +49,6 @@ def search(
     predictor (cached), then the chosen strategy; writes front.json/csv and search_history.json."""
     from rich.console import Console
 
-    from nasq.cli import _fail
     from nasq.experiment import load_experiment
     from nasq.search.state import STATE_FILE
 
@@ -63,9 +63,9 @@ def search(
         console.print(f"[bold]nasq search[/] {exp.config.name}: {exp.config.search.strategy}, "
                       f"{exp.config.search.max_true_evals} true evaluations" + (f", resuming {resume}" if resume else ""))
         from nasq import data as data_mod
-        from nasq.pipeline import Reporter, evaluate_and_search
-        from nasq.report import print_summary
-        from nasq.searching import load_trained_supernet
+        from nasq.cli.report import print_summary
+        from nasq.stages.pipeline import Reporter, evaluate_and_search
+        from nasq.stages.search import load_trained_supernet
 
         net, info = load_trained_supernet(exp)
         rep = Reporter(None if quiet else console, total_stages=3)
@@ -73,7 +73,7 @@ def search(
         result = evaluate_and_search(exp, net, splits, rep, info, resume=resume is not None,
                                      run_dir=resume or out or exp.workdir)
     except NasqError as e:
-        _fail(e)
+        fail(e)
     print_summary(result, console)
 
 

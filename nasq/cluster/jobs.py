@@ -29,7 +29,7 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
 def _configure_env() -> None:
-    from nasq.distributed import configure_env
+    from nasq.cluster.tasks import configure_env
 
     configure_env()
 

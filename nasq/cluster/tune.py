@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from nasq.distributed import _ray
+from nasq.cluster.tasks import _ray
 from nasq.search.baselines import directions, true_population_size
 from nasq.search.ledger import Ledger
 from nasq.search.loop import SearchOutcome, SearchTask, build_front, front_hypervolume

@@ -1,20 +1,16 @@
-"""Hardware profiles and the analytic cost model (size, BOPs, roofline latency).
-
-A profile is data (``hardware_profiles/<name>/profile.yaml``). The roofline estimate is marked
-``modelled`` wherever it is shown; measured latency tables arrive with the profiling stage.
-"""
+"""The cost model: size, BOPs and latency of subnets on one hardware profile (roofline, or the
+profile's measured latency predictor). The roofline estimate is marked ``modelled`` wherever it is
+shown."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
-from nasq.errors import ConfigError
 from nasq.formats import FORMATS, size_bits
+from nasq.hardware.profile import HardwareProfile
 from nasq.space import LayerShape, SearchSpace, SubnetSpec
-from nasq.specs import ProfileConfig, load_model, validate
 
 BIAS_BITS = 32  # folded batch-norm bias, one fp32 per output channel
 
@@ -27,39 +23,6 @@ def layer_bits(layer: LayerShape) -> float:
     return size_bits(layer.w_format, layer.params, layer.cout) + layer.cout * BIAS_BITS
 
 
-class HardwareProfile:
-    def __init__(self, config: ProfileConfig, source: str = "<memory>", content_hash: str = ""):
-        self.config, self.source, self.hash = config, source, content_hash
-        for field in ("peak_gops", "depthwise_peak_gops"):
-            for fmt in getattr(config, field):
-                if fmt not in FORMATS:
-                    raise ConfigError(source, f"{field}.{fmt}", FORMATS.miss_message(fmt))
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, source: str | None = None) -> HardwareProfile:
-        config, digest = load_model(ProfileConfig, Path(path), source)
-        return cls(config, source or str(path), digest)
-
-    @classmethod
-    def from_dict(cls, data: dict, source: str = "<dict>") -> HardwareProfile:
-        return cls(validate(ProfileConfig, data, source), source)
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def supported(self) -> set[str]:
-        return set(self.config.peak_gops)
-
-    def check_space(self, space: SearchSpace) -> None:
-        missing = sorted(space.all_formats() - self.supported)
-        if missing:
-            raise ConfigError(self.source, "peak_gops",
-                              f"formats {missing} of space '{space.name}' are not supported by profile "
-                              f"'{self.name}' (supported: {sorted(self.supported)})")
-
-
 def compute_format(w_format: str, a_format: str) -> str:
     """Kernels run at the wider of the two formats (a narrower operand is widened first)."""
     w, a = FORMATS.get(w_format), FORMATS.get(a_format)
@@ -70,7 +33,7 @@ class CostModel:
     """Scores subnets of one space on one profile. Results are cached by canonical key.
 
     ``latency_ms`` (a measured profile's ``LatencyPredictor.predict``, see
-    nasq.profiling.latency_model.load_profile_predictor) replaces the roofline latency when
+    nasq.predict.latency.load_profile_predictor) replaces the roofline latency when
     given; size and BOPs stay analytic."""
 
     def __init__(self, space: SearchSpace, profile: HardwareProfile,

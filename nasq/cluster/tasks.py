@@ -76,7 +76,7 @@ def eval_chunk(space_config: dict, state: dict, calib_x: np.ndarray, val_x: np.n
 
 
 def tune_eval(payload: dict, spec_dicts: list[dict]) -> list[float]:
-    """``eval_chunk`` with its arrays in one payload: what a Ray Tune trial calls (nasq.tune)."""
+    """``eval_chunk`` with its arrays in one payload: what a Ray Tune trial calls (nasq.cluster.tune)."""
     return eval_chunk(spec_dicts=spec_dicts, **payload)
 
 

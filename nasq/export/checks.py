@@ -41,7 +41,7 @@ def onnx_top1(onnx_path: Path, x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 (percent) of an exported model in onnxruntime, with the bundle's session settings."""
     import onnxruntime as ort
 
-    from nasq.export import INPUT_NAME, ORT_DISABLED_OPTIMIZERS, OUTPUT_NAME
+    from nasq.export.bundle import INPUT_NAME, ORT_DISABLED_OPTIMIZERS, OUTPUT_NAME
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
@@ -60,7 +60,7 @@ def export_checked(model: Any, *, spec: Any, space: Any, out: Path, splits: Any,
     """Write, check and publish the bundle of ``model`` at ``out`` (see the module docstring).
     ``before_publish(bundle)`` runs on the finished bundle before the rename (e.g. to register it);
     what it returns is added to the manifest's ``registry`` section."""
-    from nasq.export import MANIFEST_JSON, MODEL_ONNX, export_bundle
+    from nasq.export.bundle import MANIFEST_JSON, MODEL_ONNX, export_bundle
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -117,7 +117,7 @@ def export_from_run(run: Any, index: int, out: Path, register: str | None = None
     model = calibrated_subnet(net, point.spec, splits.train_x, cfg.evaluate)
 
     def register_bundle(bundle: Path) -> dict[str, Any]:
-        from nasq import tracking
+        from nasq.tracking import client as tracking
 
         version = tracking.register_onnx(run.uri, run.run_id, bundle, register, index)
         return {"name": register, "version": version, "tracking_uri": run.uri, "search_run_id": run.run_id}

@@ -23,7 +23,8 @@ from nasq.files import atomic_write_json, sha256_bytes
 from nasq.predict.fit import FitReport, fit_with_holdout
 from nasq.search.ledger import EvaluateFn
 from nasq.search.pareto import Front
-from nasq.searching import (
+from nasq.space import SubnetSpec
+from nasq.stages.search import (
     evaluation_matrix,
     open_ledger,
     sample_stage,
@@ -32,7 +33,6 @@ from nasq.searching import (
     used_keys,
     write_search_artifacts,
 )
-from nasq.space import SubnetSpec
 
 
 @dataclass
@@ -120,7 +120,7 @@ def evaluate_and_search(exp: Experiment, net: Any, splits: data_mod.Splits, rep:
                         train_info: dict[str, float], resume: bool = False, run_dir: Path | None = None) -> PipelineResult:
     """Sampled evaluations -> predictor -> search on a trained supernet (``nasq run``, ``nasq search``);
     the search's checkpoint, front and history go to ``run_dir`` (default: the workdir)."""
-    from nasq.distributed import ray_session
+    from nasq.cluster.tasks import ray_session
 
     cfg, workdir = exp.config, exp.workdir
     run_dir = run_dir or workdir
@@ -259,7 +259,7 @@ def make_evaluator(ray: Any, exp: Experiment, net: Any, splits: data_mod.Splits,
             return out
         return evaluate
 
-    from nasq.distributed import evaluate_on_ray
+    from nasq.cluster.tasks import evaluate_on_ray
 
     def evaluate_remote(specs: list[SubnetSpec]) -> list[float | None]:
         with rep.bar("evaluating", len(specs)) as bar:
@@ -270,7 +270,7 @@ def make_evaluator(ray: Any, exp: Experiment, net: Any, splits: data_mod.Splits,
 
 def tune_evaluator(exp: Experiment, net: Any, splits: data_mod.Splits) -> Any:
     """What a Ray Tune trial needs to evaluate one subnet: (function, payload of arrays)."""
-    from nasq.distributed import tune_eval
+    from nasq.cluster.tasks import tune_eval
     from nasq.supernet.evaluate import calibration_images, state_to_numpy
 
     ecfg = exp.config.evaluate
@@ -285,7 +285,7 @@ def track_stage(exp: Experiment, result: PipelineResult, workdir: Path) -> Any:
     """MLflow: the search run, nested supernet / predictor / point runs, per-iteration history
     (``result.history`` rows when the search records them), and ``experiment.json`` (the resolved
     config and space, what ``nasq export`` needs to rebuild the supernet from the run alone)."""
-    from nasq import tracking
+    from nasq.tracking import client as tracking
 
     cfg = exp.config
     uri = cfg.tracking.uri or tracking.default_uri(workdir)
@@ -327,10 +327,10 @@ def _existing(folder: Path, *names: str) -> list[Path]:
 
 def export_stage(exp: Experiment, net: Any, front: Front, splits: data_mod.Splits, workdir: Path) -> Any:
     """Export the configured pick to ``<workdir>/export`` and check it in onnxruntime on the
-    validation images the search used and on the test split (see nasq.export_run)."""
+    validation images the search used and on the test split (see nasq.export.checks)."""
     import shutil
 
-    from nasq.export_run import calibrated_subnet, export_checked
+    from nasq.export.checks import calibrated_subnet, export_checked
 
     i = front.pick(exp.config.export.pick)
     point = front.points[i]

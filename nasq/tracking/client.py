@@ -34,8 +34,8 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from nasq.errors import MissingDependencyError, NasqError
-from nasq.mlflow_names import _chunks, clean_key, flatten_params, point_metrics, point_params  # noqa: F401
 from nasq.search.pareto import Front, FrontPoint
+from nasq.tracking.names import _chunks, clean_key, flatten_params, point_metrics, point_params  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def _log_history(client: Any, run_id: str, history: Sequence[dict[str, Any]]) ->
 
 def _write_artifacts(front: Front, folder: Path, title: str, others: Any, modelled: bool) -> list[Path]:
     from nasq.files import atomic_write_json, atomic_write_text
-    from nasq.plots import pareto_html, pareto_png
+    from nasq.tracking.plots import pareto_html, pareto_png
 
     return [atomic_write_text(folder / "front.csv", front.to_csv()),
             atomic_write_json(folder / "front.json", front.to_dict()),
@@ -242,8 +242,8 @@ def _log_artifacts(client: Any, run_id: str, front: Front, title: str, artifacts
 
 
 def _save_view(client: Any, exp_id: str, parent_id: str, front: Front, run_name: str) -> str:
-    """The experiment tag that makes the saved "Pareto front" chart view (nasq.mlflow_view)."""
-    from nasq import mlflow_view
+    """The experiment tag that makes the saved "Pareto front" chart view (nasq.tracking.view)."""
+    from nasq.tracking import view as mlflow_view
 
     key = mlflow_view.view_key(parent_id)
     depth_params = [k for k in point_params(front.points[0].spec) if k.endswith("depth")] if front.points else []
@@ -280,7 +280,7 @@ def log_search(front: Front, *, uri: str, experiment: str, run_name: str, params
     ``artifacts_dir``: where front.csv/front.json/pareto.png/pareto.html are written (and kept)
     before being logged; a temporary folder when None. ``artifact_root``: artifact location of a
     new experiment on a local store (default: ``mlartifacts`` beside a sqlite database).
-    ``others``/``modelled`` go to :func:`nasq.plots.pareto_png`. ``history``: rows of per-iteration
+    ``others``/``modelled`` go to :func:`nasq.tracking.plots.pareto_png`. ``history``: rows of per-iteration
     values (``iteration`` is the step). ``components``: nested runs logged before the points, whose
     run ids become lineage tags ``nasq.<kind>_run_id`` of the parent and of every point.
     """
@@ -306,7 +306,7 @@ def log_search(front: Front, *, uri: str, experiment: str, run_name: str, params
     except BaseException:
         _abort(client, reversed(opened))
         raise
-    from nasq.mlflow_view import view_url
+    from nasq.tracking.view import view_url
 
     return TrackingResult(parent_id, exp_id, uri, children, ui_command(uri),
                           view_url(ui_base(uri), exp_id, key) if key else "", lineage)

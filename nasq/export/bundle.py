@@ -91,7 +91,7 @@ class _Verification:
 
 # ---------------------------------------------------------------- optional dependencies
 def _require_onnx() -> tuple[Any, Any]:
-    """onnx and onnxruntime are imported here, not at module level, so that importing nasq.export
+    """onnx and onnxruntime are imported here, not at module level, so that importing nasq.export.bundle
     (e.g. for load_export) works on a machine that only trains."""
     try:
         import onnx

@@ -4,7 +4,7 @@ Summing isolated layer timings is biased, and the bias depends on how each layer
 isolated measurement pays one session run, and a float conv pays layout reorders that vanish
 between neighbouring float convs of a real subnet, while an int8-weight conv (dequantized every run)
 or a layer behind fp8 rounding ops keeps most of its isolated cost. So the correction is affine
-per execution class (:func:`nasq.profiling.keys.execution_class`)::
+per execution class (:func:`nasq.hardware.keys.execution_class`)::
 
     latency_ms = c0 + sum over classes c of ( a_c * table_ms[c] + b_c * layers[c] )
 
@@ -26,8 +26,8 @@ import numpy as np
 
 from nasq.errors import ConfigError, LineageError, NotFittedError
 from nasq.files import atomic_write_json, read_json
-from nasq.profiling.keys import execution_class, execution_classes, subnet_keys
-from nasq.profiling.table import LATENCY_CSV, LatencyTable
+from nasq.hardware.keys import execution_class, execution_classes, subnet_keys
+from nasq.hardware.table import LATENCY_CSV, LatencyTable
 from nasq.space import SearchSpace, SubnetSpec
 
 LATENCY_MODEL_JSON = "latency_model.json"

@@ -1,0 +1,3 @@
+from nasq.cli.app import main
+
+main()

@@ -1,0 +1,42 @@
+"""The ``nasq`` Typer app and what every command shares. Commands import their machinery inside
+their bodies (the one place in nasq where imports are function-local): ``nasq --help`` and
+``nasq validate`` answer in a fraction of a second instead of importing torch, Ray and MLflow."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn, Optional
+
+import typer
+
+from nasq.errors import NasqError
+
+app = typer.Typer(
+    name="nasq",
+    help="Neural architecture and quantization-policy search: train one supernet, fit predictors, "
+    "search architecture and per-layer formats with NSGA-II on Ray, log Pareto fronts to MLflow, "
+    "export a subnet.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ExperimentArg = Annotated[
+    Optional[Path],  # noqa: UP045 - typer needs Optional here
+    typer.Argument(help="Experiment YAML (default: examples/demo.yaml, the embedded demo).", show_default=False),
+]
+
+
+def fail(err: Exception) -> NoReturn:
+    """A command's one-line error: ``nasq: error: ...`` on stderr, exit code 2."""
+    typer.echo(f"nasq: error: {err}", err=True)
+    raise typer.Exit(2)
+
+
+def main() -> None:
+    try:
+        app()
+    except NasqError as e:  # anything that slipped past a command's own handling
+        typer.echo(f"nasq: error: {e}", err=True)
+        sys.exit(2)

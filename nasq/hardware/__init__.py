@@ -1,0 +1,7 @@
+"""Hardware: profiles (catalog entries), the cost model, layer keys and measured latency tables.
+Torch-free."""
+
+from nasq.hardware.cost import BIAS_BITS, CostModel, compute_format, layer_bits
+from nasq.hardware.profile import HardwareProfile
+
+__all__ = ["BIAS_BITS", "CostModel", "HardwareProfile", "compute_format", "layer_bits"]
