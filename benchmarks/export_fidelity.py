@@ -83,15 +83,17 @@ def measure(run_dir: str, n_points: int, repeats: int) -> tuple[list[dict], str]
     from nasq import data as data_mod
     from nasq.cli.report import format_mix
     from nasq.export.bundle import export_onnx
-    from nasq.export.checks import calibrated_subnet, export_from_run, load_supernet
+    from nasq.export.checks import calibrated_subnet
+    from nasq.stages.export import from_run as export_from_run
     from nasq.stages.runs import open_run
+    from nasq.supernet import checkpoint
 
     rows = []
     cost = latency_model()
     with open_run(run_dir) as run, tempfile.TemporaryDirectory() as tmp:
         cfg, space = run.experiment_config(), run.space()
         splits = data_mod.load(cfg.data, run.name)
-        net = load_supernet(space, run.folder / "supernet.safetensors")
+        net, _ = checkpoint.load(run.folder, space, require_record=False)
         shape = tuple(splits.test_x.shape[1:])
         for i in choose_points(run.front, n_points):
             point = run.front.points[i]

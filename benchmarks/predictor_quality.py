@@ -84,11 +84,11 @@ def _parse_header(line: str) -> dict[str, str]:
 # ------------------------------------------------------------------ supernet
 def supernet_file(exp: Any, args: argparse.Namespace) -> Path:
     """The supernet to evaluate with: ``--supernet``, one already trained in the workdir, or a fresh
-    one trained exactly as the demo trains it (``train_stage`` also writes supernet.json)."""
+    one trained exactly as the demo trains it (the train stage also writes supernet.json)."""
     from nasq import data as data_mod
     from nasq.errors import LineageError
     from nasq.files import read_json
-    from nasq.stages.pipeline import Reporter, train_stage
+    from nasq.stages import train
 
     path = args.supernet or args.workdir / "supernet.safetensors"
     if path.is_file():
@@ -101,7 +101,7 @@ def supernet_file(exp: Any, args: argparse.Namespace) -> Path:
     print(f"training the demo supernet into {args.workdir} ...", flush=True)
     args.workdir.mkdir(parents=True, exist_ok=True)
     splits = data_mod.load(exp.config.data, exp.source)
-    train_stage(exp, splits, args.workdir, Reporter(None))
+    train.run(exp, splits, args.workdir)
     return path
 
 
@@ -109,22 +109,21 @@ def make_evaluate(exp: Any, path: Path, threads: int, val_offset: int = 0) -> An
     """The pipeline's own in-process evaluator over the supernet at ``path``; ``val_offset`` skips
     that many validation images (a disjoint slice, to measure the measurement's own noise)."""
     import torch
-    from safetensors.torch import load_file
 
     from nasq import data as data_mod
-    from nasq.stages.pipeline import Reporter, make_evaluator
-    from nasq.supernet.network import Supernet
+    from nasq.stages import evaluate
+    from nasq.stages.progress import Reporter
+    from nasq.supernet import checkpoint
 
     torch.set_num_threads(threads)
-    net = Supernet(exp.space)
-    net.load_state_dict(load_file(str(path)))
+    net, _ = checkpoint.load(path.parent, exp.space, require_record=False)
     splits = data_mod.load(exp.config.data, exp.source)
     if val_offset:
         if len(splits.val_y) < val_offset + (exp.config.evaluate.val_images or 0):
             sys.exit(f"--retest needs {val_offset} + {exp.config.evaluate.val_images} validation images, "
                      f"the split has {len(splits.val_y)}")
         splits = dataclasses.replace(splits, val_x=splits.val_x[val_offset:], val_y=splits.val_y[val_offset:])
-    return make_evaluator(None, exp, net, splits, Reporter(None))
+    return evaluate.evaluator(None, evaluate.payload(exp, net, splits), Reporter())
 
 
 def evaluate_all(exp: Any, specs: list, args: argparse.Namespace, cache_path: Path,

@@ -69,12 +69,12 @@ class TimedEvaluator:
 def setup(args: argparse.Namespace):
     from nasq import data as data_mod
     from nasq.experiment import load_experiment
-    from nasq.stages.search import load_trained_supernet
+    from nasq.stages import train
 
     exp = load_experiment(args.experiment)
     ev = exp.config.evaluate.model_copy(update={"val_images": args.val_images, "calib_images": args.calib_images})
     exp.config = exp.config.model_copy(update={"evaluate": ev})
-    net, _ = load_trained_supernet(exp)
+    net = train.load(exp).net
     splits = data_mod.load(exp.config.data, exp.source)
     return exp, net, splits
 
@@ -97,7 +97,7 @@ def search_hv_curve(task, state, step: int, top1_bounds: tuple[float, float]) ->
 
 def run_one(exp, ledger, method: str, budget: int, seed: int, args):
     from nasq.search.loop import run_search
-    from nasq.stages.search import search_task
+    from nasq.stages.search import task as search_task
 
     search = exp.config.search.model_copy(update={
         "strategy": method, "max_true_evals": budget, "batch_size": args.batch_size, "seed": seed,
@@ -137,8 +137,8 @@ def evals_to_reach(curve: list[tuple[int, float]], target: float) -> int | None:
 def main() -> None:
     args = parse_args()
     from nasq.cluster.tasks import ray_session
-    from nasq.stages.pipeline import Reporter, make_evaluator
-    from nasq.stages.search import open_ledger
+    from nasq.stages import evaluate
+    from nasq.stages.progress import Reporter
 
     budgets = [int(b) for b in args.budgets.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -149,8 +149,8 @@ def main() -> None:
     exp.config = exp.config.model_copy(update={"search": search})
     results: dict[tuple[str, int, int], dict] = {}
     with ray_session("local", args.num_cpus) as ray:
-        evaluator = TimedEvaluator(make_evaluator(ray, exp, net, splits, Reporter(None)))
-        ledger = open_ledger(exp, evaluator, exp.workdir / "supernet.safetensors")
+        evaluator = TimedEvaluator(evaluate.evaluator(ray, evaluate.payload(exp, net, splits), Reporter()))
+        ledger = evaluate.open_ledger(exp, evaluator, exp.workdir)
         print(f"ledger {ledger.path}: {len(ledger)} cached evaluations", flush=True)
         for budget in budgets:
             for seed in seeds:

@@ -18,6 +18,7 @@ from nasq.errors import ConfigError
 from nasq.files import sha256_bytes
 from nasq.hardware import CostModel, HardwareProfile
 from nasq.predict.fit import Recipe
+from nasq.predict.latency import load_profile_predictor
 from nasq.space import SearchSpace
 from nasq.specs import ExperimentConfig, load_model
 
@@ -117,7 +118,6 @@ def load_experiment(path: str | Path | None = None) -> Experiment:
         prof.check_space(space)
         # Fail before anything runs when a measured table lacks rows for the space, or its
         # correction was fitted on another table or space (one-line ConfigError / LineageError).
-        from nasq.predict.latency import load_profile_predictor
 
         latency.append(load_profile_predictor(prof_path, space))
         profiles.append(prof)
@@ -129,9 +129,13 @@ def load_experiment(path: str | Path | None = None) -> Experiment:
 
 
 def _check_cross(config: ExperimentConfig, space: SearchSpace, source: str) -> None:
-    names = {p for p in config.hardware}
+    # One profile per experiment for now (specs refuses more): a constraint's profile may only name
+    # it, or be left out; either way the constraint applies to that profile.
+    names = list(config.hardware)
     for i, c in enumerate(config.constraints):
         if c.profile is not None and c.profile not in names:
-            raise ConfigError(source, f"constraints[{i}].profile", f"not one of the experiment's hardware {sorted(names)}, got {c.profile!r}")
+            raise ConfigError(source, f"constraints[{i}].profile",
+                              f"must name the experiment's hardware profile ({', '.join(map(repr, names))}) "
+                              f"or be left out, got {c.profile!r}")
     if config.search.max_true_evals < 5:
         raise ConfigError(source, "search.max_true_evals", f"must be >= 5 to form a front, got {config.search.max_true_evals}")

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from nasq.errors import ConfigError
+
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -61,7 +63,6 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
     """A JSON object from a file a user gave us; any problem is one ConfigError naming the file."""
-    from nasq.errors import ConfigError
 
     path = Path(path)
     if not path.is_file():

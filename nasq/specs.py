@@ -9,7 +9,7 @@ kinds) are checked one layer up, where the registries live.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -253,7 +253,6 @@ class SearchConfig(Frozen):
     evaluations before LINAS first fits, when fewer are known; ``cache_dir``: where evaluation
     ledgers are kept, keyed by the supernet's identity (default ``<workdir>/cache``)."""
 
-    algorithm: Literal["nsga2"] = "nsga2"
     strategy: Strategy = "linas"
     population: int = Field(default=64, ge=4)
     generations: int = Field(default=40, ge=1)
@@ -282,6 +281,12 @@ class ExportConfig(Frozen):
 
 
 class ExperimentConfig(Frozen):
+    # Keys once accepted and never acted on: refused by name, saying why and what to use instead.
+    retired_keys: ClassVar[dict[tuple[str, ...], tuple[str, str]]] = {
+        ("search", "algorithm"): ("not accepted (it was never used)",
+                                  f"set search.strategy instead, one of {', '.join(get_args(Strategy))}"),
+    }
+
     schema_version: int = SCHEMA_VERSION
     name: str = "demo"
     workdir: str = "runs/{name}"
@@ -297,6 +302,13 @@ class ExperimentConfig(Frozen):
     tracking: TrackingConfig = TrackingConfig()
     ray: RayConfig = RayConfig()
     export: ExportConfig = ExportConfig()
+
+    @field_validator("hardware")
+    @classmethod
+    def _one_profile(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(v) > 1:
+            raise ValueError("one hardware profile per experiment for now; multi-target search is planned")
+        return v
 
     @field_validator("objectives")
     @classmethod
@@ -328,13 +340,17 @@ def format_loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _first_error(err: ValidationError) -> tuple[str, str]:
+def _first_error(err: ValidationError, model: type[BaseModel]) -> tuple[str, str]:
     e = err.errors(include_url=False)[0]
     loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     field = format_loc(loc) or "(top level)"
     msg = str(e["msg"]).removeprefix("Value error, ")
     value = e.get("input")
     if e["type"] == "extra_forbidden":
+        retired = getattr(model, "retired_keys", {}).get(loc)
+        if retired:
+            why, instead = retired
+            return field, f"{why}, got {value!r}; {instead}"
         return field, "unknown key"
     if e["type"] == "missing":
         return field, "required field is missing"
@@ -349,7 +365,7 @@ def validate(model: type[M], data: Any, source: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        field, msg = _first_error(e)
+        field, msg = _first_error(e, model)
         raise ConfigError(source, field, msg) from e
 
 

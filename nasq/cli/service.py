@@ -99,7 +99,7 @@ def export(run: RunArg,
             index = _choose(found, point, pick, where)
             if register is not None:
                 _check_register(found, register)
-            from nasq.export.checks import export_from_run
+            from nasq.stages.export import from_run as export_from_run
 
             result, manifest = export_from_run(found, index, out, register)
     except NasqError as e:

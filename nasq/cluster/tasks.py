@@ -11,10 +11,9 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
-
 from nasq.errors import MissingDependencyError, NasqError
 from nasq.space import SubnetSpec
+from nasq.supernet.evaluate import EvalPayload, SubnetEvaluator
 
 LOOPBACK_ENV = {
     # Without this Ray 2.60 binds the machine's external address even when told 127.0.0.1.
@@ -67,33 +66,28 @@ def ray_session(address: str = "local", num_cpus: int | None = None):
             ray.shutdown()
 
 
-def eval_chunk(space_config: dict, state: dict, calib_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
-               spec_dicts: list[dict], batch_size: int) -> list[float]:
-    from nasq.supernet.evaluate import SubnetEvaluator
-
-    evaluator = SubnetEvaluator(space_config, state, calib_x, val_x, val_y, batch_size, threads=1)
-    return evaluator([SubnetSpec.from_dict(d) for d in spec_dicts])
+def eval_chunk(payload: EvalPayload, spec_dicts: list[dict]) -> list[float]:
+    """One Ray task: rebuild the supernet from ``payload`` and evaluate the specs (one thread)."""
+    return SubnetEvaluator(payload, threads=1)([SubnetSpec.from_dict(d) for d in spec_dicts])
 
 
-def tune_eval(payload: dict, spec_dicts: list[dict]) -> list[float]:
-    """``eval_chunk`` with its arrays in one payload: what a Ray Tune trial calls (nasq.cluster.tune)."""
-    return eval_chunk(spec_dicts=spec_dicts, **payload)
+# What a Ray Tune trial calls (nasq.cluster.tune): the same function, the payload as its first argument.
+tune_eval = eval_chunk
 
 
-def evaluate_on_ray(ray: Any, space_config: dict, state: dict[str, np.ndarray], calib_x: np.ndarray,
-                    val_x: np.ndarray, val_y: np.ndarray, specs: list[SubnetSpec], batch_size: int = 500,
-                    chunk: int = 2, progress: ProgressFn | None = None, max_retries: int = 2,
-                    task: Callable[..., list[float]] | None = None) -> list[float | None]:
+def evaluate_on_ray(ray: Any, payload: EvalPayload, specs: list[SubnetSpec], chunk: int = 2,
+                    progress: ProgressFn | None = None, max_retries: int = 2,
+                    task: Callable[[EvalPayload, list[dict]], list[float]] | None = None) -> list[float | None]:
     """One task per ``chunk`` specs, results in input order. A task that fails (its worker dies, or
     the evaluation raises) is retried ``max_retries`` times; after that its specs come back as None
     (recorded as failed by the ledger) instead of failing the whole batch. ``task`` replaces the
     subnet evaluation (tests inject a cheap one with the same signature)."""
     remote = ray.remote(num_cpus=1, max_retries=max_retries, retry_exceptions=True)(task or eval_chunk)
-    refs = [ray.put(a) for a in (space_config, state, calib_x, val_x, val_y)]
+    ref = ray.put(payload)
     pending = {}
     for lo in range(0, len(specs), chunk):
         part = [s.to_dict() for s in specs[lo : lo + chunk]]
-        pending[remote.remote(*refs, part, batch_size)] = (lo, len(part))
+        pending[remote.remote(ref, part)] = (lo, len(part))
     results: list[float | None] = [None] * len(specs)
     done = 0
     while pending:

@@ -24,11 +24,12 @@ from nasq.search.ledger import Ledger
 from nasq.search.loop import SearchOutcome, SearchTask, build_front, front_hypervolume
 from nasq.search.state import SearchState
 from nasq.space import SubnetSpec
+from nasq.supernet.evaluate import EvalPayload
 
-TuneEvaluate = tuple[Callable[[dict, list[dict]], list[float]], dict]
+TuneEvaluate = tuple[Callable[[EvalPayload, list[dict]], list[float]], EvalPayload]
 
 
-def _trial(config: dict, evaluate: Callable, payload: dict, task: SearchTask, known: dict[str, float]) -> None:
+def _trial(config: dict, evaluate: Callable, payload: EvalPayload, task: SearchTask, known: dict[str, float]) -> None:
     from ray import tune
 
     space = task.space

@@ -38,15 +38,20 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors
 import torch
+from torch.onnx import symbolic_helper, symbolic_opset13
 
+import nasq
 from nasq.errors import ConfigError, MissingDependencyError, NasqError
 from nasq.files import read_json_object, sha256_file
 from nasq.formats import get_format
+from nasq.formats.packing import packed_formats, packed_state, unpack_state
 from nasq.space import SearchSpace, SubnetSpec
 from nasq.specs import SpaceConfig, validate
 from nasq.supernet.layers import StaticQConv
@@ -197,7 +202,6 @@ def _write_bundle(model: torch.nn.Module, folder: Path, *, spec: SubnetSpec, spa
 def _save_weights(model: torch.nn.Module, path: Path) -> None:
     """Integer weights are stored packed (two int4 / four int2 per byte) with their scales; the
     formats used are recorded in the file's metadata so loading restores them exactly."""
-    from nasq.formats.packing import packed_formats, packed_state
 
     formats = packed_formats(model)
     replaced = {f"{p}.conv.weight" for p in formats}
@@ -234,7 +238,6 @@ def _any_range_fake_quant_symbolic(opset: int) -> Iterator[None]:
     the same arithmetic in plain ops (Reciprocal, Mul, Round, Clip, Mul: what torch's kernel
     computes), the standard ranges still become QDQ. Registered for this export only, because the
     exporter's registry is process-wide."""
-    from torch.onnx import symbolic_helper
 
     name = "aten::fake_quantize_per_tensor_affine"
     symbolic = symbolic_helper.parse_args("v", "v", "v", "i", "i")(_fake_quant_symbolic)
@@ -246,7 +249,6 @@ def _any_range_fake_quant_symbolic(opset: int) -> Iterator[None]:
 
 
 def _fake_quant_symbolic(g: Any, x: Any, scale: Any, zero_point: Any, lo: int, hi: int) -> Any:
-    from torch.onnx import symbolic_opset13
 
     if (lo, hi) in _QDQ_RANGES:
         return symbolic_opset13.fake_quantize_per_tensor_affine(g, x, scale, zero_point, lo, hi)
@@ -323,7 +325,6 @@ def _arch(spec: SubnetSpec, space: SearchSpace, input_shape: tuple[int, ...]) ->
 def _manifest(model: torch.nn.Module, *, lineage: dict[str, str], predicted: dict[str, float],
               measured: dict[str, float], files: dict[str, str], opset: int, qdq_nodes: int,
               onnx: Any, ort: Any) -> dict[str, Any]:
-    import safetensors
 
     return {
         "nasq_version": _nasq_version(),
@@ -342,11 +343,9 @@ def _manifest(model: torch.nn.Module, *, lineage: dict[str, str], predicted: dic
 
 
 def _nasq_version() -> str:
-    import nasq
 
     if getattr(nasq, "__version__", None):
         return nasq.__version__
-    from importlib.metadata import PackageNotFoundError, version
 
     try:  # an installed distribution without the package attribute (e.g. a namespace checkout)
         return version("nasq")
@@ -420,7 +419,6 @@ def _load_weights(model: torch.nn.Module, path: Path) -> None:
         raise
     except Exception as e:  # safetensors raises its own error type for corrupt headers
         raise ConfigError(str(path), "", f"not a readable safetensors file ({e})") from None
-    from nasq.formats.packing import unpack_state
 
     try:
         state = unpack_state(state, json.loads(metadata.get(PACKED_FORMATS_KEY, "{}")))

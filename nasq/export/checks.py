@@ -21,16 +21,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
 from nasq.errors import NasqError
+from nasq.export.bundle import (
+    INPUT_NAME,
+    MANIFEST_JSON,
+    MODEL_ONNX,
+    ORT_DISABLED_OPTIMIZERS,
+    OUTPUT_NAME,
+    export_bundle,
+)
 from nasq.files import sha256_file
+from nasq.supernet.evaluate import calibration_batches
 
 ONNX_BATCH = 1000
 
 
 def calibrated_subnet(net: Any, spec: Any, train_x: np.ndarray, ecfg: Any) -> Any:
     """The static subnet of ``spec``, calibrated on the images the search's evaluation used."""
-    from nasq.supernet.evaluate import calibration_batches
 
     net.set_active(spec)
     net.calibrate(calibration_batches(train_x, ecfg.calib_images, ecfg.batch_size, ecfg.seed))
@@ -39,9 +48,7 @@ def calibrated_subnet(net: Any, spec: Any, train_x: np.ndarray, ecfg: Any) -> An
 
 def onnx_top1(onnx_path: Path, x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 (percent) of an exported model in onnxruntime, with the bundle's session settings."""
-    import onnxruntime as ort
 
-    from nasq.export.bundle import INPUT_NAME, ORT_DISABLED_OPTIMIZERS, OUTPUT_NAME
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
@@ -60,7 +67,6 @@ def export_checked(model: Any, *, spec: Any, space: Any, out: Path, splits: Any,
     """Write, check and publish the bundle of ``model`` at ``out`` (see the module docstring).
     ``before_publish(bundle)`` runs on the finished bundle before the rename (e.g. to register it);
     what it returns is added to the manifest's ``registry`` section."""
-    from nasq.export.bundle import MANIFEST_JSON, MODEL_ONNX, export_bundle
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -87,42 +93,3 @@ def export_checked(model: Any, *, spec: Any, space: Any, out: Path, splits: Any,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return replace(res, out_dir=out, files=files), manifest
-
-
-def load_supernet(space: Any, weights: Path) -> Any:
-    """The supernet of ``space`` with the trained weights of a run (safetensors, no pickle)."""
-    import torch
-    from safetensors.torch import load_file
-
-    from nasq.supernet.network import Supernet
-
-    with torch.random.fork_rng(devices=[]):  # initial weights are overwritten; keep the caller's RNG
-        net = Supernet(space)
-    try:
-        net.load_state_dict(load_file(str(weights)))
-    except (RuntimeError, OSError) as e:
-        raise NasqError(f"{weights}: does not fit space {space.name} ({' '.join(str(e).split())[:200]})") from e
-    return net.eval()
-
-
-def export_from_run(run: Any, index: int, out: Path, register: str | None = None) -> tuple[Any, dict]:
-    """``nasq export``: rebuild the run's supernet, export point ``index``, check it, and with
-    ``register`` log and register it in the MLflow Model Registry of the run's tracking URI."""
-    from nasq import data as data_mod
-
-    cfg, space = run.experiment_config(), run.space()
-    point = run.front.points[index]
-    splits = data_mod.load(cfg.data, run.name)
-    net = load_supernet(space, run.folder / "supernet.safetensors")
-    model = calibrated_subnet(net, point.spec, splits.train_x, cfg.evaluate)
-
-    def register_bundle(bundle: Path) -> dict[str, Any]:
-        from nasq.tracking import client as tracking
-
-        version = tracking.register_onnx(run.uri, run.run_id, bundle, register, index)
-        return {"name": register, "version": version, "tracking_uri": run.uri, "search_run_id": run.run_id}
-
-    return export_checked(model, spec=point.spec, space=space, out=out, splits=splits, ecfg=cfg.evaluate,
-                          predicted=point.predicted, measured={**point.measured, "point": float(index)},
-                          lineage=run.record.get("lineage", run.front.lineage), opset=cfg.export.opset,
-                          before_publish=register_bundle if register else None)

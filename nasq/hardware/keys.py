@@ -18,7 +18,7 @@ import itertools
 from dataclasses import dataclass, fields
 
 from nasq.formats import get_format
-from nasq.space import LayerChoice, LayerShape, SearchSpace, SubnetSpec
+from nasq.space import LayerChoice, LayerShape, SearchSpace, SubnetSpec, layer_fields
 
 OPS = ("conv", "dwconv", "linear", "matmul")
 ACTIVATIONS = ("relu6", "none")
@@ -81,7 +81,6 @@ def space_keys(space: SearchSpace) -> list[LayerKey]:
     never on other layers' choices, so filling one stage at its deepest with one choice per
     combination of its layer genes, for every width and resolution, and keeping the other stages
     at their smallest visits every reachable key of that stage."""
-    from nasq.space import layer_fields
 
     cfg, menu = space.config, space.config.precision
     smallest = space.smallest()

@@ -14,7 +14,7 @@ import numpy as np
 from nasq.formats import FORMATS
 from nasq.hardware import CostModel, layer_bits
 from nasq.registry import Registry
-from nasq.space import SearchSpace, SubnetSpec
+from nasq.space import SearchSpace, SubnetSpec, layer_fields
 
 Encoder = Callable[[SearchSpace, list[SubnetSpec], CostModel | None], np.ndarray]
 FEATURES: Registry[Encoder] = Registry("feature encoder")
@@ -24,7 +24,6 @@ FORMAT_COLUMNS = ("w_bits", "a_bits", "w_float", "a_float")
 
 def layerwise_columns(space: SearchSpace, stage: int) -> tuple[str, ...]:
     """Columns of one layer slot of ``stage`` in the ``layerwise`` encoding."""
-    from nasq.space import layer_fields
 
     arch = tuple(f for f in layer_fields(space.config.stages[stage]) if f not in ("w_format", "a_format"))
     return ("active", *arch, *FORMAT_COLUMNS, "macs_share")

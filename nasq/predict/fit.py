@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from nasq.errors import ConfigError, LineageError
 from nasq.files import atomic_write_bytes, atomic_write_json, read_json, sha256_bytes, sha256_file
@@ -18,6 +19,10 @@ from nasq.space import SearchSpace, SubnetSpec
 from nasq.specs import RecipeConfig, load_model
 
 SAVE_FORMAT = "nasq.accuracy_predictor/1"
+
+
+PREDICTOR_JSON = "predictor.json"  # recipe, space, features, hashes
+PREDICTOR_NPZ = "predictor.npz"  # the training set (no object arrays)
 
 
 @dataclass(frozen=True)
@@ -90,8 +95,8 @@ class AccuracyPredictor:
             raise ValueError("save called before fit: there is no training set to save")
         buf = io.BytesIO()
         np.savez(buf, X=self.model.X_, y=self.model.y_)
-        atomic_write_bytes(folder / "predictor.npz", buf.getvalue())
-        atomic_write_json(folder / "predictor.json", {
+        atomic_write_bytes(folder / PREDICTOR_NPZ, buf.getvalue())
+        atomic_write_json(folder / PREDICTOR_JSON, {
             "format": SAVE_FORMAT, "recipe": self.recipe.config.model_dump(mode="json"),
             "recipe_hash": self.recipe.hash, "space": self.space.name, "space_hash": self.space.hash,
             "data_hash": data_hash, "training_set_sha256": sha256_bytes(buf.getvalue()), "seed": self.seed})
@@ -99,23 +104,22 @@ class AccuracyPredictor:
     @classmethod
     def load(cls, folder: Path, space: SearchSpace, cost_model: CostModel) -> AccuracyPredictor:
         """Refuses (LineageError) a predictor fitted on another space or whose training set changed."""
-        meta = read_json(folder / "predictor.json")
+        meta = read_json(folder / PREDICTOR_JSON)
         if meta["space_hash"] != space.hash:
-            raise LineageError(f"{folder / 'predictor.json'}: fitted on space '{meta['space']}' "
+            raise LineageError(f"{folder / PREDICTOR_JSON}: fitted on space '{meta['space']}' "
                                f"({meta['space_hash'][:12]}), not on '{space.name}' ({space.hash[:12]})")
         expected = meta.get("training_set_sha256")
-        if expected and sha256_file(folder / "predictor.npz") != expected:
-            raise LineageError(f"{folder / 'predictor.npz'}: training set does not match the hash in predictor.json")
+        if expected and sha256_file(folder / PREDICTOR_NPZ) != expected:
+            raise LineageError(f"{folder / PREDICTOR_NPZ}: training set does not match the hash in predictor.json")
         recipe = Recipe(RecipeConfig.model_validate(meta["recipe"]), str(folder), meta["recipe_hash"])
         pred = cls(recipe, space, cost_model, int(meta["seed"]))
-        with np.load(folder / "predictor.npz", allow_pickle=False) as z:
+        with np.load(folder / PREDICTOR_NPZ, allow_pickle=False) as z:
             pred.model.fit(z["X"], z["y"])
         return pred
 
 
 def rank_quality(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, float]:
     """Kendall tau, Spearman rho (0 where undefined, e.g. constant predictions) and RMSE."""
-    from scipy.stats import spearmanr
 
     rho = spearmanr(y_true, y_pred).statistic
     rmse = float(np.sqrt(np.mean((np.asarray(y_true) - np.asarray(y_pred)) ** 2)))

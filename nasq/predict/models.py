@@ -13,6 +13,17 @@ import warnings
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy.stats import kendalltau
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteKernel
+from sklearn.linear_model import Ridge
+from sklearn.neural_network import MLPRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from nasq.errors import NotFittedError
 from nasq.registry import Registry
@@ -42,7 +53,6 @@ class Predictor(abc.ABC):
         X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
         if X.ndim != 2 or y.ndim != 1 or len(X) != len(y) or len(y) < 2:
             raise ValueError(f"need a 2-d X and a 1-d y with matching rows (at least 2), got X {X.shape} and y {y.shape}")
-        from sklearn.exceptions import ConvergenceWarning
 
         model = self._make(X.shape[1])
         # tiny training sets stop iterative solvers at max_iter or hyperparameters at a bound; expected
@@ -84,7 +94,6 @@ class Predictor(abc.ABC):
 def _one_blas_thread() -> Any:
     """Predictor matrices are a few hundred rows: BLAS threads cost more in hand-offs than they
     save, and several times more on a machine already busy evaluating subnets."""
-    from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")
 
@@ -97,8 +106,6 @@ def _as_2d(X: np.ndarray) -> np.ndarray:
 
 
 def _scaled(estimator: Any) -> Any:
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     return make_pipeline(StandardScaler(), estimator)
 
@@ -106,7 +113,6 @@ def _scaled(estimator: Any) -> Any:
 @PREDICTORS.register("ridge")
 class RidgePredictor(Predictor):
     def _make(self, n_features: int) -> Any:
-        from sklearn.linear_model import Ridge
 
         return _scaled(Ridge(alpha=float(self.params.get("alpha", 1.0))))
 
@@ -114,7 +120,6 @@ class RidgePredictor(Predictor):
 @PREDICTORS.register("gbdt")
 class GBDTPredictor(Predictor):
     def _make(self, n_features: int) -> Any:
-        from sklearn.ensemble import GradientBoostingRegressor
 
         return GradientBoostingRegressor(random_state=self.seed, **self.params)
 
@@ -126,7 +131,6 @@ class ForestPredictor(Predictor):
     has_uncertainty = True
 
     def _make(self, n_features: int) -> Any:
-        from sklearn.ensemble import RandomForestRegressor
 
         return RandomForestRegressor(random_state=self.seed, n_jobs=1, **self.params)
 
@@ -147,9 +151,6 @@ class MLPPredictor(Predictor):
     """
 
     def _make(self, n_features: int) -> Any:
-        from sklearn.compose import TransformedTargetRegressor
-        from sklearn.neural_network import MLPRegressor
-        from sklearn.preprocessing import StandardScaler
 
         p = self.params
         layers = (int(p.get("hidden_units", 64)),) * int(p.get("hidden_layers", 2))
@@ -178,8 +179,6 @@ class GaussianProcessPredictor(Predictor):
             raise ValueError(f"kernel: must be 'matern' or 'rbf', got {params['kernel']!r}")
 
     def _make(self, n_features: int) -> Any:
-        from sklearn.gaussian_process import GaussianProcessRegressor
-        from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteKernel
 
         scale: Any = np.ones(n_features) if self.params.get("ard", False) else 1.0
         if str(self.params.get("kernel", "matern")) == "rbf":
@@ -254,7 +253,6 @@ def fold_indices(n: int, folds: int, seed: int) -> list[np.ndarray]:
 
 
 def kendall_tau(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    from scipy.stats import kendalltau
 
     return float(np.nan_to_num(kendalltau(y_true, y_pred).statistic))  # constant predictions rank nothing
 

@@ -18,17 +18,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from nasq.errors import ConfigError, NasqError
+from nasq.experiment import resolve
+from nasq.export.bundle import INPUT_NAME, export_onnx
 from nasq.files import atomic_write_json, atomic_write_text
 from nasq.formats import FORMATS, size_bits
 from nasq.hardware import HardwareProfile, compute_format
 from nasq.hardware.keys import LayerKey, space_keys
 from nasq.hardware.table import LATENCY_CSV, MEASUREMENT_JSON, LatencyTable, MeasurementInfo, Row
 from nasq.predict.latency import LATENCY_MODEL_JSON, LatencyPredictor
-from nasq.profiling.backend import get_backend
+from nasq.profiling.backend import get_backend, round_sizes
+from nasq.profiling.layer_models import static_subnet
+from nasq.profiling.onnxruntime_backend import ort_session, time_session_us
 from nasq.space import SearchSpace, SubnetSpec
+from nasq.supernet.network import Supernet
 
 PROFILE_YAML = "profile.yaml"
 # Subnets for the shipped correction are drawn with this seed offset, so a benchmark that samples
@@ -40,10 +48,7 @@ FIT_SEED_OFFSET = 1_000_003
 def subnet_session(model: Any, input_shape: tuple[int, ...], threads: int = 1, seed: int = 0) -> tuple[Any, dict]:
     """Export ``model`` (a StaticSubnet) with :func:`nasq.export.export_onnx` and load it in
     onnxruntime under the profile's settings. Returns the session and a seeded input feed."""
-    import torch
 
-    from nasq.export.bundle import INPUT_NAME, export_onnx
-    from nasq.profiling.onnxruntime_backend import ort_session
 
     x = torch.randn(input_shape, generator=torch.Generator().manual_seed(seed))
     with tempfile.TemporaryDirectory(prefix="nasq-subnet-") as tmp:
@@ -57,8 +62,6 @@ def time_interleaved_ms(sessions: list[tuple[Any, dict]], *, warmup: int = 10, r
     """Median milliseconds per session, its ``repeats`` runs split over ``rounds`` passes over
     all sessions (each pass with ``warmup`` untimed runs first): a slow spell of a shared
     machine then shifts every session alike."""
-    from nasq.profiling.backend import round_sizes
-    from nasq.profiling.onnxruntime_backend import time_session_us
 
     samples: list[list[np.ndarray]] = [[] for _ in sessions]
     task = progress.add_task(label, total=rounds * len(sessions)) if progress else None
@@ -73,7 +76,6 @@ def time_interleaved_ms(sessions: list[tuple[Any, dict]], *, warmup: int = 10, r
 def measure_subnet_ms(model: Any, input_shape: tuple[int, ...], threads: int = 1, repeats: int = 100,
                       warmup: int = 10, seed: int = 0) -> dict[str, float]:
     """One exported subnet's onnxruntime latency: ``median_ms``, ``p10_ms``, ``p90_ms``."""
-    from nasq.profiling.onnxruntime_backend import time_session_us
 
     session, feed = subnet_session(model, input_shape, threads, seed)
     p10, median, p90 = np.percentile(time_session_us(session, feed, warmup, repeats) / 1e3, [10, 50, 90])
@@ -102,10 +104,7 @@ def fit_correction(space: SearchSpace, table: LatencyTable, n_subnets: int, *, t
     """Fit the LatencyPredictor's correction on ``n_subnets`` subnets of ``space``
     (:func:`correction_specs`), each built like the pipeline builds it (one seeded Supernet,
     recalibrated, extracted), exported and timed in onnxruntime (:func:`time_interleaved_ms`)."""
-    import torch
 
-    from nasq.profiling.layer_models import static_subnet
-    from nasq.supernet.network import Supernet
 
     specs = correction_specs(space, n_subnets, seed)
     inp = space.config.input
@@ -256,10 +255,7 @@ def profile_measure(space: str, backend: str, out: Path, threads: int = 1, repea
                     warmup: int = 5, rounds: int = 3, fit_subnets: int = 100) -> Path:
     """``nasq profile measure``: ``space`` is a catalog name or a YAML path; ``out`` the profile
     folder to write (``hardware_profiles/<name>``). Shows a progress bar; returns profile.yaml."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from nasq.experiment import resolve
 
     space_path = resolve("space", space, Path.cwd(), "--space", "")
     loaded = SearchSpace.from_yaml(space_path)

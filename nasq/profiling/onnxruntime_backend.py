@@ -20,11 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+import onnxruntime
+import torch
 
 from nasq.errors import MissingDependencyError
+from nasq.export.bundle import INPUT_NAME, ORT_DISABLED_OPTIMIZERS, export_onnx
 from nasq.hardware.keys import LayerKey
 from nasq.hardware.table import Row
 from nasq.profiling.backend import LatencyBackend, Prepared
+from nasq.profiling.layer_models import UnsupportedLayer, example_input, layer_module
 
 
 def require_ort() -> tuple[Any, Any]:
@@ -39,7 +44,6 @@ def require_ort() -> tuple[Any, Any]:
 
 def ort_session(path: str | Path, threads: int = 1, optimized_to: str | Path | None = None) -> Any:
     """A CPU session with the settings nasq's exports are verified under."""
-    from nasq.export.bundle import ORT_DISABLED_OPTIMIZERS
 
     _, ort = require_ort()
     opts = ort.SessionOptions()
@@ -92,10 +96,7 @@ class OnnxRuntimeBackend(LatencyBackend):
         require_ort()
 
     def _prepare(self, key: LayerKey) -> Prepared | Row:
-        import torch
 
-        from nasq.export.bundle import INPUT_NAME, export_onnx
-        from nasq.profiling.layer_models import UnsupportedLayer, example_input, layer_module
 
         gen = torch.Generator().manual_seed(self.seed)
         with tempfile.TemporaryDirectory(prefix="nasq-profile-") as tmp:
@@ -135,9 +136,6 @@ class OnnxRuntimeBackend(LatencyBackend):
             return float(np.median(time_session_us(session, feed, self.warmup, max(self.repeats, 100))))
 
     def describe(self) -> dict[str, Any]:
-        import onnx
-        import onnxruntime
-        import torch
 
         versions = {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
                     "torch": torch.__version__, "python": platform.python_version()}

@@ -19,10 +19,13 @@ Matmul shapes are padded to what the kernels accept (``_int_mm``: m > 16, k and 
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from nasq.errors import NasqError
 from nasq.formats import get_format
@@ -92,14 +95,12 @@ class TorchCudaBackend(LatencyBackend):
     name = "torch-cuda"
 
     def check_available(self) -> None:
-        import torch
 
         if not torch.cuda.is_available():
             raise NasqError("CUDA is not available (torch.cuda.is_available() is False): the torch-cuda "
                             "backend measures on an NVIDIA GPU; on this machine use --backend onnxruntime")
 
     def _prepare(self, key: LayerKey) -> Prepared | Row:
-        import torch
 
         plan = plan_kernel(key)
         if not plan.supported:
@@ -120,9 +121,7 @@ class TorchCudaBackend(LatencyBackend):
         return _time_cuda_us(handle, warmup, repeats)
 
     def describe(self) -> dict[str, Any]:
-        import platform
 
-        import torch
 
         self.check_available()
         versions = {"torch": torch.__version__, "cuda": str(torch.version.cuda), "python": platform.python_version()}
@@ -132,7 +131,6 @@ class TorchCudaBackend(LatencyBackend):
 
 def _time_cuda_us(fn: Any, warmup: int, repeats: int) -> np.ndarray:
     """Per-call GPU time between two CUDA events (launch included), microseconds."""
-    import torch
 
     for _ in range(warmup):
         fn()
@@ -148,8 +146,6 @@ def _time_cuda_us(fn: Any, warmup: int, repeats: int) -> np.ndarray:
 
 def _build_callable(key: LayerKey, plan: KernelPlan, gen: Any) -> Any:
     """A zero-argument function running the layer once (conv/matmul, folded bias, activation)."""
-    import torch
-    import torch.nn.functional as F
 
     dev, bf16 = "cuda", torch.bfloat16
     act = (lambda y: y.clamp_(0, 6)) if key.act == "relu6" else (lambda y: y)

@@ -13,12 +13,16 @@ import math
 import warnings
 
 import numpy as np
+import optuna
+from optuna.distributions import IntDistribution
+from pymoo.core.evaluator import Evaluator
+from pymoo.core.population import Population
 
 from nasq.errors import NasqError
-from nasq.search.loop import STRATEGIES, Proposal, SearchTask, Strategy
-from nasq.search.nsga import _problem_class, make_algorithm
+from nasq.search.nsga import _problem_class, constraint_matrix, make_algorithm
 from nasq.search.pareto import DIRECTION
 from nasq.search.state import SearchState, derived_seed
+from nasq.search.strategy import STRATEGIES, Proposal, SearchTask, Strategy, no_feasible_message
 from nasq.space import SubnetSpec
 
 
@@ -46,8 +50,6 @@ class NSGA2True(Strategy):
     name = "nsga2_true"
 
     def propose(self, state: SearchState, known: dict[str, float], rng: np.random.Generator, k: int) -> Proposal:
-        from pymoo.core.evaluator import Evaluator
-        from pymoo.core.population import Population
 
         task, pop_size = self.task, true_population_size(self.task)
         ok = [key for key, v in known.items() if math.isfinite(v)]
@@ -84,7 +86,6 @@ class _OptunaStrategy(Strategy):
         raise NotImplementedError
 
     def propose(self, state: SearchState, known: dict[str, float], rng: np.random.Generator, k: int) -> Proposal:
-        import optuna
 
         task = self.task
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -103,7 +104,6 @@ class _OptunaStrategy(Strategy):
             return self._ask(study, dists, known, k), None
 
     def _trial(self, spec: SubnetSpec, top1: float, dists: dict, system_attrs: dict):
-        import optuna
 
         genome = self.task.space.encode(spec)
         values = self.task.score([spec], np.array([top1]))
@@ -112,7 +112,6 @@ class _OptunaStrategy(Strategy):
                                          system_attrs=system_attrs, constraints={"cost": 0.0})
 
     def _ask(self, study, dists: dict, known: dict[str, float], k: int) -> list[SubnetSpec]:
-        from nasq.search.nsga import constraint_matrix
 
         task, out, seen = self.task, [], set(known)
         for _ in range(30 * k):
@@ -129,14 +128,12 @@ class _OptunaStrategy(Strategy):
             seen.add(spec.key())
             out.append(spec)
         if not out and task.constraints and not any(task.feasible(list(task.warm))):
-            from nasq.search.loop import no_feasible_message
 
             raise NasqError(no_feasible_message(task, np.random.default_rng(0)))
         return out
 
 
 def gene_distributions(space) -> dict:
-    from optuna.distributions import IntDistribution
 
     return {f"g{i}": IntDistribution(0, int(u)) for i, u in enumerate(space.upper)}
 
@@ -150,7 +147,6 @@ class OptunaNSGA2(_OptunaStrategy):
     name = "optuna_nsga2"
 
     def _sampler(self, seed: int):
-        import optuna
 
         return optuna.samplers.NSGAIISampler(population_size=true_population_size(self.task), seed=seed)
 
@@ -160,7 +156,6 @@ class OptunaTPE(_OptunaStrategy):
     name = "optuna_tpe"
 
     def _sampler(self, seed: int):
-        import optuna
 
         n_startup = max(8, true_population_size(self.task))
         return optuna.samplers.TPESampler(n_startup_trials=n_startup, seed=seed, multivariate=True)

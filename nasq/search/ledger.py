@@ -12,7 +12,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +20,10 @@ import numpy as np
 
 from nasq.errors import NasqError
 from nasq.files import atomic_write_json, atomic_write_text, read_json, sha256_bytes
+from nasq.search.protocols import Evaluator
 from nasq.space import SubnetSpec
 
 # The evaluator returns one top1 per spec, in order; None (or NaN) marks a failed evaluation.
-EvaluateFn = Callable[[list[SubnetSpec]], Sequence[float | None]]
 
 COLUMNS = ("key", "origin", "status", "top1", "spec")
 
@@ -46,7 +46,7 @@ class Ledger:
     not already in the ledger go to ``evaluate``; ``path`` (a CSV) is loaded if it exists and
     rewritten atomically after each batch."""
 
-    def __init__(self, evaluate: EvaluateFn, path: str | Path | None = None):
+    def __init__(self, evaluate: Evaluator, path: str | Path | None = None):
         self.evaluate = evaluate
         self.path = Path(path) if path is not None else None
         self.entries: dict[str, Entry] = {}
@@ -57,7 +57,7 @@ class Ledger:
             self._load(self.path)
 
     @classmethod
-    def in_cache(cls, evaluate: EvaluateFn, cache_dir: str | Path, identity: str, about: dict) -> Ledger:
+    def in_cache(cls, evaluate: Evaluator, cache_dir: str | Path, identity: str, about: dict) -> Ledger:
         """The ledger of ``cache_dir/<identity[:16]>/ledger.csv``; ``about`` (what the identity was
         made from) is written beside it so a person can tell the folders apart."""
         folder = Path(cache_dir) / identity[:16]

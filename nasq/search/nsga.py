@@ -6,13 +6,31 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.core.problem import Problem
+from pymoo.core.repair import Repair
+from pymoo.indicators.hv import HV
+from pymoo.operators.crossover.sbx import SBX
+from pymoo.operators.mutation.pm import PM
+from pymoo.operators.sampling.rnd import IntegerRandomSampling
+from pymoo.optimize import minimize
 
 from nasq.errors import NasqError
-from nasq.search.pareto import to_minimisation
+from nasq.search.pareto import normalise, to_minimisation
 from nasq.space import SearchSpace, SubnetSpec
 from nasq.specs import ConstraintSpec, SearchConfig
 
+REFERENCE = 1.1  # hypervolume reference point, per normalised objective
+
 ScoreFn = Callable[[list[SubnetSpec]], dict[str, np.ndarray]]
+
+
+def hypervolume(F: np.ndarray, objectives: tuple[str, ...], bounds: dict[str, tuple[float, float]]) -> float:
+    """pymoo's HV of raw objective values, normalised by ``bounds``, reference point 1.1 per
+    objective (points worse than it add nothing)."""
+    if len(F) == 0:
+        return 0.0
+    return float(HV(ref_point=np.full(len(objectives), REFERENCE))(normalise(F, objectives, bounds)))
 
 
 @dataclass
@@ -37,8 +55,6 @@ def describe(c: ConstraintSpec) -> str:
 
 
 def _problem_class():
-    from pymoo.core.problem import Problem
-    from pymoo.core.repair import Repair
 
     class CanonicalRepair(Repair):
         """Round, clip, then zero the genes of inactive layers so duplicates are recognised."""
@@ -71,10 +87,6 @@ def _problem_class():
 def make_algorithm(space: SearchSpace, pop_size: int):
     """pymoo NSGA-II over the integer genome (the recipe in STACK_NOTES: SBX + PM, rounded and made
     canonical by the repair, duplicates eliminated)."""
-    from pymoo.algorithms.moo.nsga2 import NSGA2
-    from pymoo.operators.crossover.sbx import SBX
-    from pymoo.operators.mutation.pm import PM
-    from pymoo.operators.sampling.rnd import IntegerRandomSampling
 
     CanonicalRepair, _ = _problem_class()
     return NSGA2(pop_size=pop_size, sampling=IntegerRandomSampling(),
@@ -84,7 +96,6 @@ def make_algorithm(space: SearchSpace, pop_size: int):
 
 def _minimize(space: SearchSpace, score: ScoreFn, objectives: tuple[str, ...],
               constraints: tuple[ConstraintSpec, ...], cfg: SearchConfig):
-    from pymoo.optimize import minimize
 
     _, SubnetProblem = _problem_class()
     problem = SubnetProblem(space, score, objectives, constraints)

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,8 @@ from nasq.files import atomic_write_json, atomic_write_text
 from nasq.space import SubnetSpec
 
 # +1: larger is better; -1: smaller is better
+FRONT_JSON = "front.json"
+FRONT_CSV = "front.csv"
 DIRECTION = {"top1": 1, "latency_ms": -1, "size_mb": -1, "bops_g": -1}
 
 
@@ -68,19 +71,6 @@ def normalise(F: np.ndarray, objectives: tuple[str, ...], bounds: dict[str, tupl
         lo, hi = bounds[o]
         out[:, j] = (hi - F[:, j]) / (hi - lo) if DIRECTION[o] > 0 else (F[:, j] - lo) / (hi - lo)
     return out
-
-
-def hypervolume(F: np.ndarray, objectives: tuple[str, ...], bounds: dict[str, tuple[float, float]]) -> float:
-    """pymoo's HV of raw objective values, normalised by ``bounds``, reference point 1.1 per
-    objective (points worse than it add nothing)."""
-    from pymoo.indicators.hv import HV
-
-    if len(F) == 0:
-        return 0.0
-    return float(HV(ref_point=np.full(len(objectives), REFERENCE))(normalise(F, objectives, bounds)))
-
-
-REFERENCE = 1.1
 
 
 @dataclass
@@ -152,14 +142,12 @@ class Front:
         return buf.getvalue()
 
     def save(self, folder: Any) -> None:
-        from pathlib import Path
 
         folder = Path(folder)
-        atomic_write_json(folder / "front.json", self.to_dict())
-        atomic_write_text(folder / "front.csv", self.to_csv())
+        atomic_write_json(folder / FRONT_JSON, self.to_dict())
+        atomic_write_text(folder / FRONT_CSV, self.to_csv())
 
     @classmethod
     def load(cls, path: Any) -> Front:
-        from pathlib import Path
 
         return cls.from_dict(json.loads(Path(path).read_text()))

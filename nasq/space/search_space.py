@@ -15,6 +15,7 @@ import numpy as np
 from nasq.errors import ConfigError
 from nasq.files import sha256_bytes
 from nasq.formats import FORMATS, highest_bits, lowest_bits
+from nasq.space.kinds import BLOCK_KINDS, check_family, head_shapes, stem_shapes
 from nasq.space.types import FORMAT_FIELDS, STEM_FORMAT, Gene, LayerChoice, LayerShape, SubnetSpec
 from nasq.specs import SpaceConfig, StageSpec, load_model, validate
 
@@ -23,7 +24,6 @@ __all__ = ["FORMAT_FIELDS", "Gene", "LayerChoice", "LayerShape", "SearchSpace", 
 
 def layer_fields(stage: StageSpec) -> tuple[str, ...]:
     """The genes of one layer slot of ``stage``: its block kind's architecture genes, then formats."""
-    from nasq.space.kinds import BLOCK_KINDS
 
     return BLOCK_KINDS.get(stage.block).layer_fields + FORMAT_FIELDS
 
@@ -54,7 +54,6 @@ class SearchSpace:
         return cls(validate(SpaceConfig, data, source), source)
 
     def _check_kinds(self) -> None:
-        from nasq.space.kinds import check_family
 
         problems = check_family(self.config)
         if problems:
@@ -237,7 +236,6 @@ class SearchSpace:
 
     # ------------------------------------------------------------ analytics
     def layer_shapes(self, spec: SubnetSpec) -> list[LayerShape]:
-        from nasq.space.kinds import BLOCK_KINDS, head_shapes, stem_shapes
 
         cfg = self.config
         shapes, cin, res = stem_shapes(cfg, self.input_resolution(spec), self.stage_width(spec, 0))

@@ -20,13 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from nasq.errors import ConfigError, LineageError, NasqError
+from nasq.experiment import load_experiment
 from nasq.files import read_json_object
-from nasq.search.pareto import Front
+from nasq.search.pareto import FRONT_JSON, Front
+from nasq.space import SearchSpace
+from nasq.specs import ExperimentConfig, SpaceConfig, validate
+from nasq.stages.track import RUN_RECORD, TRACKING_JSON, run_record
+from nasq.supernet import checkpoint
+from nasq.tracking import client as tracking
 
-RUN_RECORD = "experiment.json"
-TRACKING_RECORD = "tracking.json"
-FRONT = "front.json"
-SUPERNET = "supernet.safetensors"
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -46,14 +48,11 @@ class FinishedRun:
                               "it): pass the experiment file with --experiment")
 
     def experiment_config(self) -> Any:
-        from nasq.specs import ExperimentConfig, validate
 
         self._require_record()
         return validate(ExperimentConfig, self.record.get("config"), f"{self.name}: {RUN_RECORD}")
 
     def space(self) -> Any:
-        from nasq.space import SearchSpace
-        from nasq.specs import SpaceConfig, validate
 
         self._require_record()
         config = validate(SpaceConfig, self.record.get("space_config"), f"{self.name}: {RUN_RECORD}")
@@ -81,22 +80,20 @@ def open_run(run: str, tracking_uri: str | None = None, experiment: Path | None 
 
 
 def _from_folder(folder: Path, name: str, experiment: Path | None) -> FinishedRun:
-    for needed in (FRONT, SUPERNET):
+    for needed in (FRONT_JSON, checkpoint.WEIGHTS):
         if not (folder / needed).is_file():
             raise ConfigError(str(folder), needed, "file not found: not a finished nasq run folder")
     record = _record(folder, experiment)
-    tracked = read_json_object(folder / TRACKING_RECORD) if (folder / TRACKING_RECORD).is_file() else {}
+    tracked = read_json_object(folder / TRACKING_JSON) if (folder / TRACKING_JSON).is_file() else {}
     return FinishedRun(folder, record, _front(folder), name, tracked.get("uri"), tracked.get("run_id"))
 
 
 def _record(folder: Path, experiment: Path | None) -> dict[str, Any]:
     if experiment is None:  # without it, the front can be shown but not exported
         return read_json_object(folder / RUN_RECORD) if (folder / RUN_RECORD).is_file() else {}
-    from nasq.experiment import load_experiment
-    from nasq.stages.pipeline import run_record
 
     record = run_record(load_experiment(experiment))
-    made_on = read_json_object(folder / "supernet.json").get("space_hash") if (folder / "supernet.json").is_file() else None
+    made_on = read_json_object(folder / checkpoint.RECORD).get("space_hash") if (folder / checkpoint.RECORD).is_file() else None
     if made_on and made_on != record["space_hash"]:
         raise LineageError(f"{folder}: supernet was trained on space hash {made_on[:12]}, but {experiment} "
                            f"names space {record['space_config']['name']} with hash {record['space_hash'][:12]}")
@@ -104,7 +101,6 @@ def _record(folder: Path, experiment: Path | None) -> dict[str, Any]:
 
 
 def _from_mlflow(run_id: str, uri: str, dest: Path) -> FinishedRun:
-    from nasq.tracking import client as tracking
 
     tags = tracking.get_run_tags(uri, run_id)
     point, parent = None, run_id
@@ -119,13 +115,13 @@ def _from_mlflow(run_id: str, uri: str, dest: Path) -> FinishedRun:
     supernet_run = tags.get("nasq.supernet_run_id")
     if not supernet_run:
         raise NasqError(f"MLflow run {parent}: no nasq.supernet_run_id tag (logged before nasq recorded it)")
-    tracking.download(uri, parent, [FRONT, RUN_RECORD], dest)
-    tracking.download(uri, supernet_run, [SUPERNET], dest)
+    tracking.download(uri, parent, [FRONT_JSON, RUN_RECORD], dest)
+    tracking.download(uri, supernet_run, [checkpoint.WEIGHTS], dest)
     return FinishedRun(dest, read_json_object(dest / RUN_RECORD), _front(dest), run_id, uri, parent, point)
 
 
 def _front(folder: Path) -> Front:
     try:
-        return Front.from_dict(read_json_object(folder / FRONT))
+        return Front.from_dict(read_json_object(folder / FRONT_JSON))
     except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(str(folder / FRONT), "points", f"not a nasq front ({e})") from e
+        raise ConfigError(str(folder / FRONT_JSON), "points", f"not a nasq front ({e})") from e

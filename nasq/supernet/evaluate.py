@@ -3,10 +3,14 @@ measure top-1. Importable with torch and numpy alone."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import torch
 
-from nasq.space import SubnetSpec
+from nasq.space import SearchSpace, SubnetSpec
+from nasq.specs import EvaluateConfig, SpaceConfig
 from nasq.supernet.network import Supernet
 
 
@@ -42,23 +46,42 @@ def state_to_numpy(net: torch.nn.Module) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
 
 
+@dataclass(frozen=True)
+class EvalPayload:
+    """Everything a true evaluation needs, as plain data (what a Ray worker or Tune trial receives):
+    the space config, the supernet's weights as numpy, the calibration images, the validation
+    images and labels, and the evaluation batch size."""
+
+    space_config: dict[str, Any]
+    state: dict[str, np.ndarray]
+    calib_x: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    batch_size: int
+
+    @classmethod
+    def build(cls, space: SearchSpace, net: torch.nn.Module, train_x: np.ndarray, val_x: np.ndarray,
+              val_y: np.ndarray, ecfg: EvaluateConfig) -> EvalPayload:
+        """The experiment's evaluation settings applied: ``calib_images`` seeded calibration
+        images from the training split, the first ``val_images`` validation images (all if 0)."""
+        n_val = ecfg.val_images or len(val_y)
+        return cls(space.config.model_dump(mode="json"), state_to_numpy(net),
+                   calibration_images(train_x, ecfg.calib_images, ecfg.seed), val_x[:n_val], val_y[:n_val],
+                   ecfg.batch_size)
+
+
 class SubnetEvaluator:
-    """Evaluate specs on a supernet rebuilt from a space config and numpy weights (what a Ray
-    worker receives). Deterministic: calibration images are chosen by ``seed``."""
+    """Evaluate specs on a supernet rebuilt from an :class:`EvalPayload`. Deterministic:
+    calibration images were chosen by seed when the payload was built."""
 
-    def __init__(self, space_config: dict, state: dict[str, np.ndarray], calib_x: np.ndarray,
-                 val_x: np.ndarray, val_y: np.ndarray, batch_size: int = 500, threads: int | None = 1):
-        from nasq.space import SearchSpace
-        from nasq.specs import SpaceConfig
-        from nasq.supernet.network import Supernet
-
+    def __init__(self, payload: EvalPayload, threads: int | None = 1):
         if threads:
             torch.set_num_threads(threads)
-        self.space = SearchSpace(SpaceConfig.model_validate(space_config))
+        self.space = SearchSpace(SpaceConfig.model_validate(payload.space_config))
         self.net = Supernet(self.space)
-        self.net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
-        self.calib = list(torch.from_numpy(np.ascontiguousarray(calib_x)).split(batch_size))
-        self.val_x, self.val_y, self.batch_size = val_x, val_y, batch_size
+        self.net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in payload.state.items()})
+        self.calib = list(torch.from_numpy(np.ascontiguousarray(payload.calib_x)).split(payload.batch_size))
+        self.val_x, self.val_y, self.batch_size = payload.val_x, payload.val_y, payload.batch_size
 
     def __call__(self, specs: list[SubnetSpec]) -> list[float]:
         return [evaluate_spec(self.net, s, self.calib, self.val_x, self.val_y, self.batch_size) for s in specs]

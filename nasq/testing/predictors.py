@@ -17,6 +17,8 @@ import numpy as np
 
 from nasq.errors import LineageError, NotFittedError
 from nasq.hardware import CostModel
+from nasq.predict.features import encode
+from nasq.predict.fit import AccuracyPredictor
 from nasq.predict.models import PREDICTORS, make_predictor
 from nasq.space import SearchSpace
 
@@ -71,8 +73,6 @@ def check_recipe_round_trip(recipe: Any, space: SearchSpace, cost_model: CostMod
                             n: int = 40) -> None:
     """``AccuracyPredictor`` built from ``recipe``: fit on ``n`` sampled subnets, save, load -> the same
     predictions; loading against a space with another hash raises LineageError."""
-    from nasq.predict.features import encode
-    from nasq.predict.fit import AccuracyPredictor
 
     specs = space.sample_unique(np.random.default_rng(seed), n)
     feats = encode(("costs",), space, specs, cost_model)
@@ -90,7 +90,6 @@ def check_recipe_round_trip(recipe: Any, space: SearchSpace, cost_model: CostMod
 
 
 def check_refuses_foreign_space(folder: Path, space: SearchSpace, cost_model: CostModel) -> None:
-    from nasq.predict.fit import AccuracyPredictor
 
     other = SearchSpace(space.config.model_copy(update={"name": f"{space.name}_other", "description": "changed"}))
     try:

@@ -27,15 +27,26 @@ import logging
 import shlex
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import mlflow.onnx
+import onnx
+import onnxruntime
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+
 from nasq.errors import MissingDependencyError, NasqError
-from nasq.search.pareto import Front, FrontPoint
+from nasq.files import atomic_write_json, atomic_write_text
+from nasq.search.pareto import FRONT_CSV, FRONT_JSON, Front, FrontPoint
+from nasq.tracking import view as mlflow_view
 from nasq.tracking.names import _chunks, clean_key, flatten_params, point_metrics, point_params  # noqa: F401
+from nasq.tracking.plots import pareto_html, pareto_png
+from nasq.tracking.view import view_url
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +56,10 @@ PARENT_TAG = "mlflow.parentRunId"
 TAG_VALUE_MAX = 8000  # mlflow's own limit
 PARAMS_PER_BATCH = 100  # mlflow's limit for params (and tags) per log_batch
 METRICS_PER_BATCH = 1000  # mlflow's limit for metrics per log_batch
+MLFLOW_DB = "mlflow.db"  # the default local tracking store, in the workdir
+PARETO_PNG = "pareto.png"
+PARETO_HTML = "pareto.html"
+ARTIFACT_FILES = (PARETO_PNG, PARETO_HTML, MLFLOW_DB)
 
 
 @dataclass
@@ -61,7 +76,7 @@ class TrackingResult:
 # ---------------------------------------------------------------- URIs
 def default_uri(root: Path) -> str:
     """A local sqlite store in ``root``: ``sqlite:////abs/root/mlflow.db``."""
-    return "sqlite:///" + str((Path(root) / "mlflow.db").resolve())
+    return "sqlite:///" + str((Path(root) / MLFLOW_DB).resolve())
 
 
 def ui_command(uri: str) -> str:
@@ -118,7 +133,6 @@ def fail_run(uri: str, run_id: str) -> None:
 # ---------------------------------------------------------------- params, metrics, keys
 def _log_batch(client: Any, run_id: str, params: dict[str, str], metrics: dict[str, float]) -> None:
     """Params and metrics in as few ``log_batch`` calls as mlflow's per-request limits allow."""
-    from mlflow.entities import Metric, Param
 
     stamp = int(time.time() * 1000)
     plist = [Param(k, v) for k, v in params.items()]
@@ -139,7 +153,6 @@ def _tags(tags: dict[str, Any]) -> dict[str, str]:
 # ---------------------------------------------------------------- experiment
 def get_or_create_experiment(client: Any, name: str, artifact_root: Path | None = None) -> str:
     """The experiment's id; created (with ``artifact_root`` for local stores) when missing."""
-    from mlflow.exceptions import MlflowException
 
     exp = client.get_experiment_by_name(name)
     if exp is None:
@@ -209,7 +222,6 @@ def _log_point(client: Any, exp_id: str, parent_id: str, i: int, point: FrontPoi
 
 def _log_history(client: Any, run_id: str, history: Sequence[dict[str, Any]]) -> None:
     """One metric per column of each history row, at ``step`` = the row's iteration."""
-    from mlflow.entities import Metric
 
     stamp = int(time.time() * 1000)
     rows = [Metric(clean_key(f"search.{k}"), float(v), stamp, int(row.get("iteration", n)))
@@ -220,13 +232,11 @@ def _log_history(client: Any, run_id: str, history: Sequence[dict[str, Any]]) ->
 
 
 def _write_artifacts(front: Front, folder: Path, title: str, others: Any, modelled: bool) -> list[Path]:
-    from nasq.files import atomic_write_json, atomic_write_text
-    from nasq.tracking.plots import pareto_html, pareto_png
 
-    return [atomic_write_text(folder / "front.csv", front.to_csv()),
-            atomic_write_json(folder / "front.json", front.to_dict()),
-            pareto_png(front, folder / "pareto.png", title=title, others=others, modelled=modelled),
-            pareto_html(front, folder / "pareto.html", title=title, modelled=modelled)]
+    return [atomic_write_text(folder / FRONT_CSV, front.to_csv()),
+            atomic_write_json(folder / FRONT_JSON, front.to_dict()),
+            pareto_png(front, folder / PARETO_PNG, title=title, others=others, modelled=modelled),
+            pareto_html(front, folder / PARETO_HTML, title=title, modelled=modelled)]
 
 
 def _log_artifacts(client: Any, run_id: str, front: Front, title: str, artifacts_dir: Path | None,
@@ -243,7 +253,6 @@ def _log_artifacts(client: Any, run_id: str, front: Front, title: str, artifacts
 
 def _save_view(client: Any, exp_id: str, parent_id: str, front: Front, run_name: str) -> str:
     """The experiment tag that makes the saved "Pareto front" chart view (nasq.tracking.view)."""
-    from nasq.tracking import view as mlflow_view
 
     key = mlflow_view.view_key(parent_id)
     depth_params = [k for k in point_params(front.points[0].spec) if k.endswith("depth")] if front.points else []
@@ -306,7 +315,6 @@ def log_search(front: Front, *, uri: str, experiment: str, run_name: str, params
     except BaseException:
         _abort(client, reversed(opened))
         raise
-    from nasq.tracking.view import view_url
 
     return TrackingResult(parent_id, exp_id, uri, children, ui_command(uri),
                           view_url(ui_base(uri), exp_id, key) if key else "", lineage)
@@ -317,7 +325,6 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
     """A server must answer ``/health`` within ``timeout_s``: mlflow's client retries for minutes."""
     if not uri.startswith(("http://", "https://")):
         return
-    import urllib.request
 
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as reply:
@@ -352,9 +359,6 @@ def register_onnx(uri: str, parent_run_id: str, bundle: Path, name: str, point: 
     """Log an export bundle as a nested ``export-<point>`` run (ONNX flavor under ``model/``, the
     bundle under ``bundle/``) and register ``model/`` as a new version of ``name``; its version."""
     _mlflow()
-    import mlflow.onnx
-    import onnx
-    import onnxruntime
 
     client = _client(uri)
     exp_id = client.get_run(parent_run_id).info.experiment_id

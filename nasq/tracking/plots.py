@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from nasq.errors import MissingDependencyError
+from nasq.files import atomic_write_text
 from nasq.search.pareto import Front
 
 # columns of the optional ``others`` array: every evaluated subnet, drawn in grey
@@ -146,6 +147,5 @@ def pareto_html(front: Front, path: Path, title: str = "", *, modelled: bool = F
         fig.update_yaxes(title_text=axis_label(y_metric, modelled), row=1, col=col)
     fig.update_layout(title=title or "Pareto front", height=480, width=480 * len(x_metrics))
     html = fig.to_html(include_plotlyjs=True, full_html=True)  # embedded: a CDN link renders blank offline
-    from nasq.files import atomic_write_text
 
     return atomic_write_text(Path(path), html)

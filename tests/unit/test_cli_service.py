@@ -36,7 +36,7 @@ def run_folder(tmp_path_factory) -> Path:
     from nasq.experiment import load_experiment
     from nasq.files import atomic_write_json
     from nasq.search.pareto import Front, FrontPoint
-    from nasq.stages.pipeline import run_record
+    from nasq.stages.track import run_record
     from nasq.supernet.network import Supernet
 
     tmp = tmp_path_factory.mktemp("run")

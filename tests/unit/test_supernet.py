@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nasq.specs import TrainConfig
-from nasq.supernet.evaluate import SubnetEvaluator, state_to_numpy
+from nasq.supernet.evaluate import EvalPayload, SubnetEvaluator, state_to_numpy
 from nasq.supernet.network import Supernet
 from nasq.supernet.train import train_supernet
 
@@ -43,7 +43,7 @@ def test_evaluator_rebuilds_from_numpy(space):
     x, y = _data(128)
     torch.manual_seed(0)
     net = Supernet(space)
-    ev = SubnetEvaluator(space.config.model_dump(mode="json"), state_to_numpy(net), x[:64], x, y, 64)
+    ev = SubnetEvaluator(EvalPayload(space.config.model_dump(mode="json"), state_to_numpy(net), x[:64], x, y, 64))
     specs = space.sample(np.random.default_rng(0), 2)
     a, b = ev(specs), ev(specs)
     assert a == b and all(0 <= v <= 100 for v in a)

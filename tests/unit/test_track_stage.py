@@ -1,4 +1,4 @@
-"""pipeline.track_stage: history rows become step metrics, the run folder records experiment.json
+"""stages.track.run: history rows become step metrics, the run folder records experiment.json
 and tracking.json, nested supernet/predictor runs carry their files (hand-made result, no search)."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def test_track_stage_logs_history_and_records(tmp_path: Path) -> None:
 
     from nasq.experiment import load_experiment
     from nasq.search.pareto import Front, FrontPoint
-    from nasq.stages.pipeline import track_stage
+    from nasq.stages import track
 
     exp_file = tmp_path / "e.yaml"
     exp_file.write_text(yaml.safe_dump({"name": "hist", "data": {"name": "digits"}, "hardware": ["cpu_roofline"],
@@ -40,7 +40,7 @@ def test_track_stage_logs_history_and_records(tmp_path: Path) -> None:
     result = SimpleNamespace(front=Front(exp.config.objectives, points, exp.lineage()), fit_report=_Fit(),
                              evaluated=12, timings={"train": 1.0}, train_info={"steps": 3.0}, evaluations=None,
                              history=history)
-    tracked = track_stage(exp, result, workdir)
+    tracked = track.run(exp, result, workdir)
 
     client = MlflowClient(tracking_uri=tracked.uri)
     hv = sorted(client.get_metric_history(tracked.run_id, "search.hypervolume"), key=lambda m: m.step)

@@ -1,0 +1,73 @@
+"""LINAS, predictors in the loop: refit the accuracy predictor on every true evaluation so far, run
+NSGA-II on predicted top1 + cost model, evaluate the most promising new candidates."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nasq.errors import NasqError
+from nasq.search.nsga import Candidate, nsga2_population
+from nasq.search.protocols import AccuracyModel
+from nasq.search.state import SearchState, derived_seed
+from nasq.search.strategy import STRATEGIES, Proposal, Strategy, spec_of
+from nasq.space import SubnetSpec
+
+
+@STRATEGIES.register("linas")
+class Linas(Strategy):
+    """Predictors in the loop: refit the accuracy predictor on every true evaluation so far, run
+    NSGA-II on predicted top1 + cost model, evaluate the most promising new candidates (spread along
+    the predicted front) and, where the predictor has an uncertainty, the most uncertain ones."""
+
+    name = "linas"
+
+    def propose(self, state: SearchState, known: dict[str, float], rng: np.random.Generator, k: int) -> Proposal:
+        task, cfg = self.task, self.task.config
+        ok = [key for key, v in known.items() if math.isfinite(v)]
+        if len(ok) < max(cfg.initial_evals, 4):  # whole batches of random subnets until the predictor can fit
+            return self.random_feasible(rng, k, set(known)), None
+        if task.fit_predictor is None:
+            raise NasqError("strategy 'linas' needs an accuracy predictor (fit_predictor)")
+        specs = [spec_of(task, state, key) for key in ok]
+        predictor = task.fit_predictor(specs, np.array([known[key] for key in ok]), cfg.seed)
+
+        def score(batch: list[SubnetSpec]) -> dict[str, np.ndarray]:
+            return {"top1": predictor.predict(batch), **task.cost.score(batch)}
+
+        nsga_cfg = cfg.model_copy(update={"seed": derived_seed(cfg.seed, state.iteration)})
+        pool = [c for c in nsga2_population(task.space, score, task.objectives, task.constraints, nsga_cfg)
+                if c.spec.key() not in known]
+        chosen = self._choose(predictor, pool, k)
+        if len(chosen) < k:  # the predicted population is exhausted: explore at random
+            extra = self.random_feasible(rng, k - len(chosen), set(known) | {c.spec.key() for c in chosen})
+            if extra:
+                values = score(extra)
+                chosen += [Candidate(task.space.encode(s), s, {m: float(v[i]) for m, v in values.items()})
+                           for i, s in enumerate(extra)]
+        return [c.spec for c in chosen], [c.predicted for c in chosen]
+
+    def _choose(self, predictor: AccuracyModel, pool: list[Candidate], k: int) -> list[Candidate]:
+        n_uncertain = int(round(k * self.task.config.uncertain_fraction)) if predictor.has_uncertainty else 0
+        chosen = pick_spread([c for c in pool if c.rank == 0], k - n_uncertain)
+        taken = {c.spec.key() for c in chosen}
+        rest = [c for c in pool if c.spec.key() not in taken]
+        chosen += rest[: max(0, k - n_uncertain - len(chosen))]  # next ranks, when the front is short
+        taken = {c.spec.key() for c in chosen}
+        rest = [c for c in pool if c.spec.key() not in taken]
+        if n_uncertain and rest:
+            _, std = predictor.predict_with_std([c.spec for c in rest])
+            for i in np.argsort(-std, kind="stable")[:n_uncertain]:
+                rest[i].predicted["top1_std"] = float(std[i])
+                chosen.append(rest[i])
+        return chosen[:k]
+
+
+def pick_spread(candidates: list[Candidate], k: int) -> list[Candidate]:
+    """At most ``k`` candidates spread evenly along predicted top1."""
+    ordered = sorted(candidates, key=lambda c: -c.predicted["top1"])
+    if len(ordered) <= k or k <= 0:
+        return ordered[: max(k, 0)]
+    idx = np.unique(np.round(np.linspace(0, len(ordered) - 1, k)).astype(int))
+    return [ordered[i] for i in idx]

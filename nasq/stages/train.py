@@ -1,0 +1,73 @@
+"""Stage 2, train: the supernet, trained once. A finished supernet of the same space, data and
+training config in the workdir is reused; an interrupted training resumes from its checkpoint."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nasq import data as data_mod
+from nasq.experiment import Experiment
+from nasq.stages.progress import Reporter
+from nasq.supernet import checkpoint
+from nasq.supernet.network import Supernet
+from nasq.supernet.train import checkpoint_finished, train_supernet
+
+CHECKPOINT_DIR = "checkpoint"  # the training checkpoint, removed once a training has finished
+
+
+@dataclass
+class TrainedSupernet:
+    net: Supernet
+    info: dict[str, Any] = field(default_factory=dict)  # steps, seconds, images/s, final loss (reused: 1.0)
+
+
+def fingerprint(exp: Experiment) -> str:
+    return checkpoint.fingerprint(exp.space.hash, exp.config.data.model_dump(mode="json"), exp.config.train)
+
+
+def run(exp: Experiment, splits: data_mod.Splits, workdir: Path, rep: Reporter | None = None,
+        fresh: bool = False) -> TrainedSupernet:
+    rep = rep or Reporter()
+    cfg = exp.config.train
+    torch.manual_seed(cfg.seed)  # weight initialisation; training itself uses its own generators
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    net = Supernet(exp.space)
+    record = None if fresh else checkpoint.finished_record(workdir, fingerprint(exp))
+    if record is not None:
+        try:
+            checkpoint.load_state(net, workdir / checkpoint.WEIGHTS)
+            rep.say(f"      reusing the finished supernet in {workdir} (same space, data and training config)")
+            return TrainedSupernet(net, {**record["result"], "reused": 1.0})
+        except checkpoint.SupernetMismatch:  # saved by another version of the supernet code
+            rep.say(f"      [yellow]the supernet in {workdir} does not fit this code version: training again[/]")
+            fresh = True
+    ckpt = workdir / CHECKPOINT_DIR
+    if ckpt.exists() and (fresh or checkpoint_finished(ckpt)):
+        shutil.rmtree(ckpt)  # a finished run's checkpoint is nothing to resume
+    with rep.bar("training", 1) as bar:
+        res = train_supernet(net, exp.space, splits.train_x, splits.train_y, cfg,
+                             progress=lambda s, n, loss: bar(s / n, info=f"step {s}/{n} loss {loss:.3f}"),
+                             checkpoint_dir=ckpt, resume=not fresh)
+    if res.resumed_from:
+        rep.say(f"      resumed from the checkpoint at step {res.resumed_from}")
+    info = {"steps": res.steps, "seconds": round(res.seconds, 2), "images_per_s": round(res.images_per_s, 1),
+            "final_loss": round(float(np.mean(res.losses[-20:])), 4), "resumed_from": res.resumed_from}
+    checkpoint.save(net, workdir, {"space": exp.space.name, "space_hash": exp.space.hash,
+                                   "fingerprint": fingerprint(exp), "device": res.device,
+                                   "train": cfg.model_dump(), "result": info,
+                                   "losses": [round(v, 5) for v in res.losses]})
+    rep.say(f"      {res.steps} steps on {res.device}, {res.images_per_s:.0f} images/s, final loss {info['final_loss']:.3f}")
+    return TrainedSupernet(net, info)
+
+
+def load(exp: Experiment) -> TrainedSupernet:
+    """The supernet an earlier ``nasq run``/``nasq train`` left in the workdir (``nasq search``)."""
+    net, record = checkpoint.load(exp.workdir, exp.space, hint=f"; train it first with `nasq train {exp.source}`")
+    return TrainedSupernet(net, record.get("result", {}))
