@@ -44,7 +44,8 @@ chromium:  ## install headless Chromium (the MLflow UI browser test) where apt-g
 demo: $(STAMP) data  ## install everything and run the whole pipeline on the demo experiment
 	$(BIN)/nasq run examples/demo.yaml
 
-test: $(STAMP) data  ## the whole test suite
+test: $(STAMP) data  ## the layer contracts (lint-imports), then the whole test suite
+	$(BIN)/lint-imports --no-cache
 	@$(BIN)/python -m pytest -p no:cacheprovider --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): treated as success"; rc=0; fi; exit $$rc
 

@@ -63,7 +63,6 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
     """A JSON object from a file a user gave us; any problem is one ConfigError naming the file."""
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(str(path), "", "file not found")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from rich.table import Table
+
 
 def _short(fmt: str) -> str:
     return fmt.split("_")[0]
@@ -17,8 +19,6 @@ def format_mix(point: Any) -> str:
 
 
 def print_summary(result: Any, console: Any) -> None:
-    from rich.table import Table
-
     front = result.front
     modelled = result.experiment.profile.config.status == "modelled"
     table = Table(title=f"Pareto front: {len(front.points)} non-dominated subnets "

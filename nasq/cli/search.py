@@ -62,15 +62,15 @@ def search(
         console = Console(width=None if sys.stdout.isatty() else 150)
         console.print(f"[bold]nasq search[/] {exp.config.name}: {exp.config.search.strategy}, "
                       f"{exp.config.search.max_true_evals} true evaluations" + (f", resuming {resume}" if resume else ""))
-        from nasq import data as data_mod
         from nasq.cli.report import print_summary
-        from nasq.stages.pipeline import Reporter, evaluate_and_search
-        from nasq.stages.search import load_trained_supernet
+        from nasq.stages import data, train
+        from nasq.stages.pipeline import evaluate_and_search
+        from nasq.stages.progress import Reporter
 
-        net, info = load_trained_supernet(exp)
+        trained = train.load(exp)
         rep = Reporter(None if quiet else console, total_stages=3)
-        splits = data_mod.load(exp.config.data, exp.source)
-        result = evaluate_and_search(exp, net, splits, rep, info, resume=resume is not None,
+        splits = data.run(exp)
+        result = evaluate_and_search(exp, trained.net, splits, rep, trained.info, resume=resume is not None,
                                      run_dir=resume or out or exp.workdir)
     except NasqError as e:
         fail(e)

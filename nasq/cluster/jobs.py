@@ -22,23 +22,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nasq.cluster.tasks import configure_env
 from nasq.errors import MissingDependencyError, NasqError
+from nasq.experiment import load_experiment
 
 ENTRYPOINT = "nasq run {file}"
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
-
-
-def _configure_env() -> None:
-    from nasq.cluster.tasks import configure_env
-
-    configure_env()
 
 
 def client(address: str) -> Any:
     """A JobSubmissionClient for ``address`` (``http://HOST:8265``); unreachable -> NasqError."""
     if not address.startswith(("http://", "https://")):
         raise NasqError(f"--address {address!r}: expected the Ray dashboard URL, e.g. http://127.0.0.1:8265")
-    _configure_env()
+    configure_env()
     try:
         from ray.job_submission import JobSubmissionClient
     except ImportError as e:  # pragma: no cover - ray is a core dependency
@@ -57,8 +53,6 @@ def _first_line(e: BaseException) -> str:
 def assemble(experiment: Path, dest: Path) -> str:
     """Copy the experiment and every catalog file it names into ``dest`` (validated first, with
     the same loader ``nasq run`` uses); returns the experiment's file name inside ``dest``."""
-    from nasq.experiment import load_experiment
-
     exp = load_experiment(experiment)  # a bad experiment fails here, before anything is sent
     files: dict[Path, Path] = {Path(experiment).resolve(): dest / Path(experiment).name}
     files[Path(exp.space.source).resolve()] = dest / "search_spaces" / f"{exp.config.space}.yaml"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
 
 from nasq.cluster.tasks import _ray
 from nasq.search.baselines import directions, true_population_size
@@ -51,8 +52,6 @@ def _trial(config: dict, evaluate: Callable, payload: EvalPayload, task: SearchT
 
 
 def _sampler(task: SearchTask):
-    import optuna
-
     seed = task.config.seed
     if task.config.strategy == "optuna_nsga2":
         return optuna.samplers.NSGAIISampler(population_size=true_population_size(task), seed=seed)

@@ -202,7 +202,6 @@ def _write_bundle(model: torch.nn.Module, folder: Path, *, spec: SubnetSpec, spa
 def _save_weights(model: torch.nn.Module, path: Path) -> None:
     """Integer weights are stored packed (two int4 / four int2 per byte) with their scales; the
     formats used are recorded in the file's metadata so loading restores them exactly."""
-
     formats = packed_formats(model)
     replaced = {f"{p}.conv.weight" for p in formats}
     # Clones: safetensors refuses tensors that share storage (and views of a bigger tensor).
@@ -238,7 +237,6 @@ def _any_range_fake_quant_symbolic(opset: int) -> Iterator[None]:
     the same arithmetic in plain ops (Reciprocal, Mul, Round, Clip, Mul: what torch's kernel
     computes), the standard ranges still become QDQ. Registered for this export only, because the
     exporter's registry is process-wide."""
-
     name = "aten::fake_quantize_per_tensor_affine"
     symbolic = symbolic_helper.parse_args("v", "v", "v", "i", "i")(_fake_quant_symbolic)
     torch.onnx.register_custom_op_symbolic(name, symbolic, opset)
@@ -249,7 +247,6 @@ def _any_range_fake_quant_symbolic(opset: int) -> Iterator[None]:
 
 
 def _fake_quant_symbolic(g: Any, x: Any, scale: Any, zero_point: Any, lo: int, hi: int) -> Any:
-
     if (lo, hi) in _QDQ_RANGES:
         return symbolic_opset13.fake_quantize_per_tensor_affine(g, x, scale, zero_point, lo, hi)
     float_type = 1  # onnx.TensorProto.FLOAT
@@ -325,7 +322,6 @@ def _arch(spec: SubnetSpec, space: SearchSpace, input_shape: tuple[int, ...]) ->
 def _manifest(model: torch.nn.Module, *, lineage: dict[str, str], predicted: dict[str, float],
               measured: dict[str, float], files: dict[str, str], opset: int, qdq_nodes: int,
               onnx: Any, ort: Any) -> dict[str, Any]:
-
     return {
         "nasq_version": _nasq_version(),
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -343,7 +339,6 @@ def _manifest(model: torch.nn.Module, *, lineage: dict[str, str], predicted: dic
 
 
 def _nasq_version() -> str:
-
     if getattr(nasq, "__version__", None):
         return nasq.__version__
 

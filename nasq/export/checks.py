@@ -40,7 +40,6 @@ ONNX_BATCH = 1000
 
 def calibrated_subnet(net: Any, spec: Any, train_x: np.ndarray, ecfg: Any) -> Any:
     """The static subnet of ``spec``, calibrated on the images the search's evaluation used."""
-
     net.set_active(spec)
     net.calibrate(calibration_batches(train_x, ecfg.calib_images, ecfg.batch_size, ecfg.seed))
     return net.extract()
@@ -67,7 +66,6 @@ def export_checked(model: Any, *, spec: Any, space: Any, out: Path, splits: Any,
     """Write, check and publish the bundle of ``model`` at ``out`` (see the module docstring).
     ``before_publish(bundle)`` runs on the finished bundle before the rename (e.g. to register it);
     what it returns is added to the manifest's ``registry`` section."""
-
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise NasqError(f"{out}: exists and is not an empty folder; remove it or pick another --out")

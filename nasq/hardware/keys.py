@@ -81,7 +81,6 @@ def space_keys(space: SearchSpace) -> list[LayerKey]:
     never on other layers' choices, so filling one stage at its deepest with one choice per
     combination of its layer genes, for every width and resolution, and keeping the other stages
     at their smallest visits every reachable key of that stage."""
-
     cfg, menu = space.config, space.config.precision
     smallest = space.smallest()
     widths_all = list(itertools.product(*(st.width for st in cfg.stages))) if smallest.widths else [()]

@@ -24,7 +24,6 @@ FORMAT_COLUMNS = ("w_bits", "a_bits", "w_float", "a_float")
 
 def layerwise_columns(space: SearchSpace, stage: int) -> tuple[str, ...]:
     """Columns of one layer slot of ``stage`` in the ``layerwise`` encoding."""
-
     arch = tuple(f for f in layer_fields(space.config.stages[stage]) if f not in ("w_format", "a_format"))
     return ("active", *arch, *FORMAT_COLUMNS, "macs_share")
 

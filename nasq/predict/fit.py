@@ -120,7 +120,6 @@ class AccuracyPredictor:
 
 def rank_quality(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, float]:
     """Kendall tau, Spearman rho (0 where undefined, e.g. constant predictions) and RMSE."""
-
     rho = spearmanr(y_true, y_pred).statistic
     rmse = float(np.sqrt(np.mean((np.asarray(y_true) - np.asarray(y_pred)) ** 2)))
     return kendall_tau(y_true, y_pred), float(np.nan_to_num(rho)), rmse

@@ -94,7 +94,6 @@ class Predictor(abc.ABC):
 def _one_blas_thread() -> Any:
     """Predictor matrices are a few hundred rows: BLAS threads cost more in hand-offs than they
     save, and several times more on a machine already busy evaluating subnets."""
-
     return threadpool_limits(limits=1, user_api="blas")
 
 
@@ -106,21 +105,18 @@ def _as_2d(X: np.ndarray) -> np.ndarray:
 
 
 def _scaled(estimator: Any) -> Any:
-
     return make_pipeline(StandardScaler(), estimator)
 
 
 @PREDICTORS.register("ridge")
 class RidgePredictor(Predictor):
     def _make(self, n_features: int) -> Any:
-
         return _scaled(Ridge(alpha=float(self.params.get("alpha", 1.0))))
 
 
 @PREDICTORS.register("gbdt")
 class GBDTPredictor(Predictor):
     def _make(self, n_features: int) -> Any:
-
         return GradientBoostingRegressor(random_state=self.seed, **self.params)
 
 
@@ -131,7 +127,6 @@ class ForestPredictor(Predictor):
     has_uncertainty = True
 
     def _make(self, n_features: int) -> Any:
-
         return RandomForestRegressor(random_state=self.seed, n_jobs=1, **self.params)
 
     def _predict_with_std(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +146,6 @@ class MLPPredictor(Predictor):
     """
 
     def _make(self, n_features: int) -> Any:
-
         p = self.params
         layers = (int(p.get("hidden_units", 64)),) * int(p.get("hidden_layers", 2))
         mlp = MLPRegressor(hidden_layer_sizes=layers, alpha=float(p.get("alpha", 1.0)),
@@ -179,7 +173,6 @@ class GaussianProcessPredictor(Predictor):
             raise ValueError(f"kernel: must be 'matern' or 'rbf', got {params['kernel']!r}")
 
     def _make(self, n_features: int) -> Any:
-
         scale: Any = np.ones(n_features) if self.params.get("ard", False) else 1.0
         if str(self.params.get("kernel", "matern")) == "rbf":
             shape: Any = RBF(scale, (1e-2, 1e3))
@@ -253,7 +246,6 @@ def fold_indices(n: int, folds: int, seed: int) -> list[np.ndarray]:
 
 
 def kendall_tau(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-
     return float(np.nan_to_num(kendalltau(y_true, y_pred).statistic))  # constant predictions rank nothing
 
 

@@ -62,7 +62,6 @@ def time_interleaved_ms(sessions: list[tuple[Any, dict]], *, warmup: int = 10, r
     """Median milliseconds per session, its ``repeats`` runs split over ``rounds`` passes over
     all sessions (each pass with ``warmup`` untimed runs first): a slow spell of a shared
     machine then shifts every session alike."""
-
     samples: list[list[np.ndarray]] = [[] for _ in sessions]
     task = progress.add_task(label, total=rounds * len(sessions)) if progress else None
     for n in round_sizes(repeats, rounds):
@@ -76,7 +75,6 @@ def time_interleaved_ms(sessions: list[tuple[Any, dict]], *, warmup: int = 10, r
 def measure_subnet_ms(model: Any, input_shape: tuple[int, ...], threads: int = 1, repeats: int = 100,
                       warmup: int = 10, seed: int = 0) -> dict[str, float]:
     """One exported subnet's onnxruntime latency: ``median_ms``, ``p10_ms``, ``p90_ms``."""
-
     session, feed = subnet_session(model, input_shape, threads, seed)
     p10, median, p90 = np.percentile(time_session_us(session, feed, warmup, repeats) / 1e3, [10, 50, 90])
     return {"median_ms": float(median), "p10_ms": float(p10), "p90_ms": float(p90)}

@@ -44,7 +44,6 @@ def require_ort() -> tuple[Any, Any]:
 
 def ort_session(path: str | Path, threads: int = 1, optimized_to: str | Path | None = None) -> Any:
     """A CPU session with the settings nasq's exports are verified under."""
-
     _, ort = require_ort()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
@@ -136,7 +135,6 @@ class OnnxRuntimeBackend(LatencyBackend):
             return float(np.median(time_session_us(session, feed, self.warmup, max(self.repeats, 100))))
 
     def describe(self) -> dict[str, Any]:
-
         versions = {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
                     "torch": torch.__version__, "python": platform.python_version()}
         return {"device": f"{cpu_model()} (CPU, {self.threads} thread{'s' if self.threads > 1 else ''})",

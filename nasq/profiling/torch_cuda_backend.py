@@ -95,13 +95,11 @@ class TorchCudaBackend(LatencyBackend):
     name = "torch-cuda"
 
     def check_available(self) -> None:
-
         if not torch.cuda.is_available():
             raise NasqError("CUDA is not available (torch.cuda.is_available() is False): the torch-cuda "
                             "backend measures on an NVIDIA GPU; on this machine use --backend onnxruntime")
 
     def _prepare(self, key: LayerKey) -> Prepared | Row:
-
         plan = plan_kernel(key)
         if not plan.supported:
             return Row.unsupported(plan.reason)
@@ -131,7 +129,6 @@ class TorchCudaBackend(LatencyBackend):
 
 def _time_cuda_us(fn: Any, warmup: int, repeats: int) -> np.ndarray:
     """Per-call GPU time between two CUDA events (launch included), microseconds."""
-
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
@@ -146,7 +143,6 @@ def _time_cuda_us(fn: Any, warmup: int, repeats: int) -> np.ndarray:
 
 def _build_callable(key: LayerKey, plan: KernelPlan, gen: Any) -> Any:
     """A zero-argument function running the layer once (conv/matmul, folded bias, activation)."""
-
     dev, bf16 = "cuda", torch.bfloat16
     act = (lambda y: y.clamp_(0, 6)) if key.act == "relu6" else (lambda y: y)
     bias = torch.randn(key.cout, device=dev, generator=gen).to(bf16)

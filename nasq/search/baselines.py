@@ -50,7 +50,6 @@ class NSGA2True(Strategy):
     name = "nsga2_true"
 
     def propose(self, state: SearchState, known: dict[str, float], rng: np.random.Generator, k: int) -> Proposal:
-
         task, pop_size = self.task, true_population_size(self.task)
         ok = [key for key, v in known.items() if math.isfinite(v)]
         specs = {key: state.specs.get(key) or next(s for s in task.warm if s.key() == key) for key in ok}
@@ -86,7 +85,6 @@ class _OptunaStrategy(Strategy):
         raise NotImplementedError
 
     def propose(self, state: SearchState, known: dict[str, float], rng: np.random.Generator, k: int) -> Proposal:
-
         task = self.task
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         dists = gene_distributions(task.space)
@@ -104,7 +102,6 @@ class _OptunaStrategy(Strategy):
             return self._ask(study, dists, known, k), None
 
     def _trial(self, spec: SubnetSpec, top1: float, dists: dict, system_attrs: dict):
-
         genome = self.task.space.encode(spec)
         values = self.task.score([spec], np.array([top1]))
         return optuna.trial.create_trial(params={f"g{i}": int(g) for i, g in enumerate(genome)}, distributions=dists,
@@ -112,7 +109,6 @@ class _OptunaStrategy(Strategy):
                                          system_attrs=system_attrs, constraints={"cost": 0.0})
 
     def _ask(self, study, dists: dict, known: dict[str, float], k: int) -> list[SubnetSpec]:
-
         task, out, seen = self.task, [], set(known)
         for _ in range(30 * k):
             if len(out) >= k:
@@ -134,7 +130,6 @@ class _OptunaStrategy(Strategy):
 
 
 def gene_distributions(space) -> dict:
-
     return {f"g{i}": IntDistribution(0, int(u)) for i, u in enumerate(space.upper)}
 
 
@@ -147,7 +142,6 @@ class OptunaNSGA2(_OptunaStrategy):
     name = "optuna_nsga2"
 
     def _sampler(self, seed: int):
-
         return optuna.samplers.NSGAIISampler(population_size=true_population_size(self.task), seed=seed)
 
 
@@ -156,6 +150,5 @@ class OptunaTPE(_OptunaStrategy):
     name = "optuna_tpe"
 
     def _sampler(self, seed: int):
-
         n_startup = max(8, true_population_size(self.task))
         return optuna.samplers.TPESampler(n_startup_trials=n_startup, seed=seed, multivariate=True)

@@ -87,7 +87,6 @@ def _problem_class():
 def make_algorithm(space: SearchSpace, pop_size: int):
     """pymoo NSGA-II over the integer genome (the recipe in STACK_NOTES: SBX + PM, rounded and made
     canonical by the repair, duplicates eliminated)."""
-
     CanonicalRepair, _ = _problem_class()
     return NSGA2(pop_size=pop_size, sampling=IntegerRandomSampling(),
                  crossover=SBX(prob=0.9, eta=3.0, vtype=float), mutation=PM(eta=3.0, vtype=float),
@@ -96,7 +95,6 @@ def make_algorithm(space: SearchSpace, pop_size: int):
 
 def _minimize(space: SearchSpace, score: ScoreFn, objectives: tuple[str, ...],
               constraints: tuple[ConstraintSpec, ...], cfg: SearchConfig):
-
     _, SubnetProblem = _problem_class()
     problem = SubnetProblem(space, score, objectives, constraints)
     return minimize(problem, make_algorithm(space, cfg.population), ("n_gen", cfg.generations), seed=cfg.seed,

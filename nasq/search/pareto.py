@@ -142,12 +142,10 @@ class Front:
         return buf.getvalue()
 
     def save(self, folder: Any) -> None:
-
         folder = Path(folder)
         atomic_write_json(folder / FRONT_JSON, self.to_dict())
         atomic_write_text(folder / FRONT_CSV, self.to_csv())
 
     @classmethod
     def load(cls, path: Any) -> Front:
-
         return cls.from_dict(json.loads(Path(path).read_text()))

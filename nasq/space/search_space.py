@@ -24,7 +24,6 @@ __all__ = ["FORMAT_FIELDS", "Gene", "LayerChoice", "LayerShape", "SearchSpace", 
 
 def layer_fields(stage: StageSpec) -> tuple[str, ...]:
     """The genes of one layer slot of ``stage``: its block kind's architecture genes, then formats."""
-
     return BLOCK_KINDS.get(stage.block).layer_fields + FORMAT_FIELDS
 
 
@@ -54,7 +53,6 @@ class SearchSpace:
         return cls(validate(SpaceConfig, data, source), source)
 
     def _check_kinds(self) -> None:
-
         problems = check_family(self.config)
         if problems:
             raise ConfigError(self.source, *problems[0])
@@ -236,7 +234,6 @@ class SearchSpace:
 
     # ------------------------------------------------------------ analytics
     def layer_shapes(self, spec: SubnetSpec) -> list[LayerShape]:
-
         cfg = self.config
         shapes, cin, res = stem_shapes(cfg, self.input_resolution(spec), self.stage_width(spec, 0))
         for i, (st, layers) in enumerate(zip(cfg.stages, spec.stages, strict=True)):

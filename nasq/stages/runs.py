@@ -48,12 +48,10 @@ class FinishedRun:
                               "it): pass the experiment file with --experiment")
 
     def experiment_config(self) -> Any:
-
         self._require_record()
         return validate(ExperimentConfig, self.record.get("config"), f"{self.name}: {RUN_RECORD}")
 
     def space(self) -> Any:
-
         self._require_record()
         config = validate(SpaceConfig, self.record.get("space_config"), f"{self.name}: {RUN_RECORD}")
         return SearchSpace(config, f"{self.name}: {RUN_RECORD}", str(self.record.get("space_hash", "")))
@@ -101,7 +99,6 @@ def _record(folder: Path, experiment: Path | None) -> dict[str, Any]:
 
 
 def _from_mlflow(run_id: str, uri: str, dest: Path) -> FinishedRun:
-
     tags = tracking.get_run_tags(uri, run_id)
     point, parent = None, run_id
     if tags.get("nasq.kind") == "pareto_point":

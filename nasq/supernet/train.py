@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nasq.errors import LineageError
 from nasq.space import SearchSpace, SubnetSpec
 from nasq.specs import TrainConfig
 from nasq.supernet.network import Supernet
@@ -175,7 +176,7 @@ def save_checkpoint(net: Supernet, opt: torch.optim.Optimizer, folder: Path, cfg
     """Weights, batch-norm statistics and the optimizer's state (momentum; AdamW moments and
     step) as safetensors; step and loss curve
     as JSON. Both are written to temporary names and renamed, the JSON last."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # lazy: training must import with torch and numpy alone
 
     folder.mkdir(parents=True, exist_ok=True)
     names = {id(p): n for n, p in net.named_parameters()}
@@ -195,9 +196,7 @@ def save_checkpoint(net: Supernet, opt: torch.optim.Optimizer, folder: Path, cfg
 
 def load_checkpoint(net: Supernet, opt: torch.optim.Optimizer, folder: Path, cfg: TrainConfig,
                     space: SearchSpace) -> tuple[int, list[float]]:
-    from safetensors.torch import load_file
-
-    from nasq.errors import LineageError
+    from safetensors.torch import load_file  # lazy: training must import with torch and numpy alone
 
     state = json.loads((folder / CHECKPOINT_STATE).read_text())
     expected = _fingerprint(cfg, space)

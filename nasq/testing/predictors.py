@@ -73,7 +73,6 @@ def check_recipe_round_trip(recipe: Any, space: SearchSpace, cost_model: CostMod
                             n: int = 40) -> None:
     """``AccuracyPredictor`` built from ``recipe``: fit on ``n`` sampled subnets, save, load -> the same
     predictions; loading against a space with another hash raises LineageError."""
-
     specs = space.sample_unique(np.random.default_rng(seed), n)
     feats = encode(("costs",), space, specs, cost_model)
     top1 = 70 + 3 * feats[:, 0] + 2 * feats[:, -1] / 8  # synthetic, driven by size and bits
@@ -90,7 +89,6 @@ def check_recipe_round_trip(recipe: Any, space: SearchSpace, cost_model: CostMod
 
 
 def check_refuses_foreign_space(folder: Path, space: SearchSpace, cost_model: CostModel) -> None:
-
     other = SearchSpace(space.config.model_copy(update={"name": f"{space.name}_other", "description": "changed"}))
     try:
         AccuracyPredictor.load(folder, other, cost_model)

@@ -34,13 +34,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import mlflow
 import mlflow.onnx
 import onnx
 import onnxruntime
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
-from nasq.errors import MissingDependencyError, NasqError
+from nasq.errors import NasqError
 from nasq.files import atomic_write_json, atomic_write_text
 from nasq.search.pareto import FRONT_CSV, FRONT_JSON, Front, FrontPoint
 from nasq.tracking import view as mlflow_view
@@ -101,21 +102,8 @@ def _default_artifact_root(uri: str) -> Path | None:
     return Path(db).parent / "mlartifacts"
 
 
-# ---------------------------------------------------------------- mlflow, lazily
-def _mlflow() -> Any:
-    try:
-        import mlflow
-        import mlflow.exceptions
-        import mlflow.tracking  # noqa: F401
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"tracking needs mlflow ({exc}); install it with `pip install mlflow`") from exc
-    return mlflow
-
-
 def _client(uri: str) -> Any:
     """A client bound to ``uri``; a store mlflow refuses to open becomes a one-line NasqError."""
-    mlflow = _mlflow()
     # mlflow announces creating/migrating a new sqlite store at INFO: noise in our progress output
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -133,7 +121,6 @@ def fail_run(uri: str, run_id: str) -> None:
 # ---------------------------------------------------------------- params, metrics, keys
 def _log_batch(client: Any, run_id: str, params: dict[str, str], metrics: dict[str, float]) -> None:
     """Params and metrics in as few ``log_batch`` calls as mlflow's per-request limits allow."""
-
     stamp = int(time.time() * 1000)
     plist = [Param(k, v) for k, v in params.items()]
     mlist = [Metric(clean_key(k), float(v), stamp, 0) for k, v in metrics.items()]
@@ -153,7 +140,6 @@ def _tags(tags: dict[str, Any]) -> dict[str, str]:
 # ---------------------------------------------------------------- experiment
 def get_or_create_experiment(client: Any, name: str, artifact_root: Path | None = None) -> str:
     """The experiment's id; created (with ``artifact_root`` for local stores) when missing."""
-
     exp = client.get_experiment_by_name(name)
     if exp is None:
         location = None
@@ -222,7 +208,6 @@ def _log_point(client: Any, exp_id: str, parent_id: str, i: int, point: FrontPoi
 
 def _log_history(client: Any, run_id: str, history: Sequence[dict[str, Any]]) -> None:
     """One metric per column of each history row, at ``step`` = the row's iteration."""
-
     stamp = int(time.time() * 1000)
     rows = [Metric(clean_key(f"search.{k}"), float(v), stamp, int(row.get("iteration", n)))
             for n, row in enumerate(history) for k, v in row.items()
@@ -232,7 +217,6 @@ def _log_history(client: Any, run_id: str, history: Sequence[dict[str, Any]]) ->
 
 
 def _write_artifacts(front: Front, folder: Path, title: str, others: Any, modelled: bool) -> list[Path]:
-
     return [atomic_write_text(folder / FRONT_CSV, front.to_csv()),
             atomic_write_json(folder / FRONT_JSON, front.to_dict()),
             pareto_png(front, folder / PARETO_PNG, title=title, others=others, modelled=modelled),
@@ -253,7 +237,6 @@ def _log_artifacts(client: Any, run_id: str, front: Front, title: str, artifacts
 
 def _save_view(client: Any, exp_id: str, parent_id: str, front: Front, run_name: str) -> str:
     """The experiment tag that makes the saved "Pareto front" chart view (nasq.tracking.view)."""
-
     key = mlflow_view.view_key(parent_id)
     depth_params = [k for k in point_params(front.points[0].spec) if k.endswith("depth")] if front.points else []
     state = mlflow_view.page_state(parent_id, list(front.objectives), depth_params)
@@ -336,7 +319,6 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
 def get_run_tags(uri: str, run_id: str) -> dict[str, str]:
     """The tags of a run (``nasq.kind``, parent and lineage ids); an unknown id is a NasqError."""
     check_reachable(uri)
-    mlflow = _mlflow()
     try:
         run = _client(uri).get_run(run_id)
     except mlflow.exceptions.MlflowException as exc:
@@ -346,7 +328,6 @@ def get_run_tags(uri: str, run_id: str) -> dict[str, str]:
 
 def download(uri: str, run_id: str, names: Sequence[str], dest: Path) -> None:
     """Download the named artifacts of a run into ``dest``; a missing one is a NasqError."""
-    mlflow = _mlflow()
     client = _client(uri)
     for name in names:
         try:
@@ -358,8 +339,6 @@ def download(uri: str, run_id: str, names: Sequence[str], dest: Path) -> None:
 def register_onnx(uri: str, parent_run_id: str, bundle: Path, name: str, point: int) -> str:
     """Log an export bundle as a nested ``export-<point>`` run (ONNX flavor under ``model/``, the
     bundle under ``bundle/``) and register ``model/`` as a new version of ``name``; its version."""
-    _mlflow()
-
     client = _client(uri)
     exp_id = client.get_run(parent_run_id).info.experiment_id
     opened: list[str] = []

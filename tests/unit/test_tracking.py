@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nasq.errors import MissingDependencyError
 from nasq.search.pareto import Front, FrontPoint
 from nasq.space import SearchSpace
 
@@ -175,15 +174,6 @@ def test_import_does_not_import_mlflow() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                          timeout=120, check=True)
     assert out.stdout.split() == ["False", "False"]
-
-
-def test_missing_mlflow_names_pip_install(store: dict, monkeypatch) -> None:
-    import nasq.tracking.client as tracking
-
-    monkeypatch.setitem(sys.modules, "mlflow", None)
-    with pytest.raises(MissingDependencyError, match="pip install mlflow"):
-        tracking.log_search(make_front(1), uri=store["uri"], experiment="x", run_name="r", params={},
-                            metrics={}, tags={})
 
 
 def test_pareto_png_writes_png(tmp_path: Path) -> None:
