@@ -8,6 +8,6 @@ whose roofline rates are derived from the same measurements (:mod:`~nasq.profili
 :class:`~nasq.predict.latency.LatencyPredictor` sums a subnet's table rows and corrects the
 sum with a linear model fitted on whole-subnet measurements.
 
-Importing this package (and its torch-free modules: keys, table, latency_model) loads no torch,
-onnx or onnxruntime; the backends import them inside the functions that measure.
+The torch-free parts live below this package: layer keys and tables in :mod:`nasq.hardware`, the
+latency predictor in :mod:`nasq.predict.latency`; this package holds the backends and measurement.
 """

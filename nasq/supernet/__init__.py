@@ -1,4 +1,6 @@
 """Weight-sharing supernet: elastic layers with fake quantization, training and evaluation.
 
-Imports torch and numpy only, so it runs on a GPU machine that lacks ray, mlflow and pymoo.
+Needs torch and numpy (and nasq's own configs), not ray, mlflow or pymoo, so training and
+evaluation run on a GPU machine that lacks them. ``checkpoint`` is the one reader and writer of a
+run's trained supernet.
 """
