@@ -1,6 +1,7 @@
 """The ``nasq`` Typer app and what every command shares. Commands import their machinery inside
-their bodies (the one place in nasq where imports are function-local): ``nasq --help`` and
-``nasq validate`` answer in a fraction of a second instead of importing torch, Ray and MLflow."""
+their bodies (one of the few places in nasq where imports are function-local, see
+docs/architecture.md): ``nasq --help`` and ``nasq validate`` answer in a fraction of a second
+instead of importing torch, Ray and MLflow."""
 
 from __future__ import annotations
 

@@ -24,7 +24,6 @@ import onnx
 import onnxruntime
 import torch
 
-from nasq.errors import MissingDependencyError
 from nasq.export.bundle import INPUT_NAME, ORT_DISABLED_OPTIMIZERS, export_onnx
 from nasq.hardware.keys import LayerKey
 from nasq.hardware.table import Row
@@ -32,25 +31,14 @@ from nasq.profiling.backend import LatencyBackend, Prepared
 from nasq.profiling.layer_models import UnsupportedLayer, example_input, layer_module
 
 
-def require_ort() -> tuple[Any, Any]:
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError as e:
-        raise MissingDependencyError(f"the onnxruntime latency backend needs onnx and onnxruntime "
-                                     f"({e.name} is missing): pip install onnx onnxruntime") from None
-    return onnx, onnxruntime
-
-
 def ort_session(path: str | Path, threads: int = 1, optimized_to: str | Path | None = None) -> Any:
     """A CPU session with the settings nasq's exports are verified under."""
-    _, ort = require_ort()
-    opts = ort.SessionOptions()
+    opts = onnxruntime.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     opts.log_severity_level = 3  # the NCHWc "optimized model is hardware specific" warning is expected
     if optimized_to is not None:
         opts.optimized_model_filepath = str(optimized_to)
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
+    return onnxruntime.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
                                 disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS))
 
 
@@ -69,7 +57,6 @@ def time_session_us(session: Any, feed: dict[str, np.ndarray], warmup: int, repe
 
 def optimized_ops(path: str | Path) -> str:
     """The op types of an optimised graph in node order, e.g. ``Conv>Clip``."""
-    onnx, _ = require_ort()
     return ">".join(n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
 
 
@@ -92,7 +79,8 @@ class OnnxRuntimeBackend(LatencyBackend):
     name = "onnxruntime"
 
     def check_available(self) -> None:
-        require_ort()
+        """Nothing to check: onnx and onnxruntime are dependencies of nasq (imported above)."""
+
 
     def _prepare(self, key: LayerKey) -> Prepared | Row:
 
@@ -122,7 +110,6 @@ class OnnxRuntimeBackend(LatencyBackend):
     def session_overhead_us(self) -> float:
         """Median time of one ``session.run`` of a one-node (Identity) model: the fixed cost
         every isolated layer measurement includes once and a whole subnet pays once in total."""
-        onnx, _ = require_ort()
         h = onnx.helper
         graph = h.make_graph([h.make_node("Identity", ["x"], ["y"])], "overhead",
                              [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1])],

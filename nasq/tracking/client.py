@@ -1,7 +1,7 @@
 """MLflow tracking of a search: one parent run, one nested child run per Pareto point.
 
-This is the only module of nasq that imports mlflow, and it does so lazily inside functions:
-``import nasq.tracking`` alone never imports mlflow. Everything goes through an explicit
+``nasq.tracking`` is the only package of nasq that imports mlflow (an import-linter contract);
+this module imports it at its top, so only code that tracks loads it. Everything goes through an explicit
 ``MlflowClient(tracking_uri=uri)``; the global ``mlflow.set_tracking_uri`` state is never used.
 
 Layout of what :func:`log_search` records::
