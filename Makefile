@@ -38,8 +38,8 @@ chromium:  ## install headless Chromium (the MLflow UI browser test) where apt-g
 	  SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || echo "sudo -n" ); \
 	  $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
 	  ($$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q chromium >/dev/null 2>&1) || \
-	  echo "could not install chromium: the browser test will be skipped"; \
-	else echo "no apt-get: the browser test will be skipped"; fi
+	  echo "could not install chromium: the browser test will be skipped (and fail under CI=true)"; \
+	else echo "no apt-get: the browser test will be skipped (and fail under CI=true)"; fi
 
 demo: $(STAMP) data  ## install everything and run the whole pipeline on the demo experiment
 	$(BIN)/nasq run examples/demo.yaml

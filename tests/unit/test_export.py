@@ -19,6 +19,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -29,9 +31,6 @@ from nasq.formats import get_format
 from nasq.space import LayerChoice, SearchSpace, SubnetSpec
 from nasq.supernet.layers import StaticQConv
 from nasq.supernet.network import StaticSubnet, Supernet
-
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
 
 REPO = Path(__file__).resolve().parents[2]
 SPACE_YAML = REPO / "search_spaces" / "mbconv_small.yaml"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,9 +15,6 @@ from torch import nn
 
 from nasq.export.bundle import export_onnx
 from nasq.formats import FORMATS, get_format
-
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
 
 INTEGER_KERNELS = {"QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger"}
 

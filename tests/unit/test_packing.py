@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import safetensors.torch as safetensors_torch
 import torch
 from torch import nn
 
@@ -18,8 +19,6 @@ from nasq.formats.packing import (
     unpack_state,
 )
 from nasq.supernet.layers import StaticQConv, per_channel_amax
-
-safetensors_torch = pytest.importorskip("safetensors.torch")
 
 
 def _codes(bits: int, n: int, signed: bool, seed: int = 0) -> torch.Tensor:

@@ -288,7 +288,8 @@ def test_gpu_kernel_plans():
 
 
 def test_torch_cuda_backend_without_cuda_is_a_clear_error():
-    torch = pytest.importorskip("torch")
+    import torch
+
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     from nasq.profiling.backend import get_backend
@@ -329,7 +330,6 @@ def test_unknown_backend_suggests():
 
 
 def test_onnxruntime_backend_times_one_small_layer():
-    pytest.importorskip("onnxruntime")
     from nasq.profiling.backend import get_backend
 
     key = LayerKey("dwconv", 4, 4, 3, 1, 4, "relu6", "int8", "int8")
@@ -342,7 +342,6 @@ def test_onnxruntime_backend_times_one_small_layer():
 
 @pytest.mark.slow
 def test_profile_measure_writes_a_valid_measured_profile(tmp_path):
-    pytest.importorskip("onnxruntime")
     from nasq.profiling.measure import profile_measure
 
     space_path = tmp_path / "tiny.yaml"
@@ -381,7 +380,6 @@ def test_correction_needs_onnxruntime(space, tmp_path):
 
 
 def test_onnxruntime_backend_marks_layers_nasq_cannot_export_unsupported():
-    pytest.importorskip("onnxruntime")
     from nasq.profiling.backend import get_backend
 
     key = LayerKey("linear", 8, 2, 1, 1, 1, "none", "int8", "int8")

@@ -3,6 +3,7 @@ strategy runs as a Ray Tune experiment and an interrupted one finishes through T
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -27,11 +28,12 @@ def ray():
 
 def _flaky_task():
     # a closure, so Ray ships it by value (the test module is not importable in workers)
-    def task(space_config, state, calib_x, val_x, val_y, spec_dicts, batch_size):
+    def task(payload, spec_dicts):
         # counts attempts on disk (tasks run in other processes); always fails for the marked subnet
         import uuid
         from pathlib import Path
 
+        state = payload.state
         (Path(state["dir"]) / f"attempt-{uuid.uuid4().hex}").touch()
         if any(d["stages"][0][0]["kernel"] == state["bad_kernel"] and len(d["stages"][0]) == state["bad_depth"]
                for d in spec_dicts):
@@ -42,12 +44,13 @@ def _flaky_task():
 
 def test_failed_ray_task_is_retried_then_recorded(ray, space, tmp_path):
     from nasq.cluster.tasks import evaluate_on_ray
+    from nasq.supernet.evaluate import EvalPayload
 
     bad, good = space.largest(), space.smallest()
     assert (len(bad.stages[0]), bad.stages[0][0].kernel) != (len(good.stages[0]), good.stages[0][0].kernel)
     state = {"dir": str(tmp_path), "bad_kernel": bad.stages[0][0].kernel, "bad_depth": len(bad.stages[0])}
-    ledger = Ledger(lambda specs: evaluate_on_ray(ray, {}, state, np.zeros(1), np.zeros(1), np.zeros(1), specs,
-                                                  chunk=1, max_retries=2, task=_flaky_task()),
+    payload = EvalPayload({}, state, np.zeros(1), np.zeros(1), np.zeros(1), 1)
+    ledger = Ledger(lambda specs: evaluate_on_ray(ray, payload, specs, chunk=1, max_retries=2, task=_flaky_task()),
                     tmp_path / "ledger.csv")
     top1 = ledger([bad, good], "sample")
     assert math.isnan(top1[0]) and top1[1] == len(good.stages[0])
@@ -56,30 +59,91 @@ def test_failed_ray_task_is_retried_then_recorded(ray, space, tmp_path):
     assert "failed" in (tmp_path / "ledger.csv").read_text()
 
 
+def _counted_evaluate():
+    # a closure, so Ray ships it by value to the trial actors. Every call claims the next number
+    # in payload["calls"] (O_EXCL: trials run concurrently in other processes) and records which
+    # Tune trial evaluated which subnet; calls from number payload["succeed"] on crash while the
+    # flag file exists, the way a trial dies when its node goes away.
+    def evaluate(payload, spec_dicts):
+        import json
+        import os
+        from pathlib import Path
+
+        from ray import tune
+
+        spec = json.dumps(spec_dicts[0], sort_keys=True)
+        n = 0
+        while True:
+            try:
+                fd = os.open(Path(payload["calls"]) / f"{n:03d}.json", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                break
+            except FileExistsError:
+                n += 1
+        crash = n >= payload["succeed"] and Path(payload["flag"]).exists()
+        with os.fdopen(fd, "w") as f:
+            json.dump({"trial": tune.get_context().get_trial_id(), "spec": spec, "crashed": crash}, f)
+        if crash:
+            raise SystemError("simulated crash of the trial")
+        return [80.0 + len(spec_dicts[0]["stages"][0])]
+    return evaluate
+
+
+def _calls(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def _tune_trials(storage: Path) -> dict[str, str]:
+    """trial id -> status, as Tune's own experiment state in ``storage`` records them."""
+    from ray.tune import ExperimentAnalysis
+
+    return {t.trial_id: t.status for t in ExperimentAnalysis(str(storage)).trials}
+
+
 def test_optuna_on_ray_tune_resumes_with_tune_restore(ray, space, profile, tmp_path):
+    from ray import tune
+
     from nasq.cluster.tune import run_tune_search
 
     cost = CostModel(space, profile)
     cfg = SearchConfig(strategy="optuna_tpe", max_true_evals=3, batch_size=3, seed=0)
     task = SearchTask(space, ("top1", "latency_ms", "size_mb"), (ConstraintSpec(metric="size_mb", max=10.0),),
                       cost, cfg)
-    flag = tmp_path / "crash"
+    storage, calls, flag = tmp_path / "tune", tmp_path / "calls", tmp_path / "crash"
+    calls.mkdir()
     flag.touch()
+    tune_evaluate = (_counted_evaluate(), {"calls": str(calls), "flag": str(flag), "succeed": 2})
 
-    def evaluate(payload, spec_dicts):  # a closure: Ray ships it by value to the trial actors
-        if Path(payload["flag"]).exists():
-            raise SystemError("simulated crash of the trial")
-        return [80.0 + len(spec_dicts[0]["stages"][0])]
-
+    # The interruption: the first two trials finish, the third crashes.
     ledger = Ledger(lambda specs: [None] * len(specs))
-    first = None
     try:
-        first = run_tune_search(task, ledger, (evaluate, {"flag": str(flag)}), tmp_path / "tune")
-    except Exception:  # noqa: BLE001 - whatever Tune raises for an experiment whose trials all crashed
+        run_tune_search(task, ledger, tune_evaluate, storage)
+    except Exception:  # noqa: BLE001 - whatever Tune raises for an experiment with a crashed trial
         pass
-    assert first is None or first.state.true_evals == 0
+    before = _calls(calls)
+    assert [c["crashed"] for c in before] == [False, False, True], before
+    done_before = {c["trial"]: c["spec"] for c in before if not c["crashed"]}
+    crashed = before[-1]
+    assert len(done_before) == 2 and crashed["trial"] not in done_before
+    trials_before = _tune_trials(storage)
+    assert sorted(trials_before.values()) == ["ERROR", "TERMINATED", "TERMINATED"], trials_before
+    assert set(trials_before) == {*done_before, crashed["trial"]}
+    assert tune.Tuner.can_restore(str(storage)), "no restorable Tune experiment after the interruption"
+
     flag.unlink()
-    done = run_tune_search(task, ledger, (evaluate, {"flag": str(flag)}), tmp_path / "tune", resume=True)
+    done = run_tune_search(task, ledger, tune_evaluate, storage, resume=True)
+
+    # Tune.restore continued the same experiment: the two finished trials are kept (same trial ids)
+    # and were not run again; only the crashed one was re-run, on the same subnet (restart_errored
+    # gives the restarted trial a new id); a restore that started over would have new ids throughout.
+    after = _calls(calls)[len(before):]
+    assert [(c["spec"], c["crashed"]) for c in after] == [(crashed["spec"], False)], after
+    assert after[0]["trial"] not in done_before
+    trials_after = _tune_trials(storage)
+    assert trials_after == {**{t: "TERMINATED" for t in done_before}, after[0]["trial"]: "TERMINATED"}, trials_after
+    evaluated = [*done_before.values(), crashed["spec"]]
+    assert len(set(evaluated)) == 3  # no subnet evaluated twice
+    # ... and their results are the outcome: the budget exactly, the pre-interruption evaluations kept.
     assert done.state.true_evals == 3 and len(ledger) == 3
+    assert sorted(json.dumps(done.state.specs[k].to_dict(), sort_keys=True) for k in done.state.keys) == sorted(evaluated)
     assert all(80 < v < 90 for v in ledger.top1.values())
     assert done.front.points and done.history[-1]["true_evals"] == 3
