@@ -62,7 +62,8 @@ def latency_model():
 
 
 def time_ms(onnx_path: Path, shape: tuple[int, ...], repeats: int) -> float:
-    from nasq.profiling.onnxruntime_backend import ort_session, time_session_us
+    from nasq.export.bundle import ort_session
+    from nasq.profiling.onnxruntime_backend import time_session_us
 
     session = ort_session(onnx_path, threads=1)
     feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)}

@@ -67,12 +67,10 @@ def ray_session(address: str = "local", num_cpus: int | None = None):
 
 
 def eval_chunk(payload: EvalPayload, spec_dicts: list[dict]) -> list[float]:
-    """One Ray task: rebuild the supernet from ``payload`` and evaluate the specs (one thread)."""
+    """One Ray task (or Ray Tune trial, see nasq.cluster.tune): rebuild the supernet from ``payload``
+    and evaluate the specs (one thread)."""
     return SubnetEvaluator(payload, threads=1)([SubnetSpec.from_dict(d) for d in spec_dicts])
 
-
-# What a Ray Tune trial calls (nasq.cluster.tune): the same function, the payload as its first argument.
-tune_eval = eval_chunk
 
 
 def evaluate_on_ray(ray: Any, payload: EvalPayload, specs: list[SubnetSpec], chunk: int = 2,

@@ -44,7 +44,9 @@ from typing import Any
 
 import numpy as np
 import safetensors
+import safetensors.torch
 import torch
+from safetensors import safe_open
 from torch.onnx import symbolic_helper, symbolic_opset13
 
 import nasq
@@ -106,14 +108,6 @@ def _require_onnx() -> tuple[Any, Any]:
             f"exporting needs onnx and onnxruntime ({e.name} is missing): pip install onnx onnxruntime"
         ) from None
     return onnx, onnxruntime
-
-
-def _require_safetensors() -> Any:
-    try:
-        import safetensors.torch
-    except ImportError:
-        raise MissingDependencyError("export bundles store weights as safetensors: pip install safetensors") from None
-    return safetensors.torch
 
 
 # ---------------------------------------------------------------- export
@@ -185,7 +179,7 @@ def _write_bundle(model: torch.nn.Module, folder: Path, *, spec: SubnetSpec, spa
     onnx_model = onnx.load(str(folder / MODEL_ONNX))
     onnx.checker.check_model(onnx_model)
     qdq = sum(node.op_type in QDQ_OPS for node in onnx_model.graph.node)
-    check = _verify(model, folder / MODEL_ONNX, sample, ort)
+    check = _verify(model, folder / MODEL_ONNX, sample)
     _write_json(folder / ARCH_JSON, _arch(spec, space, sample.shape[1:]))
     files = {name: sha256_file(folder / name) for name in HASHED_FILES}
     measured_all = {**measured, "onnx_max_abs_diff": check.max_abs_diff,
@@ -207,7 +201,7 @@ def _save_weights(model: torch.nn.Module, path: Path) -> None:
     # Clones: safetensors refuses tensors that share storage (and views of a bigger tensor).
     state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items() if k not in replaced}
     state.update(packed_state(model))
-    _require_safetensors().save_file(state, str(path), metadata={PACKED_FORMATS_KEY: json.dumps(formats, sort_keys=True)})
+    safetensors.torch.save_file(state, str(path), metadata={PACKED_FORMATS_KEY: json.dumps(formats, sort_keys=True)})
 
 
 def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str | os.PathLike, *, opset: int = 17,
@@ -259,11 +253,11 @@ def _fake_quant_symbolic(g: Any, x: Any, scale: Any, zero_point: Any, lo: int, h
 
 
 # ---------------------------------------------------------------- verification
-def _verify(model: torch.nn.Module, onnx_path: Path, sample: np.ndarray, ort: Any) -> _Verification:
+def _verify(model: torch.nn.Module, onnx_path: Path, sample: np.ndarray) -> _Verification:
     want = _torch_logits(model, sample)
-    session = _ort_session(ort, onnx_path)
+    session = ort_session(onnx_path)
     got = session.run([OUTPUT_NAME], {INPUT_NAME: sample})[0]
-    defaults = _ort_session(ort, onnx_path, disabled=()).run([OUTPUT_NAME], {INPUT_NAME: sample})[0]
+    defaults = ort_session(onnx_path, disabled=()).run([OUTPUT_NAME], {INPUT_NAME: sample})[0]
     return _Verification(
         max_abs_diff=float(np.max(np.abs(got - want))),
         top1_agreement=float(np.mean(got.argmax(1) == want.argmax(1))),
@@ -278,11 +272,18 @@ def _torch_logits(model: torch.nn.Module, sample: np.ndarray) -> np.ndarray:
     return model(torch.from_numpy(sample)).numpy()
 
 
-def _ort_session(ort: Any, path: Path, disabled: tuple[str, ...] = ORT_DISABLED_OPTIMIZERS) -> Any:
+def ort_session(path: str | os.PathLike, threads: int = 1, *, disabled: tuple[str, ...] = ORT_DISABLED_OPTIMIZERS,
+                optimized_to: str | os.PathLike | None = None) -> Any:
+    """The one way nasq opens an onnxruntime CPU session: ``threads`` intra-op threads (one by
+    default: latency comparable across machines and runs, no contention with torch), one inter-op
+    thread, ``disabled`` optimisers off (see the module docstring), and with ``optimized_to`` the
+    optimised graph saved there (the profiler reads its fused ops)."""
+    _, ort = _require_onnx()
     opts = ort.SessionOptions()
-    # One thread: latency comparable across machines and runs, and no contention with torch.
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.log_severity_level = 3  # the NCHWc "optimized model is hardware specific" warning is expected
+    if optimized_to is not None:
+        opts.optimized_model_filepath = str(optimized_to)
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
                                 disabled_optimizers=list(disabled))
 
@@ -405,9 +406,7 @@ def _load_weights(model: torch.nn.Module, path: Path) -> None:
     if not path.is_file():
         raise ConfigError(str(path), "", "file not found")
     try:
-        state = _require_safetensors().load_file(str(path))
-        from safetensors import safe_open
-
+        state = safetensors.torch.load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except MissingDependencyError:

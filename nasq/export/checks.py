@@ -21,16 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from nasq.errors import NasqError
 from nasq.export.bundle import (
     INPUT_NAME,
     MANIFEST_JSON,
     MODEL_ONNX,
-    ORT_DISABLED_OPTIMIZERS,
     OUTPUT_NAME,
     export_bundle,
+    ort_session,
 )
 from nasq.files import sha256_file
 from nasq.supernet.evaluate import calibration_batches
@@ -47,12 +46,7 @@ def calibrated_subnet(net: Any, spec: Any, train_x: np.ndarray, ecfg: Any) -> An
 
 def onnx_top1(onnx_path: Path, x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 (percent) of an exported model in onnxruntime, with the bundle's session settings."""
-
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"],
-                                   disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS))
+    session = ort_session(onnx_path)
     correct = 0
     for lo in range(0, len(y), ONNX_BATCH):
         logits = session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x[lo:lo + ONNX_BATCH], np.float32)})[0]

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from nasq.errors import ConfigError, NasqError
 from nasq.experiment import resolve
-from nasq.export.bundle import INPUT_NAME, export_onnx
+from nasq.export.bundle import INPUT_NAME, export_onnx, ort_session
 from nasq.files import atomic_write_json, atomic_write_text
 from nasq.formats import FORMATS, size_bits
 from nasq.hardware import HardwareProfile, compute_format
@@ -34,7 +34,7 @@ from nasq.hardware.table import LATENCY_CSV, MEASUREMENT_JSON, LatencyTable, Mea
 from nasq.predict.latency import LATENCY_MODEL_JSON, LatencyPredictor
 from nasq.profiling.backend import get_backend, round_sizes
 from nasq.profiling.layer_models import static_subnet
-from nasq.profiling.onnxruntime_backend import ort_session, time_session_us
+from nasq.profiling.onnxruntime_backend import time_session_us
 from nasq.space import SearchSpace, SubnetSpec
 from nasq.supernet.network import Supernet
 
@@ -48,8 +48,6 @@ FIT_SEED_OFFSET = 1_000_003
 def subnet_session(model: Any, input_shape: tuple[int, ...], threads: int = 1, seed: int = 0) -> tuple[Any, dict]:
     """Export ``model`` (a StaticSubnet) with :func:`nasq.export.export_onnx` and load it in
     onnxruntime under the profile's settings. Returns the session and a seeded input feed."""
-
-
     x = torch.randn(input_shape, generator=torch.Generator().manual_seed(seed))
     with tempfile.TemporaryDirectory(prefix="nasq-subnet-") as tmp:
         path = Path(tmp) / "model.onnx"
@@ -102,8 +100,6 @@ def fit_correction(space: SearchSpace, table: LatencyTable, n_subnets: int, *, t
     """Fit the LatencyPredictor's correction on ``n_subnets`` subnets of ``space``
     (:func:`correction_specs`), each built like the pipeline builds it (one seeded Supernet,
     recalibrated, extracted), exported and timed in onnxruntime (:func:`time_interleaved_ms`)."""
-
-
     specs = correction_specs(space, n_subnets, seed)
     inp = space.config.input
     shape = (1, inp.channels, inp.resolution, inp.resolution)
@@ -253,8 +249,6 @@ def profile_measure(space: str, backend: str, out: Path, threads: int = 1, repea
                     warmup: int = 5, rounds: int = 3, fit_subnets: int = 100) -> Path:
     """``nasq profile measure``: ``space`` is a catalog name or a YAML path; ``out`` the profile
     folder to write (``hardware_profiles/<name>``). Shows a progress bar; returns profile.yaml."""
-
-
     space_path = resolve("space", space, Path.cwd(), "--space", "")
     loaded = SearchSpace.from_yaml(space_path)
     if out.exists() and not out.is_dir():

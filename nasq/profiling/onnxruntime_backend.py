@@ -1,14 +1,12 @@
 """Per-layer latency in onnxruntime on this CPU.
 
 Each key is built as the exporter builds that part of a static subnet (StaticQConv + BatchNorm2d
-(+ ReLU6), see :mod:`nasq.profiling.layer_models`), exported with :func:`nasq.export.export_onnx`
-(batch 1), loaded with the session settings nasq's exports require (``ORT_DISABLED_OPTIMIZERS``,
+(+ ReLU6), see :mod:`nasq.profiling.layer_models`), exported with :func:`nasq.export.bundle.export_onnx`
+(batch 1), loaded by :func:`nasq.export.bundle.ort_session` (the settings nasq's exports require,
 full graph optimisation, ``threads`` intra-op threads) and timed with ``time.perf_counter_ns`` in
 interleaved rounds (see :class:`~nasq.profiling.backend.LatencyBackend`).
 The ops onnxruntime actually runs after optimisation are recorded per row. A layer that fails to
 export or load is an ``unsupported`` row with the reason; nothing is estimated for it.
-
-torch, onnx and onnxruntime are imported inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -24,22 +22,11 @@ import onnx
 import onnxruntime
 import torch
 
-from nasq.export.bundle import INPUT_NAME, ORT_DISABLED_OPTIMIZERS, export_onnx
+from nasq.export.bundle import INPUT_NAME, export_onnx, ort_session
 from nasq.hardware.keys import LayerKey
 from nasq.hardware.table import Row
 from nasq.profiling.backend import LatencyBackend, Prepared
 from nasq.profiling.layer_models import UnsupportedLayer, example_input, layer_module
-
-
-def ort_session(path: str | Path, threads: int = 1, optimized_to: str | Path | None = None) -> Any:
-    """A CPU session with the settings nasq's exports are verified under."""
-    opts = onnxruntime.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    opts.log_severity_level = 3  # the NCHWc "optimized model is hardware specific" warning is expected
-    if optimized_to is not None:
-        opts.optimized_model_filepath = str(optimized_to)
-    return onnxruntime.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS))
 
 
 def time_session_us(session: Any, feed: dict[str, np.ndarray], warmup: int, repeats: int) -> np.ndarray:
@@ -96,7 +83,7 @@ class OnnxRuntimeBackend(LatencyBackend):
             except Exception as e:  # noqa: BLE001 - any exporter failure is recorded as the row's reason
                 return Row.unsupported(f"export failed: {_first_line(e)}")
             try:
-                session = ort_session(model_path, self.threads, opt_path)
+                session = ort_session(model_path, self.threads, optimized_to=opt_path)
                 feed = {INPUT_NAME: x.numpy()}
                 time_session_us(session, feed, 1, 1)  # fails here, not mid-measurement, if it cannot run
             except Exception as e:  # noqa: BLE001 - onnxruntime raises its own C++ exception types

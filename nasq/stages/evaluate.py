@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from nasq import data as data_mod
-from nasq.cluster.tasks import evaluate_on_ray, tune_eval
+from nasq.cluster.tasks import eval_chunk, evaluate_on_ray
 from nasq.cluster.tune import TuneEvaluate
 from nasq.errors import NasqError
 from nasq.experiment import Experiment
@@ -88,7 +88,7 @@ def evaluator(ray: Any, data: EvalPayload, rep: Reporter) -> Evaluator:
 
 def tune_evaluator(data: EvalPayload) -> TuneEvaluate:
     """What a Ray Tune trial needs to evaluate one subnet: (function, payload)."""
-    return tune_eval, data
+    return eval_chunk, data
 
 
 def run(exp: Experiment, ledger: Ledger, workdir: Path | None = None, rep: Reporter | None = None) -> Samples:
