@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.linear_model import Ridge
 
 from nasq.errors import ConfigError, LineageError, NotFittedError
 from nasq.files import atomic_write_json, read_json
@@ -91,7 +92,9 @@ class LatencyPredictor:
         design = np.hstack([np.ones((len(y), 1)), x]) / y[:, None]  # rows scaled by 1/y: relative error
         scale = np.abs(design).max(axis=0).clip(min=1e-12)  # the ridge then treats every column alike
         z = design / scale
-        beta = np.linalg.solve(z.T @ z + self.ridge * np.eye(z.shape[1]), z.T @ np.ones(len(y))) / scale
+        # Ridge without its own intercept: the column of ones is the intercept, penalised like the rest.
+        ridge = Ridge(alpha=self.ridge, fit_intercept=False, solver="cholesky").fit(z, np.ones(len(y)))
+        beta = ridge.coef_ / scale
         self.intercept, self.coef = float(beta[0]), beta[1:]
         self.n_fit = len(y)
         self.fit_rmse_ms = float(np.sqrt(np.mean((self.predict(specs) - y) ** 2)))

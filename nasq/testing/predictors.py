@@ -1,4 +1,4 @@
-"""Contract of a predictor kind: fit returns self, predict before fit raises NotFittedError, same
+"""Contract of a predictor kind (and, in :func:`check_latency_predictor`, of the latency predictor): fit returns self, predict before fit raises NotFittedError, same
 seed same predictions, an uncertainty of the right shape that is never negative (and not all zero
 for kinds that declare one), and - bound to a space through a recipe - a save/load round trip that
 reproduces the predictions and refuses a foreign space.
@@ -17,8 +17,10 @@ import numpy as np
 
 from nasq.errors import LineageError, NotFittedError
 from nasq.hardware import CostModel
+from nasq.hardware.table import LatencyTable, Row
 from nasq.predict.features import encode
 from nasq.predict.fit import AccuracyPredictor
+from nasq.predict.latency import LatencyPredictor
 from nasq.predict.models import PREDICTORS, make_predictor
 from nasq.space import SearchSpace
 
@@ -96,3 +98,38 @@ def check_refuses_foreign_space(folder: Path, space: SearchSpace, cost_model: Co
         assert f"fitted on space '{space.name}'" in str(e), f"the refusal does not name the space: {e}"
     else:
         raise AssertionError(f"{folder}: a predictor fitted on '{space.name}' loaded on a foreign space")
+
+
+def check_latency_predictor(space: SearchSpace, table: LatencyTable, seed: int = 0) -> None:
+    """The predictor contract for the latency predictor of a measured table: predict before fit
+    raises NotFittedError, fit returns self, same data same predictions, and a JSON (never pickled)
+    save/load round trip that reproduces the predictions and refuses another table."""
+    rng = np.random.default_rng(seed)
+    specs = [space.largest(), space.smallest(), *space.sample(rng, 30)]
+    specs = [s for s in specs if np.isfinite(LatencyPredictor(space, table).table_sum_ms([s])[0])]
+    assert len(specs) >= 4, f"{table.source}: fewer than 4 supported subnets to fit on"
+    fresh = LatencyPredictor(space, table)
+    try:
+        fresh.predict(specs)
+    except NotFittedError:
+        pass
+    else:
+        raise AssertionError("latency predictor: predict before fit did not raise NotFittedError")
+    # a plausible whole-subnet latency: the table sum, plus a fixed session cost
+    measured = 0.9 * fresh.table_sum_ms(specs) + 0.05
+    assert fresh.fit(specs, measured) is fresh, "latency predictor: fit does not return self"
+    again = LatencyPredictor(space, table).fit(specs, measured)
+    assert np.array_equal(fresh.predict(specs), again.predict(specs)), "latency predictor: same data, different fit"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = fresh.save(Path(tmp) / "latency_model.json")
+        assert path.read_text().lstrip().startswith("{"), "latency predictor: not saved as JSON"
+        back = LatencyPredictor.load(path, space, table)
+        assert np.array_equal(back.predict(specs), fresh.predict(specs)), "latency predictor: load changes predictions"
+        other = LatencyTable(dict(list(table.rows.items())[1:]) | {next(iter(table.rows)): Row.unsupported("x")},
+                             "other.csv")
+        try:
+            LatencyPredictor.load(path, space, other)
+        except LineageError:
+            pass
+        else:
+            raise AssertionError("latency predictor: loaded against another table")
