@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nasq.errors import ConfigError, LineageError, NasqError
+from nasq.errors import ConfigError, NasqError
 from nasq.experiment import load_experiment
 from nasq.files import read_json_object
 from nasq.search.pareto import FRONT_JSON, Front
@@ -89,13 +89,9 @@ def _from_folder(folder: Path, name: str, experiment: Path | None) -> FinishedRu
 def _record(folder: Path, experiment: Path | None) -> dict[str, Any]:
     if experiment is None:  # without it, the front can be shown but not exported
         return read_json_object(folder / RUN_RECORD) if (folder / RUN_RECORD).is_file() else {}
-
-    record = run_record(load_experiment(experiment))
-    made_on = read_json_object(folder / checkpoint.RECORD).get("space_hash") if (folder / checkpoint.RECORD).is_file() else None
-    if made_on and made_on != record["space_hash"]:
-        raise LineageError(f"{folder}: supernet was trained on space hash {made_on[:12]}, but {experiment} "
-                           f"names space {record['space_config']['name']} with hash {record['space_hash'][:12]}")
-    return record
+    exp = load_experiment(experiment)
+    checkpoint.check_space(folder, exp.space, hint=f" (the space {experiment} names)")
+    return run_record(exp)
 
 
 def _from_mlflow(run_id: str, uri: str, dest: Path) -> FinishedRun:

@@ -69,6 +69,17 @@ def load_state(net: Supernet, weights: Path) -> Supernet:
     return net
 
 
+def check_space(folder: Path, space: SearchSpace, hint: str = "") -> dict[str, Any]:
+    """The record in ``folder`` (``{}`` when absent); a LineageError when it was trained on
+    another space than ``space``. ``hint`` ends the message (what to run instead)."""
+    meta = folder / RECORD
+    record = read_json_object(meta) if meta.is_file() else {}
+    if record and record.get("space_hash") != space.hash:
+        raise LineageError(f"{meta}: trained on space {record.get('space')!r} ({str(record.get('space_hash'))[:12]}), "
+                           f"not on {space.name!r} ({space.hash[:12]}){hint}")
+    return record
+
+
 def load(folder: Path, space: SearchSpace, *, require_record: bool = True, hint: str = "") -> tuple[Supernet, dict]:
     """The trained supernet in ``folder`` and its record (``{}`` when absent and not required).
     Refused in one line: no weights (or no record when required), a record made on another
@@ -76,10 +87,7 @@ def load(folder: Path, space: SearchSpace, *, require_record: bool = True, hint:
     weights, meta = folder / WEIGHTS, folder / RECORD
     if not weights.is_file() or (require_record and not meta.is_file()):
         raise NasqError(f"{folder}: no trained supernet ({WEIGHTS} + {RECORD}){hint}")
-    record = read_json_object(meta) if meta.is_file() else {}
-    if record and record.get("space_hash") != space.hash:
-        raise LineageError(f"{meta}: trained on space {record.get('space')!r} ({str(record.get('space_hash'))[:12]}), "
-                           f"not on {space.name!r} ({space.hash[:12]}){hint}")
+    record = check_space(folder, space, hint)
     with torch.random.fork_rng(devices=[]):  # initial weights are overwritten; keep the caller's RNG
         net = Supernet(space)
     return load_state(net, weights).eval(), record

@@ -182,3 +182,17 @@ def test_run_id_resolves_through_the_tracking_uri(run_folder: Path, tmp_path: Pa
     assert [r["point"] for r in json.loads(out.stdout)] == [0, 1, 2]
     bad = cli("front", "f" * 32, "--tracking-uri", uri, cwd=tmp_path)
     assert bad.returncode == 2 and "not found" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_experiment_naming_another_space_is_refused(run_folder: Path, tmp_path: Path) -> None:
+    """--experiment whose space is not the one the run's supernet was trained on: one line, exit 2."""
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(run_folder, folder)
+    (folder / "supernet.json").write_text(json.dumps({"space": "other", "space_hash": "abc"}))
+    exp_file = run_folder.parents[1] / "unit.yaml"
+    out = cli("front", str(folder), "--experiment", str(exp_file), cwd=tmp_path)
+    assert out.returncode == 2
+    line = out.stderr.strip()
+    assert "\n" not in line and "supernet.json: trained on space 'other' (abc)" in line and "unit.yaml" in line
