@@ -118,7 +118,6 @@ def load_experiment(path: str | Path | None = None) -> Experiment:
         prof.check_space(space)
         # Fail before anything runs when a measured table lacks rows for the space, or its
         # correction was fitted on another table or space (one-line ConfigError / LineageError).
-
         latency.append(load_profile_predictor(prof_path, space))
         profiles.append(prof)
     rec_path = resolve("predictor", config.predictor, base, source, "predictor")
