@@ -1,10 +1,14 @@
 """Ray Jobs: run an experiment on a Ray cluster (``nasq submit``) and manage its jobs (``nasq jobs``).
 
 What is shipped is data only: the experiment file and the catalog files it names (search space,
-hardware profile folders, predictor recipe), assembled in a temporary folder that becomes the
-job's ``working_dir``. The entrypoint is fixed, ``nasq run <experiment file>``, with
-``entrypoint_num_cpus=0`` so the driver does not hold a CPU; no user code or user runtime_env is
-sent. The cluster runs ``nasq`` from its own Python environment.
+the hardware profile's own files, predictor recipe), copied under fixed names into a temporary
+folder that becomes the job's ``working_dir``. The entrypoint is fixed, ``nasq run experiment.yaml``:
+the user's file name never reaches the shell Ray runs the entrypoint with (a name such as
+``x.yaml;touch INJECTED;.yaml`` is shipped as ``experiment.yaml`` and kept only as metadata).
+Only regular files on an allow-list are shipped from a profile folder, never a symlink, and every
+shipped file must lie inside the catalog folder it was found in. ``entrypoint_num_cpus=0`` keeps the
+driver off a CPU; no user code or user runtime_env is sent. The cluster runs ``nasq`` from its own
+Python environment.
 
 Authentication follows Ray: with ``RAY_AUTH_MODE=token`` the client sends the token Ray finds
 (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``); unset, nasq sets
@@ -16,6 +20,7 @@ token auth.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import tempfile
 import time
@@ -26,7 +31,10 @@ from nasq.cluster.tasks import configure_env
 from nasq.errors import MissingDependencyError, NasqError
 from nasq.experiment import load_experiment
 
-ENTRYPOINT = "nasq run {file}"
+JOB_EXPERIMENT = "experiment.yaml"  # the shipped experiment's fixed name in the job's working_dir
+ENTRYPOINT = "nasq run " + shlex.quote(JOB_EXPERIMENT)
+# what a hardware profile folder may hold; anything else beside profile.yaml (a .env, keys) stays home
+PROFILE_FILES = ("profile.yaml", "latency.csv", "latency_model.json", "measurement.json")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
@@ -50,26 +58,45 @@ def _first_line(e: BaseException) -> str:
     return text[:300] or type(e).__name__
 
 
+def _inside(path: Path, root: Path, what: str, experiment: Path) -> Path:
+    """``path`` resolved, refused unless it is a regular file (not a symlink) inside ``root``."""
+    if path.is_symlink() or not path.is_file():
+        raise NasqError(f"{experiment}: {what}: {str(path)[:200]!r} is not a regular file; a submitted "
+                        "experiment ships regular catalog files only")
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise NasqError(f"{experiment}: {what}: {str(resolved)[:200]!r} lies outside {str(root)[:200]!r}")
+    return resolved
+
+
 def assemble(experiment: Path, dest: Path) -> str:
-    """Copy the experiment and every catalog file it names into ``dest`` (validated first, with
-    the same loader ``nasq run`` uses); returns the experiment's file name inside ``dest``."""
+    """Copy the experiment (as ``experiment.yaml``) and the catalog files it names into ``dest``
+    (validated first, with the same loader ``nasq run`` uses); returns the shipped file's name."""
+    experiment = Path(experiment)
     exp = load_experiment(experiment)  # a bad experiment fails here, before anything is sent
-    files: dict[Path, Path] = {Path(experiment).resolve(): dest / Path(experiment).name}
-    files[Path(exp.space.source).resolve()] = dest / "search_spaces" / f"{exp.config.space}.yaml"
-    files[Path(exp.recipe.source).resolve()] = dest / "predictors" / f"{exp.config.predictor}.yaml"
-    for name, prof in zip(exp.config.hardware, exp.profiles, strict=True):
-        folder = Path(prof.source).resolve().parent
-        for path in sorted(folder.iterdir()):
-            if path.is_file():
-                files[path] = dest / "hardware_profiles" / name / path.name
     for ref in (exp.config.space, exp.config.predictor, *exp.config.hardware):
-        if "/" in ref or ref.endswith(".yaml"):
-            raise NasqError(f"{experiment}: {ref!r}: a submitted experiment must name catalog entries "
+        if "/" in ref or ref.endswith(".yaml") or ref in (".", "..") or "\\" in ref:
+            raise NasqError(f"{experiment}: {ref[:100]!r}: a submitted experiment must name catalog entries "
                             "(e.g. space: mbconv_small), not paths")
+    space_src, recipe_src = Path(exp.space.source), Path(exp.recipe.source)
+    files: dict[Path, Path] = {
+        experiment.resolve(): dest / JOB_EXPERIMENT,
+        _inside(space_src, space_src.parent, "space", experiment): dest / "search_spaces" / f"{exp.config.space}.yaml",
+        _inside(recipe_src, recipe_src.parent, "predictor", experiment): dest / "predictors" / f"{exp.config.predictor}.yaml",
+    }
+    for name, prof in zip(exp.config.hardware, exp.profiles, strict=True):
+        folder = Path(prof.source).parent
+        if folder.name != name or folder.parent.name != "hardware_profiles":
+            raise NasqError(f"{experiment}: hardware: {name[:100]!r} resolves to {str(folder)[:200]!r}, "
+                            "not a hardware_profiles/<name> folder")
+        for fname in PROFILE_FILES:
+            path = folder / fname
+            if path.exists() or path.is_symlink():
+                files[_inside(path, folder, f"hardware {name}", experiment)] = dest / "hardware_profiles" / name / fname
     for src, dst in files.items():
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
-    return Path(experiment).name
+    return JOB_EXPERIMENT
 
 
 def submit(experiment: Path, address: str, submission_id: str | None = None) -> str:
@@ -78,9 +105,9 @@ def submit(experiment: Path, address: str, submission_id: str | None = None) -> 
     with tempfile.TemporaryDirectory(prefix="nasq-job-") as tmp:
         name = assemble(Path(experiment), Path(tmp))
         try:
-            return jobs.submit_job(entrypoint=ENTRYPOINT.format(file=name), runtime_env={"working_dir": tmp},
+            return jobs.submit_job(entrypoint=ENTRYPOINT, runtime_env={"working_dir": tmp},
                                    entrypoint_num_cpus=0, submission_id=submission_id,
-                                   metadata={"nasq.experiment": name})
+                                   metadata={"nasq.experiment": Path(experiment).name[:200], "nasq.shipped": name})
         except (RuntimeError, ValueError, ConnectionError) as e:
             raise NasqError(f"Ray at {address} refused the job: {_first_line(e)}") from e
 

@@ -153,10 +153,56 @@ def test_submit_assembles_data_only(tmp_path: Path) -> None:
     dest = tmp_path / "job"
     name = assemble(exp, dest)
     files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
-    assert name == "e.yaml" and "e.yaml" in files
+    assert name == "experiment.yaml" and "experiment.yaml" in files
     assert "search_spaces/mbconv_small.yaml" in files and "predictors/gbdt_onehot.yaml" in files
     assert "hardware_profiles/cpu_roofline/profile.yaml" in files
     assert all(not f.endswith(".py") for f in files)
+
+
+def test_submit_entrypoint_never_carries_the_file_name(tmp_path: Path) -> None:
+    """A file name with shell syntax (or a space) is shipped as experiment.yaml: the entrypoint Ray
+    hands to a shell is the same fixed string whatever the user's file is called."""
+    import shlex
+
+    from nasq.cluster.jobs import ENTRYPOINT, assemble
+
+    for fname in ("x.yaml;touch INJECTED;.yaml", "with space.yaml", "$(touch INJECTED).yaml"):
+        exp = tmp_path / fname
+        exp.write_text(yaml.safe_dump(TINY))
+        dest = tmp_path / f"job{len(fname)}"
+        shipped = assemble(exp, dest)
+        assert shipped == "experiment.yaml" and (dest / shipped).read_text() == exp.read_text()
+    assert shlex.split(ENTRYPOINT) == ["nasq", "run", "experiment.yaml"]
+    # the entrypoint runs in a real shell in the job's working_dir: nothing but nasq is invoked
+    assert ";" not in ENTRYPOINT and "$" not in ENTRYPOINT and "`" not in ENTRYPOINT
+    assert not list(tmp_path.rglob("INJECTED"))
+
+
+def test_submit_ships_only_profile_files(tmp_path: Path) -> None:
+    """`hardware: [".."]` (or any name that escapes hardware_profiles/) is refused in one line; a
+    .env beside a profile is never shipped."""
+    import shutil
+
+    from nasq.cluster.jobs import assemble
+    from nasq.errors import NasqError
+
+    repo = Path(__file__).resolve().parents[2]
+    shutil.copytree(repo / "hardware_profiles" / "cpu_roofline", tmp_path / "hardware_profiles" / "cpu_roofline")
+    (tmp_path / "hardware_profiles" / "cpu_roofline" / ".env").write_text("SECRET=1\n")
+    (tmp_path / ".env").write_text("SECRET=1\n")
+    (tmp_path / "profile.yaml").write_text((repo / "hardware_profiles" / "cpu_roofline" / "profile.yaml").read_text())
+    exp = tmp_path / "e.yaml"
+    exp.write_text(yaml.safe_dump(TINY))
+    dest = tmp_path / "job"
+    assemble(exp, dest)
+    shipped = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert not any(".env" in f for f in shipped), shipped
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**TINY, "hardware": [".."]}))
+    with pytest.raises(NasqError) as err:
+        assemble(bad, tmp_path / "job2")
+    assert "\n" not in str(err.value) and "'..'" in str(err.value)
+    assert not (tmp_path / "job2" / ".env").exists()
 
 
 def test_run_id_resolves_through_the_tracking_uri(run_folder: Path, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """Real embedded Ray: a failing evaluation task is retried and then recorded as failed; an optuna
-strategy runs as a Ray Tune experiment and an interrupted one finishes through Tuner.restore."""
+strategy runs as a Ray Tune experiment and an interrupted one finishes from nasq's own trial journal,
+never unpickling what Tune left in the folder."""
 
 from __future__ import annotations
 
@@ -92,17 +93,10 @@ def _calls(folder: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
-def _tune_trials(storage: Path) -> dict[str, str]:
-    """trial id -> status, as Tune's own experiment state in ``storage`` records them."""
-    from ray.tune import ExperimentAnalysis
+def test_optuna_on_ray_tune_resumes_from_the_journal_not_a_pickle(ray, space, profile, tmp_path):
+    import pickle
 
-    return {t.trial_id: t.status for t in ExperimentAnalysis(str(storage)).trials}
-
-
-def test_optuna_on_ray_tune_resumes_with_tune_restore(ray, space, profile, tmp_path):
-    from ray import tune
-
-    from nasq.cluster.tune import run_tune_search
+    from nasq.cluster.tune import JOURNAL, run_tune_search
 
     cost = CostModel(space, profile)
     cfg = SearchConfig(strategy="optuna_tpe", max_true_evals=3, batch_size=3, seed=0)
@@ -121,29 +115,54 @@ def test_optuna_on_ray_tune_resumes_with_tune_restore(ray, space, profile, tmp_p
         pass
     before = _calls(calls)
     assert [c["crashed"] for c in before] == [False, False, True], before
-    done_before = {c["trial"]: c["spec"] for c in before if not c["crashed"]}
-    crashed = before[-1]
-    assert len(done_before) == 2 and crashed["trial"] not in done_before
-    trials_before = _tune_trials(storage)
-    assert sorted(trials_before.values()) == ["ERROR", "TERMINATED", "TERMINATED"], trials_before
-    assert set(trials_before) == {*done_before, crashed["trial"]}
-    assert tune.Tuner.can_restore(str(storage)), "no restorable Tune experiment after the interruption"
+    done_before = sorted(c["spec"] for c in before if not c["crashed"])
+    journal = [json.loads(line) for line in (storage / JOURNAL).read_text().splitlines()]
+    assert sorted(json.dumps(json.loads(r["spec"]), sort_keys=True) for r in journal) == done_before
+
+    # Someone else's run folder: every pickle Tune would read runs code when unpickled.
+    pwned = tmp_path / "PWNED"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(pwned), "w"))
+
+    planted = 0
+    for p in storage.rglob("*"):
+        if p.is_file() and p.suffix in (".pkl", ".json") and p.name != JOURNAL:
+            p.write_bytes(pickle.dumps(Evil()))
+            planted += 1
+    assert planted > 0
 
     flag.unlink()
     done = run_tune_search(task, ledger, tune_evaluate, storage, resume=True)
 
-    # Tune.restore continued the same experiment: the two finished trials are kept (same trial ids)
-    # and were not run again; only the crashed one was re-run, on the same subnet (restart_errored
-    # gives the restarted trial a new id); a restore that started over would have new ids throughout.
+    assert not pwned.exists(), "resume unpickled a file from the run folder"
+    # the two finished trials count and are not run again: exactly one more evaluation, of a new subnet
     after = _calls(calls)[len(before):]
-    assert [(c["spec"], c["crashed"]) for c in after] == [(crashed["spec"], False)], after
-    assert after[0]["trial"] not in done_before
-    trials_after = _tune_trials(storage)
-    assert trials_after == {**{t: "TERMINATED" for t in done_before}, after[0]["trial"]: "TERMINATED"}, trials_after
-    evaluated = [*done_before.values(), crashed["spec"]]
-    assert len(set(evaluated)) == 3  # no subnet evaluated twice
-    # ... and their results are the outcome: the budget exactly, the pre-interruption evaluations kept.
+    assert [c["crashed"] for c in after] == [False], after
+    evaluated = [*done_before, after[0]["spec"]]
+    assert len(set(evaluated)) == 3
     assert done.state.true_evals == 3 and len(ledger) == 3
     assert sorted(json.dumps(done.state.specs[k].to_dict(), sort_keys=True) for k in done.state.keys) == sorted(evaluated)
     assert all(80 < v < 90 for v in ledger.top1.values())
     assert done.front.points and done.history[-1]["true_evals"] == 3
+
+
+def test_a_foreign_journal_is_refused_in_one_line(space, profile, tmp_path):
+    from nasq.cluster.tune import JOURNAL, read_journal
+    from nasq.errors import NasqError
+
+    cost = CostModel(space, profile)
+    task = SearchTask(space, ("top1", "latency_ms", "size_mb"), (), cost,
+                      SearchConfig(strategy="optuna_tpe", max_true_evals=3, batch_size=3, seed=0))
+    spec = space.smallest()
+    good = {"key": spec.key(), "spec": spec.to_json(), "top1": 50.0, "feasible": True}
+    path = tmp_path / JOURNAL
+    path.write_text(json.dumps(good) + "\n" + '{"key": "x", "sp')  # a torn last append is dropped
+    assert [r["key"] for r in read_journal(path, task)] == [spec.key()]
+    for bad in ({**good, "top1": 1e9}, {**good, "key": "other"}, {**good, "feasible": "yes"},
+                {**good, "spec": json.dumps({"stages": [[{"kernel": 99}]]})}):
+        path.write_text(json.dumps(bad) + "\n" + json.dumps(good) + "\n")
+        with pytest.raises(NasqError) as err:
+            read_journal(path, task)
+        assert "\n" not in str(err.value) and str(path) in str(err.value) and "line 1" in str(err.value)
