@@ -36,6 +36,10 @@ def fail(err: Exception) -> NoReturn:
 
 
 def main() -> None:
+    from nasq.cli.supervise import supervise, wanted
+
+    if wanted(sys.argv[1:]):  # run/search: watched from outside, see nasq.cli.supervise
+        sys.exit(supervise(sys.argv[1:]))
     try:
         app()
     except NasqError as e:  # anything that slipped past a command's own handling
