@@ -4,23 +4,29 @@ Catalog names (``space: mbconv_small``) are looked up as ``search_spaces/<name>.
 ``hardware_profiles/<name>/profile.yaml`` and ``predictors/<name>.yaml`` under, in order: the
 experiment file's folder and its parent, ``$NASQ_CATALOG``, the working directory, and the nasq
 source checkout. A value with a ``/`` or a ``.yaml`` suffix is a path relative to the experiment.
+
+The run folder (:attr:`Experiment.workdir`) is ``workdir`` with ``{name}`` filled in, checked again
+here (see :class:`~nasq.specs.ExperimentConfig`); :func:`remove_own_folder` is the one way a stage
+deletes a folder in it, and only one holding nothing but the files nasq writes there.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nasq import data as data_mod
-from nasq.errors import ConfigError
-from nasq.files import sha256_bytes
+from nasq.errors import ConfigError, NasqError
+from nasq.files import sha256_bytes, temp_target
 from nasq.hardware import CostModel, HardwareProfile
 from nasq.predict.fit import Recipe
 from nasq.predict.latency import load_profile_predictor
 from nasq.space import SearchSpace
-from nasq.specs import ExperimentConfig, load_model
+from nasq.specs import ExperimentConfig, load_model, one_line, show, workdir_path
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 DEMO_EXPERIMENT = PACKAGE_ROOT / "examples" / "demo.yaml"
@@ -54,7 +60,12 @@ class Experiment:
 
     @property
     def workdir(self) -> Path:
-        return Path(self.config.workdir.format(name=self.config.name))
+        """The run folder: ``workdir`` with ``{name}`` filled in, below the current directory
+        (relative, without ``..``) or where an absolute ``workdir`` says."""
+        try:
+            return workdir_path(self.config.workdir, self.config.name)
+        except ValueError as e:
+            raise ConfigError(self.source, "workdir", str(e)) from None
 
     def lineage(self) -> dict[str, str]:
         return {"nasq.space": self.space.name, "nasq.space_hash": self.space.hash,
@@ -75,20 +86,53 @@ def search_roots(base_dir: Path) -> list[Path]:
     return out
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, an embedded NUL
+        return False
+
+
+_SHOW_KNOWN = 20
+
+
 def resolve(kind: str, name: str, base_dir: Path, source: str, field: str) -> Path:
     if "/" in name or name.endswith(".yaml"):
-        path = (base_dir / name).resolve()
-        if not path.is_file():
-            raise ConfigError(source, field, f"file not found, got {name!r} (looked at {path})")
+        try:
+            path = (base_dir / name).resolve()
+        except (OSError, ValueError, RuntimeError) as e:  # RuntimeError: a symlink loop
+            raise ConfigError(source, field, f"not a usable path ({one_line(e)}), got {show(name)}") from None
+        if not _is_file(path):
+            raise ConfigError(source, field, f"file not found, got {show(name)} (looked at {show(str(path), 200)})")
         return path
     folder, pattern = CATALOGS[kind]
     for root in search_roots(base_dir):
         path = root / folder / pattern.format(name=name)
-        if path.is_file():
+        if _is_file(path):
             return path
     known = sorted({p.parent.name if kind == "hardware" else p.stem
                     for r in search_roots(base_dir) for p in (r / folder).glob(pattern.format(name="*"))})
-    raise ConfigError(source, field, f"no {kind} named {name!r} in {folder}/ (known: {', '.join(known) or 'none'})")
+    listed = ", ".join(known[:_SHOW_KNOWN]) + (f", ... ({len(known)} in all)" if len(known) > _SHOW_KNOWN else "")
+    raise ConfigError(source, field, f"no {kind} named {show(name)} in {folder}/ (known: {listed or 'none'})")
+
+
+def remove_own_folder(folder: Path, own_files: Iterable[str]) -> None:
+    """Delete ``folder`` (e.g. ``<workdir>/export``) when it holds only regular files named in
+    ``own_files`` (or their temp-file leftovers, ``.NAME.XXXXXXXX.tmp``): what nasq itself wrote there. Anything else in it
+    - another file, a sub-folder, a symlink, or ``folder`` being a symlink or a file - is refused
+    with one NasqError line and nothing is deleted: a workdir may point at a folder the user owns."""
+    allowed = set(own_files)
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if folder.is_symlink() or not folder.is_dir():
+        raise NasqError(f"{folder}: not a folder nasq wrote (it is a {'symlink' if folder.is_symlink() else 'file'}); "
+                        "move it away or point workdir elsewhere")
+    for entry in folder.iterdir():
+        leftover = temp_target(entry.name)  # a killed writer's temp file (nasq.files.write_beside)
+        if entry.is_symlink() or not entry.is_file() or not (entry.name in allowed or leftover in allowed):
+            raise NasqError(f"{folder}: holds {show(entry.name)}, which nasq did not write; nothing deleted - "
+                            "move the folder away or point workdir elsewhere")
+    shutil.rmtree(folder)
 
 
 def _display(path: Path) -> str:
@@ -106,7 +150,7 @@ def load_experiment(path: str | Path | None = None) -> Experiment:
         config, source, digest, base = ExperimentConfig(), "<defaults>", sha256_bytes(b"{}"), PACKAGE_ROOT
     else:
         p = Path(path)
-        source = str(path)
+        source = str(path) if str(path).isprintable() else show(str(path), 200)  # errors stay one line
         config, digest = load_model(ExperimentConfig, p, source)
         base = p.resolve().parent
     space_path = resolve("space", config.space, base, source, "space")

@@ -1,49 +1,236 @@
 """Frozen, versioned configuration schemas and the strict YAML loader for catalog and experiment files.
 
-Every file a user writes is loaded here: ``yaml.safe_load``, then a pydantic model with
-``extra="forbid"`` and ``frozen=True``. A failure becomes one :class:`ConfigError` line naming the
-file, the field and the value. Cross references to registered kinds (formats, blocks, predictor
-kinds) are checked one layer up, where the registries live.
+Every file a user writes is loaded here: a strict ``yaml.SafeLoader`` (duplicate keys, deep nesting,
+alias bombs, oversized and non-UTF-8 files refused), then a pydantic model with ``extra="forbid"``,
+``frozen=True`` and no NaN or infinity. A failure becomes one :class:`ConfigError` line naming the
+file, the field and the value (cut to :data:`SHOW_CHARS` characters). Cross references to registered
+kinds (formats, blocks, predictor kinds) are checked one layer up, where the registries live.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar, get_args
+import re
+import reprlib
+import string
+from pathlib import Path, PurePath
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from nasq.errors import ConfigError
 from nasq.files import sha256_bytes
 
 SCHEMA_VERSION = 1
 
+# ---------------------------------------------------------------- bounds
+# Every size a user file (or command line) can set has an upper bound. nasq trains one supernet on
+# one machine - a CPU box or one GPU (the largest we run on: ~140 GiB of GPU memory, 128 GiB of RAM,
+# 16 cores) - so the bounds sit far above anything such a run uses (the shipped spaces: widths <= 128,
+# 4 layers per stage, 28x28 images; the demo: population 64, 48 sampled subnets) and low enough that
+# no single value makes nasq allocate, loop or print beyond that machine before it fails with a clear
+# line. Where a product of sizes is what matters, it is bounded too: the largest subnet of a space
+# may hold at most MAX_SUPERNET_PARAMS weights (nasq.space checks it) - 8 GiB in fp32, ~32 GiB with
+# gradients and optimizer state; a population is scored as a (population x genes) int64 matrix,
+# at most 10,000 x 12,288 genes (32 stages x 64 layers x 6 genes) = ~1 GiB.
+MAX_FILE_BYTES = 1 << 20  # a catalog or experiment file; the shipped ones are < 2 KiB
+MAX_NESTING = 64  # YAML nesting levels (the shipped files use 3), also through aliases
+MAX_NODES = 100_000  # YAML values after expanding aliases: a 1 MiB file without aliases has fewer
+MAX_INT_CHARS = 40  # digits of a YAML integer (2**128 has 39): no 4,300-digit conversions
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"  # names become folder, file and MLflow names
+MAX_TEXT_CHARS = 4096  # any other string (description, URI): a page, not megabytes
+MAX_PATH_CHARS = 1024  # a path in a file (workdir, data.path, cache_dir, a catalog file)
+MAX_PATH_PART_BYTES = 255  # one path component (NAME_MAX of Linux and macOS file systems)
+MAX_CHOICES = 64  # entries of one list: a gene's choices, a format menu, features, params
+MAX_STAGES = 32
+MAX_DEPTH = 64  # layers per stage (ResNet-152's deepest stage has 36)
+MAX_CHANNELS = 8192  # input, stem and stage widths
+MAX_KERNEL = 63  # conv kernels; for a ViT stem the patch size
+MAX_RATIO = 64.0  # expand and MLP ratios
+MAX_HEADS = 1024
+MAX_RESOLUTION = 1024  # input images up to 1024x1024 (ImageNet models use 224)
+MAX_CLASSES = 100_000  # ImageNet-21k has 21,841
+MAX_SUPERNET_PARAMS = 1 << 31
+MAX_IMAGES = 10_000_000  # data limits, validation and calibration images (ImageNet-1k: 1.28 M)
+MAX_BATCH = 65_536
+MAX_EPOCHS = 10_000.0
+MAX_EVALS = 100_000  # true evaluations (sampled subnets, a search's budget): each takes seconds
+MAX_POPULATION = 10_000
+MAX_GENERATIONS = 100_000  # predictor-scored generations: milliseconds each
+MAX_SEED = 2**31 - 1  # leaves seed + offset < 2**32, what numpy's legacy and scikit-learn seeds take
+MAX_THREADS = 4096  # threads, Ray CPUs
+MAX_STEPS = 1_000_000_000  # training steps between checkpoints
+MAX_VERSION = 1_000_000
+MAX_RATE = 1e12  # GOPS or GB/s (an H200: ~4e6 GOPS fp8, 4.8e3 GB/s)
+MAX_TIME = 1e9  # microseconds per layer, nanoseconds per element
+MAX_PARAM_INT = 1_000_000  # an integer hyperparameter of a predictor recipe (n_estimators, members)
+MAX_LR = 10.0
+SHOW_CHARS = 80  # an echoed value in an error message is cut to this many characters
+
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, str_max_length=MAX_TEXT_CHARS)
+
+
+# ---------------------------------------------------------------- showing values
+class _ShortRepr(reprlib.Repr):
+    """``reprlib`` bounded at every level; huge integers are described, never converted (the
+    4,300-digit limit of int -> str raises ValueError)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxlist, self.maxtuple, self.maxdict, self.maxset = 3, 6, 6, 4, 4
+        self.maxstring, self.maxother, self.maxlong = SHOW_CHARS, SHOW_CHARS, 40
+
+    def repr_int(self, x: int, level: int) -> str:
+        if abs(x) >= 10**40:
+            return f"<an integer of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+
+_SHORT = _ShortRepr()
+
+
+def show(value: Any, limit: int = SHOW_CHARS) -> str:
+    """``repr(value)`` on one line, at most ``limit`` characters: what error messages echo."""
+    try:
+        text = _SHORT.repr(value)
+    except Exception:  # noqa: BLE001 - a value's own __repr__ may fail; the message must not
+        text = f"<{type(value).__name__}>"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def one_line(text: Any, limit: int = 300) -> str:
+    """A message (ours, a library's) on one line, at most ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------- names and paths
+_NAME = re.compile(NAME_PATTERN)
+NAME_RULE = "a letter or digit, then up to 99 letters, digits, '.', '_' or '-'"
+
+
+def check_name(value: str) -> str:
+    """A name that becomes a folder, file or MLflow name: :data:`NAME_PATTERN` (ValueError if not)."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ValueError(f"must be a name ({NAME_RULE}), got {show(value)}")
+    return value
+
+
+def check_path_text(value: str) -> str:
+    """A path as text: not empty, no control characters, at most MAX_PATH_CHARS characters and
+    MAX_PATH_PART_BYTES bytes per component (ValueError if not). Says nothing about where it points."""
+    if not value or not value.strip():
+        raise ValueError(f"must not be empty, got {show(value)}")
+    if len(value) > MAX_PATH_CHARS:
+        raise ValueError(f"must be at most {MAX_PATH_CHARS} characters, got {len(value):,}: {show(value)}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"must not contain control characters, got {show(value)}")
+    for part in PurePath(value).parts:
+        if len(part.encode("utf-8", "surrogatepass")) > MAX_PATH_PART_BYTES:
+            raise ValueError(f"each folder or file name must be at most {MAX_PATH_PART_BYTES} bytes, got {show(part)}")
+    return value
+
+
+def check_confined_path(value: str) -> str:
+    """A folder nasq writes into: :func:`check_path_text`, no ``..`` component, and a relative
+    path must name a folder below the current directory (not ``.`` itself). An absolute path is
+    the file author's explicit choice of root and is taken as written."""
+    check_path_text(value)
+    path = PurePath(value)
+    if ".." in path.parts:
+        raise ValueError(f"must not contain '..' (it must stay inside its root), got {show(value)}")
+    if not [p for p in path.parts if p not in (".", path.anchor)]:
+        raise ValueError(f"must name a folder below the current directory (or below '/'), got {show(value)}")
+    return value
+
+
+WORKDIR_FIELDS = ("name",)
+
+
+def check_workdir_template(template: str) -> str:
+    """``workdir``: plain text and ``{name}`` only (``{{``/``}}`` for braces); no attribute, index,
+    conversion or format spec - the experiment file is data, not a format program."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise ValueError(f"not a valid template ({e}; write {{{{ and }}}} for braces), got {show(template)}") from None
+    for _, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if field not in WORKDIR_FIELDS or spec or conversion:
+            shown = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise ValueError(f"only {{name}} may be filled in (no attributes, indices, conversions or format "
+                             f"specs), got {show(shown)}")
+    return template
+
+
+def workdir_path(template: str, name: str) -> Path:
+    """The workdir ``template`` filled in with the experiment ``name``, checked by
+    :func:`check_confined_path` (ValueError if it does not pass)."""
+    check_workdir_template(template)
+    check_name(name)
+    text = template.format(name=name)
+    check_confined_path(text)
+    return Path(text)
+
+
+def _catalog_ref(value: str) -> str:
+    # A catalog entry by name (search_spaces/<name>.yaml, ...) or a file by path (a '/' or a .yaml suffix).
+    if "/" in value or value.endswith(".yaml"):
+        return check_path_text(value)
+    return check_name(value)
+
+
+Name = Annotated[str, AfterValidator(check_name)]
+CatalogRef = Annotated[str, AfterValidator(_catalog_ref)]
+PathText = Annotated[str, AfterValidator(check_path_text)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Version = Annotated[int, Field(ge=1, le=MAX_VERSION)]
 
 
 def _sorted_unique(name: str, values: tuple[Any, ...]) -> tuple[Any, ...]:
     if not values:
         raise ValueError(f"{name} needs at least one choice")
+    if len(values) > MAX_CHOICES:
+        raise ValueError(f"{name} has {len(values)} choices, at most {MAX_CHOICES} allowed")
     if len(set(values)) != len(values):
-        raise ValueError(f"{name} choices must be unique, got {list(values)}")
+        raise ValueError(f"{name} choices must be unique, got {show(list(values))}")
     return values
 
 
-def _positive_values(v: dict[str, float], what: str) -> dict[str, float]:
+def _within(name: str, values: tuple[Any, ...], low: float, high: float, strict_low: bool = False) -> None:
+    for v in values:
+        if (v <= low if strict_low else v < low) or v > high:
+            bound = f"> {low:g}" if strict_low else f">= {low:g}"
+            raise ValueError(f"{name} choices must be {bound} and <= {high:g}, got {show(v)}")
+
+
+def _positive_values(v: dict[str, float], what: str, high: float = MAX_RATE) -> dict[str, float]:
+    if len(v) > MAX_CHOICES:
+        raise ValueError(f"at most {MAX_CHOICES} entries, got {len(v)}")
     for name, value in v.items():
-        if value <= 0:
-            raise ValueError(f"{what} of '{name}' must be > 0, got {value}")
+        if not 0 < value <= high:
+            raise ValueError(f"{what} of {show(name)} must be > 0 and <= {high:g}, got {show(value)}")
     return v
 
 
 # ---------------------------------------------------------------- search spaces
 class InputSpec(Frozen):
-    channels: int = Field(ge=1)
-    resolution: int = Field(ge=4)
-    num_classes: int = Field(ge=2)
+    channels: int = Field(ge=1, le=MAX_CHANNELS)
+    resolution: int = Field(ge=4, le=MAX_RESOLUTION)
+    num_classes: int = Field(ge=2, le=MAX_CLASSES)
     # elastic input resolution (mbconv, resnet): the image is resized to the chosen size
     resolution_choices: tuple[int, ...] = ()
 
@@ -54,12 +241,13 @@ class InputSpec(Frozen):
             _sorted_unique("resolution_choices", v)
             if min(v) < 4:
                 raise ValueError(f"choices must be >= 4, got {min(v)}")
+            _within("resolution_choices", v, 4, MAX_RESOLUTION)
         return tuple(sorted(v))
 
 
 class StemSpec(Frozen):
-    channels: int = Field(ge=1)
-    kernel: int = Field(default=3, ge=1)  # vit: the patch size (kernel = stride = patch)
+    channels: int = Field(ge=1, le=MAX_CHANNELS)
+    kernel: int = Field(default=3, ge=1, le=MAX_KERNEL + 1)  # vit: the patch size (kernel = stride = patch)
     stride: Literal[1, 2] = 1
 
 
@@ -71,7 +259,7 @@ class StageSpec(Frozen):
     (``nasq.space.kinds``): mbconv kernel+expand, resnet kernel+expand (bottleneck ratio),
     vit heads+mlp_ratio. ``width`` may be one value or a list of choices (elastic width)."""
 
-    block: str = "mbconv"
+    block: Name = "mbconv"
     width: int | tuple[int, ...]
     stride: Literal[1, 2] = 1
     depth: tuple[int, ...]
@@ -88,26 +276,29 @@ class StageSpec(Frozen):
         _sorted_unique("width", v)
         if min(v) < 1:
             raise ValueError(f"choices must be >= 1, got {min(v)}")
+        _within("width", v, 1, MAX_CHANNELS)
         return tuple(sorted(v))
 
     @field_validator("depth", "heads")
     @classmethod
-    def _positive(cls, v: tuple[int, ...], info: Any) -> tuple[int, ...]:
+    def _positive(cls, v: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
         if info.field_name == "heads" and not v:
             return v
         _sorted_unique(info.field_name, v)
         if min(v) < 1:
             raise ValueError(f"choices must be >= 1, got {min(v)}")
+        _within(info.field_name, v, 1, MAX_DEPTH if info.field_name == "depth" else MAX_HEADS)
         return tuple(sorted(v))
 
     @field_validator("expand", "mlp_ratio")
     @classmethod
-    def _ratios(cls, v: tuple[Number, ...], info: Any) -> tuple[Number, ...]:
+    def _ratios(cls, v: tuple[Number, ...], info: ValidationInfo) -> tuple[Number, ...]:
         if not v:
             return v
         _sorted_unique(info.field_name, v)
         if min(v) <= 0:
             raise ValueError(f"choices must be > 0, got {min(v)}")
+        _within(info.field_name, v, 0, MAX_RATIO, strict_low=True)
         return tuple(sorted(v))
 
     @field_validator("kernel")
@@ -118,7 +309,8 @@ class StageSpec(Frozen):
         _sorted_unique("kernel", v)
         for k in v:
             if k < 1 or k % 2 == 0:
-                raise ValueError(f"choices must be odd and positive, got {k}")
+                raise ValueError(f"choices must be odd and positive, got {show(k)}")
+        _within("kernel", v, 1, MAX_KERNEL)
         return tuple(sorted(v))
 
     @property
@@ -127,49 +319,49 @@ class StageSpec(Frozen):
 
 
 class PrecisionMenu(Frozen):
-    w_format: tuple[str, ...]
-    a_format: tuple[str, ...]
+    w_format: tuple[Name, ...]
+    a_format: tuple[Name, ...]
     # relative sampling weight of a format during supernet training (default 1 for each)
-    weights: dict[str, float] = Field(default_factory=dict)
+    weights: dict[Name, float] = Field(default_factory=dict)
 
     @field_validator("w_format", "a_format")
     @classmethod
-    def _unique(cls, v: tuple[str, ...], info: Any) -> tuple[str, ...]:
+    def _unique(cls, v: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
         return _sorted_unique(info.field_name, v)
 
     @field_validator("weights")
     @classmethod
     def _weights(cls, v: dict[str, float]) -> dict[str, float]:
-        return _positive_values(v, "sampling weight")
+        return _positive_values(v, "sampling weight", high=1e6)
 
 
 Family = Literal["mbconv", "resnet", "vit", "sequence"]
 
 
 class SpaceConfig(Frozen):
-    name: str
-    version: int = 1
+    name: Name
+    version: Version = 1
     family: Family = "mbconv"
     description: str = ""
     input: InputSpec
     stem: StemSpec
-    stages: tuple[StageSpec, ...] = Field(min_length=1)
+    stages: tuple[StageSpec, ...] = Field(min_length=1, max_length=MAX_STAGES)
     precision: PrecisionMenu
 
 
 # ---------------------------------------------------------------- hardware profiles
 class ProfileConfig(Frozen):
-    name: str
-    version: int = 1
+    name: Name
+    version: Version = 1
     kind: Literal["roofline"] = "roofline"
     status: Literal["modelled", "measured"] = "modelled"
     description: str = ""
-    peak_gops: dict[str, float] = Field(min_length=1)
+    peak_gops: dict[Name, float] = Field(min_length=1)
     depthwise_efficiency: float = Field(default=1.0, gt=0, le=1)
-    depthwise_peak_gops: dict[str, float] = Field(default_factory=dict)
-    memory_gbs: float = Field(gt=0)
-    layer_overhead_us: float = Field(default=0.0, ge=0)
-    transition_ns_per_element: float = Field(default=0.0, ge=0)
+    depthwise_peak_gops: dict[Name, float] = Field(default_factory=dict)
+    memory_gbs: float = Field(gt=0, le=MAX_RATE)
+    layer_overhead_us: float = Field(default=0.0, ge=0, le=MAX_TIME)
+    transition_ns_per_element: float = Field(default=0.0, ge=0, le=MAX_TIME)
     measured_on: str | None = None
 
     @field_validator("peak_gops", "depthwise_peak_gops")
@@ -179,12 +371,26 @@ class ProfileConfig(Frozen):
 
 
 # ---------------------------------------------------------------- predictor recipes
+ParamValue = int | float | str | bool | None
+
+
+def _check_params(v: dict[str, ParamValue]) -> dict[str, ParamValue]:
+    if len(v) > MAX_CHOICES:
+        raise ValueError(f"at most {MAX_CHOICES} params, got {len(v)}")
+    for key, value in v.items():
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_PARAM_INT:
+            raise ValueError(f"{show(key)}: integers must lie within +-{MAX_PARAM_INT:,}, got {show(value)}")
+        if isinstance(value, str) and len(value) > 256:
+            raise ValueError(f"{show(key)}: at most 256 characters, got {show(value)}")
+    return v
+
+
 class RecipeConfig(Frozen):
-    name: str
-    version: int = 1
-    kind: str
-    features: tuple[str, ...] = Field(min_length=1)
-    params: dict[str, int | float | str | bool | None] = Field(default_factory=dict)
+    name: Name
+    version: Version = 1
+    kind: Name
+    features: tuple[Name, ...] = Field(min_length=1, max_length=MAX_CHOICES)
+    params: Annotated[dict[str, ParamValue], AfterValidator(_check_params)] = Field(default_factory=dict)
     holdout_fraction: float = Field(default=0.25, gt=0, lt=1)
     description: str = ""
 
@@ -195,44 +401,44 @@ Metric = Literal["top1", "latency_ms", "size_mb", "bops_g"]
 
 class DataConfig(Frozen):
     name: Literal["fashion_mnist", "digits"] = "fashion_mnist"
-    path: str | None = None
+    path: PathText | None = None
     fallback: Literal["digits", "none"] = "digits"
-    train_limit: int | None = Field(default=None, ge=100)
-    val_size: int = Field(default=5000, ge=50)
-    test_limit: int | None = Field(default=None, ge=50)
-    seed: int = 0
+    train_limit: int | None = Field(default=None, ge=100, le=MAX_IMAGES)
+    val_size: int = Field(default=5000, ge=50, le=MAX_IMAGES)
+    test_limit: int | None = Field(default=None, ge=50, le=MAX_IMAGES)
+    seed: Seed = 0
 
 
 class TrainConfig(Frozen):
-    epochs: float = Field(default=1.0, gt=0)
-    batch_size: int = Field(default=128, ge=2)
-    lr: float = Field(default=0.05, gt=0)
-    weight_decay: float = Field(default=4e-5, ge=0)
-    random_subnets: int = Field(default=2, ge=0)
+    epochs: float = Field(default=1.0, gt=0, le=MAX_EPOCHS)
+    batch_size: int = Field(default=128, ge=2, le=MAX_BATCH)
+    lr: float = Field(default=0.05, gt=0, le=MAX_LR)
+    weight_decay: float = Field(default=4e-5, ge=0, le=1)
+    random_subnets: int = Field(default=2, ge=0, le=MAX_CHOICES)
     distill: bool = True
-    threads: int | None = Field(default=None, ge=1)
+    threads: int | None = Field(default=None, ge=1, le=MAX_THREADS)
     optimizer: Literal["sgd", "adamw"] = "sgd"  # adamw suits the transformer families (lr ~1e-3)
     format_sampling: Literal["uniform", "weighted"] = "uniform"  # weighted: the menu's weights
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["auto", "off", "bf16"] = "auto"  # auto: bf16 autocast on a GPU, off on CPU
     compile: Literal["auto", "off", "on"] = "auto"  # auto: torch.compile on a GPU only
-    checkpoint_every: int = Field(default=200, ge=1)  # steps between checkpoints
-    seed: int = 0
+    checkpoint_every: int = Field(default=200, ge=1, le=MAX_STEPS)  # steps between checkpoints
+    seed: Seed = 0
 
 
 class EvaluateConfig(Frozen):
-    num_subnets: int = Field(default=60, ge=8)
-    calib_images: int = Field(default=2048, ge=64)
-    val_images: int | None = Field(default=None, ge=50)
-    batch_size: int = Field(default=500, ge=1)
-    seed: int = 1
+    num_subnets: int = Field(default=60, ge=8, le=MAX_EVALS)
+    calib_images: int = Field(default=2048, ge=64, le=MAX_IMAGES)
+    val_images: int | None = Field(default=None, ge=50, le=MAX_IMAGES)
+    batch_size: int = Field(default=500, ge=1, le=MAX_BATCH)
+    seed: Seed = 1
 
 
 class ConstraintSpec(Frozen):
     metric: Metric
     max: float | None = None
     min: float | None = None
-    profile: str | None = None
+    profile: Name | None = None
 
     @model_validator(mode="after")
     def _one_bound(self) -> ConstraintSpec:
@@ -251,36 +457,51 @@ class SearchConfig(Frozen):
     ``batch_size``: true evaluations per iteration; ``uncertain_fraction``: share of each LINAS
     batch picked by predictor uncertainty (where the predictor has one); ``initial_evals``: random
     evaluations before LINAS first fits, when fewer are known; ``cache_dir``: where evaluation
-    ledgers are kept, keyed by the supernet's identity (default ``<workdir>/cache``)."""
+    ledgers are kept, keyed by the supernet's identity (default ``<workdir>/cache``; like the
+    workdir, a relative path without ``..`` below the current directory, or an absolute path);
+    ``seed``: 0 to 2**31 - 1."""
 
     strategy: Strategy = "linas"
-    population: int = Field(default=64, ge=4)
-    generations: int = Field(default=40, ge=1)
-    max_true_evals: int = Field(default=24, ge=1)
-    batch_size: int = Field(default=8, ge=1)
+    population: int = Field(default=64, ge=4, le=MAX_POPULATION)
+    generations: int = Field(default=40, ge=1, le=MAX_GENERATIONS)
+    max_true_evals: int = Field(default=24, ge=1, le=MAX_EVALS)
+    batch_size: int = Field(default=8, ge=1, le=MAX_EVALS)
     uncertain_fraction: float = Field(default=0.25, ge=0, le=1)
-    initial_evals: int = Field(default=16, ge=0)
+    initial_evals: int = Field(default=16, ge=0, le=MAX_EVALS)
     cache_dir: str | None = None
-    seed: int = 0
+    seed: Seed = 0
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _cache_dir(cls, v: str | None) -> str | None:
+        return None if v is None else check_confined_path(v)
 
 
 class TrackingConfig(Frozen):
     uri: str | None = None
-    experiment: str = "nasq"
+    experiment: Name = "nasq"
 
 
 class RayConfig(Frozen):
     address: str = "local"
-    num_cpus: int | None = Field(default=None, ge=1)
+    num_cpus: int | None = Field(default=None, ge=1, le=MAX_THREADS)
 
 
 class ExportConfig(Frozen):
     enabled: bool = True
     pick: Literal["knee", "max-top1", "min-latency"] = "knee"
-    opset: int = Field(default=17, ge=13)
+    opset: int = Field(default=17, ge=13, le=20)  # what the TorchScript ONNX exporter nasq uses writes
 
 
 class ExperimentConfig(Frozen):
+    """``name``: the experiment's (and its MLflow run's) name, :data:`NAME_PATTERN`.
+    ``workdir``: the run folder, a template whose only field is ``{name}``. A relative workdir
+    (the default ``runs/{name}``) lies below the current directory and may not contain ``..``; an
+    absolute one is taken as written (the file's author chose that root), also without ``..``.
+    nasq writes only its own files there and deletes only folders it wrote itself.
+    ``space``, ``predictor`` and each ``hardware`` entry: a catalog name, or a file path (with a
+    ``/`` or a ``.yaml`` suffix) relative to the experiment file."""
+
     # Keys once accepted and never acted on: refused by name, saying why and what to use instead.
     retired_keys: ClassVar[dict[tuple[str, ...], tuple[str, str]]] = {
         ("search", "algorithm"): ("not accepted (it was never used)",
@@ -288,20 +509,28 @@ class ExperimentConfig(Frozen):
     }
 
     schema_version: int = SCHEMA_VERSION
-    name: str = "demo"
+    name: Name = "demo"
     workdir: str = "runs/{name}"
     data: DataConfig = DataConfig()
-    space: str = "mbconv_small"
-    hardware: tuple[str, ...] = Field(default=("cpu_roofline",), min_length=1)
-    predictor: str = "gbdt_onehot"
+    space: CatalogRef = "mbconv_small"
+    hardware: tuple[CatalogRef, ...] = Field(default=("cpu_roofline",), min_length=1, max_length=MAX_CHOICES)
+    predictor: CatalogRef = "gbdt_onehot"
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
-    objectives: tuple[Metric, ...] = Field(default=("top1", "latency_ms", "size_mb"), min_length=2)
-    constraints: tuple[ConstraintSpec, ...] = ()
+    objectives: tuple[Metric, ...] = Field(default=("top1", "latency_ms", "size_mb"), min_length=2, max_length=4)
+    constraints: tuple[ConstraintSpec, ...] = Field(default=(), max_length=MAX_CHOICES)
     search: SearchConfig = SearchConfig()
     tracking: TrackingConfig = TrackingConfig()
     ray: RayConfig = RayConfig()
     export: ExportConfig = ExportConfig()
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, v: str, info: ValidationInfo) -> str:
+        check_workdir_template(v)
+        if "name" in info.data:  # an invalid name is reported on its own field
+            workdir_path(v, info.data["name"])
+        return v
 
     @field_validator("hardware")
     @classmethod
@@ -322,12 +551,13 @@ class ExperimentConfig(Frozen):
     @classmethod
     def _schema(cls, v: int) -> int:
         if v != SCHEMA_VERSION:
-            raise ValueError(f"unsupported schema_version, expected {SCHEMA_VERSION}, got {v}")
+            raise ValueError(f"unsupported schema_version, expected {SCHEMA_VERSION}, got {show(v)}")
         return v
 
 
 # ---------------------------------------------------------------- loading
 M = TypeVar("M", bound=BaseModel)
+_LOC_PART_CHARS = 40
 
 
 def format_loc(loc: tuple[Any, ...]) -> str:
@@ -336,7 +566,8 @@ def format_loc(loc: tuple[Any, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            text = one_line(part, _LOC_PART_CHARS)  # a key of the user's file: may be anything
+            out += ("." if out else "") + text
     return out
 
 
@@ -344,17 +575,19 @@ def _first_error(err: ValidationError, model: type[BaseModel]) -> tuple[str, str
     e = err.errors(include_url=False)[0]
     loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     field = format_loc(loc) or "(top level)"
-    msg = str(e["msg"]).removeprefix("Value error, ")
+    msg = one_line(str(e["msg"]).removeprefix("Value error, "))
     value = e.get("input")
     if e["type"] == "extra_forbidden":
         retired = getattr(model, "retired_keys", {}).get(loc)
         if retired:
             why, instead = retired
-            return field, f"{why}, got {value!r}; {instead}"
+            return field, f"{why}, got {show(value)}; {instead}"
         return field, "unknown key"
     if e["type"] == "missing":
         return field, "required field is missing"
-    return field, f"{msg}, got {value!r}"
+    if e["type"] == "value_error" and ", got " in msg:  # our validators name the value themselves
+        return field, msg
+    return field, f"{msg}, got {show(value)}"
 
 
 def validate(model: type[M], data: Any, source: str) -> M:
@@ -369,17 +602,126 @@ def validate(model: type[M], data: Any, source: str) -> M:
         raise ConfigError(source, field, msg) from e
 
 
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys, nesting deeper than :data:`MAX_NESTING`
+    (before the recursive composer gets there) and integers longer than :data:`MAX_INT_CHARS`."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_NESTING} levels",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                except TypeError:  # an unhashable key: the base class says so
+                    continue
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {show(key)}",
+                                                            key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+    def construct_yaml_int(self, node: Any) -> int:
+        if len(str(node.value)) > MAX_INT_CHARS:
+            raise yaml.constructor.ConstructorError(None, None, f"integer longer than {MAX_INT_CHARS} "
+                                                    f"characters ({len(node.value)})", node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
+
+
+def _expanded(obj: Any, depth: int, memo: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    """(values, height) of ``obj`` with every alias expanded; ValueError past the bounds. Shared
+    subtrees are counted once per use but walked once, so an alias bomb is measured, not expanded."""
+    if not isinstance(obj, dict | list):
+        return 1, 0
+    hit = memo.get(id(obj))
+    if hit is None:
+        if depth > MAX_NESTING:  # a cycle (an alias inside its own anchor) ends here too
+            raise ValueError(f"nested deeper than {MAX_NESTING} levels (through aliases)")
+        children = [*obj.keys(), *obj.values()] if isinstance(obj, dict) else obj
+        size, height = 1, 0
+        for child in children:
+            n, h = _expanded(child, depth + 1, memo)
+            size, height = size + n, max(height, h + 1)
+            if size > MAX_NODES:
+                raise ValueError(f"more than {MAX_NODES:,} values once aliases are expanded")
+        hit = memo[id(obj)] = (size, height)
+    if depth + hit[1] > MAX_NESTING:
+        raise ValueError(f"nested deeper than {MAX_NESTING} levels (through aliases)")
+    return hit
+
+
+def _yaml_error(e: yaml.YAMLError) -> tuple[str, str]:
+    if isinstance(e, yaml.reader.ReaderError):
+        char = f"#x{e.character:04x}" if isinstance(e.character, int) else show(e.character)
+        return f"character {e.position + 1}", f"not valid YAML: {one_line(e.reason)} ({char})"
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f"line {mark.line + 1}" if mark else "(parse)"
+    problem = getattr(e, "problem", None) or getattr(e, "context", None) or e
+    return where, f"not valid YAML: {one_line(problem)}"
+
+
+def parse_yaml(raw: bytes, source: str) -> Any:
+    """The data of a YAML document (UTF-8, at most MAX_FILE_BYTES), parsed by :class:`StrictLoader`;
+    any problem is one ConfigError line."""
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(source, "", f"larger than {MAX_FILE_BYTES // 1024} KiB ({len(raw):,} bytes)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(source, f"byte {e.start + 1}", f"not UTF-8 text ({raw[e.start:e.start + 1]!r})") from None
+    loader = None
+    try:
+        loader = StrictLoader(text)
+        data = loader.get_single_data()
+    except yaml.YAMLError as e:
+        raise ConfigError(source, *_yaml_error(e)) from None
+    except (ValueError, TypeError, OverflowError) as e:  # a constructor's conversion of a scalar
+        raise ConfigError(source, "(parse)", f"not valid YAML: {one_line(e)}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    try:
+        _expanded(data, 0, {})
+    except ValueError as e:
+        raise ConfigError(source, "", str(e)) from None
+    return data
+
+
 def read_yaml(path: Path, source: str | None = None) -> tuple[Any, bytes]:
     source = source or str(path)
-    if not path.is_file():
-        raise ConfigError(source, "", "file not found")
-    raw = path.read_bytes()
     try:
-        return yaml.safe_load(raw), raw
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "(parse)"
-        raise ConfigError(source, where, f"not valid YAML: {getattr(e, 'problem', e)}") from e
+        if not path.is_file():
+            raise ConfigError(source, "", "file not found")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ConfigError(source, "", f"larger than {MAX_FILE_BYTES // 1024} KiB ({path.stat().st_size:,} bytes)")
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
+    except ConfigError:
+        raise
+    except OSError as e:
+        raise ConfigError(source, "", f"cannot read ({one_line(e.strerror or e)})") from None
+    except ValueError as e:  # e.g. an embedded NUL in the path
+        raise ConfigError(source, "", f"not a usable path ({one_line(e)})") from None
+    return parse_yaml(raw, source), raw
 
 
 def load_model(model: type[M], path: Path, source: str | None = None) -> tuple[M, str]:

@@ -16,7 +16,7 @@ from nasq.errors import ConfigError, NasqError
 def _overrides(exp, strategy: str | None, budget: int | None, batch: int | None, seed: int | None) -> None:
     from pydantic import ValidationError
 
-    from nasq.specs import SearchConfig
+    from nasq.specs import SearchConfig, format_loc, one_line, show
 
     update = {k: v for k, v in {"strategy": strategy, "max_true_evals": budget, "batch_size": batch,
                                 "seed": seed}.items() if v is not None}
@@ -26,8 +26,9 @@ def _overrides(exp, strategy: str | None, budget: int | None, batch: int | None,
         search = SearchConfig.model_validate({**exp.config.search.model_dump(), **update})
     except ValidationError as e:
         err = e.errors(include_url=False)[0]
-        raise ConfigError("command line", f"--{'-'.join(map(str, err['loc']))}".replace("_", "-"),
-                          f"{err['msg']}, got {err.get('input')!r}") from e
+        option = {"max_true_evals": "--max-true-evals"}.get(str(err["loc"][0]), f"--{err['loc'][0]}".replace("_", "-"))
+        raise ConfigError("command line", option if len(err["loc"]) == 1 else format_loc(err["loc"]),
+                          f"{one_line(err['msg'])}, got {show(err.get('input'))}") from e
     exp.config = exp.config.model_copy(update={"search": search})
 
 
@@ -49,12 +50,18 @@ def search(
     predictor (cached), then the chosen strategy; writes front.json/csv and search_history.json."""
     from rich.console import Console
 
+    from nasq.cli import options
     from nasq.experiment import load_experiment
     from nasq.search.state import STATE_FILE
 
     try:
         exp = load_experiment(experiment)
         _overrides(exp, strategy, budget, batch, seed)
+        # before the ledger and the predictor are touched: where the results go must be writable
+        options.out_dir(exp.workdir, "workdir", empty=False, source=exp.source)
+        for option, folder in (("--resume", resume), ("--out", out)):
+            if folder is not None:
+                options.out_dir(folder, option, empty=False)
         if resume is not None and out is not None and resume.resolve() != out.resolve():
             raise ConfigError("command line", "--out", f"give --resume alone (it is also the output folder), got {out}")
         if resume is not None and not ((resume / STATE_FILE).is_file() or (resume / "tune").is_dir()):

@@ -51,6 +51,7 @@ def front(run: RunArg, where: WhereOpt = None, pick: PickOpt = None, tracking_ur
     from nasq.stages.runs import open_run
 
     try:
+        _check_query_options(run, where, pick, tracking_uri)
         with open_run(run, tracking_uri, experiment) as found:
             indices = query.select(found.front, where)
             if pick:
@@ -90,11 +91,15 @@ def export(run: RunArg,
                "--register", help="Register the ONNX model under this name in the MLflow Model Registry.")] = None,
            ) -> None:
     """Export one point of a finished run: ONNX + safetensors + arch + manifest, checked in onnxruntime."""
+    from nasq.cli import options
     from nasq.stages.runs import open_run
 
     try:
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise NasqError(f"--out {out}: exists and is not an empty folder")
+        options.out_dir(out, "--out", empty=True)  # before any work: a bundle can be written there
+        options.count(point, "--point", 0, 1_000_000)
+        if register is not None:
+            options.name(register, "--register")
+        _check_query_options(run, where, pick, tracking_uri)
         with open_run(run, tracking_uri, experiment) as found:
             index = _choose(found, point, pick, where)
             if register is not None:
@@ -116,6 +121,22 @@ def export(run: RunArg,
         typer.echo(f"  registered: {r['name']} version {r['version']} at {r['tracking_uri']}")
 
 
+def _check_query_options(run: str, where: str | None, pick: str | None, tracking_uri: str | None) -> None:
+    """The run, --where, --pick and --tracking-uri of `front`/`export`, before a run is opened."""
+    from nasq.cli import options
+    from nasq.search import query
+    from nasq.stages.runs import is_run_id
+
+    if where is not None:
+        query.parse_where(where)  # the syntax now; the metric names once the front is read
+    if pick is not None:
+        query.check_pick(pick)
+    options.text(tracking_uri, "--tracking-uri")
+    options.text(run, "RUN")
+    if not options.is_dir(Path(run)) and not is_run_id(run):  # said here in one short line, before anything
+        raise NasqError(f"RUN {options.show(run)}: no such run folder, and not an MLflow run id (32 hex characters)")
+
+
 def _check_register(found: object, name: str) -> None:
     from nasq.tracking import client as tracking
 
@@ -132,9 +153,11 @@ def submit(experiment: Annotated[Path, typer.Argument(help="Experiment YAML to r
            wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to finish and print its logs.")] = False,
            ) -> None:
     """Run an experiment as a Ray job: ships the experiment and its catalog files, runs `nasq run`."""
+    from nasq.cli import options
     from nasq.cluster import jobs as service
 
     try:
+        options.text(address, "--address")
         job_id = service.submit(experiment, address)
         typer.echo(job_id)
         if wait:
@@ -154,9 +177,11 @@ JobArg = Annotated[str, typer.Argument(help="Job (submission) id, as printed by 
 @jobs_app.command("list")
 def jobs_list(address: AddressOpt) -> None:
     """List the cluster's jobs."""
+    from nasq.cli import options
     from nasq.cluster import jobs as service
 
     try:
+        options.text(address, "--address")
         for row in service.list_jobs(address):
             typer.echo(f"{row['job_id']}  {row['status']:<10} {row['entrypoint']}")
     except NasqError as e:
@@ -166,9 +191,12 @@ def jobs_list(address: AddressOpt) -> None:
 @jobs_app.command("status")
 def jobs_status(job_id: JobArg, address: AddressOpt) -> None:
     """Print a job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)."""
+    from nasq.cli import options
     from nasq.cluster import jobs as service
 
     try:
+        options.text(address, "--address")
+        options.name(job_id, "JOB_ID")
         typer.echo(service.status(address, job_id))
     except NasqError as e:
         fail(e)
@@ -177,9 +205,12 @@ def jobs_status(job_id: JobArg, address: AddressOpt) -> None:
 @jobs_app.command("logs")
 def jobs_logs(job_id: JobArg, address: AddressOpt) -> None:
     """Print a job's logs so far."""
+    from nasq.cli import options
     from nasq.cluster import jobs as service
 
     try:
+        options.text(address, "--address")
+        options.name(job_id, "JOB_ID")
         typer.echo(service.logs(address, job_id), nl=False)
     except NasqError as e:
         fail(e)
@@ -188,9 +219,12 @@ def jobs_logs(job_id: JobArg, address: AddressOpt) -> None:
 @jobs_app.command("stop")
 def jobs_stop(job_id: JobArg, address: AddressOpt) -> None:
     """Ask the cluster to stop a job."""
+    from nasq.cli import options
     from nasq.cluster import jobs as service
 
     try:
+        options.text(address, "--address")
+        options.name(job_id, "JOB_ID")
         typer.echo("stopping" if service.stop(address, job_id) else "not running")
     except NasqError as e:
         fail(e)

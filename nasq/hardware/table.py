@@ -11,7 +11,8 @@ One row per :class:`~nasq.hardware.keys.LayerKey`. Columns, in this order:
   optimisations (e.g. ``DequantizeLinear>Conv>BatchNormalization>Clip``).
 
 Loading is strict: a wrong header, a bad number or a duplicate key is one :class:`ConfigError`
-line naming the file, the row (with its line) and the column. Torch-free.
+line naming the file, the row (with its line) and the column; so is a file that is not UTF-8, larger
+than :data:`MAX_TABLE_BYTES`, or has a cell longer than :data:`MAX_CELL_CHARS`. Torch-free.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from nasq.files import atomic_write_text, read_json, sha256_bytes
 from nasq.formats import FORMATS
 from nasq.hardware.keys import ACTIVATIONS, KEY_FIELDS, OPS, LayerKey, space_keys
 from nasq.space import SearchSpace
-from nasq.specs import Frozen, validate
+from nasq.specs import MAX_CHOICES, MAX_THREADS, Frozen, Name, one_line, show, validate
 
 LATENCY_CSV = "latency.csv"
 MEASUREMENT_JSON = "measurement.json"
@@ -38,6 +39,12 @@ COLUMNS = (*KEY_FIELDS, *TIMING_FIELDS, "status", "reason", "runtime_ops")
 STATUSES = ("supported", "unsupported")
 _INT_FIELDS = ("cin", "cout", "kernel", "stride", "hin")
 _SHOW_MISSING = 5
+# A measured table has one row per distinct layer of the spaces it covers: the shipped one is 86 KB
+# for ~900 rows; 64 MiB holds ~600,000 rows. A cell is a number, a name or a short reason.
+MAX_TABLE_BYTES = 64 << 20
+MAX_CELL_CHARS = 2048
+MAX_KEY_INT = 10_000_000  # channels (width x expand), kernel, stride, input size of one layer
+MAX_REPEATS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -106,25 +113,42 @@ class LatencyTable:
     def load(cls, path: str | Path, source: str | None = None) -> LatencyTable:
         path = Path(path)
         source = source or str(path)
-        if not path.is_file():
-            raise ConfigError(source, "", "file not found")
-        return cls.from_csv(path.read_text(encoding="utf-8"), source)
+        try:
+            if not path.is_file():
+                raise ConfigError(source, "", "file not found")
+            with path.open("rb") as fh:
+                raw = fh.read(MAX_TABLE_BYTES + 1)
+        except OSError as e:
+            raise ConfigError(source, "", f"cannot read ({one_line(e.strerror or e)})") from None
+        if len(raw) > MAX_TABLE_BYTES:
+            raise ConfigError(source, "", f"larger than {MAX_TABLE_BYTES >> 20} MiB")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(source, f"byte {e.start + 1}", f"not UTF-8 text ({raw[e.start:e.start + 1]!r})") from None
+        return cls.from_csv(text, source)
 
     @classmethod
     def from_csv(cls, text: str, source: str = "<csv>") -> LatencyTable:
         reader = csv.reader(io.StringIO(text))
-        header = next(reader, None)
-        _check_header(header, source)
-        rows: dict[LayerKey, Row] = {}
-        for n, values in enumerate(reader, start=1):
-            where = f"row {n} (line {reader.line_num})"
-            if len(values) != len(COLUMNS):
-                raise ConfigError(source, where, f"expected {len(COLUMNS)} columns, got {len(values)}")
-            cells = dict(zip(COLUMNS, values, strict=True))
-            key, row = _parse_key(cells, source, where), _parse_row(cells, source, where)
-            if key in rows:
-                raise ConfigError(source, where, f"duplicate key {key.token()}")
-            rows[key] = row
+        try:
+            header = next(reader, None)
+            _check_header(header, source)
+            rows: dict[LayerKey, Row] = {}
+            for n, values in enumerate(reader, start=1):
+                where = f"row {n} (line {reader.line_num})"
+                if len(values) != len(COLUMNS):
+                    raise ConfigError(source, where, f"expected {len(COLUMNS)} columns, got {len(values)}")
+                cells = dict(zip(COLUMNS, values, strict=True))
+                for col, value in cells.items():
+                    if len(value) > MAX_CELL_CHARS:
+                        raise _cell_error(source, where, col, f"longer than {MAX_CELL_CHARS} characters ({len(value):,})")
+                key, row = _parse_key(cells, source, where), _parse_row(cells, source, where)
+                if key in rows:
+                    raise ConfigError(source, where, f"duplicate key {key.token()}")
+                rows[key] = row
+        except csv.Error as e:  # e.g. a cell beyond the csv module's field size limit
+            raise ConfigError(source, f"line {reader.line_num}", f"not valid CSV ({one_line(e)})") from None
         if not rows:
             raise ConfigError(source, "", "no rows")
         table = cls(rows, source)
@@ -141,7 +165,7 @@ def _check_header(header: list[str] | None, source: str) -> None:
         raise ConfigError(source, "", "empty file, expected a header row")
     for i, name in enumerate(header):
         if name not in COLUMNS:
-            raise ConfigError(source, f"header column {i + 1}", f"unknown column {name!r} (expected: {', '.join(COLUMNS)})")
+            raise ConfigError(source, f"header column {i + 1}", f"unknown column {show(name)} (expected: {', '.join(COLUMNS)})")
     absent = [c for c in COLUMNS if c not in header]
     if absent:
         raise ConfigError(source, "header", f"missing column(s) {', '.join(absent)}")
@@ -156,11 +180,11 @@ def _cell_error(source: str, where: str, col: str, message: str) -> ConfigError:
 def _parse_key(cells: dict[str, str], source: str, where: str) -> LayerKey:
     for col, allowed in (("op", OPS), ("act", ACTIVATIONS)):
         if cells[col] not in allowed:
-            raise _cell_error(source, where, col, f"must be one of {', '.join(allowed)}, got {cells[col]!r}")
+            raise _cell_error(source, where, col, f"must be one of {', '.join(allowed)}, got {show(cells[col])}")
     for col in ("w_format", "a_format"):
-        if cells[col] not in FORMATS:
-            raise _cell_error(source, where, col, FORMATS.miss_message(cells[col]))
-    ints = {col: _int(cells[col], source, where, col, minimum=1) for col in _INT_FIELDS}
+        if cells[col] not in FORMATS:  # the registry echoes the name: give it a short one
+            raise _cell_error(source, where, col, FORMATS.miss_message(show(cells[col], 40).strip("'\"")))
+    ints = {col: _int(cells[col], source, where, col, minimum=1, maximum=MAX_KEY_INT) for col in _INT_FIELDS}
     return LayerKey(cells["op"], ints["cin"], ints["cout"], ints["kernel"], ints["stride"], ints["hin"],
                     cells["act"], cells["w_format"], cells["a_format"])
 
@@ -168,29 +192,31 @@ def _parse_key(cells: dict[str, str], source: str, where: str) -> LayerKey:
 def _parse_row(cells: dict[str, str], source: str, where: str) -> Row:
     status = cells["status"]
     if status not in STATUSES:
-        raise _cell_error(source, where, "status", f"must be one of {', '.join(STATUSES)}, got {status!r}")
+        raise _cell_error(source, where, "status", f"must be one of {', '.join(STATUSES)}, got {show(status)}")
     if status == "unsupported":
         if not cells["reason"].strip():
             raise _cell_error(source, where, "reason", "an unsupported row must say why")
         for col in TIMING_FIELDS[:3]:
             if cells[col].strip():
-                raise _cell_error(source, where, col, f"must be empty for an unsupported row, got {cells[col]!r}")
+                raise _cell_error(source, where, col, f"must be empty for an unsupported row, got {show(cells[col])}")
         return Row("unsupported", reason=cells["reason"], runtime_ops=cells["runtime_ops"])
     median, p10, p90 = (_float(cells[c], source, where, c) for c in TIMING_FIELDS[:3])
     if not p10 <= median <= p90:
         raise _cell_error(source, where, "latency_us_median",
                           f"must lie between latency_us_p10 and latency_us_p90, got {p10} <= {median} <= {p90}")
-    repeats = _int(cells["repeats"], source, where, "repeats", minimum=1)
+    repeats = _int(cells["repeats"], source, where, "repeats", minimum=1, maximum=MAX_REPEATS)
     return Row("supported", median, p10, p90, repeats, cells["reason"], cells["runtime_ops"])
 
 
-def _int(text: str, source: str, where: str, col: str, minimum: int) -> int:
+def _int(text: str, source: str, where: str, col: str, minimum: int, maximum: int) -> int:
+    if len(text) > 20:  # int() of thousands of digits is slow, and refused past 4,300
+        raise _cell_error(source, where, col, f"not an integer of at most 20 characters, got {show(text)}")
     try:
         value = int(text)
     except ValueError:
-        raise _cell_error(source, where, col, f"not an integer, got {text!r}") from None
-    if value < minimum:
-        raise _cell_error(source, where, col, f"must be >= {minimum}, got {value}")
+        raise _cell_error(source, where, col, f"not an integer, got {show(text)}") from None
+    if not minimum <= value <= maximum:
+        raise _cell_error(source, where, col, f"must be >= {minimum} and <= {maximum:,}, got {value}")
     return value
 
 
@@ -198,9 +224,9 @@ def _float(text: str, source: str, where: str, col: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise _cell_error(source, where, col, f"not a number, got {text!r}") from None
+        raise _cell_error(source, where, col, f"not a number, got {show(text)}") from None
     if not math.isfinite(value) or value <= 0:
-        raise _cell_error(source, where, col, f"must be a finite number > 0, got {text!r}")
+        raise _cell_error(source, where, col, f"must be a finite number > 0, got {show(text)}")
     return value
 
 
@@ -210,20 +236,20 @@ class MeasurementInfo(Frozen):
     and the spaces whose every layer it covers (checked by tests/catalog)."""
 
     backend: str
-    spaces: tuple[str, ...] = Field(min_length=1)
+    spaces: tuple[Name, ...] = Field(min_length=1, max_length=MAX_CHOICES)
     device: str
     measured_on: str
-    versions: dict[str, str]
-    threads: int = Field(ge=1)
-    warmup: int = Field(ge=0)
-    repeats: int = Field(ge=1)
-    rounds: int = Field(default=1, ge=1)  # interleaved passes the repeats were split over
-    rows: int = Field(ge=1)
-    unsupported_rows: int = Field(ge=0)
+    versions: dict[str, str] = Field(max_length=MAX_CHOICES)
+    threads: int = Field(ge=1, le=MAX_THREADS)
+    warmup: int = Field(ge=0, le=MAX_REPEATS)
+    repeats: int = Field(ge=1, le=MAX_REPEATS)
+    rounds: int = Field(default=1, ge=1, le=MAX_REPEATS)  # interleaved passes the repeats were split over
+    rows: int = Field(ge=1, le=MAX_REPEATS)
+    unsupported_rows: int = Field(ge=0, le=MAX_REPEATS)
     session_overhead_us: float | None = None
-    fit_subnets: int = Field(default=0, ge=0)  # whole subnets the shipped correction was fitted on
+    fit_subnets: int = Field(default=0, ge=0, le=MAX_REPEATS)  # whole subnets the shipped correction was fitted on
     wall_s: float = Field(ge=0)
-    load_average: tuple[float, ...] = ()
+    load_average: tuple[float, ...] = Field(default=(), max_length=MAX_CHOICES)
 
 
 def load_measurement_info(path: str | Path) -> MeasurementInfo:
@@ -232,6 +258,6 @@ def load_measurement_info(path: str | Path) -> MeasurementInfo:
         raise ConfigError(str(path), "", "file not found")
     try:
         data = read_json(path)
-    except ValueError as e:
-        raise ConfigError(str(path), "", f"not valid JSON ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise ConfigError(str(path), "", f"not valid JSON ({one_line(e)})") from None
     return validate(MeasurementInfo, data, str(path))

@@ -11,12 +11,18 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from nasq.errors import ConfigError, LineageError
-from nasq.files import atomic_write_bytes, atomic_write_json, read_json, sha256_bytes, sha256_file
+from nasq.files import (
+    atomic_write_bytes,
+    atomic_write_json,
+    read_json_object,
+    sha256_bytes,
+    sha256_file,
+)
 from nasq.hardware import CostModel
 from nasq.predict.features import FEATURES, encode
 from nasq.predict.models import PREDICTORS, Predictor, fold_indices, kendall_tau, make_predictor
 from nasq.space import SearchSpace, SubnetSpec
-from nasq.specs import RecipeConfig, load_model
+from nasq.specs import RecipeConfig, load_model, one_line
 
 SAVE_FORMAT = "nasq.accuracy_predictor/1"
 
@@ -54,8 +60,8 @@ class Recipe:
                 raise ConfigError(source, f"features[{i}]", FEATURES.miss_message(name))
         try:
             PREDICTORS.get(config.kind).check_params(dict(config.params))
-        except ValueError as e:
-            raise ConfigError(source, "params", str(e)) from e
+        except (ValueError, TypeError, OverflowError) as e:  # int(None), int(inf) in a kind's check
+            raise ConfigError(source, "params", one_line(e)) from e
 
     @classmethod
     def from_yaml(cls, path: str | Path, source: str | None = None) -> Recipe:
@@ -103,8 +109,11 @@ class AccuracyPredictor:
 
     @classmethod
     def load(cls, folder: Path, space: SearchSpace, cost_model: CostModel) -> AccuracyPredictor:
-        """Refuses (LineageError) a predictor fitted on another space or whose training set changed."""
-        meta = read_json(folder / PREDICTOR_JSON)
+        """Refuses (LineageError) a predictor fitted on another space or whose training set changed;
+        a malformed predictor.json is one ConfigError naming it."""
+        meta = read_json_object(folder / PREDICTOR_JSON)
+        if not isinstance(meta.get("space_hash"), str) or not isinstance(meta.get("recipe"), dict):
+            raise ConfigError(str(folder / PREDICTOR_JSON), "", "not a nasq predictor record")
         if meta["space_hash"] != space.hash:
             raise LineageError(f"{folder / PREDICTOR_JSON}: fitted on space '{meta['space']}' "
                                f"({meta['space_hash'][:12]}), not on '{space.name}' ({space.hash[:12]})")

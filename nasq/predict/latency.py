@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 from sklearn.linear_model import Ridge
 
 from nasq.errors import ConfigError, LineageError, NotFittedError
@@ -30,9 +31,28 @@ from nasq.files import atomic_write_json, read_json
 from nasq.hardware.keys import execution_class, execution_classes, subnet_keys
 from nasq.hardware.table import LATENCY_CSV, LatencyTable
 from nasq.space import SearchSpace, SubnetSpec
+from nasq.specs import Frozen, one_line, show, validate
 
 LATENCY_MODEL_JSON = "latency_model.json"
 KIND = "table_per_class_affine"
+MAX_FEATURES = 1024  # 2 per execution class; a space has a few dozen classes at most
+
+
+class ModelFile(Frozen):
+    """``latency_model.json`` as :meth:`LatencyPredictor.to_dict` writes it; loading checks every
+    field (finite numbers, bounded lists) before anything is built from it."""
+
+    kind: Literal["table_per_class_affine"]
+    features: tuple[str, ...] = Field(max_length=MAX_FEATURES)
+    coef: tuple[float, ...] = Field(max_length=MAX_FEATURES)
+    intercept: float
+    ridge: float = Field(ge=0, le=1e6)
+    n_fit: int = Field(ge=0, le=1_000_000_000)
+    fit_rmse_ms: float = Field(ge=0)
+    space: str
+    space_hash: str
+    table: str
+    table_hash: str
 
 
 def feature_names(classes: list[str]) -> list[str]:
@@ -126,32 +146,31 @@ class LatencyPredictor:
     def load(cls, path: str | Path, space: SearchSpace, table: LatencyTable) -> LatencyPredictor:
         data, source = _read_model(path), str(path)
         for field, want in (("space_hash", space.hash), ("table_hash", table.hash)):
-            if data.get(field) != want:
+            if getattr(data, field) != want:
                 raise LineageError(f"{source}: fitted for another {field.split('_')[0]} "
-                                   f"({field} {str(data.get(field))[:12]} != {want[:12]})")
-        model = cls(space, table, float(data["ridge"]))
-        if data["features"] != model.features_names or len(data["coef"]) != len(model.features_names):
-            raise ConfigError(source, "features", f"expected {model.features_names}, got {data['features']!r}")
-        model.coef, model.intercept = np.asarray(data["coef"], dtype=np.float64), float(data["intercept"])
-        model.n_fit, model.fit_rmse_ms = int(data["n_fit"]), float(data["fit_rmse_ms"])
+                                   f"({field} {show(getattr(data, field)[:12])} != {want[:12]})")
+        model = cls(space, table, data.ridge)
+        if list(data.features) != model.features_names or len(data.coef) != len(model.features_names):
+            raise ConfigError(source, "features", f"expected the {len(model.features_names)} features of this "
+                              f"space and table ({show(model.features_names)}), got {show(list(data.features))} "
+                              f"with {len(data.coef)} coefficients")
+        model.coef, model.intercept = np.asarray(data.coef, dtype=np.float64), data.intercept
+        model.n_fit, model.fit_rmse_ms = data.n_fit, data.fit_rmse_ms
         return model
 
 
-def _read_model(path: str | Path) -> dict[str, Any]:
+def _read_model(path: str | Path) -> ModelFile:
     source = str(path)
     try:
         data = read_json(path)
     except FileNotFoundError:
         raise ConfigError(source, "", "file not found") from None
-    except ValueError as e:
-        raise ConfigError(source, "", f"not valid JSON ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise ConfigError(source, "", f"not valid JSON ({one_line(e)})") from None
     if not isinstance(data, dict) or data.get("kind") != KIND:
         got = data.get("kind") if isinstance(data, dict) else type(data).__name__
-        raise ConfigError(source, "kind", f"expected {KIND!r}, got {got!r}")
-    for field in ("features", "coef", "intercept", "ridge", "n_fit", "fit_rmse_ms"):
-        if field not in data:
-            raise ConfigError(source, field, "required field is missing")
-    return data
+        raise ConfigError(source, "kind", f"expected {KIND!r}, got {show(got)}")
+    return validate(ModelFile, data, source)
 
 
 def load_profile_predictor(profile_yaml: str | Path, space: SearchSpace) -> LatencyPredictor | None:

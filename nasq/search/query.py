@@ -8,12 +8,15 @@
     comparison := NAME OP NUMBER | NUMBER OP NAME        OP in < <= > >= == !=
 
 NAME is a metric of the front: an objective or measured value (``top1``, ``latency_ms``,
-``size_mb``, ...) or a prediction (``top1_pred``, ...). A bad expression raises one
-:class:`~nasq.errors.NasqError` line naming the expression and what is wrong.
+``size_mb``, ...) or a prediction (``top1_pred``, ...). NUMBER must be finite (``1e999`` is
+refused). An expression is at most :data:`MAX_WHERE_CHARS` characters with parentheses nested at
+most :data:`MAX_WHERE_NESTING` deep. A bad expression raises one :class:`~nasq.errors.NasqError`
+line naming the expression (cut to 80 characters) and what is wrong.
 """
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable
@@ -21,8 +24,11 @@ from dataclasses import dataclass
 
 from nasq.errors import NasqError
 from nasq.search.pareto import Front, FrontPoint
+from nasq.specs import show
 
 PICKS = ("knee", "max-top1", "min-latency")
+MAX_WHERE_CHARS = 4096  # a filter a person types; beyond it is not a question about a front
+MAX_WHERE_NESTING = 32  # parentheses: the parser (and the test it builds) recurse once per level
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
     "<": operator.lt, ">": operator.gt}
@@ -53,7 +59,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
             break
         m = _TOKEN.match(text, pos)
         if m is None:
-            raise NasqError(f"--where {text!r}: unexpected {text[pos:].strip()[:12]!r} at character {pos + 1}")
+            raise NasqError(f"--where {show(text)}: unexpected {show(text[pos:].strip()[:12])} at character {pos + 1}")
         kind = m.lastgroup or ""
         value = m.group(kind)
         if kind == "name" and value.lower() in ("and", "or"):
@@ -65,10 +71,10 @@ def _tokens(text: str) -> list[tuple[str, str]]:
 
 class _Parser:
     def __init__(self, text: str):
-        self.text, self.toks, self.i, self.names = text, _tokens(text), 0, set()
+        self.text, self.toks, self.i, self.names, self.depth = text, _tokens(text), 0, set(), 0
 
     def error(self, what: str) -> NasqError:
-        return NasqError(f"--where {self.text!r}: {what}")
+        return NasqError(f"--where {show(self.text)}: {what}")
 
     def peek(self) -> tuple[str, str]:
         return self.toks[self.i] if self.i < len(self.toks) else ("end", "")
@@ -76,7 +82,7 @@ class _Parser:
     def take(self, kind: str) -> str:
         got = self.peek()
         if got[0] != kind:
-            raise self.error(f"expected {_WHAT[kind]}, got {got[1] or 'the end'!r}")
+            raise self.error(f"expected {_WHAT[kind]}, got {show(got[1] or 'the end')}")
         self.i += 1
         return got[1]
 
@@ -98,36 +104,49 @@ class _Parser:
         kind, value = self.peek()
         if kind == "paren" and value == "(":
             self.i += 1
+            self.depth += 1
+            if self.depth > MAX_WHERE_NESTING:
+                raise self.error(f"parentheses nested deeper than {MAX_WHERE_NESTING} levels")
             inner = self.expr()
             if self.peek() != ("paren", ")"):
                 raise self.error("missing ')'")
             self.i += 1
+            self.depth -= 1
             return inner
         if kind == "num":
-            number = float(self.take("num"))
+            number = self.number()
             op = _FLIP[self.take("op")]
             name = self.take("name")
         else:
             name = self.take("name")
             op = self.take("op")
-            number = float(self.take("num"))
+            number = self.number()
         self.names.add(name)
         compare = _OPS[op]
         return lambda v: compare(v[name], number)
+
+    def number(self) -> float:
+        text = self.take("num")
+        value = float(text)  # the token is digits, a point and an exponent: float() never fails on it
+        if not math.isfinite(value):
+            raise self.error(f"number {show(text)} is not finite")
+        return value
 
 
 def parse_where(text: str, known: set[str] | None = None) -> Where:
     """Parse ``text``; with ``known``, every metric name must be one of them."""
     if not text or not text.strip():
         raise NasqError("--where '': empty expression")
+    if len(text) > MAX_WHERE_CHARS:
+        raise NasqError(f"--where {show(text)}: longer than {MAX_WHERE_CHARS} characters ({len(text):,})")
     parser = _Parser(text)
     test = parser.expr()
     if parser.i != len(parser.toks):
-        raise parser.error(f"unexpected {parser.peek()[1]!r} after a complete expression")
+        raise parser.error(f"unexpected {show(parser.peek()[1])} after a complete expression")
     if known is not None:
         unknown = sorted(parser.names - known)
         if unknown:
-            raise parser.error(f"unknown metric {unknown[0]!r} (known: {', '.join(sorted(known))})")
+            raise parser.error(f"unknown metric {show(unknown[0])} (known: {', '.join(sorted(known))})")
     return Where(text, test, frozenset(parser.names))
 
 
@@ -151,11 +170,17 @@ def select(front: Front, where: str | None = None) -> list[int]:
             and test(point_values(p))]
 
 
+def check_pick(how: str) -> str:
+    """``how`` if it is one of :data:`PICKS`, else one NasqError line."""
+    if how not in PICKS:
+        raise NasqError(f"--pick {show(how)}: unknown (known: {', '.join(PICKS)})")
+    return how
+
+
 def pick(front: Front, how: str, among: list[int] | None = None) -> int:
     """The index (into ``front.points``) of the ``knee``/``max-top1``/``min-latency`` point among
     ``among`` (all points when None)."""
-    if how not in PICKS:
-        raise NasqError(f"--pick {how!r}: unknown (known: {', '.join(PICKS)})")
+    check_pick(how)
     among = list(range(len(front.points))) if among is None else among
     if not among:
         raise NasqError("no point of the front to pick from (the --where filter matched none)")

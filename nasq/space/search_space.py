@@ -7,6 +7,7 @@ that two genomes describing the same subnet compare equal and share one :meth:`S
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from nasq.files import sha256_bytes
 from nasq.formats import FORMATS, highest_bits, lowest_bits
 from nasq.space.kinds import BLOCK_KINDS, check_family, head_shapes, stem_shapes
 from nasq.space.types import FORMAT_FIELDS, STEM_FORMAT, Gene, LayerChoice, LayerShape, SubnetSpec
-from nasq.specs import SpaceConfig, StageSpec, load_model, validate
+from nasq.specs import MAX_SUPERNET_PARAMS, SpaceConfig, StageSpec, load_model, validate
 
 __all__ = ["FORMAT_FIELDS", "Gene", "LayerChoice", "LayerShape", "SearchSpace", "SubnetSpec", "STEM_FORMAT"]
 
@@ -41,6 +42,7 @@ class SearchSpace:
         self.n_genes = len(self.genes)
         self.upper = np.array([len(g.choices) - 1 for g in self.genes], dtype=np.int64)
         self._index_genes()
+        self._check_fits()
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -63,6 +65,13 @@ class SearchSpace:
         for name in self.config.precision.weights:
             if name not in self.config.precision.w_format + self.config.precision.a_format:
                 raise ConfigError(self.source, f"precision.weights.{name}", f"not a format of this menu, got '{name}'")
+
+    def _check_fits(self) -> None:
+        # Each size is bounded by the schema; their product is what has to fit one machine.
+        params = sum(shape.params for shape in self.layer_shapes(self.largest()))
+        if params > MAX_SUPERNET_PARAMS:
+            raise ConfigError(self.source, "stages", f"the largest subnet has {params:.3g} weights, more than "
+                              f"the {MAX_SUPERNET_PARAMS:.3g} a supernet may have (widths x depths x ratios too large)")
 
     def _build_genes(self) -> list[Gene]:
         genes: list[Gene] = []
@@ -223,14 +232,13 @@ class SearchSpace:
         return set(menu.w_format) | set(menu.a_format) | {STEM_FORMAT}
 
     def size(self) -> float:
-        """Number of distinct subnets (canonical)."""
-        total = float(len(self.config.input.resolution_choices) or 1)
+        """Number of distinct subnets (canonical); ``inf`` beyond what a float holds."""
+        total = len(self.config.input.resolution_choices) or 1
         for i, st in enumerate(self.config.stages):
-            per_layer = 1.0
-            for k in range(self._slot_base[(i, 0)], self._slot_base[(i, 0)] + len(layer_fields(st))):
-                per_layer *= len(self.genes[k].choices)
-            total *= len(st.width) * sum(per_layer ** d for d in st.depth)
-        return total
+            base = self._slot_base[(i, 0)]
+            per_layer = math.prod(len(self.genes[k].choices) for k in range(base, base + len(layer_fields(st))))
+            total *= len(st.width) * sum(per_layer ** d for d in st.depth)  # exact integers: no overflow
+        return float(total) if total.bit_length() <= 1023 else math.inf
 
     # ------------------------------------------------------------ analytics
     def layer_shapes(self, spec: SubnetSpec) -> list[LayerShape]:

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nasq import data as data_mod
-from nasq.experiment import Experiment
-from nasq.export.bundle import ExportResult
+from nasq.experiment import Experiment, remove_own_folder
+from nasq.export.bundle import HASHED_FILES, MANIFEST_JSON, ExportResult
 from nasq.export.checks import calibrated_subnet, export_checked
 from nasq.search.pareto import Front
 from nasq.stages.runs import FinishedRun
@@ -36,8 +35,7 @@ def run(exp: Experiment, upstream: ExportUpstream, workdir: Path) -> ExportResul
     point = front.points[i]
     model = calibrated_subnet(upstream.net, point.spec, upstream.splits.train_x, exp.config.evaluate)
     out = workdir / EXPORT_DIR
-    if out.exists():
-        shutil.rmtree(out)
+    remove_own_folder(out, (*HASHED_FILES, MANIFEST_JSON))  # a previous run's bundle, nothing else
     result, _ = export_checked(model, spec=point.spec, space=exp.space, out=out, splits=upstream.splits,
                                ecfg=exp.config.evaluate, predicted=point.predicted,
                                measured={**point.measured, "point": float(i)}, lineage=exp.lineage(),

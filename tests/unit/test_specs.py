@@ -75,3 +75,29 @@ def test_constraint_needs_one_bound(tmp_path):
     p = _write(tmp_path, "e.yaml", {"constraints": [{"metric": "size_mb"}]})
     with pytest.raises(ConfigError, match=r"constraints\[0\]"):
         load_model(ExperimentConfig, p)
+
+
+# ---------------------------------------------------------------- hostile input (see test_hostile_input.py)
+def test_every_schema_refuses_nan_and_inf():
+    from nasq.specs import Frozen
+
+    assert Frozen.model_config["allow_inf_nan"] is False
+    with pytest.raises(ValidationError):
+        ExperimentConfig.model_validate({"train": {"epochs": float("nan")}})
+
+
+def test_error_locations_and_values_are_cut_short(tmp_path):
+    p = _write(tmp_path, "e.yaml", {"train": {"k" * 500 + "\n": 1}, "name": "demo"})
+    with pytest.raises(ConfigError) as e:
+        load_model(ExperimentConfig, p)
+    msg = str(e.value)
+    assert "\n" not in msg and len(msg) < 200 and msg.endswith("unknown key")
+
+
+def test_our_validators_name_the_value_once(tmp_path):
+    d = yaml.safe_load((Path(__file__).resolve().parents[2] / "search_spaces" / "mbconv_small.yaml").read_text())
+    d["stages"][1]["kernel"] = [3, 4]
+    p = _write(tmp_path, "s.yaml", d)
+    with pytest.raises(ConfigError) as e:
+        SearchSpace.from_yaml(p)
+    assert str(e.value).endswith("stages[1].kernel: choices must be odd and positive, got 4")
