@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
-from nasq.files import atomic_write_json, atomic_write_text
+from nasq.errors import ConfigError
+from nasq.files import atomic_write_json, atomic_write_text, read_json_object
+from nasq.search.state import decode_saved_spec
 from nasq.space import SubnetSpec
+from nasq.specs import validate
 
 # +1: larger is better; -1: smaller is better
 FRONT_JSON = "front.json"
@@ -127,10 +131,26 @@ class Front:
                             "predicted": p.predicted, "measured": p.measured} for p in self.points]}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Front:
-        pts = [FrontPoint(SubnetSpec.from_dict(p["spec"]), list(p["genome"]), dict(p["predicted"]),
-                          dict(p.get("measured", {}))) for p in data["points"]]
-        return cls(tuple(data["objectives"]), pts, dict(data.get("lineage", {})))
+    def from_dict(cls, data: Any, source: str = "front") -> Front:
+        """A front as :meth:`to_dict` writes it; anything else is one ConfigError naming ``source``:
+        the shape, an unknown objective, a value that is not finite (a predicted one may be NaN: not
+        predicted), a measured top1 outside [0, 100], a spec that does not decode."""
+        saved = validate(_FrontFile, data, source)
+        unknown = [o for o in saved.objectives if o not in DIRECTION]
+        if unknown:
+            raise ConfigError(source, "objectives", f"unknown objective {unknown[0][:40]!r} (known: {', '.join(DIRECTION)})")
+        points = []
+        for i, p in enumerate(saved.points):
+            where = f"points[{i}]"
+            try:
+                spec = decode_saved_spec(p.spec)
+            except ValueError as e:
+                raise ConfigError(source, f"{where}.spec", str(e)) from None
+            if p.key is not None and spec.key() != p.key:
+                raise ConfigError(source, f"{where}.key", f"{p.key[:40]!r} is not the key of its spec ({spec.key()[:40]!r})")
+            _check_values(p, saved.objectives, source, where)
+            points.append(FrontPoint(spec, list(p.genome), dict(p.predicted), dict(p.measured)))
+        return cls(tuple(saved.objectives), points, dict(saved.lineage))
 
     def to_csv(self) -> str:
         rows = self.rows()
@@ -148,4 +168,34 @@ class Front:
 
     @classmethod
     def load(cls, path: Any) -> Front:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """The front in ``path`` (``front.json``); a file that is not one is a one-line ConfigError."""
+        return cls.from_dict(read_json_object(path), str(path))
+
+
+class _PointFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    spec: dict[str, Any]
+    key: str | None = None  # written since the key was added; checked when present
+    genome: list[int]
+    predicted: dict[str, float]
+    measured: dict[str, float] = {}
+
+
+class _FrontFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    objectives: list[str] = Field(min_length=1)
+    lineage: dict[str, Any] = {}
+    points: list[_PointFile]
+
+
+def _check_values(p: _PointFile, objectives: list[str], source: str, where: str) -> None:
+    for part, values in (("predicted", p.predicted), ("measured", p.measured)):
+        for name, v in values.items():
+            if not (math.isfinite(v) or (math.isnan(v) and part == "predicted")):  # NaN: not predicted
+                raise ConfigError(source, f"{where}.{part}.{name}", f"must be a finite number, got {v!r}")
+    top1 = p.measured.get("top1")
+    if top1 is not None and not 0.0 <= top1 <= 100.0:
+        raise ConfigError(source, f"{where}.measured.top1", f"must be a top-1 in [0, 100], got {top1!r}")
+    for o in objectives:
+        if not math.isfinite(p.measured.get(o, p.predicted.get(o, math.nan))):
+            raise ConfigError(source, where, f"no measured or predicted value for objective {o!r}")

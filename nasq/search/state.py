@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
-from nasq.errors import NasqError
-from nasq.files import atomic_write_json, read_json
-from nasq.space import SubnetSpec
+from nasq.errors import ConfigError, NasqError
+from nasq.files import atomic_write_json, read_json_object
+from nasq.space import SearchSpace, SubnetSpec
+from nasq.specs import validate
 
 STATE_FORMAT = "nasq.search_state/1"
 STATE_FILE = "search_state.json"
@@ -74,21 +76,73 @@ class SearchState:
         atomic_write_json(Path(folder) / STATE_FILE, self.to_dict())
 
     @classmethod
-    def load(cls, folder: Path, fingerprint: str) -> SearchState:
-        """Refuses a checkpoint written by a search with other settings (``fingerprint``)."""
+    def load(cls, folder: Path, fingerprint: str, space: SearchSpace | None = None) -> SearchState:
+        """Refuses a checkpoint written by a search with other settings (``fingerprint``), and in
+        one line naming the file anything in it that is not a search checkpoint: its shape, a top1
+        that is not a number in [0, 100] (or null: failed), a spec that does not decode (or, given
+        ``space``, is not a subnet of it)."""
         path = Path(folder) / STATE_FILE
         if not path.is_file():
             raise NasqError(f"{path}: no search checkpoint to resume from")
-        data = read_json(path)
+        data = read_json_object(path)
         if data.get("format") != STATE_FORMAT:
-            raise NasqError(f"{path}: not a nasq search checkpoint (format {data.get('format')!r})")
-        if data["fingerprint"] != fingerprint:
+            raise ConfigError(str(path), "format", f"not a nasq search checkpoint (format {str(data.get('format'))[:40]!r}, "
+                              f"expected {STATE_FORMAT!r})")
+        saved = validate(_StateFile, data, str(path))
+        if saved.fingerprint != fingerprint:
             raise NasqError(f"{path}: written by a search with other settings (strategy, seed, budget, space "
                             f"or objectives differ); start a new search instead of --resume")
-        state = cls(data["strategy"], int(data["seed"]), int(data["iteration"]), fingerprint=fingerprint,
-                    history=list(data["history"]))
-        for e in data["evaluations"]:
-            spec = SubnetSpec.from_dict(e["spec"])
-            state.add([spec], np.array([math.nan if e["top1"] is None else e["top1"]]),
-                      None if e["predicted"] is None else [e["predicted"]])
+        state = cls(saved.strategy, saved.seed, saved.iteration, fingerprint=fingerprint, history=saved.history)
+        for i, e in enumerate(saved.evaluations):
+            spec = _decode(e, space, str(path), f"evaluations[{i}]")
+            if e.key in state.top1:
+                raise ConfigError(str(path), f"evaluations[{i}].key", f"{e.key[:40]!r} appears twice")
+            state.add([spec], np.array([math.nan if e.top1 is None else e.top1]),
+                      None if e.predicted is None else [e.predicted])
         return state
+
+
+class _Evaluation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    key: str
+    spec: dict[str, Any]
+    top1: float | None = Field(ge=0.0, le=100.0, allow_inf_nan=False)  # null: the evaluation failed
+    predicted: dict[str, float] | None = None
+
+
+class _StateFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: str
+    strategy: str
+    seed: int
+    iteration: int = Field(ge=0)
+    fingerprint: str
+    rng: dict[str, Any]
+    evaluations: list[_Evaluation]
+    history: list[dict[str, Any]]
+
+
+def _decode(e: _Evaluation, space: SearchSpace | None, source: str, where: str) -> SubnetSpec:
+    try:
+        spec = decode_saved_spec(e.spec, space)
+    except ValueError as err:
+        raise ConfigError(source, f"{where}.spec", str(err)) from None
+    if spec.key() != e.key:
+        raise ConfigError(source, f"{where}.key", f"{e.key[:40]!r} is not the key of its spec ({spec.key()[:40]!r})")
+    return spec
+
+
+def decode_saved_spec(data: Any, space: SearchSpace | None = None) -> SubnetSpec:
+    """A spec as a state file, ledger or front stores it (``SubnetSpec.to_dict``); given ``space``,
+    one of its subnets in canonical form. Anything else is a ValueError with a one-line message."""
+    try:
+        spec = SubnetSpec.from_dict(data)
+        key = spec.key()
+        hash(spec)
+        if space is not None and space.decode(space.encode(spec)).key() != key:
+            raise ValueError(f"not in canonical form for space {space.name!r}")
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        detail = " ".join(str(e).split())[:120]
+        raise ValueError(f"does not decode{'' if space is None else ' in space ' + repr(space.name)} "
+                         f"({type(e).__name__}: {detail})") from None
+    return spec

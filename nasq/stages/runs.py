@@ -23,6 +23,7 @@ from nasq.errors import ConfigError, NasqError
 from nasq.experiment import load_experiment
 from nasq.files import read_json_object
 from nasq.search.pareto import FRONT_JSON, Front
+from nasq.search.state import decode_saved_spec
 from nasq.space import SearchSpace
 from nasq.specs import ExperimentConfig, SpaceConfig, validate
 from nasq.stages.track import RUN_RECORD, TRACKING_JSON, run_record
@@ -83,7 +84,7 @@ def _from_folder(folder: Path, name: str, experiment: Path | None) -> FinishedRu
             raise ConfigError(str(folder), needed, "file not found: not a finished nasq run folder")
     record = _record(folder, experiment)
     tracked = read_json_object(folder / TRACKING_JSON) if (folder / TRACKING_JSON).is_file() else {}
-    return FinishedRun(folder, record, _front(folder), name, tracked.get("uri"), tracked.get("run_id"))
+    return _checked(FinishedRun(folder, record, _front(folder), name, tracked.get("uri"), tracked.get("run_id")))
 
 
 def _record(folder: Path, experiment: Path | None) -> dict[str, Any]:
@@ -110,11 +111,20 @@ def _from_mlflow(run_id: str, uri: str, dest: Path) -> FinishedRun:
         raise NasqError(f"MLflow run {parent}: no nasq.supernet_run_id tag (logged before nasq recorded it)")
     tracking.download(uri, parent, [FRONT_JSON, RUN_RECORD], dest)
     tracking.download(uri, supernet_run, [checkpoint.WEIGHTS], dest)
-    return FinishedRun(dest, read_json_object(dest / RUN_RECORD), _front(dest), run_id, uri, parent, point)
+    return _checked(FinishedRun(dest, read_json_object(dest / RUN_RECORD), _front(dest), run_id, uri, parent, point))
 
 
 def _front(folder: Path) -> Front:
-    try:
-        return Front.from_dict(read_json_object(folder / FRONT_JSON))
-    except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(str(folder / FRONT_JSON), "points", f"not a nasq front ({e})") from e
+    return Front.load(folder / FRONT_JSON)  # anything wrong with it: one ConfigError naming it
+
+
+def _checked(run: FinishedRun) -> FinishedRun:
+    """``run``, once every point of its front is a subnet of the run's space (when it records one)."""
+    if run.record:
+        space = run.space()
+        for i, point in enumerate(run.front.points):
+            try:
+                decode_saved_spec(point.spec.to_dict(), space)
+            except ValueError as e:
+                raise ConfigError(str(run.folder / FRONT_JSON), f"points[{i}].spec", str(e)) from None
+    return run

@@ -17,6 +17,7 @@ from nasq.predict.fit import AccuracyPredictor
 from nasq.search.ledger import Ledger
 from nasq.search.loop import SearchOutcome, run_search
 from nasq.search.protocols import CostScorer
+from nasq.search.state import STATE_FILE, SearchState
 from nasq.search.strategy import SearchTask
 from nasq.space import SubnetSpec
 from nasq.stages.evaluate import Samples
@@ -60,7 +61,17 @@ def run(exp: Experiment, upstream: SearchUpstream, workdir: Path, rep: Reporter 
     search_task = task(exp, upstream.predictor, upstream.samples.specs)
     if cfg.strategy.startswith("optuna") and upstream.tune_evaluate is not None:
         return run_tune_search(search_task, upstream.ledger, upstream.tune_evaluate, workdir / TUNE_DIR, resume=resume)
+    if resume:
+        check_resumable(exp, search_task, upstream.ledger, workdir)
     return run_search(search_task, upstream.ledger, checkpoint_dir=workdir, resume=resume, progress=say)
+
+
+def check_resumable(exp: Experiment, search_task: SearchTask, ledger: Ledger, workdir: Path) -> None:
+    """Before a resumed search's measurements reach the (shared) ledger: its checkpoint must be
+    whole, made with these settings, hold top1 values in [0, 100] and subnets of this space, and
+    belong to this ledger's supernet and evaluation settings; else one line and nothing written."""
+    state = SearchState.load(workdir, search_task.fingerprint(), exp.space)
+    ledger.check_resumed(state.top1, str(workdir / STATE_FILE))
 
 
 def evaluation_matrix(ledger: Ledger, keys: list[str], cost: CostScorer) -> np.ndarray:

@@ -3,7 +3,6 @@ training config in the workdir is reused; an interrupted training resumes from i
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,11 +11,16 @@ import numpy as np
 import torch
 
 from nasq import data as data_mod
-from nasq.experiment import Experiment
+from nasq.experiment import Experiment, remove_own_folder
 from nasq.stages.progress import Reporter
 from nasq.supernet import checkpoint
 from nasq.supernet.network import Supernet
-from nasq.supernet.train import checkpoint_finished, train_supernet
+from nasq.supernet.train import (
+    CHECKPOINT_STATE,
+    CHECKPOINT_WEIGHTS,
+    checkpoint_finished,
+    train_supernet,
+)
 
 CHECKPOINT_DIR = "checkpoint"  # the training checkpoint, removed once a training has finished
 
@@ -39,18 +43,20 @@ def run(exp: Experiment, splits: data_mod.Splits, workdir: Path, rep: Reporter |
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     net = Supernet(exp.space)
-    record = None if fresh else checkpoint.finished_record(workdir, fingerprint(exp))
-    if record is not None:
-        try:
-            checkpoint.load_state(net, workdir / checkpoint.WEIGHTS)
+    try:
+        record = None if fresh else checkpoint.load_finished(net, workdir, fingerprint(exp))
+        if record is not None:
             rep.say(f"      reusing the finished supernet in {workdir} (same space, data and training config)")
             return TrainedSupernet(net, {**record["result"], "reused": 1.0})
-        except checkpoint.SupernetMismatch:  # saved by another version of the supernet code
-            rep.say(f"      [yellow]the supernet in {workdir} does not fit this code version: training again[/]")
-            fresh = True
+    except checkpoint.SupernetMismatch:  # saved by another version of the supernet code
+        rep.say(f"      [yellow]the supernet in {workdir} does not fit this code version: training again[/]")
+        fresh = True
+    except checkpoint.TornPair:  # its saving was cut short: not a finished supernet
+        rep.say(f"      [yellow]the supernet in {workdir} was not saved whole: training again[/]")
+        fresh = True
     ckpt = workdir / CHECKPOINT_DIR
     if ckpt.exists() and (fresh or checkpoint_finished(ckpt)):
-        shutil.rmtree(ckpt)  # a finished run's checkpoint is nothing to resume
+        remove_own_folder(ckpt, (CHECKPOINT_WEIGHTS, CHECKPOINT_STATE))  # a finished run's checkpoint is nothing to resume
     with rep.bar("training", 1) as bar:
         res = train_supernet(net, exp.space, splits.train_x, splits.train_y, cfg,
                              progress=lambda s, n, loss: bar(s / n, info=f"step {s}/{n} loss {loss:.3f}"),

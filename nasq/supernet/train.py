@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from nasq.errors import LineageError
+from nasq.files import atomic_write_bytes, atomic_write_text
 from nasq.space import SearchSpace, SubnetSpec
 from nasq.specs import TrainConfig
 from nasq.supernet.network import Supernet
@@ -175,8 +175,9 @@ def save_checkpoint(net: Supernet, opt: torch.optim.Optimizer, folder: Path, cfg
                     space: SearchSpace, step: int, total: int, losses: list[float]) -> None:
     """Weights, batch-norm statistics and the optimizer's state (momentum; AdamW moments and
     step) as safetensors; step and loss curve
-    as JSON. Both are written to temporary names and renamed, the JSON last."""
-    from safetensors.torch import save_file  # lazy: training must import with torch and numpy alone
+    as JSON. Both are written to temporary names of their own (two trainings never share one)
+    and renamed, the JSON last."""
+    from safetensors.torch import save  # lazy: training must import with torch and numpy alone
 
     folder.mkdir(parents=True, exist_ok=True)
     names = {id(p): n for n, p in net.named_parameters()}
@@ -185,13 +186,9 @@ def save_checkpoint(net: Supernet, opt: torch.optim.Optimizer, folder: Path, cfg
         for key, value in st.items():
             if isinstance(value, torch.Tensor):
                 tensors[f"opt.{key}.{names[id(p)]}"] = value.detach().cpu().contiguous().reshape(value.shape)
-    tmp = folder / (CHECKPOINT_WEIGHTS + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, folder / CHECKPOINT_WEIGHTS)
+    atomic_write_bytes(folder / CHECKPOINT_WEIGHTS, save(tensors))
     state = {"step": step, "total_steps": total, "losses": losses, **_fingerprint(cfg, space)}
-    tmp_json = folder / (CHECKPOINT_STATE + ".tmp")
-    tmp_json.write_text(json.dumps(state))
-    os.replace(tmp_json, folder / CHECKPOINT_STATE)
+    atomic_write_text(folder / CHECKPOINT_STATE, json.dumps(state))
 
 
 def load_checkpoint(net: Supernet, opt: torch.optim.Optimizer, folder: Path, cfg: TrainConfig,
