@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,30 +11,44 @@ from typing import Annotated
 import typer
 
 from nasq.cli.app import ExperimentArg, app, fail
-from nasq.errors import NasqError
+from nasq.errors import ConfigError, NasqError
 
 
 @app.command()
 def run(experiment: ExperimentArg = None,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary.")] = False) -> None:
-    """Run the whole pipeline: train, evaluate, fit predictors, search, track, export."""
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary.")] = False,
+        tracking_wait: Annotated[float, typer.Option(
+            "--tracking-wait", min=0, max=3600, envvar="NASQ_TRACKING_WAIT_S",
+            help="Seconds to wait at start for an MLflow tracking server that does not answer; "
+                 "then one-line error, exit 2, nothing written.")] = 10.0) -> None:
+    """Run the whole pipeline: train, evaluate, fit predictors, search, track, export — all under one
+    MLflow parent run, ended FINISHED or FAILED (SIGTERM exits 143, SIGINT 130)."""
     from rich.console import Console
 
+    from nasq.cli import options
     from nasq.experiment import load_experiment
 
     try:
+        if not math.isfinite(tracking_wait):
+            raise ConfigError("command line", "--tracking-wait", f"must be a number of seconds, got {tracking_wait}")
         exp = load_experiment(experiment)
+        options.out_dir(exp.workdir, "workdir", empty=False, source=exp.source)  # writable, before any work
     except NasqError as e:
         fail(e)
     console = Console(width=None if sys.stdout.isatty() else 150)
     console.print(f"[bold]nasq[/] experiment [bold]{exp.config.name}[/] from {exp.source} -> {exp.workdir}")
     try:
         from nasq.cli.report import print_summary
-        from nasq.stages.pipeline import run_pipeline
-
-        result = run_pipeline(exp, None if quiet else console)
+        from nasq.stages.pipeline import Interrupted, run_pipeline
+    except NasqError as e:  # a missing dependency
+        fail(e)
+    try:
+        result = run_pipeline(exp, None if quiet else console, tracking_wait_s=tracking_wait)
     except NasqError as e:
         fail(e)
+    except Interrupted as e:
+        typer.echo(f"nasq: stopped by {e.name}", err=True)
+        raise typer.Exit(e.exit_code) from None
     print_summary(result, console)
 
 
@@ -46,10 +61,12 @@ def train(experiment: ExperimentArg = None,
     `nasq run` then reuses it instead of training again."""
     from rich.console import Console
 
+    from nasq.cli import options
     from nasq.experiment import load_experiment
 
     try:
         exp = load_experiment(experiment)
+        options.out_dir(exp.workdir, "workdir", empty=False, source=exp.source)  # writable, before any work
     except NasqError as e:
         fail(e)
     console = Console(width=None if sys.stdout.isatty() else 150)
@@ -111,9 +128,18 @@ def profile_measure(
                                              "predictor's correction (onnxruntime only; 0 skips it).")] = 100,
 ) -> None:
     """Time every distinct layer of a space; write profile.yaml, latency.csv, latency_model.json."""
+    from nasq.cli import options
     from nasq.profiling.measure import profile_measure as measure
 
     try:
+        options.name(out.name, "--out")  # the folder's name is the profile's name
+        options.out_dir(out, "--out", empty=False)
+        options.name(backend, "--backend")
+        options.catalog_ref(space, "--space")
+        for option, value, high in (("--threads", threads, 4096), ("--repeats", repeats, 100_000),
+                                    ("--warmup", warmup, 100_000), ("--rounds", rounds, 1_000),
+                                    ("--fit-subnets", fit_subnets, 100_000)):
+            options.count(value, option, 0, high)
         measure(space, backend, out, threads=threads, repeats=repeats, warmup=warmup, rounds=rounds,
                 fit_subnets=fit_subnets)
     except NasqError as e:

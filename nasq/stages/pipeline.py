@@ -3,10 +3,27 @@
 ``nasq.stages`` with one entry, ``run(exp, upstream, workdir) -> artifact``; this module composes
 them. Each stage writes its artifact into the experiment's working folder
 (:mod:`nasq.stages.artifacts` names every file), stamped with lineage hashes.
+
+:func:`run_pipeline` (``nasq run``) is one MLflow parent run from its start
+(:mod:`nasq.tracking.lifecycle`): opened before anything is written (an unreachable tracking server
+is a one-line error after at most ``tracking_wait_s`` seconds, with no workdir created), a nested
+run per stage created as the stage starts, ended FINISHED, or FAILED with the one-line reason as the
+tag ``nasq.error``. SIGTERM (what ``nasq jobs stop`` sends) and SIGINT raise :class:`Interrupted` in
+the main thread for the duration, so the runs end FAILED (reason ``SIGTERM``/``SIGINT``) even when
+the signal lands inside a tracking call. If the tracking server goes away mid-run the run fails
+cleanly: a one-line error naming the server, the files made so far stay in the workdir, and a
+rerun reuses the trained supernet and the cached evaluations. ``nasq train`` and ``nasq search``
+(:func:`run_training`, :func:`evaluate_and_search` alone) log nothing to MLflow.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +32,7 @@ import numpy as np
 
 from nasq import data as data_mod
 from nasq.cluster.tasks import ray_session
+from nasq.errors import NasqError
 from nasq.experiment import Experiment
 from nasq.files import atomic_write_json
 from nasq.predict.fit import FitReport
@@ -22,8 +40,75 @@ from nasq.search.pareto import Front
 from nasq.stages import data, evaluate, export, predict, search, track, train
 from nasq.stages.progress import Reporter
 from nasq.supernet.network import Supernet
+from nasq.tracking.lifecycle import DEFAULT_WAIT_S, TrackedRun, TrackingLost
 
 TIMINGS_JSON = "timings.json"
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+REPEAT_GRACE_S = 2.0
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT arrived during :func:`run_pipeline`; ``str()`` is the signal's name.
+    A KeyboardInterrupt, so code that stops on Ctrl-C stops on it; the CLI exits ``exit_code``."""
+
+    def __init__(self, signum: int):
+        self.signum, self.name = signum, signal.Signals(signum).name
+        super().__init__(self.name)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: 143 for SIGTERM, 130 for SIGINT
+
+
+class SignalGuard:
+    """SIGTERM and SIGINT turned into :class:`Interrupted` in the main thread, once (see
+    :func:`signals_raise`)."""
+
+    def __init__(self, active: bool = True):
+        self.active, self.signum, self.at = active, 0, 0.0  # signum: the first signal, 0 before it
+        self._handler = self._handle  # one bound method, so rearm can recognise it
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if not self.signum:
+            self.signum, self.at = signum, time.monotonic()
+            raise Interrupted(signum)
+        if time.monotonic() - self.at > REPEAT_GRACE_S:  # asked again: stop now
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    def rearm(self) -> None:
+        """(Re)install the handlers: ``ray.init`` replaces SIGTERM's with its own."""
+        for sig in SIGNALS if self.active else ():
+            if signal.getsignal(sig) is not self._handler:
+                signal.signal(sig, self._handler)
+
+    @contextmanager
+    def translate(self) -> Iterator[None]:
+        """A plain KeyboardInterrupt leaving the block after a signal becomes that signal's
+        :class:`Interrupted`: Ray's ``get`` replaces the exception a handler raises with one."""
+        try:
+            yield
+        except KeyboardInterrupt as e:
+            if self.signum and not isinstance(e, Interrupted):
+                raise Interrupted(self.signum) from e
+            raise
+
+
+@contextmanager
+def signals_raise() -> Iterator[SignalGuard]:
+    """For the block, SIGTERM and SIGINT raise :class:`Interrupted` in the main thread (elsewhere:
+    nothing is installed), once. Further signals within :data:`REPEAT_GRACE_S` are ignored, so the
+    cleanup that marks the runs FAILED completes: the same stop often arrives twice (a process-group
+    signal, as ``ray job stop`` and Ctrl-C send, plus the copy the ``nasq`` supervisor forwards). A
+    later one ends the process the default way. The previous handlers are put back after."""
+    guard = SignalGuard(active=threading.current_thread() is threading.main_thread())
+    previous = {sig: signal.getsignal(sig) for sig in SIGNALS} if guard.active else {}
+    guard.rearm()
+    try:
+        yield guard
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
 
 @dataclass
@@ -48,18 +133,36 @@ def _train_header(exp: Experiment) -> str:
     return f"supernet: training once on space '{exp.space.name}' ({exp.space.size():.2e} subnets)"
 
 
-def run_pipeline(exp: Experiment, console: Any = None) -> PipelineResult:
-    cfg = exp.config
-    rep = Reporter(console)
-    workdir = exp.workdir
-    workdir.mkdir(parents=True, exist_ok=True)
+def run_pipeline(exp: Experiment, console: Any = None, tracking_wait_s: float = DEFAULT_WAIT_S) -> PipelineResult:
+    """Every stage under one MLflow parent run (see the module docstring)."""
+    with signals_raise() as guard:
+        try:
+            with track.parent_run(exp, wait_s=tracking_wait_s) as run, guard.translate():
+                return _stages(exp, Reporter(console, on_stage=_stage_hook(run, guard)), run)
+        except TrackingLost as e:
+            raise NasqError(f"{e}; what the finished stages made is in {exp.workdir}: run `nasq run "
+                            f"{exp.source}` again once the server is back (the trained supernet and the "
+                            "evaluations are reused)") from e
+
+
+def _stage_hook(run: TrackedRun, guard: SignalGuard) -> Callable[[str], Any]:
+    @contextmanager
+    def hook(name: str) -> Iterator[None]:
+        guard.rearm()
+        with run.stage(name), guard.translate():
+            yield
+    return hook
+
+
+def _stages(exp: Experiment, rep: Reporter, run: TrackedRun) -> PipelineResult:
+    cfg, workdir = exp.config, exp.workdir
     with rep.stage("data", f"data: {cfg.data.name}"):
         splits = data.run(exp, None, workdir, rep)
     with rep.stage("train", _train_header(exp)):
         trained = train.run(exp, splits, workdir, rep)
     result = evaluate_and_search(exp, trained.net, splits, rep, trained.info)
     with rep.stage("track", "tracking: MLflow"):
-        result.tracking = track.run(exp, result, workdir)
+        result.tracking = track.run(exp, result, workdir, run)
     with rep.stage("export", f"export: the {cfg.export.pick} point"):
         result.export = (export.run(exp, export.ExportUpstream(trained.net, result.front, splits), workdir)
                          if cfg.export.enabled else None)

@@ -4,12 +4,15 @@
 this module imports it at its top, so only code that tracks loads it. Everything goes through an explicit
 ``MlflowClient(tracking_uri=uri)``; the global ``mlflow.set_tracking_uri`` state is never used.
 
-Layout of what :func:`log_search` records::
+Layout of what :func:`log_search` (a parent run of its own) or ``nasq run`` (the parent run of
+:mod:`nasq.tracking.lifecycle`, opened when the command starts, plus :func:`log_results`) records::
 
     experiment <experiment>            tags mlflow.experimentKind, mlflow.sharedViewState.<key>
       run <run_name>                   tags nasq.kind=search, nasq.lineage.*, nasq.<kind>_run_id
         params (a.b.c), metrics, search.* history metrics per step (iteration), artifacts
         front.csv front.json pareto.png pareto.html (+extra)
+        run stage-<name>               (nasq run) one per stage, created as it starts: tags
+                                       nasq.kind=stage, nasq.stage; metric seconds; nasq.error
         run supernet / predictor       nested: params, metrics, their files
         run point-<i>                  tags mlflow.parentRunId, nasq.kind=pareto_point, nasq.key,
                                        nasq.point, nasq.measured, nasq.<kind>_run_id; params
@@ -17,8 +20,8 @@ Layout of what :func:`log_search` records::
                                        (measured where nasq.measured lists it, else predicted)
         run export-<i>                 (nasq export --register) ONNX model + bundle, registered
 
-Runs are never left RUNNING: on any exception the open child and the parent are set FAILED
-before the exception propagates.
+Runs are never left RUNNING while the store answers: on any exception the open child and the parent
+are set FAILED before the exception propagates.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import mlflow
 import mlflow.onnx
 import onnx
 import onnxruntime
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from nasq.errors import NasqError
@@ -135,6 +138,13 @@ def _log_batch(client: Any, run_id: str, params: dict[str, str], metrics: dict[s
 
 def _tags(tags: dict[str, Any]) -> dict[str, str]:
     return {clean_key(k): str(v)[:TAG_VALUE_MAX] for k, v in tags.items()}
+
+
+def set_tags(client: Any, run_id: str, tags: dict[str, Any]) -> None:
+    """Set (or overwrite) tags of a run in as few ``log_batch`` calls as mlflow allows."""
+    items = [RunTag(k, v) for k, v in _tags(tags).items()]
+    for chunk in _chunks(items, PARAMS_PER_BATCH):
+        client.log_batch(run_id, tags=list(chunk))
 
 
 # ---------------------------------------------------------------- experiment
@@ -267,7 +277,9 @@ def log_search(front: Front, *, uri: str, experiment: str, run_name: str, params
                artifact_root: Path | None = None, extra_files: Sequence[Path] = (),
                others: Any = None, modelled: bool = False, history: Sequence[dict[str, Any]] = (),
                components: Sequence[Component] = ()) -> TrackingResult:
-    """Log a search and its front (see the module docstring); returns the ids of what was made.
+    """Log a search and its front in a new parent run, then end it FINISHED (see the module
+    docstring); returns the ids of what was made. ``nasq run`` instead opens its parent run when it
+    starts (:mod:`nasq.tracking.lifecycle`) and logs into it with :func:`log_results`.
 
     ``artifacts_dir``: where front.csv/front.json/pareto.png/pareto.html are written (and kept)
     before being logged; a temporary folder when None. ``artifact_root``: artifact location of a
@@ -278,27 +290,48 @@ def log_search(front: Front, *, uri: str, experiment: str, run_name: str, params
     """
     client = _client(uri)
     exp_id = get_or_create_experiment(client, experiment, artifact_root)
+    parent = client.create_run(exp_id, run_name=run_name, tags=_tags({**tags, "nasq.kind": "search"}))
+    parent_id = parent.info.run_id
+    try:
+        _log_batch(client, parent_id, flatten_params(params), {})
+        result = log_results(client, exp_id, parent_id, front, run_name=run_name, metrics=metrics, tags=tags,
+                             artifacts_dir=artifacts_dir, extra_files=extra_files, others=others,
+                             modelled=modelled, history=history, components=components)
+        client.set_terminated(parent_id, status="FINISHED")
+    except BaseException:
+        _abort(client, [parent_id])
+        raise
+    return result
+
+
+def log_results(client: Any, exp_id: str, parent_id: str, front: Front, *, run_name: str,
+                metrics: dict[str, float], tags: dict[str, str], artifacts_dir: Path | None = None,
+                extra_files: Sequence[Path] = (), others: Any = None, modelled: bool = False,
+                history: Sequence[dict[str, Any]] = (), components: Sequence[Component] = ()) -> TrackingResult:
+    """Log a search's results into the open parent run ``parent_id``: tags, metrics, history,
+    the nested component and point runs, artifacts and the saved chart view (arguments as
+    :func:`log_search`). Leaves the parent RUNNING: its owner ends it. On any exception the nested
+    run being logged is set FAILED before the exception propagates."""
+    uri = client.tracking_uri
     run_tags = {f"nasq.lineage.{k}": v for k, v in front.lineage.items()}
     run_tags.update(tags)
     run_tags["nasq.kind"] = "search"
-    parent = client.create_run(exp_id, run_name=run_name, tags=_tags(run_tags))
-    parent_id, opened, children = parent.info.run_id, [parent.info.run_id], []
+    opened: list[str] = []
+    children: list[str] = []
     try:
-        _log_batch(client, parent_id, flatten_params(params), metrics)
+        set_tags(client, parent_id, run_tags)
+        _log_batch(client, parent_id, {}, metrics)
         _log_history(client, parent_id, history)
         lineage = {f"nasq.{c.kind}_run_id": _log_component(client, exp_id, parent_id, c, opened)
                    for c in components}
-        for key, value in lineage.items():
-            client.set_tag(parent_id, key, value)
+        set_tags(client, parent_id, lineage)
         for i, point in enumerate(front.points):
             children.append(_log_point(client, exp_id, parent_id, i, point, opened, lineage))
         _log_artifacts(client, parent_id, front, run_name, artifacts_dir, extra_files, others, modelled)
         key = _save_view(client, exp_id, parent_id, front, run_name)
-        client.set_terminated(parent_id, status="FINISHED")
     except BaseException:
         _abort(client, reversed(opened))
         raise
-
     return TrackingResult(parent_id, exp_id, uri, children, ui_command(uri),
                           view_url(ui_base(uri), exp_id, key) if key else "", lineage)
 

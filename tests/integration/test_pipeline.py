@@ -70,6 +70,13 @@ def test_mlflow_runs(ray_result):
     assert children[0].data.tags["nasq.supernet_run_id"] == parent.data.tags["nasq.supernet_run_id"]
     names = {a.path for a in client.list_artifacts(t.run_id)}
     assert {"front.csv", "front.json", "pareto.png", "pareto.html", "experiment.json"} <= names
+    # one parent run for the whole pipeline: a nested run per stage, each FINISHED, export included
+    stages = client.search_runs([t.experiment_id], f"tags.mlflow.parentRunId = '{t.run_id}' and "
+                                "tags.`nasq.kind` = 'stage'")
+    assert sorted(r.data.tags["nasq.stage"] for r in stages) == sorted(
+        ["data", "train", "evaluate", "predict", "search", "track", "export"])
+    assert all(r.info.status == "FINISHED" and r.data.metrics["seconds"] >= 0 for r in stages)
+    assert parent.data.params["experiment.name"] == "tiny" and "nasq.error" not in parent.data.tags
 
 
 @pytest.mark.ray

@@ -1,5 +1,6 @@
 """stages.track.run: history rows become step metrics, the run folder records experiment.json
-and tracking.json, nested supernet/predictor runs carry their files (hand-made result, no search)."""
+and tracking.json, nested supernet/predictor runs carry their files (hand-made result, no search);
+under `nasq run` it logs into the parent run opened at the start (track.parent_run)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,9 @@ class _Fit:
         return {f"{prefix}kendall_tau": 0.61}
 
 
-def test_track_stage_logs_history_and_records(tmp_path: Path) -> None:
-    from mlflow.tracking import MlflowClient
-
+def _experiment_and_result(tmp_path: Path):
     from nasq.experiment import load_experiment
     from nasq.search.pareto import Front, FrontPoint
-    from nasq.stages import track
 
     exp_file = tmp_path / "e.yaml"
     exp_file.write_text(yaml.safe_dump({"name": "hist", "data": {"name": "digits"}, "hardware": ["cpu_roofline"],
@@ -40,6 +38,16 @@ def test_track_stage_logs_history_and_records(tmp_path: Path) -> None:
     result = SimpleNamespace(front=Front(exp.config.objectives, points, exp.lineage()), fit_report=_Fit(),
                              evaluated=12, timings={"train": 1.0}, train_info={"steps": 3.0}, evaluations=None,
                              history=history)
+    return exp, result
+
+
+def test_track_stage_logs_history_and_records(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from nasq.stages import track
+
+    exp, result = _experiment_and_result(tmp_path)
+    workdir = exp.workdir
     tracked = track.run(exp, result, workdir)
 
     client = MlflowClient(tracking_uri=tracked.uri)
@@ -55,3 +63,27 @@ def test_track_stage_logs_history_and_records(tmp_path: Path) -> None:
     assert pred.data.metrics == {"kendall_tau": 0.61}
     assert {"experiment.json", "pareto.html"} <= {a.path for a in client.list_artifacts(tracked.run_id)}
     assert tracked.view_url.endswith("&compareRunsMode=CHART")
+
+
+def test_track_stage_logs_into_the_run_opened_at_start(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from nasq.stages import track
+
+    exp, result = _experiment_and_result(tmp_path)
+    with track.parent_run(exp) as run:
+        client = MlflowClient(tracking_uri=run.uri)
+        started = client.get_run(run.run_id)
+        assert started.info.status == "RUNNING" and started.data.params["experiment.name"] == "hist"
+        assert started.data.tags["nasq.space_hash"] == exp.space.hash and started.data.tags["nasq.kind"] == "search"
+        with run.stage("track"):
+            tracked = track.run(exp, result, exp.workdir, run)
+        assert client.get_run(run.run_id).info.status == "RUNNING"  # the pipeline ends it, not the stage
+    assert tracked.run_id == run.run_id and tracked.uri == track.uri_of(exp)
+    parent = client.get_run(run.run_id)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["front.size"] == 2.0
+    assert len(client.get_metric_history(run.run_id, "search.hypervolume")) == 3
+    assert json.loads((exp.workdir / "tracking.json").read_text())["run_id"] == run.run_id
+    assert {"experiment.json", "front.json"} <= {a.path for a in client.list_artifacts(run.run_id)}
+    runs = client.search_runs([run.experiment_id], f"tags.mlflow.parentRunId = '{run.run_id}'")
+    assert sorted(r.info.run_name for r in runs) == ["point-0", "point-1", "predictor", "stage-track", "supernet"]

@@ -297,3 +297,96 @@ def test_unreachable_server_is_one_line() -> None:
     with pytest.raises(NasqError, match="unreachable") as info:
         check_reachable("http://127.0.0.1:9", timeout_s=2)
     assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------- run lifecycle (nasq.tracking.lifecycle)
+def test_tracked_run_stages_results_and_failure(store: dict) -> None:
+    """A finished run takes the results; a failed one ends itself, its stage and every nested run
+    still RUNNING FAILED, with the one-line reason as ``nasq.error``."""
+    from nasq.errors import NasqError
+    from nasq.tracking.lifecycle import ERROR_TAG, TrackingLost, tracked_run
+
+    with tracked_run(store["uri"], "life", "ok", tags={}, params={"p": 1}, artifact_root=store["artifact_root"]) as ok:
+        with ok.stage("track"):
+            res = ok.log_results(make_front(3), metrics={"hypervolume": 0.5}, tags={"nasq.experiment": "x"})
+        assert ok.status == "RUNNING"
+    with pytest.raises(NasqError, match="injected"):
+        with tracked_run(store["uri"], "life", "r1", tags={"nasq.space": "mbconv_small"},
+                         params={"train": {"epochs": 1}}) as run:
+            with run.stage("data"):
+                pass
+            # a nested run left RUNNING, e.g. one whose creation a signal cut short
+            orphan = run.client.create_run(run.experiment_id, run_name="orphan",
+                                           tags={"mlflow.parentRunId": run.run_id})
+            with run.stage("train"):
+                raise NasqError("train.lr: injected\n   failure")
+    with pytest.raises(NasqError, match="failed while logging a changed param") as refused:
+        with tracked_run(store["uri"], "life", "r2", tags={}, params={"p": 1}) as bad:
+            with bad.calls("logging a changed param"):  # mlflow refuses to change a param
+                bad.client.log_param(bad.run_id, "p", "2")
+    assert not isinstance(refused.value, TrackingLost)  # the store answers: not a lost server
+
+    c = client(store["uri"])
+    parent = c.get_run(ok.run_id)
+    assert res.run_id == ok.run_id and parent.info.status == "FINISHED" and ERROR_TAG not in parent.data.tags
+    assert parent.data.metrics == {"hypervolume": 0.5} and parent.data.tags["nasq.experiment"] == "x"
+    assert parent.data.tags["nasq.lineage.profile"] == "cpu_roofline" and parent.data.params == {"p": "1"}
+    kids = children_of(c, ok.experiment_id, ok.run_id)
+    assert sorted(k.data.tags["nasq.kind"] for k in kids) == ["pareto_point"] * 3 + ["stage"]
+    assert all(k.info.status == "FINISHED" for k in kids)
+
+    runs = {r.info.run_name: r for r in children_of(c, run.experiment_id, run.run_id)}
+    assert set(runs) == {"stage-data", "stage-train", "orphan"}
+    parent = c.get_run(run.run_id)
+    assert parent.info.status == "FAILED" and parent.data.tags[ERROR_TAG] == "train.lr: injected failure"
+    assert parent.data.tags["nasq.kind"] == "search" and parent.data.params == {"train.epochs": "1"}
+    for name in ("stage-train", "orphan"):
+        assert runs[name].info.status == "FAILED" and runs[name].data.tags[ERROR_TAG] == "train.lr: injected failure"
+    assert runs["orphan"].info.run_id == orphan.info.run_id
+    done = runs["stage-data"]
+    assert done.info.status == "FINISHED" and "seconds" in done.data.metrics and ERROR_TAG not in done.data.tags
+    assert done.data.tags["nasq.kind"] == "stage" and done.data.tags["nasq.stage"] == "data"
+    refused_run = c.get_run(bad.run_id)
+    assert refused_run.info.status == "FAILED" and "logging a changed param" in refused_run.data.tags[ERROR_TAG]
+
+
+def test_http_limits_and_one_line(monkeypatch) -> None:
+    import os
+
+    from mlflow.environment_variables import (
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+        MLFLOW_HTTP_REQUEST_TIMEOUT,
+    )
+
+    from nasq.errors import NasqError
+    from nasq.tracking.lifecycle import http_limits, one_line
+
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")  # set by the user: kept
+    with http_limits():
+        assert MLFLOW_HTTP_REQUEST_MAX_RETRIES.get() == 2 and MLFLOW_HTTP_REQUEST_TIMEOUT.get() == 7
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ and os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
+    assert one_line(NasqError("a.yaml: x:\n  bad")) == "a.yaml: x: bad"
+    assert one_line(ValueError("no")) == "ValueError: no"
+    assert one_line(KeyboardInterrupt()) == "KeyboardInterrupt"
+    assert len(one_line(RuntimeError("x" * 2000))) == 500
+
+
+def test_server_down_at_start_waits_a_bounded_time(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    from nasq.errors import NasqError
+    from nasq.tracking.lifecycle import tracked_run, wait_until_reachable
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{s.getsockname()[1]}"  # closed once the block ends
+    wait_until_reachable("sqlite:///" + str(tmp_path / "x.db"), 60)  # a local store: no wait
+    t0 = time.monotonic()
+    with pytest.raises(NasqError) as info:
+        with tracked_run(uri, "e", "r", tags={}, params={}, wait_s=1):
+            pytest.fail("the block ran without a server")
+    assert 1 <= time.monotonic() - t0 < 5
+    assert str(info.value).startswith(f"MLflow tracking server {uri} did not answer within 1 s (")
+    assert "\n" not in str(info.value)
