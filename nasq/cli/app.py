@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, NoReturn, Optional
 
 import typer
+from typer.exceptions import TyperException
 
 from nasq.errors import NasqError
 
@@ -41,7 +42,17 @@ def main() -> None:
     if wanted(sys.argv[1:]):  # run/search: watched from outside, see nasq.cli.supervise
         sys.exit(supervise(sys.argv[1:]))
     try:
-        app()
+        code = app(standalone_mode=False, prog_name="nasq")
     except NasqError as e:  # anything that slipped past a command's own handling
         typer.echo(f"nasq: error: {e}", err=True)
         sys.exit(2)
+    except typer.Abort:
+        typer.echo("nasq: aborted", err=True)
+        sys.exit(130)
+    except TyperException as e:  # Click's usage errors (a bad option or value): one line, exit 2
+        ctx = getattr(e, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        text = " ".join(e.format_message().split()) if hasattr(e, "format_message") else str(e)
+        typer.echo(f"nasq: error: {where}{text[:300]} (see --help)", err=True)
+        sys.exit(int(getattr(e, "exit_code", 2) or 2))
+    sys.exit(code if isinstance(code, int) else 0)

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nasq.testing.faults import record
+
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,8 +126,12 @@ def test_killed_evaluation_worker_changes_nothing(folder: Path) -> None:
             proc.kill()
     assert killed is not None, "no busy evaluation worker seen to kill"
     assert proc.returncode == 0, err[-3000:]
-    assert _points(folder / "worker") == _points(folder / "fresh")
+    same = _points(folder / "worker") == _points(folder / "fresh")
     keys = _ledger_keys(folder / "cache-worker")
+    record("evaluation worker SIGKILLed mid-batch", front_identical=same, ledger_rows=len(keys),
+           ledger_unique=len(set(keys)), uninterrupted_rows=len(_ledger_keys(folder / "cache-fresh")),
+           exit_code=proc.returncode)
+    assert same
     assert len(keys) == len(set(keys)) == len(_ledger_keys(folder / "cache-fresh"))
 
 
@@ -153,8 +159,12 @@ def test_dead_ray_node_is_one_line_and_resumable(folder: Path) -> None:
     resumed = subprocess.run(_command(["search", "node.yaml", "--resume", "node", "--quiet"]), cwd=folder, env=_env(),
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert _points(folder / "node") == _points(folder / "fresh")
+    same = _points(folder / "node") == _points(folder / "fresh")
     keys = _ledger_keys(folder / "cache-node")
+    record("Ray node killed under the search (dashboard agent SIGKILLed), then --resume", front_identical=same,
+           ledger_rows=len(keys), ledger_unique=len(set(keys)), exit_code=proc.returncode,
+           evaluations_in_checkpoint=len(state["evaluations"]), message=nasq_lines[0][:160])
+    assert same
     assert len(keys) == len(set(keys))
 
 

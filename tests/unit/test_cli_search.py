@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nasq.testing.faults import record
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -153,6 +155,9 @@ def test_search_resume_after_kill(trained):
     fresh = _nasq(["search", "exp.yaml", "--out", "fresh", "--seed", "1", "--quiet"], trained, timeout=300)
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     assert json.loads((part / "front.json").read_text())["points"], "empty front"
+    record("nasq search driver SIGKILLed after its first checkpoint, then --resume",
+           front_identical=_points(part) == _points(trained / "fresh"), evaluations_in_checkpoint=_true_evals(checkpoint),
+           budget=BUDGET)
     assert _points(part) == _points(trained / "fresh")
     history = (part / "search_history.json").read_text()
     assert json.dumps(json.loads(history)) == json.dumps(json.loads((trained / "fresh" / "search_history.json").read_text()))
