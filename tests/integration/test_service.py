@@ -77,7 +77,7 @@ def test_job_succeeds_with_status_and_logs(job):
     logs = cli("jobs", "logs", job["id"], "--address", head.address, cwd=job["tmp"]).stdout
     assert "Pareto front" in logs and "MLflow run" in logs
     listed = cli("jobs", "list", "--address", head.address, cwd=job["tmp"]).stdout
-    assert job["id"] in listed and "nasq run jobtiny.yaml" in listed
+    assert job["id"] in listed and "nasq run experiment.yaml" in listed  # the fixed entrypoint
 
 
 def _search_run(server):

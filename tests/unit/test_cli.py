@@ -63,3 +63,20 @@ def test_validate_ok_and_help(tmp_path):
     assert out.returncode == 0 and "space mbconv_small" in out.stdout
     helptext = _nasq(["run", "--help"], tmp_path).stdout
     assert "Experiment YAML" in helptext
+
+
+@pytest.mark.parametrize("args", [
+    ["search", "x.yaml", "--seed", "abc"],       # not an integer
+    ["frobnicate"],                              # no such command
+    ["front"],                                   # missing argument
+    ["search", "x.yaml", "--bogus"],             # no such option (run/search go through the supervisor)
+    ["run", "x.yaml", "--tracking-wait", "nan"],
+    ["export", "r", "--point", "1" * 5000],     # an integer past Python's str->int limit
+])
+def test_usage_errors_are_one_line(tmp_path, args):
+    """Click's own usage errors, which print a multi-line box by default, are one nasq line, exit 2."""
+    out = _nasq(args, tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nasq: error: ") and "Traceback" not in out.stderr, out.stderr
+    assert len(lines[0]) < 600
