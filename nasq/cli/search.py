@@ -52,7 +52,8 @@ def search(
 
     from nasq.cli import options
     from nasq.experiment import load_experiment
-    from nasq.search.state import STATE_FILE
+    from nasq.search.loop import check_budget
+    from nasq.search.state import STATE_FILE, saved_budget
 
     try:
         exp = load_experiment(experiment)
@@ -66,6 +67,9 @@ def search(
             raise ConfigError("command line", "--out", f"give --resume alone (it is also the output folder), got {out}")
         if resume is not None and not ((resume / STATE_FILE).is_file() or (resume / "tune").is_dir()):
             raise ConfigError("command line", "--resume", f"no interrupted search in {resume} (no {STATE_FILE})")
+        if resume is not None:  # a budget that may not be used is refused before any work
+            cfg = exp.config.search
+            check_budget(saved_budget(resume), cfg.strategy, cfg.max_true_evals, resume / STATE_FILE)
         console = Console(width=None if sys.stdout.isatty() else 150)
         console.print(f"[bold]nasq search[/] {exp.config.name}: {exp.config.search.strategy}, "
                       f"{exp.config.search.max_true_evals} true evaluations" + (f", resuming {resume}" if resume else ""))

@@ -37,6 +37,7 @@ class RandomSearch(Strategy):
     """Uniformly random feasible subnets."""
 
     name = "random"
+    extendable = True
 
     def propose(self, state: SearchState, known: dict[str, float], rng: np.random.Generator, k: int) -> Proposal:
         return self.random_feasible(rng, k, set(known)), None

@@ -22,6 +22,7 @@ class Linas(Strategy):
     the predicted front) and, where the predictor has an uncertainty, the most uncertain ones."""
 
     name = "linas"
+    extendable = True
 
     def propose(self, state: SearchState, known: dict[str, float], rng: np.random.Generator, k: int) -> Proposal:
         task, cfg = self.task, self.task.config

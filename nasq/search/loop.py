@@ -22,7 +22,7 @@ from nasq.search import baselines, linas  # noqa: F401 - importing them register
 from nasq.search.ledger import Ledger
 from nasq.search.nsga import hypervolume
 from nasq.search.pareto import Front, FrontPoint, non_dominated
-from nasq.search.state import SearchState, iteration_rng
+from nasq.search.state import STATE_FILE, SearchState, iteration_rng
 from nasq.search.strategy import STRATEGIES, Proposal, SearchTask, Strategy, spec_of
 from nasq.space import SubnetSpec
 
@@ -48,10 +48,12 @@ def run_search(task: SearchTask, ledger: Ledger, checkpoint_dir: Path | None = N
         if checkpoint_dir is None:
             raise NasqError("resume needs the folder of the interrupted search")
         state = SearchState.load(checkpoint_dir, task.fingerprint())
+        check_budget(state.budget, cfg.strategy, cfg.max_true_evals, Path(checkpoint_dir) / STATE_FILE)
+        state.budget = cfg.max_true_evals
         for key in state.keys:  # its measurements are in the checkpoint: never evaluated again
             ledger.record(state.specs[key], state.top1[key], "resumed")
     else:
-        state = SearchState(cfg.strategy, cfg.seed, fingerprint=task.fingerprint())
+        state = SearchState(cfg.strategy, cfg.seed, fingerprint=task.fingerprint(), budget=cfg.max_true_evals)
     warm_top1 = ledger(task.warm, "warm") if task.warm else np.zeros(0)
     known = {s.key(): float(v) for s, v in zip(task.warm, warm_top1, strict=True)}
     known.update(state.top1)
@@ -73,6 +75,21 @@ def run_search(task: SearchTask, ledger: Ledger, checkpoint_dir: Path | None = N
         if progress is not None:
             progress(state.history[-1])
     return SearchOutcome(build_front(task, state, known), state.history, state)
+
+
+def check_budget(budget: int | None, strategy: str, wanted: int, source: Path) -> None:
+    """A resumed search keeps its ``budget`` or extends it to ``wanted``: a smaller one is refused,
+    and so is a larger one for a strategy whose proposals depend on the budget (its extension would
+    not be the search it claims to be). One line naming the checkpoint."""
+    if budget is None or wanted == budget:
+        return
+    if wanted < budget:
+        raise NasqError(f"{source}: this search was given {budget} true evaluations; --max-true-evals {wanted} "
+                        f"is smaller - a search can be continued or extended, not shortened")
+    if not STRATEGIES.get(strategy).extendable:
+        raise NasqError(f"{source}: strategy {strategy!r} sizes its search by the budget, so it cannot "
+                        f"be extended from {budget} to {wanted} true evaluations; start a new search "
+                        f"(linas and random can be extended)")
 
 
 def _fresh(specs: list[SubnetSpec], predicted: list[dict[str, float]] | None, known: dict[str, float],

@@ -45,6 +45,7 @@ class SearchState:
     predicted: dict[str, dict[str, float]] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     fingerprint: str = ""
+    budget: int | None = None  # the max_true_evals it was run (or extended) with; None: unknown
 
     @property
     def true_evals(self) -> int:
@@ -65,7 +66,7 @@ class SearchState:
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": STATE_FORMAT, "strategy": self.strategy, "seed": self.seed, "iteration": self.iteration,
-                "fingerprint": self.fingerprint,
+                "fingerprint": self.fingerprint, "budget": self.budget,
                 "rng": iteration_rng(self.seed, self.iteration).bit_generator.state,
                 "evaluations": [{"key": k, "spec": self.specs[k].to_dict(),
                                  "top1": None if math.isnan(self.top1[k]) else self.top1[k],
@@ -90,9 +91,10 @@ class SearchState:
                               f"expected {STATE_FORMAT!r})")
         saved = validate(_StateFile, data, str(path))
         if saved.fingerprint != fingerprint:
-            raise NasqError(f"{path}: written by a search with other settings (strategy, seed, budget, space "
+            raise NasqError(f"{path}: written by a search with other settings (strategy, seed, space "
                             f"or objectives differ); start a new search instead of --resume")
-        state = cls(saved.strategy, saved.seed, saved.iteration, fingerprint=fingerprint, history=saved.history)
+        state = cls(saved.strategy, saved.seed, saved.iteration, fingerprint=fingerprint, history=saved.history,
+                    budget=saved.budget)
         for i, e in enumerate(saved.evaluations):
             spec = _decode(e, space, str(path), f"evaluations[{i}]")
             if e.key in state.top1:
@@ -100,6 +102,16 @@ class SearchState:
             state.add([spec], np.array([math.nan if e.top1 is None else e.top1]),
                       None if e.predicted is None else [e.predicted])
         return state
+
+
+def saved_budget(folder: Path) -> int | None:
+    """The budget recorded in ``folder``'s checkpoint, read before any work (None when the file
+    has none or is not a checkpoint: :meth:`SearchState.load` reports that, in one line, later)."""
+    try:
+        value = read_json_object(Path(folder) / STATE_FILE).get("budget")
+    except NasqError:
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 class _Evaluation(BaseModel):
@@ -117,6 +129,7 @@ class _StateFile(BaseModel):
     seed: int
     iteration: int = Field(ge=0)
     fingerprint: str
+    budget: int | None = Field(default=None, ge=1)
     rng: dict[str, Any]
     evaluations: list[_Evaluation]
     history: list[dict[str, Any]]

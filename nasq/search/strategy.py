@@ -61,7 +61,10 @@ class SearchTask:
     def fingerprint(self) -> str:
         """What a checkpoint must match to be resumed."""
         c = self.config
-        what = {"search": c.model_dump(mode="json", exclude={"cache_dir"}), "objectives": list(self.objectives),
+        # the budget is not part of it: a finished search may be extended (run_search checks the
+        # budget itself, and refuses a smaller one or a strategy whose proposals depend on it)
+        what = {"search": c.model_dump(mode="json", exclude={"cache_dir", "max_true_evals"}),
+                "objectives": list(self.objectives),
                 "constraints": [x.model_dump(mode="json") for x in self.constraints], "space": self.space.hash,
                 "warm": sorted(s.key() for s in self.warm)}
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
@@ -71,6 +74,9 @@ class Strategy(abc.ABC):
     """The base owns the loop (``run_search``); a strategy fills ``propose``."""
 
     name: ClassVar[str] = ""
+    # True when what it proposes does not depend on max_true_evals, so a finished search extended
+    # to a larger budget ends where a search given that budget from the start does
+    extendable: ClassVar[bool] = False
 
     def __init__(self, task: SearchTask):
         self.task = task

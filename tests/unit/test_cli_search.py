@@ -162,3 +162,10 @@ def test_search_resume_after_kill(trained):
     history = (part / "search_history.json").read_text()
     assert json.dumps(json.loads(history)) == json.dumps(json.loads((trained / "fresh" / "search_history.json").read_text()))
     assert [h["true_evals"] for h in json.loads(history)] == EVALS_AFTER_EACH_ITERATION
+
+    # a finished search can be extended but not shortened: refused in one line before any work
+    shorter = _nasq(["search", "exp.yaml", "--resume", "part", "--seed", "1", "--max-true-evals", str(BUDGET - 2)],
+                    trained)
+    line = _one_line_error(shorter)
+    assert f"this search was given {BUDGET} true evaluations; --max-true-evals {BUDGET - 2} is smaller" in line
+    assert "[1/3]" not in shorter.stdout

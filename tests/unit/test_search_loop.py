@@ -170,3 +170,33 @@ def test_linas_spends_part_of_each_batch_on_uncertainty(space, cost, repo):
     later = out.state.keys[16:]  # the third batch was chosen by a fitted ensemble
     stds = [out.state.predicted[k].get("top1_std") for k in later]
     assert sum(s is not None for s in stds) == 2 and all(s is None or s >= 0 for s in stds)
+
+
+def test_a_finished_search_extended_ends_where_the_larger_budget_does(space, cost, fit_predictor, tmp_path):
+    """`--resume --max-true-evals N` with N above the finished budget continues from the saved
+    state: the same front and history as a search given N from the start; only the extra
+    evaluations run."""
+    given_32 = run_search(_task(space, cost, fit_predictor, budget=32), Ledger(Synthetic(cost)))
+    first = Synthetic(cost)
+    done_16 = run_search(_task(space, cost, fit_predictor, budget=16), Ledger(first), checkpoint_dir=tmp_path)
+    assert done_16.state.true_evals == 16 and json.loads((tmp_path / STATE_FILE).read_text())["budget"] == 16
+    more = Synthetic(cost)
+    extended = run_search(_task(space, cost, fit_predictor, budget=32), Ledger(more), checkpoint_dir=tmp_path,
+                          resume=True)
+    assert _front(extended) == _front(given_32) and extended.history == given_32.history
+    assert len(more.keys) == 16 and not set(more.keys) & set(first.keys)  # only the 16 new ones
+    assert json.loads((tmp_path / STATE_FILE).read_text())["budget"] == 32
+
+
+def test_a_smaller_budget_or_a_budget_bound_strategy_is_refused(space, cost, fit_predictor, tmp_path):
+    run_search(_task(space, cost, fit_predictor, budget=16), Ledger(Synthetic(cost)), checkpoint_dir=tmp_path)
+    with pytest.raises(NasqError) as err:
+        run_search(_task(space, cost, fit_predictor, budget=8), Ledger(Synthetic(cost)), checkpoint_dir=tmp_path,
+                   resume=True)
+    assert "given 16 true evaluations; --max-true-evals 8 is smaller" in str(err.value) and "\n" not in str(err.value)
+    nsga = tmp_path / "nsga"
+    run_search(_task(space, cost, fit_predictor, strategy="nsga2_true", budget=16), Ledger(Synthetic(cost)),
+               checkpoint_dir=nsga)
+    with pytest.raises(NasqError, match="'nsga2_true' sizes its search by the budget"):
+        run_search(_task(space, cost, fit_predictor, strategy="nsga2_true", budget=24), Ledger(Synthetic(cost)),
+                   checkpoint_dir=nsga, resume=True)
