@@ -684,10 +684,7 @@ def parse_yaml(raw: bytes, source: str) -> Any:
     any problem is one ConfigError line."""
     if len(raw) > MAX_FILE_BYTES:
         raise ConfigError(source, "", f"larger than {MAX_FILE_BYTES // 1024} KiB ({len(raw):,} bytes)")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ConfigError(source, f"byte {e.start + 1}", f"not UTF-8 text ({raw[e.start:e.start + 1]!r})") from None
+    text = decode_utf8(raw, source, "utf-8-sig")
     loader = None
     try:
         loader = StrictLoader(text)
@@ -706,21 +703,38 @@ def parse_yaml(raw: bytes, source: str) -> Any:
     return data
 
 
-def read_yaml(path: Path, source: str | None = None) -> tuple[Any, bytes]:
-    source = source or str(path)
+def read_bounded(path: Path, limit: int, source: str) -> bytes:
+    """The bytes of a user's file, at most ``limit`` of them: a missing, unreadable or too large
+    file, or an unusable path, is one ConfigError line naming ``source``."""
     try:
         if not path.is_file():
             raise ConfigError(source, "", "file not found")
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise ConfigError(source, "", f"larger than {MAX_FILE_BYTES // 1024} KiB ({path.stat().st_size:,} bytes)")
+        if path.stat().st_size > limit:
+            raise ConfigError(source, "", f"larger than {limit // 1024} KiB ({path.stat().st_size:,} bytes)")
         with path.open("rb") as fh:
-            raw = fh.read(MAX_FILE_BYTES + 1)
+            raw = fh.read(limit + 1)
     except ConfigError:
         raise
     except OSError as e:
         raise ConfigError(source, "", f"cannot read ({one_line(e.strerror or e)})") from None
     except ValueError as e:  # e.g. an embedded NUL in the path
         raise ConfigError(source, "", f"not a usable path ({one_line(e)})") from None
+    if len(raw) > limit:  # grew while read
+        raise ConfigError(source, "", f"larger than {limit // 1024} KiB")
+    return raw
+
+
+def decode_utf8(raw: bytes, source: str, encoding: str = "utf-8") -> str:
+    """``raw`` as text; bytes that are not UTF-8 are one ConfigError line naming the first one."""
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise ConfigError(source, f"byte {e.start + 1}", f"not UTF-8 text ({raw[e.start:e.start + 1]!r})") from None
+
+
+def read_yaml(path: Path, source: str | None = None) -> tuple[Any, bytes]:
+    source = source or str(path)
+    raw = read_bounded(path, MAX_FILE_BYTES, source)
     return parse_yaml(raw, source), raw
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -188,46 +188,35 @@ def jobs_list(address: AddressOpt) -> None:
         fail(e)
 
 
-@jobs_app.command("status")
-def jobs_status(job_id: JobArg, address: AddressOpt) -> None:
-    """Print a job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)."""
+def _on_job(what: str, job_id: str, address: str) -> Any:
+    """``cluster.jobs.<what>(address, job_id)`` after checking both arguments; errors: one line."""
     from nasq.cli import options
     from nasq.cluster import jobs as service
 
     try:
         options.text(address, "--address")
         options.name(job_id, "JOB_ID")
-        typer.echo(service.status(address, job_id))
+        return getattr(service, what)(address, job_id)
     except NasqError as e:
         fail(e)
+
+
+@jobs_app.command("status")
+def jobs_status(job_id: JobArg, address: AddressOpt) -> None:
+    """Print a job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)."""
+    typer.echo(_on_job("status", job_id, address))
 
 
 @jobs_app.command("logs")
 def jobs_logs(job_id: JobArg, address: AddressOpt) -> None:
     """Print a job's logs so far."""
-    from nasq.cli import options
-    from nasq.cluster import jobs as service
-
-    try:
-        options.text(address, "--address")
-        options.name(job_id, "JOB_ID")
-        typer.echo(service.logs(address, job_id), nl=False)
-    except NasqError as e:
-        fail(e)
+    typer.echo(_on_job("logs", job_id, address), nl=False)
 
 
 @jobs_app.command("stop")
 def jobs_stop(job_id: JobArg, address: AddressOpt) -> None:
     """Ask the cluster to stop a job."""
-    from nasq.cli import options
-    from nasq.cluster import jobs as service
-
-    try:
-        options.text(address, "--address")
-        options.name(job_id, "JOB_ID")
-        typer.echo("stopping" if service.stop(address, job_id) else "not running")
-    except NasqError as e:
-        fail(e)
+    typer.echo("stopping" if _on_job("stop", job_id, address) else "not running")
 
 
 def register(app: typer.Typer) -> None:

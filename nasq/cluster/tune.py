@@ -34,6 +34,7 @@ from nasq.search.ledger import Ledger
 from nasq.search.loop import SearchOutcome, SearchTask, build_front, front_hypervolume
 from nasq.search.state import SearchState
 from nasq.space import SubnetSpec
+from nasq.specs import one_line
 from nasq.supernet.evaluate import EvalPayload
 
 TuneEvaluate = tuple[Callable[[EvalPayload, list[dict]], list[float]], EvalPayload]
@@ -93,7 +94,7 @@ def read_journal(path: Path, task: SearchTask) -> list[dict[str, Any]]:
         except (ValueError, KeyError, TypeError) as e:
             if n == len(lines) or (n == len(lines) - 1 and not lines[-1]):
                 break  # torn final append
-            raise NasqError(f"{path}: line {n}: not a nasq trial record ({type(e).__name__}: {str(e)[:80]})") from None
+            raise NasqError(f"{path}: line {n}: not a nasq trial record ({type(e).__name__}: {one_line(e, 80)})") from None
         try:
             belongs = task.space.decode(task.space.encode(spec)).key() == spec.key() == row["key"]
         except (ValueError, KeyError, IndexError, AttributeError):

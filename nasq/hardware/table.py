@@ -30,7 +30,17 @@ from nasq.files import atomic_write_text, read_json, sha256_bytes
 from nasq.formats import FORMATS
 from nasq.hardware.keys import ACTIVATIONS, KEY_FIELDS, OPS, LayerKey, space_keys
 from nasq.space import SearchSpace
-from nasq.specs import MAX_CHOICES, MAX_THREADS, Frozen, Name, one_line, show, validate
+from nasq.specs import (
+    MAX_CHOICES,
+    MAX_THREADS,
+    Frozen,
+    Name,
+    decode_utf8,
+    one_line,
+    read_bounded,
+    show,
+    validate,
+)
 
 LATENCY_CSV = "latency.csv"
 MEASUREMENT_JSON = "measurement.json"
@@ -113,20 +123,7 @@ class LatencyTable:
     def load(cls, path: str | Path, source: str | None = None) -> LatencyTable:
         path = Path(path)
         source = source or str(path)
-        try:
-            if not path.is_file():
-                raise ConfigError(source, "", "file not found")
-            with path.open("rb") as fh:
-                raw = fh.read(MAX_TABLE_BYTES + 1)
-        except OSError as e:
-            raise ConfigError(source, "", f"cannot read ({one_line(e.strerror or e)})") from None
-        if len(raw) > MAX_TABLE_BYTES:
-            raise ConfigError(source, "", f"larger than {MAX_TABLE_BYTES >> 20} MiB")
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise ConfigError(source, f"byte {e.start + 1}", f"not UTF-8 text ({raw[e.start:e.start + 1]!r})") from None
-        return cls.from_csv(text, source)
+        return cls.from_csv(decode_utf8(read_bounded(path, MAX_TABLE_BYTES, source), source), source)
 
     @classmethod
     def from_csv(cls, text: str, source: str = "<csv>") -> LatencyTable:

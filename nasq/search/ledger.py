@@ -33,6 +33,7 @@ from nasq.files import atomic_write_bytes, atomic_write_json, read_json_object, 
 from nasq.search.protocols import Evaluator
 from nasq.search.state import decode_saved_spec
 from nasq.space import SubnetSpec
+from nasq.specs import one_line
 
 # The evaluator returns one top1 per spec, in order; None (or NaN) marks a failed evaluation.
 
@@ -59,10 +60,6 @@ def valid_top1(value: float) -> bool:
     return math.isfinite(value) and TOP1_RANGE[0] <= value <= TOP1_RANGE[1]
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:120]
-
-
 def _row(fields: list[str], columns: dict[str, int], source: str, line: int) -> tuple[Entry, SubnetSpec]:
     """One data line of a ledger file, checked; any problem is a ConfigError naming file and line."""
     where = f"line {line}"
@@ -83,7 +80,7 @@ def _row(fields: list[str], columns: dict[str, int], source: str, line: int) -> 
     try:
         spec = decode_saved_spec(json.loads(spec_json))
     except json.JSONDecodeError as e:
-        raise ConfigError(source, where, f"spec is not JSON ({_one_line(e)})") from None
+        raise ConfigError(source, where, f"spec is not JSON ({one_line(e, 120)})") from None
     except ValueError as e:
         raise ConfigError(source, where, f"spec {e}") from None
     if spec.key() != key:
@@ -135,7 +132,7 @@ class _CsvStore:
         except UnicodeDecodeError:
             raise ConfigError(source, where, "not UTF-8 text (a corrupt ledger)") from None
         except csv.Error as e:
-            raise ConfigError(source, where, f"not a CSV row ({_one_line(e)})") from None
+            raise ConfigError(source, where, f"not a CSV row ({one_line(e, 120)})") from None
         if self.columns is None:
             if set(COLUMNS) - set(fields) or len(set(fields)) != len(fields):
                 raise ConfigError(source, where, f"not a nasq ledger (columns {fields[:8]}, expected {list(COLUMNS)})")

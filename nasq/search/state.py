@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from nasq.errors import ConfigError, NasqError
 from nasq.files import atomic_write_json, read_json_object
 from nasq.space import SearchSpace, SubnetSpec
-from nasq.specs import validate
+from nasq.specs import one_line, validate
 
 STATE_FORMAT = "nasq.search_state/1"
 STATE_FILE = "search_state.json"
@@ -155,7 +155,6 @@ def decode_saved_spec(data: Any, space: SearchSpace | None = None) -> SubnetSpec
         if space is not None and space.decode(space.encode(spec)).key() != key:
             raise ValueError(f"not in canonical form for space {space.name!r}")
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
-        detail = " ".join(str(e).split())[:120]
         raise ValueError(f"does not decode{'' if space is None else ' in space ' + repr(space.name)} "
-                         f"({type(e).__name__}: {detail})") from None
+                         f"({type(e).__name__}: {one_line(e, 120)})") from None
     return spec

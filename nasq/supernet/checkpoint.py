@@ -31,7 +31,7 @@ from safetensors.torch import save as save_bytes
 from nasq.errors import LineageError, NasqError
 from nasq.files import json_bytes, read_json_object, replace_all, sha256_bytes, write_beside
 from nasq.space import SearchSpace
-from nasq.specs import TrainConfig
+from nasq.specs import TrainConfig, one_line
 from nasq.supernet.network import Supernet
 from nasq.supernet.train import weights_config
 
@@ -104,7 +104,7 @@ def _load_tensors(net: Supernet, tensors: dict[str, torch.Tensor], weights: Path
         net.load_state_dict(tensors)
     except (RuntimeError, OSError) as e:  # torch's message lists every key: keep the line short
         raise SupernetMismatch(f"{weights}: does not fit this version's supernet of space "
-                               f"{net.space.name!r} ({' '.join(str(e).split())[:160]})") from e
+                               f"{net.space.name!r} ({one_line(e, 160)})") from e
     return net
 
 
@@ -143,7 +143,7 @@ def _read_pair(folder: Path, require_record: bool) -> tuple[dict[str, Any], dict
     try:
         return record, load_bytes(data)
     except SafetensorError as e:
-        raise SupernetMismatch(f"{weights}: not a safetensors file ({' '.join(str(e).split())[:120]})") from e
+        raise SupernetMismatch(f"{weights}: not a safetensors file ({one_line(e, 120)})") from e
 
 
 def check_space(folder: Path, space: SearchSpace, hint: str = "") -> dict[str, Any]:

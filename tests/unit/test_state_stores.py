@@ -97,6 +97,19 @@ def _reader(path: str, stop: str, out: str) -> None:
     Path(out).write_text(json.dumps({"reads": reads, "keys": keys}))
 
 
+def _run_beside_reader(workers: list, reader, stop: Path, timeout: float) -> list[int | None]:
+    """Start ``reader``, then ``workers``; once they end, touch ``stop`` for the reader. Returns
+    the workers' exit codes, then the reader's."""
+    reader.start()
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(timeout)
+    stop.touch()
+    reader.join(60)
+    return [p.exitcode for p in workers] + [reader.exitcode]
+
+
 def test_concurrent_searches_share_the_ledger(space, tmp_path):
     """3 searches with overlapping subnets through one cache folder, and a reader: the union of
     their keys is in the ledger, each once, every search got the value that was written first,
@@ -108,17 +121,10 @@ def test_concurrent_searches_share_the_ledger(space, tmp_path):
     stop = tmp_path / "stop"
     path = tmp_path / "cache" / identity[:16] / "ledger.csv"
     reader = SPAWN.Process(target=_reader, args=(str(path), str(stop), str(tmp_path / "reader.json")))
-    reader.start()
     procs = [SPAWN.Process(target=_searcher, args=(str(tmp_path / "cache"), identity, [s.to_dict() for s in chunk],
                                                   w, barrier, str(tmp_path / f"w{w}.json")))
              for w, chunk in enumerate(sets)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    stop.touch()
-    reader.join(60)
-    assert [p.exitcode for p in procs] == [0, 0, 0] and reader.exitcode == 0
+    assert _run_beside_reader(procs, reader, stop, 120) == [0, 0, 0, 0]
 
     rows = _rows(path)[1:]
     keys = [r[0] for r in rows]
@@ -606,14 +612,7 @@ def test_concurrent_publishers_and_a_reader_see_matching_pairs(space, tmp_path):
     stop = tmp_path / "stop"
     reader = SPAWN.Process(target=_pair_reader, args=(str(folder), str(stop), str(tmp_path / "reads")))
     writers = [SPAWN.Process(target=_publisher, args=(str(folder), w, 40)) for w in (0, 1)]
-    reader.start()
-    for p in writers:
-        p.start()
-    for p in writers:
-        p.join(180)
-    stop.touch()
-    reader.join(60)
-    assert [p.exitcode for p in writers] == [0, 0] and reader.exitcode == 0
+    assert _run_beside_reader(writers, reader, stop, 180) == [0, 0, 0]
     assert int((tmp_path / "reads").read_text()) > 0
     _, rec = checkpoint.load(folder, space)
     assert rec["tag"] in (78, 79)
