@@ -22,10 +22,10 @@ from typing import Any
 from nasq import data as data_mod
 from nasq.errors import ConfigError, NasqError
 from nasq.files import sha256_bytes, temp_target
-from nasq.hardware import CostModel, HardwareProfile
+from nasq.hardware import CostModel, HardwareProfile, TargetsCostModel
 from nasq.predict.fit import Recipe
 from nasq.predict.latency import load_profile_predictor
-from nasq.space import SearchSpace
+from nasq.space import SearchSpace, SubnetSpec
 from nasq.specs import ExperimentConfig, load_model, one_line, show, workdir_path
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -53,10 +53,32 @@ class Experiment:
     def profile(self) -> HardwareProfile:
         return self.profiles[0]
 
-    def cost_model(self) -> CostModel:
-        # A measured profile's predictor (table sum + fitted correction) replaces the roofline latency.
-        predictor = self.latency[0]
-        return CostModel(self.space, self.profile, predictor.predict if predictor is not None else None)
+    def cost_models(self) -> list[CostModel]:
+        """One cost model per profile, in ``hardware`` order. A measured profile's predictor (table
+        sum + fitted correction) replaces the roofline latency."""
+        return [CostModel(self.space, prof, predictor.predict if predictor is not None else None)
+                for prof, predictor in zip(self.profiles, self.latency, strict=True)]
+
+    def cost_model(self) -> TargetsCostModel:
+        """What the search scores with: the first profile's ``latency_ms``, ``size_mb`` and
+        ``bops_g``, plus ``latency_ms@p`` / ``throughput_ips@p`` of every profile when the experiment
+        has several or names a per-target metric (see :class:`~nasq.hardware.TargetsCostModel`)."""
+        return TargetsCostModel(self.cost_models(), per_target=self.per_target)
+
+    @property
+    def per_target(self) -> bool:
+        cfg = self.config
+        named = [*cfg.objectives, *(c.key for c in cfg.constraints)]
+        return len(self.profiles) > 1 or any("@" in m or m == "throughput_ips" for m in named)
+
+    def emulated_layers(self, spec: SubnetSpec) -> list[str]:
+        """Names of the layers of ``spec`` whose weight or activation format some target only
+        emulates (empty unless ``allow_emulated`` let such formats into the search)."""
+        emulated = set().union(*(p.emulated for p in self.profiles))
+        if not emulated:
+            return []
+        return [layer.name for layer in self.space.layer_shapes(spec)
+                if layer.w_format in emulated or layer.a_format in emulated]
 
     @property
     def workdir(self) -> Path:
@@ -68,10 +90,15 @@ class Experiment:
             raise ConfigError(self.source, "workdir", str(e)) from None
 
     def lineage(self) -> dict[str, str]:
-        return {"nasq.space": self.space.name, "nasq.space_hash": self.space.hash,
-                "nasq.profile": self.profile.name, "nasq.profile_hash": self.profile.hash,
-                "nasq.recipe": self.recipe.config.name, "nasq.recipe_hash": self.recipe.hash,
-                "nasq.experiment_hash": self.hash}
+        """Names and hashes of what a run used; ``nasq.profile`` is the first target, and with several
+        targets ``nasq.targets`` lists every one as ``name:hash``."""
+        out = {"nasq.space": self.space.name, "nasq.space_hash": self.space.hash,
+               "nasq.profile": self.profile.name, "nasq.profile_hash": self.profile.hash,
+               "nasq.recipe": self.recipe.config.name, "nasq.recipe_hash": self.recipe.hash,
+               "nasq.experiment_hash": self.hash}
+        if len(self.profiles) > 1:
+            out["nasq.targets"] = ",".join(f"{p.name}:{p.hash[:12]}" for p in self.profiles)
+        return out
 
 
 def search_roots(base_dir: Path) -> list[Path]:
@@ -166,19 +193,51 @@ def load_experiment(path: str | Path | None = None) -> Experiment:
         profiles.append(prof)
     rec_path = resolve("predictor", config.predictor, base, source, "predictor")
     recipe = Recipe.from_yaml(rec_path, _display(rec_path))
-    _check_cross(config, space, source)
+    _check_cross(config, space, profiles, source)
     data_mod.check_available(config.data, source)
     return Experiment(config, source, digest, space, profiles, recipe, base, latency)
 
 
-def _check_cross(config: ExperimentConfig, space: SearchSpace, source: str) -> None:
-    # One profile per experiment for now (specs refuses more): a constraint's profile may only name
-    # it, or be left out; either way the constraint applies to that profile.
-    names = list(config.hardware)
+def _check_cross(config: ExperimentConfig, space: SearchSpace, profiles: list[HardwareProfile], source: str) -> None:
+    names = _profile_names(profiles, source)
+    known = ", ".join(map(repr, names))
+    which = "the experiment's hardware profile" if len(names) == 1 else "one of the experiment's hardware profiles"
     for i, c in enumerate(config.constraints):
         if c.profile is not None and c.profile not in names:
             raise ConfigError(source, f"constraints[{i}].profile",
-                              f"must name the experiment's hardware profile ({', '.join(map(repr, names))}) "
-                              f"or be left out, got {c.profile!r}")
+                              f"must name {which} ({known}) or be left out, got {c.profile!r}")
+    named = [(f"objectives[{i}]", m) for i, m in enumerate(config.objectives)]
+    named += [(f"constraints[{i}].metric", c.metric) for i, c in enumerate(config.constraints)]
+    for field, metric in named:
+        _, at, profile = metric.partition("@")
+        if at and profile not in names:
+            raise ConfigError(source, field, f"'@{profile}' must name {which} ({known}), got {metric!r}")
+    if not config.allow_emulated:
+        _refuse_emulated(space, profiles, source)
     if config.search.max_true_evals < 5:
         raise ConfigError(source, "search.max_true_evals", f"must be >= 5 to form a front, got {config.search.max_true_evals}")
+
+
+def _profile_names(profiles: list[HardwareProfile], source: str) -> list[str]:
+    """The names ``@<profile>`` and a constraint's ``profile`` may say: the profiles' own names (what
+    the metric columns use). Two profiles of one name are refused."""
+    names: list[str] = []
+    for i, prof in enumerate(profiles):
+        if prof.name in names:
+            raise ConfigError(source, f"hardware[{i}]", f"profile name {prof.name!r} is used by another entry; "
+                              "per-target metrics (latency_ms@<profile>) need distinct profile names")
+        names.append(prof.name)
+    return names
+
+
+def _refuse_emulated(space: SearchSpace, profiles: list[HardwareProfile], source: str) -> None:
+    """Refuse (rather than narrow the menu behind the user's back) a space that would let the search
+    pick formats a target only emulates: their speed there says nothing about a native kernel."""
+    for i, prof in enumerate(profiles):
+        emulated = prof.emulated_in(space)
+        if emulated:
+            raise ConfigError(source, f"hardware[{i}]",
+                              f"format {emulated[0]!r} of space '{space.name}'s precision menu is only emulated "
+                              f"by profile '{prof.name}' (backend {prof.config.backend}; emulated: "
+                              f"{', '.join(emulated)}): set allow_emulated: true or remove it from the "
+                              "space's precision menu")

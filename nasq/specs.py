@@ -351,10 +351,26 @@ class SpaceConfig(Frozen):
 
 # ---------------------------------------------------------------- hardware profiles
 class ProfileConfig(Frozen):
+    """``backend``: the runtime the profile describes - a registered latency backend
+    (``onnxruntime``, ``openvino``, ``torch-cuda``) or ``roofline`` for an analytic-only profile
+    (default, what profiles written before the field meant); checked against the registry one layer
+    up (``nasq.hardware.profile``). ``threads``: threads the runtime was timed with;
+    ``batch_sizes``: the batch sizes the profile speaks for. ``native_formats`` /
+    ``emulated_formats``: formats the runtime runs with its own kernels / only emulates (as float
+    arithmetic); each must be a registered format of ``peak_gops``, none in both (checked with the
+    registry, in ``nasq.hardware.profile``). When both are empty (older
+    profiles) every format of ``peak_gops`` counts as native; when either is given, a format of
+    ``peak_gops`` listed in neither counts as emulated - only what a profile claims is native is."""
+
     name: Name
     version: Version = 1
     kind: Literal["roofline"] = "roofline"
     status: Literal["modelled", "measured"] = "modelled"
+    backend: Name = "roofline"
+    threads: int = Field(default=1, ge=1, le=MAX_THREADS)
+    batch_sizes: tuple[int, ...] = (1,)
+    native_formats: tuple[Name, ...] = Field(default=(), max_length=MAX_CHOICES)
+    emulated_formats: tuple[Name, ...] = Field(default=(), max_length=MAX_CHOICES)
     description: str = ""
     peak_gops: dict[Name, float] = Field(min_length=1)
     depthwise_efficiency: float = Field(default=1.0, gt=0, le=1)
@@ -368,6 +384,32 @@ class ProfileConfig(Frozen):
     @classmethod
     def _positive_rates(cls, v: dict[str, float]) -> dict[str, float]:
         return _positive_values(v, "peak rate")
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _batch_sizes(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        _sorted_unique("batch_sizes", v)
+        _within("batch_sizes", v, 1, MAX_BATCH)
+        return tuple(sorted(v))
+
+    @field_validator("native_formats", "emulated_formats")
+    @classmethod
+    def _unique_formats(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"formats must be unique, got {show(list(v))}")
+        return v
+
+    @property
+    def native(self) -> frozenset[str]:
+        """Formats the runtime runs natively (every format of ``peak_gops`` when neither list is given)."""
+        if not self.native_formats and not self.emulated_formats:
+            return frozenset(self.peak_gops)
+        return frozenset(self.native_formats)
+
+    @property
+    def emulated(self) -> frozenset[str]:
+        """Formats of ``peak_gops`` the runtime only emulates (see the class docstring)."""
+        return frozenset(self.peak_gops) - self.native
 
 
 # ---------------------------------------------------------------- predictor recipes
@@ -396,7 +438,35 @@ class RecipeConfig(Frozen):
 
 
 # ---------------------------------------------------------------- experiment
-Metric = Literal["top1", "latency_ms", "size_mb", "bops_g"]
+# Metrics an objective or constraint may name. A per-target metric also takes the form
+# ``<metric>@<profile>`` (``latency_ms@cpu_ort_epyc``): its value on that hardware profile; plain,
+# it is the first profile's. ``throughput_ips``: images per second (see nasq.hardware.cost).
+METRICS = ("top1", "latency_ms", "throughput_ips", "size_mb", "bops_g")
+PER_TARGET_METRICS = ("latency_ms", "throughput_ips")
+
+
+def check_metric(value: str) -> str:
+    """``value`` if it is a metric of :data:`METRICS`, or ``<m>@<profile>`` with ``m`` one of
+    :data:`PER_TARGET_METRICS` and a profile name (ValueError if not). Whether the profile is one
+    of the experiment's is checked when the experiment loads."""
+    base, at, profile = str(value).partition("@")
+    if not at:
+        if base not in METRICS:
+            raise ValueError(f"unknown metric (known: {', '.join(METRICS)}, or "
+                             f"{'/'.join(PER_TARGET_METRICS)}@<profile>), got {show(value)}")
+        return value
+    if base not in PER_TARGET_METRICS:
+        raise ValueError(f"only {', '.join(PER_TARGET_METRICS)} take '@<profile>', got {show(value)}")
+    check_name(profile)
+    return value
+
+
+def metric_base(metric: str) -> str:
+    """``latency_ms@cpu_x`` -> ``latency_ms``; a plain metric is its own base."""
+    return metric.partition("@")[0]
+
+
+Metric = Annotated[str, AfterValidator(check_metric)]
 
 
 class DataConfig(Frozen):
@@ -444,7 +514,19 @@ class ConstraintSpec(Frozen):
     def _one_bound(self) -> ConstraintSpec:
         if (self.max is None) == (self.min is None):
             raise ValueError("give exactly one of 'max' or 'min'")
+        _, at, named = self.metric.partition("@")
+        if at and self.profile is not None and named != self.profile:
+            raise ValueError(f"metric {self.metric!r} names profile {named!r} but profile is "
+                             f"{self.profile!r}; give one of them, got {show(self.profile)}")
         return self
+
+    @property
+    def key(self) -> str:
+        """The metric the constraint bounds: ``profile: p`` on a per-target metric is ``metric@p``
+        (on size_mb, bops_g or top1, which do not depend on the profile, it changes nothing)."""
+        if self.profile is None or "@" in self.metric or self.metric not in PER_TARGET_METRICS:
+            return self.metric
+        return f"{self.metric}@{self.profile}"
 
 
 Strategy = Literal["linas", "nsga2_true", "random", "optuna_nsga2", "optuna_tpe"]
@@ -500,7 +582,13 @@ class ExperimentConfig(Frozen):
     absolute one is taken as written (the file's author chose that root), also without ``..``.
     nasq writes only its own files there and deletes only folders it wrote itself.
     ``space``, ``predictor`` and each ``hardware`` entry: a catalog name, or a file path (with a
-    ``/`` or a ``.yaml`` suffix) relative to the experiment file."""
+    ``/`` or a ``.yaml`` suffix) relative to the experiment file.
+    ``hardware``: one or more target profiles. Per-target metrics (``latency_ms``, ``throughput_ips``)
+    are named ``<metric>@<profile>`` in objectives and constraints; plain, they are the first
+    profile's. ``allow_emulated``: false (the default) refuses, when the experiment loads, a space
+    whose precision menu holds a format some target only emulates (its profile's
+    ``emulated_formats``); true lets the search use such formats - the layers that run them are
+    counted in the front's ``emulated_layers`` column."""
 
     # Keys once accepted and never acted on: refused by name, saying why and what to use instead.
     retired_keys: ClassVar[dict[tuple[str, ...], tuple[str, str]]] = {
@@ -514,6 +602,7 @@ class ExperimentConfig(Frozen):
     data: DataConfig = DataConfig()
     space: CatalogRef = "mbconv_small"
     hardware: tuple[CatalogRef, ...] = Field(default=("cpu_roofline",), min_length=1, max_length=MAX_CHOICES)
+    allow_emulated: bool = False
     predictor: CatalogRef = "gbdt_onehot"
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
@@ -534,10 +623,8 @@ class ExperimentConfig(Frozen):
 
     @field_validator("hardware")
     @classmethod
-    def _one_profile(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if len(v) > 1:
-            raise ValueError("one hardware profile per experiment for now; multi-target search is planned")
-        return v
+    def _unique_profiles(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _sorted_unique("hardware", v)
 
     @field_validator("objectives")
     @classmethod

@@ -24,12 +24,19 @@ def print_summary(result: Any, console: Any) -> None:
     table = Table(title=f"Pareto front: {len(front.points)} non-dominated subnets "
                   f"(top1 measured on the supernet; latency {'modelled' if modelled else 'measured'} on "
                   f"{result.experiment.profile.name})")
-    for col in ("#", "top1 %", "pred top1 %", "latency ms", "size MB", "depths", "layer formats (w/a)"):
+    # further targets (hardware: [a, b, ...]) get a latency column each; emulated layers are counted
+    others = [prof.name for prof in result.experiment.profiles[1:]]
+    emulated = any(p.emulated_layers for p in front.points)
+    columns = ["#", "top1 %", "pred top1 %", "latency ms", *(f"latency ms @{n}" for n in others), "size MB",
+               *(["emulated layers"] if emulated else []), "depths", "layer formats (w/a)"]
+    for col in columns:
         table.add_column(col, justify="right" if col not in ("layer formats (w/a)", "depths") else "left")
     knee = front.pick("knee") if front.points else -1
     for i, p in enumerate(front.points):
+        extra = [f"{p.predicted.get(f'latency_ms@{n}', float('nan')):.3f}" for n in others]
         table.add_row(f"{i}{'*' if i == knee else ''}", f"{p.value('top1'):.2f}", f"{p.predicted['top1']:.2f}",
-                      f"{p.value('latency_ms'):.3f}", f"{p.value('size_mb'):.4f}",
+                      f"{p.value('latency_ms'):.3f}", *extra, f"{p.value('size_mb'):.4f}",
+                      *([str(p.emulated_layers or 0)] if emulated else []),
                       "-".join(map(str, p.spec.depths)), format_mix(p))
     console.print(table)
     console.print(f"[dim]* knee point. {result.evaluated} subnets evaluated for real; predictor cross-validated "

@@ -1,6 +1,6 @@
 """The cost model: size, BOPs and latency of subnets on one hardware profile (roofline, or the
-profile's measured latency predictor). The roofline estimate is marked ``modelled`` wherever it is
-shown."""
+profile's measured latency predictor), and :class:`TargetsCostModel` over several profiles. The
+roofline estimate is marked ``modelled`` wherever it is shown."""
 
 from __future__ import annotations
 
@@ -86,3 +86,40 @@ class CostModel:
         rows = np.array([self._score_one(s) for s in specs], dtype=np.float64).reshape(-1, 3)
         latency = rows[:, 0] if self.latency_ms is None else np.asarray(self.latency_ms(specs), dtype=np.float64)
         return {"latency_ms": latency, "size_mb": rows[:, 1], "bops_g": rows[:, 2]}
+
+
+def throughput_ips(latency_ms: np.ndarray, batch: int) -> np.ndarray:
+    """Images per second at ``batch``: ``1000 * batch / latency of one batch``. The latency tables and
+    rooflines are per image at batch 1, so a batch is taken to cost ``batch`` times one image (no
+    batching speed-up is claimed): throughput is ``1000 / latency_ms`` whatever the batch size."""
+    batch_ms = np.asarray(latency_ms, dtype=np.float64) * batch
+    return 1000.0 * batch / batch_ms
+
+
+class TargetsCostModel(CostModel):
+    """Scores subnets on several hardware profiles at once (the experiment's ``hardware`` list).
+
+    :meth:`score` gives what :class:`CostModel` gives for the first profile (``latency_ms``,
+    ``size_mb``, ``bops_g``: size and BOPs do not depend on the profile) and, with ``per_target``,
+    also ``throughput_ips`` and, for every profile ``p``, ``latency_ms@p`` and ``throughput_ips@p``
+    (at ``p``'s largest batch size, see :func:`throughput_ips`). ``per_target`` is off for an
+    experiment that names none of them, so one-target runs keep their columns."""
+
+    def __init__(self, models: list[CostModel], per_target: bool = True):
+        if not models:
+            raise ValueError("TargetsCostModel needs at least one cost model")
+        first = models[0]
+        super().__init__(first.space, first.profile, first.latency_ms)
+        self.models, self.per_target = list(models), per_target
+        self._cache = first._cache  # one cache for the first target's rows
+
+    def score(self, specs: list[SubnetSpec]) -> dict[str, np.ndarray]:
+        out = super().score(specs)
+        if not self.per_target:
+            return out
+        out["throughput_ips"] = throughput_ips(out["latency_ms"], self.profile.max_batch)
+        for i, model in enumerate(self.models):
+            latency = out["latency_ms"] if i == 0 else model.score(specs)["latency_ms"]
+            out[f"latency_ms@{model.profile.name}"] = latency
+            out[f"throughput_ips@{model.profile.name}"] = throughput_ips(latency, model.profile.max_batch)
+        return out

@@ -20,7 +20,7 @@ from pymoo.core.population import Population
 
 from nasq.errors import NasqError
 from nasq.search.nsga import _problem_class, constraint_matrix, make_algorithm
-from nasq.search.pareto import DIRECTION
+from nasq.search.pareto import direction
 from nasq.search.state import SearchState, derived_seed
 from nasq.search.strategy import STRATEGIES, Proposal, SearchTask, Strategy, no_feasible_message
 from nasq.space import SubnetSpec
@@ -135,7 +135,7 @@ def gene_distributions(space) -> dict:
 
 
 def directions(objectives: tuple[str, ...]) -> list[str]:
-    return ["maximize" if DIRECTION[o] > 0 else "minimize" for o in objectives]
+    return ["maximize" if direction(o) > 0 else "minimize" for o in objectives]
 
 
 @STRATEGIES.register("optuna_nsga2")

@@ -143,7 +143,9 @@ def build_front(task: SearchTask, state: SearchState, known: dict[str, float]) -
     points = []
     for i, (spec, key) in enumerate(zip(specs, keys, strict=True)):
         predicted = {"top1": math.nan, **state.predicted.get(key, {}), **{m: float(v[i]) for m, v in costs.items()}}
-        points.append(FrontPoint(spec, [int(g) for g in task.space.encode(spec)], predicted, {"top1": known[key]}))
+        emulated = None if task.emulated_layers is None else len(task.emulated_layers(spec))
+        points.append(FrontPoint(spec, [int(g) for g in task.space.encode(spec)], predicted, {"top1": known[key]},
+                                 emulated))
     front = Front(task.objectives, points, task.lineage)
     nd = non_dominated(front.matrix())
     front.points = sorted((points[i] for i in nd), key=lambda p: (-p.value("top1"), p.spec.key()))

@@ -45,13 +45,13 @@ def constraint_matrix(values: dict[str, np.ndarray], constraints: tuple[Constrai
     """pymoo's convention: G <= 0 is feasible."""
     cols = []
     for c in constraints:
-        v = values[c.metric]
+        v = values[c.key]
         cols.append(v - c.max if c.max is not None else c.min - v)
     return np.column_stack(cols) if cols else np.zeros((n, 0))
 
 
 def describe(c: ConstraintSpec) -> str:
-    return f"{c.metric} <= {c.max}" if c.max is not None else f"{c.metric} >= {c.min}"
+    return f"{c.key} <= {c.max}" if c.max is not None else f"{c.key} >= {c.min}"
 
 
 def _problem_class():
@@ -139,7 +139,7 @@ def nsga2_population(space: SearchSpace, score: ScoreFn, objectives: tuple[str, 
 def _infeasible_message(values: dict[str, np.ndarray], constraints: tuple[ConstraintSpec, ...]) -> str:
     parts = []
     for c in constraints:
-        v = values[c.metric]
+        v = values[c.key]
         best = v.min() if c.max is not None else v.max()
         parts.append(f"{describe(c)} (best seen: {best:.4g})")
     return "no subnet meets the constraints: " + "; ".join(parts)

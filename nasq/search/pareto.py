@@ -16,16 +16,31 @@ from nasq.errors import ConfigError
 from nasq.files import atomic_write_json, atomic_write_text, read_json_object
 from nasq.search.state import decode_saved_spec
 from nasq.space import SubnetSpec
-from nasq.specs import validate
+from nasq.specs import check_metric, metric_base, validate
 
 # +1: larger is better; -1: smaller is better
 FRONT_JSON = "front.json"
 FRONT_CSV = "front.csv"
-DIRECTION = {"top1": 1, "latency_ms": -1, "size_mb": -1, "bops_g": -1}
+DIRECTION = {"top1": 1, "latency_ms": -1, "throughput_ips": 1, "size_mb": -1, "bops_g": -1}
+
+
+def direction(metric: str) -> int:
+    """+1 when larger is better, -1 when smaller is; a per-target metric (``latency_ms@cpu_x``) goes
+    the way of its base. KeyError for a metric nasq does not know."""
+    return DIRECTION[metric_base(metric)]
+
+
+def is_metric(metric: str) -> bool:
+    try:
+        check_metric(metric)
+    except ValueError:
+        return False
+    return True
 
 
 def to_minimisation(values: np.ndarray, objectives: tuple[str, ...] | list[str]) -> np.ndarray:
-    signs = np.array([-DIRECTION[o] for o in objectives], dtype=np.float64)
+    """Raw objective columns -> minimisation (larger-is-better columns negated), for any metrics."""
+    signs = np.array([-direction(o) for o in objectives], dtype=np.float64)
     return np.asarray(values, dtype=np.float64) * signs
 
 
@@ -73,7 +88,7 @@ def normalise(F: np.ndarray, objectives: tuple[str, ...], bounds: dict[str, tupl
     out = np.empty_like(F)
     for j, o in enumerate(objectives):
         lo, hi = bounds[o]
-        out[:, j] = (hi - F[:, j]) / (hi - lo) if DIRECTION[o] > 0 else (F[:, j] - lo) / (hi - lo)
+        out[:, j] = (hi - F[:, j]) / (hi - lo) if direction(o) > 0 else (F[:, j] - lo) / (hi - lo)
     return out
 
 
@@ -83,6 +98,8 @@ class FrontPoint:
     genome: list[int]
     predicted: dict[str, float]
     measured: dict[str, float] = field(default_factory=dict)
+    # layers whose format some target only emulates (allow_emulated); None where not counted
+    emulated_layers: int | None = None
 
     def value(self, metric: str) -> float:
         return self.measured.get(metric, self.predicted[metric])
@@ -122,13 +139,17 @@ class Front:
                                    "depths": "-".join(map(str, p.spec.depths)), "formats": p.formats_summary()}
             row.update({f"{k}_pred": v for k, v in sorted(p.predicted.items())})
             row.update({f"{k}": v for k, v in sorted(p.measured.items())})
+            if p.emulated_layers is not None:
+                row["emulated_layers"] = p.emulated_layers
             out.append(row)
         return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"objectives": list(self.objectives), "lineage": self.lineage,
                 "points": [{"spec": p.spec.to_dict(), "key": p.spec.key(), "genome": [int(g) for g in p.genome],
-                            "predicted": p.predicted, "measured": p.measured} for p in self.points]}
+                            "predicted": p.predicted, "measured": p.measured,
+                            **({} if p.emulated_layers is None else {"emulated_layers": p.emulated_layers})}
+                           for p in self.points]}
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "front") -> Front:
@@ -136,9 +157,10 @@ class Front:
         the shape, an unknown objective, a value that is not finite (a predicted one may be NaN: not
         predicted), a measured top1 outside [0, 100], a spec that does not decode."""
         saved = validate(_FrontFile, data, source)
-        unknown = [o for o in saved.objectives if o not in DIRECTION]
+        unknown = [o for o in saved.objectives if not is_metric(o)]
         if unknown:
-            raise ConfigError(source, "objectives", f"unknown objective {unknown[0][:40]!r} (known: {', '.join(DIRECTION)})")
+            raise ConfigError(source, "objectives", f"unknown objective {unknown[0][:40]!r} (known: "
+                              f"{', '.join(DIRECTION)}, or latency_ms/throughput_ips@<profile>)")
         points = []
         for i, p in enumerate(saved.points):
             where = f"points[{i}]"
@@ -149,7 +171,7 @@ class Front:
             if p.key is not None and spec.key() != p.key:
                 raise ConfigError(source, f"{where}.key", f"{p.key[:40]!r} is not the key of its spec ({spec.key()[:40]!r})")
             _check_values(p, saved.objectives, source, where)
-            points.append(FrontPoint(spec, list(p.genome), dict(p.predicted), dict(p.measured)))
+            points.append(FrontPoint(spec, list(p.genome), dict(p.predicted), dict(p.measured), p.emulated_layers))
         return cls(tuple(saved.objectives), points, dict(saved.lineage))
 
     def to_csv(self) -> str:
@@ -179,6 +201,7 @@ class _PointFile(BaseModel):
     genome: list[int]
     predicted: dict[str, float]
     measured: dict[str, float] = {}
+    emulated_layers: int | None = Field(default=None, ge=0)  # written since allow_emulated was added
 
 
 class _FrontFile(BaseModel):

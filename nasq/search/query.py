@@ -8,10 +8,11 @@
     comparison := NAME OP NUMBER | NUMBER OP NAME        OP in < <= > >= == !=
 
 NAME is a metric of the front: an objective or measured value (``top1``, ``latency_ms``,
-``size_mb``, ...) or a prediction (``top1_pred``, ...). NUMBER must be finite (``1e999`` is
-refused). An expression is at most :data:`MAX_WHERE_CHARS` characters with parentheses nested at
-most :data:`MAX_WHERE_NESTING` deep. A bad expression raises one :class:`~nasq.errors.NasqError`
-line naming the expression (cut to 80 characters) and what is wrong.
+``size_mb``, a per-target ``latency_ms@cpu_ort_epyc``, ``emulated_layers``, ...) or a prediction
+(``top1_pred``, ...). NUMBER must be finite (``1e999`` is refused). An expression is at most
+:data:`MAX_WHERE_CHARS` characters with parentheses nested at most :data:`MAX_WHERE_NESTING` deep.
+A bad expression raises one :class:`~nasq.errors.NasqError` line naming the expression (cut to 80
+characters) and what is wrong.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt, ">": operator.gt}
 _FLIP = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "==": "==", "!=": "!="}
 _TOKEN = re.compile(r"\s*(?:(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)|(?P<op><=|>=|==|!=|<|>)"
-                    r"|(?P<name>[A-Za-z_][A-Za-z0-9_.]*)|(?P<paren>[()]))")
+                    r"|(?P<name>[A-Za-z_][A-Za-z0-9_.]*(?:@[A-Za-z0-9][A-Za-z0-9._-]*)?)|(?P<paren>[()]))")
 
 _WHAT = {"num": "a number", "op": "a comparison (< <= > >= == !=)", "name": "a metric name"}
 Values = dict[str, float]
@@ -154,6 +155,8 @@ def point_values(point: FrontPoint) -> Values:
     """Measured values where known, predictions otherwise; predictions also as ``<name>_pred``."""
     values = {k: float(point.value(k)) for k in {*point.predicted, *point.measured}}
     values.update({f"{k}_pred": float(v) for k, v in point.predicted.items()})
+    if point.emulated_layers is not None:
+        values["emulated_layers"] = float(point.emulated_layers)
     return values
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -29,7 +30,8 @@ STRATEGIES: Registry[type[Strategy]] = Registry("search strategy")
 
 @dataclass
 class SearchTask:
-    """Everything a strategy may look at. ``cost.score(specs)`` gives latency_ms / size_mb / bops_g;
+    """Everything a strategy may look at. ``cost.score(specs)`` gives latency_ms / size_mb / bops_g
+    (and, for several targets, ``latency_ms@<profile>`` ...): ``objectives`` may name any of them;
     ``warm``: subnets already in the ledger (e.g. the predictor's training sample) - known to every
     strategy, not counted against the budget; ``bounds``: fixed normalisation for the hypervolume."""
 
@@ -42,10 +44,23 @@ class SearchTask:
     warm: list[SubnetSpec] = field(default_factory=list)
     bounds: dict[str, tuple[float, float]] | None = None
     lineage: dict[str, str] = field(default_factory=dict)
+    # names of a subnet's layers whose format some target only emulates (front column emulated_layers)
+    emulated_layers: Callable[[SubnetSpec], list[str]] | None = None
 
     def __post_init__(self) -> None:
+        self._check_scored()
         if self.bounds is None:
             self.bounds = objective_bounds(self.space, self.cost, self.objectives)
+
+    def _check_scored(self) -> None:
+        """Every objective and constraint must be a column the cost model gives (any metric names,
+        e.g. ``latency_ms@<profile>`` per target): one line now rather than a KeyError mid-search."""
+        scored = {"top1", *self.cost.score([self.space.smallest()])}
+        for what, metric in [*(("objective", o) for o in self.objectives),
+                             *(("constraint", c.key) for c in self.constraints)]:
+            if metric not in scored:
+                raise NasqError(f"{what} {metric!r} is not scored by the cost model (it gives: "
+                                f"{', '.join(sorted(scored))})")
 
     def score(self, specs: list[SubnetSpec], top1: np.ndarray) -> dict[str, np.ndarray]:
         return {"top1": np.asarray(top1, dtype=np.float64), **self.cost.score(specs)}
@@ -114,7 +129,7 @@ class Strategy(abc.ABC):
 def no_feasible_message(task: SearchTask, rng: np.random.Generator) -> str:
     probe = [task.space.smallest(), task.space.largest(), *task.space.sample(rng, 256)]
     values = task.score(probe, np.zeros(len(probe)))
-    parts = [f"{describe(c)} (best seen: {(values[c.metric].min() if c.max is not None else values[c.metric].max()):.4g})"
+    parts = [f"{describe(c)} (best seen: {(values[c.key].min() if c.max is not None else values[c.key].max()):.4g})"
              for c in task.constraints]
     return "no subnet meets the constraints: " + "; ".join(parts)
 

@@ -44,7 +44,7 @@ def task(exp: Experiment, predictor: AccuracyPredictor | None, warm: list[Subnet
         return AccuracyPredictor(exp.recipe, exp.space, cost, seed).fit(specs, top1)
 
     return SearchTask(exp.space, cfg.objectives, cfg.constraints, cost, cfg.search, fit_predictor, warm,
-                      lineage=exp.lineage())
+                      lineage=exp.lineage(), emulated_layers=exp.emulated_layers)
 
 
 def run(exp: Experiment, upstream: SearchUpstream, workdir: Path, rep: Reporter | None = None,

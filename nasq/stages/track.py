@@ -50,8 +50,14 @@ def run_params(exp: Experiment) -> dict[str, Any]:
 
 
 def run_tags(exp: Experiment) -> dict[str, str]:
-    """The search run's tags known before the run starts: the lineage hashes and the source."""
-    return {**exp.lineage(), "nasq.experiment": exp.config.name, "nasq.source": str(exp.source)}
+    """The search run's tags known before the run starts: the lineage hashes, the source, every
+    target profile, and which formats of the space a target only emulates (``allow_emulated``; each
+    point run's ``emulated_layers`` metric counts the layers using them)."""
+    emulated = {p.name: p.emulated_in(exp.space) for p in exp.profiles}
+    return {**exp.lineage(), "nasq.experiment": exp.config.name, "nasq.source": str(exp.source),
+            "nasq.profiles": ",".join(p.name for p in exp.profiles),
+            "nasq.allow_emulated": str(exp.config.allow_emulated).lower(),
+            "nasq.emulated_formats": ";".join(f"{k}:{','.join(v)}" for k, v in emulated.items() if v) or "none"}
 
 
 @contextmanager

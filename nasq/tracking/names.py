@@ -18,9 +18,16 @@ KEY_MAX = 250  # mlflow's own limit
 _BAD_KEY_CHARS = re.compile(r"[^\w.\- /]")
 
 
+def metric_key(name: str) -> str:
+    """A per-target metric as MLflow may name it: ``latency_ms@cpu_x`` -> ``latency_ms.cpu_x``
+    (``@`` is not allowed in MLflow keys)."""
+    return str(name).replace("@", ".")
+
+
 def clean_key(key: str) -> str:
-    """A key mlflow accepts: disallowed characters become ``_``; at most 250 characters."""
-    key = _BAD_KEY_CHARS.sub("_", str(key)).strip("/")
+    """A key mlflow accepts: ``@`` becomes ``.`` (:func:`metric_key`), other disallowed characters
+    ``_``; at most 250 characters."""
+    key = _BAD_KEY_CHARS.sub("_", metric_key(key)).strip("/")
     key = re.sub(r"/+", "/", key).replace("..", "_.")
     return (key or "_")[:KEY_MAX]
 
@@ -63,9 +70,12 @@ def point_params(spec: SubnetSpec) -> dict[str, str]:
 def point_metrics(point: FrontPoint) -> dict[str, float]:
     """Predicted values as ``<name>_pred``; the front's value of every metric as ``<name>``: the
     measured one where there is one, else the prediction (as ``FrontPoint.value``), so charts over
-    the point runs have every objective. The ``nasq.measured`` tag says which were measured."""
-    out = {f"{k}_pred": float(v) for k, v in point.predicted.items()}
-    out.update({k: float(point.value(k)) for k in {*point.predicted, *point.measured}})
+    the point runs have every objective. The ``nasq.measured`` tag says which were measured.
+    Per-target names are mapped by :func:`metric_key`; ``emulated_layers`` is added when counted."""
+    out = {f"{metric_key(k)}_pred": float(v) for k, v in point.predicted.items()}
+    out.update({metric_key(k): float(point.value(k)) for k in {*point.predicted, *point.measured}})
+    if point.emulated_layers is not None:
+        out["emulated_layers"] = float(point.emulated_layers)
     return out
 
 

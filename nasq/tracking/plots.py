@@ -21,7 +21,7 @@ from nasq.search.pareto import Front
 # columns of the optional ``others`` array: every evaluated subnet, drawn in grey
 OTHERS_COLUMNS = ("top1", "latency_ms", "size_mb")
 LABELS = {"top1": "top-1 accuracy (%)", "latency_ms": "latency (ms)", "size_mb": "size (MB)",
-          "bops_g": "BOPs (G)"}
+          "bops_g": "BOPs (G)", "throughput_ips": "throughput (images/s)"}
 
 
 def _figure_classes() -> tuple[Any, Any]:
@@ -35,10 +35,11 @@ def _figure_classes() -> tuple[Any, Any]:
 
 
 def axis_label(metric: str, modelled: bool = False) -> str:
-    label = LABELS.get(metric, metric)
-    if metric == "latency_ms" and modelled:
+    base, _, profile = metric.partition("@")  # a per-target metric: latency_ms@cpu_x
+    label = LABELS.get(base, metric)
+    if base == "latency_ms" and modelled:
         label = "latency (ms, modelled)"
-    return label
+    return f"{label} on {profile}" if profile else label
 
 
 def _check_others(others: np.ndarray | None) -> np.ndarray | None:

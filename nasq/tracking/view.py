@@ -56,6 +56,7 @@ def page_state(parent_run_id: str, objectives: list[str] | tuple[str, ...],
     """The runs-page state: only the front's point runs, one scatter chart per objective pair
     (top1 on the y axis when present), a parallel-coordinates chart over all objectives."""
     section = f"{view_key(parent_run_id)}-section"
+    objectives = [o.replace("@", ".") for o in objectives]  # as the point runs log them (names.metric_key)
     pairs = []
     for a, b in combinations(objectives, 2):
         x, y = (a, b) if b == "top1" else (b, a)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from nasq.errors import ConfigError
@@ -48,3 +49,58 @@ def test_profile_unknown_format(profile):
     data["peak_gops"] = {"fp33": 1.0}
     with pytest.raises(ConfigError, match="unknown format 'fp33'"):
         HardwareProfile.from_dict(data, "hw.yaml")
+
+
+# ---------------------------------------------------------------- runtime backend and honest formats
+def test_known_backends_are_the_registered_ones():
+    # nasq.hardware may not import nasq.profiling (layers), so it keeps the names as data: they must agree
+    from nasq.hardware.profile import ANALYTIC_BACKEND, KNOWN_BACKENDS
+    from nasq.profiling.backend import BACKENDS
+
+    assert sorted(KNOWN_BACKENDS) == BACKENDS.names()
+    assert ANALYTIC_BACKEND not in BACKENDS
+
+
+def test_shipped_profiles_name_their_runtime(repo):
+    ort = HardwareProfile.from_yaml(repo / "hardware_profiles" / "cpu_ort_epyc" / "profile.yaml")
+    cfg = ort.config
+    assert (cfg.backend, cfg.threads, cfg.batch_sizes, ort.max_batch) == ("onnxruntime", 1, (1, 64), 64)
+    assert ort.native == {"fp32", "int8", "int4", "fp8_e4m3"} and ort.emulated == set()
+    roof = HardwareProfile.from_yaml(repo / "hardware_profiles" / "cpu_roofline" / "profile.yaml")
+    assert roof.config.backend == "roofline" and roof.native == roof.supported and not roof.emulated
+
+
+def test_profile_without_runtime_fields_keeps_loading(profile):
+    data = profile.config.model_dump(exclude={"backend", "threads", "batch_sizes", "native_formats",
+                                              "emulated_formats"})
+    old = HardwareProfile.from_dict(data, "old.yaml")
+    assert old.config.backend == "roofline" and old.config.batch_sizes == (1,)
+    assert old.native == old.supported and not old.emulated  # no lists: every rated format is native
+
+
+def test_formats_listed_in_neither_count_as_emulated(space, profile):
+    data = {**profile.config.model_dump(), "native_formats": ["fp32", "int8"], "emulated_formats": ["int4"]}
+    hw = HardwareProfile.from_dict(data, "hw.yaml")
+    assert "int4" in hw.emulated and "fp8_e4m3" in hw.emulated and "fp32" not in hw.emulated
+    assert hw.emulated_in(space) == ["fp8_e4m3", "int4"]
+
+
+@pytest.mark.parametrize("over, match", [
+    ({"backend": "tensorrt"}, r"hw.yaml: backend: unknown backend 'tensorrt' \(known: onnxruntime, openvino"),
+    ({"native_formats": ["fp33"]}, r"hw.yaml: native_formats\[0\]: unknown format 'fp33'"),
+    ({"peak_gops": {"fp32": 1.0}, "depthwise_peak_gops": {}, "emulated_formats": ["int8"]},
+     r"hw.yaml: emulated_formats\[0\]: format 'int8' has no rate in peak_gops"),
+    ({"native_formats": ["int8"], "emulated_formats": ["int8"]}, r"hw.yaml: emulated_formats: format 'int8' is also"),
+])
+def test_bad_backend_or_format_lists_are_one_line(profile, over, match):
+    with pytest.raises(ConfigError, match=match):
+        HardwareProfile.from_dict({**profile.config.model_dump(), **over}, "hw.yaml")
+
+
+def test_throughput_is_the_batch_one_prediction(space, profile):
+    from nasq.hardware import TargetsCostModel
+
+    cm = TargetsCostModel([CostModel(space, profile)])
+    values = cm.score([space.smallest(), space.largest()])
+    np.testing.assert_allclose(values["throughput_ips"], 1000.0 / values["latency_ms"])
+    np.testing.assert_array_equal(values[f"latency_ms@{profile.name}"], values["latency_ms"])

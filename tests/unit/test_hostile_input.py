@@ -549,3 +549,35 @@ def test_load_model_still_reads_the_shipped_spaces():
     for path in sorted((REPO / "search_spaces").glob("*.yaml")):
         config, digest = load_model(SpaceConfig, path)
         assert config.name == path.stem and len(digest) == 64
+
+
+# ---------------------------------------------------------------- 6. a profile's runtime and formats
+def _bad_profile(tmp_path: Path, **over) -> Path:
+    data = yaml.safe_load((REPO / "hardware_profiles" / "cpu_roofline" / "profile.yaml").read_text())
+    data.update(over)
+    folder = tmp_path / "bad_hw"
+    folder.mkdir(exist_ok=True)
+    (folder / "profile.yaml").write_text(yaml.safe_dump(data))
+    return exp_file(tmp_path, hardware=["bad_hw/profile.yaml"])
+
+
+@pytest.mark.parametrize("over, expected", [
+    ({"backend": "onnxruntim"}, "backend: unknown backend 'onnxruntim' (known: onnxruntime, openvino, torch-cuda, "
+                                "roofline); did you mean 'onnxruntime'?"),
+    ({"backend": "../x"}, "backend: must be a name"),
+    ({"threads": 0}, "threads: "),
+    ({"batch_sizes": [1, 1 << 20]}, "batch_sizes: "),
+    ({"batch_sizes": []}, "batch_sizes: batch_sizes needs at least one choice"),
+    ({"native_formats": ["int9"]}, "native_formats[0]: unknown format 'int9'"),
+    ({"emulated_formats": ["fp32", "fp32"]}, "emulated_formats: formats must be unique"),
+    ({"peak_gops": {"fp32": 1.0}, "depthwise_peak_gops": {}, "native_formats": ["fp32", "int8"]},
+     "native_formats[1]: format 'int8' has no rate in peak_gops"),
+    ({"native_formats": ["fp32"], "emulated_formats": ["fp32"]}, "emulated_formats: format 'fp32' is also in native_formats"),
+], ids=["unknown-backend", "backend-not-a-name", "threads", "batch-too-large", "no-batch", "unknown-format",
+        "duplicate", "not-in-peak-gops", "native-and-emulated"])
+def test_profile_backend_and_formats_refused_in_one_line_exit_2(tmp_path, over, expected):
+    p = _bad_profile(tmp_path, **over)
+    msg = refused(p)
+    assert expected in msg and "bad_hw/profile.yaml: " in msg, msg  # the file, the field, the value
+    code, err = cli("validate", str(p), cwd=tmp_path)
+    assert code == 2 and expected in err

@@ -70,3 +70,12 @@ def test_query_imports_no_torch():
     code = "import sys, nasq.search.query; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_where_takes_per_target_metric_names():
+    where = query.parse_where("latency_ms@cpu_b < 1 and latency_ms@cpu_b_pred >= 0.5 or emulated_layers == 0")
+    assert where.names == {"latency_ms@cpu_b", "latency_ms@cpu_b_pred", "emulated_layers"}
+    assert where({"latency_ms@cpu_b": 0.7, "latency_ms@cpu_b_pred": 0.6, "emulated_layers": 3.0})
+    assert not where({"latency_ms@cpu_b": 1.5, "latency_ms@cpu_b_pred": 0.6, "emulated_layers": 3.0})
+    with pytest.raises(NasqError, match="unknown metric 'latency_ms@gpu'"):
+        query.parse_where("latency_ms@gpu < 1", {"latency_ms", "top1"})

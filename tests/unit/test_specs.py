@@ -101,3 +101,41 @@ def test_our_validators_name_the_value_once(tmp_path):
     with pytest.raises(ConfigError) as e:
         SearchSpace.from_yaml(p)
     assert str(e.value).endswith("stages[1].kernel: choices must be odd and positive, got 4")
+
+
+# ---------------------------------------------------------------- metrics, targets, allow_emulated
+@pytest.mark.parametrize("metric", ["top1", "latency_ms", "throughput_ips", "size_mb", "bops_g",
+                                    "latency_ms@cpu_ort_epyc", "throughput_ips@gpu.h200-1"])
+def test_metric_names_accepted(metric):
+    assert ExperimentConfig(objectives=("top1", metric) if metric != "top1" else ("top1", "size_mb"))
+
+
+@pytest.mark.parametrize("metric, detail", [
+    ("latency", "unknown metric (known: top1, latency_ms"),
+    ("size_mb@cpu", "only latency_ms, throughput_ips take '@<profile>'"),
+    ("latency_ms@", "must be a name"),
+    ("latency_ms@../x", "must be a name"),
+])
+def test_bad_metric_names_are_one_line(tmp_path, metric, detail):
+    p = tmp_path / "e.yaml"
+    p.write_text(yaml.safe_dump({"objectives": ["top1", metric]}))
+    with pytest.raises(ConfigError) as e:
+        load_model(ExperimentConfig, p)
+    assert f"{p}: objectives[1]: " in str(e.value) and detail in str(e.value), str(e.value)
+
+
+def test_constraint_profile_means_metric_at_profile():
+    from nasq.specs import ConstraintSpec
+
+    assert ConstraintSpec(metric="latency_ms", max=1, profile="b").key == "latency_ms@b"
+    assert ConstraintSpec(metric="latency_ms@b", max=1).key == "latency_ms@b"
+    assert ConstraintSpec(metric="size_mb", max=1, profile="b").key == "size_mb"  # size does not depend on it
+    with pytest.raises(ValidationError, match="names profile 'a' but profile is 'b'"):
+        ConstraintSpec(metric="latency_ms@a", max=1, profile="b")
+
+
+def test_several_profiles_accepted_once_each():
+    assert ExperimentConfig(hardware=("cpu_roofline", "cpu_ort_epyc")).hardware == ("cpu_roofline", "cpu_ort_epyc")
+    assert ExperimentConfig().allow_emulated is False
+    with pytest.raises(ValidationError, match="hardware choices must be unique"):
+        ExperimentConfig(hardware=("cpu_roofline", "cpu_roofline"))

@@ -87,3 +87,41 @@ def test_track_stage_logs_into_the_run_opened_at_start(tmp_path: Path) -> None:
     assert {"experiment.json", "front.json"} <= {a.path for a in client.list_artifacts(run.run_id)}
     runs = client.search_runs([run.experiment_id], f"tags.mlflow.parentRunId = '{run.run_id}'")
     assert sorted(r.info.run_name for r in runs) == ["point-0", "point-1", "predictor", "stage-track", "supernet"]
+
+
+def test_track_stage_logs_per_target_metrics_under_names_mlflow_accepts(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from nasq.experiment import load_experiment
+    from nasq.search.pareto import Front, FrontPoint
+    from nasq.stages import track
+
+    repo = Path(__file__).resolve().parents[2]
+    second = yaml.safe_load((repo / "hardware_profiles" / "cpu_roofline" / "profile.yaml").read_text())
+    second.update(name="cpu_b", native_formats=["fp32", "int8", "int4"], emulated_formats=["fp8_e4m3"])
+    (tmp_path / "cpu_b").mkdir()
+    (tmp_path / "cpu_b" / "profile.yaml").write_text(yaml.safe_dump(second))
+    exp_file = tmp_path / "e.yaml"
+    objectives = ["top1", "latency_ms@cpu_roofline", "latency_ms@cpu_b"]
+    exp_file.write_text(yaml.safe_dump({"name": "two", "data": {"name": "digits"}, "allow_emulated": True,
+                                        "hardware": ["cpu_roofline", "cpu_b/profile.yaml"], "objectives": objectives,
+                                        "workdir": str(tmp_path / "run")}))
+    exp = load_experiment(exp_file)
+    exp.workdir.mkdir(parents=True)
+    specs = exp.space.sample(np.random.default_rng(0), 2)
+    cost = exp.cost_model().score(specs)
+    points = [FrontPoint(s, [int(g) for g in exp.space.encode(s)],
+                         {"top1": 70.0 - i, **{k: float(v[i]) for k, v in cost.items()}}, {"top1": 69.0 - i},
+                         len(exp.emulated_layers(s)))
+              for i, s in enumerate(specs)]
+    result = SimpleNamespace(front=Front(tuple(objectives), points, exp.lineage()), fit_report=_Fit(), evaluated=2,
+                             timings={}, train_info={}, evaluations=None, history=[])
+    tracked = track.run(exp, result, exp.workdir)
+    client = MlflowClient(tracking_uri=tracked.uri)
+    parent = client.get_run(tracked.run_id)
+    assert parent.data.tags["nasq.profiles"] == "cpu_roofline,cpu_b"
+    assert parent.data.tags["nasq.allow_emulated"] == "true"
+    assert parent.data.tags["nasq.emulated_formats"] == "cpu_b:fp8_e4m3"
+    point = client.get_run(tracked.child_run_ids[0]).data.metrics
+    assert {"latency_ms.cpu_b", "latency_ms.cpu_roofline_pred", "throughput_ips.cpu_b", "emulated_layers"} <= set(point)
+    assert point["emulated_layers"] == points[0].emulated_layers
