@@ -2,7 +2,7 @@
 which families it belongs to, and the layer shapes it contributes (what the cost model, the
 latency tables and the feature encoders see). Catalogs are validated against this without torch.
 
-The torch implementations register themselves in :mod:`nasq.supernet.network` (blocks) under the
+The torch implementations register themselves in :mod:`nasq.supernet.blocks` (``BLOCKS``) under the
 same names; a contract test checks that the two registries agree.
 """
 
@@ -69,6 +69,28 @@ def _resnet_shapes(p: str, cin: int, cout: int, stride: int, res: int, c: LayerC
     return out, hout
 
 
+def _fused_mbconv_shapes(p: str, cin: int, cout: int, stride: int, res: int, c: LayerChoice, st: StageSpec,
+                         first: bool) -> tuple[list[LayerShape], int]:
+    hout, w, a = conv_out(res, stride), c.w_format, c.a_format
+    if c.expand == 1:  # EfficientNetV2's fused-MBConv with expansion 1: one kxk conv straight to cout
+        return [LayerShape(f"{p}.conv", "conv", cin, cout, c.kernel, stride, res, hout, w, a)], hout
+    mid = mid_channels(cin, c.expand)
+    return [LayerShape(f"{p}.expand", "conv", cin, mid, c.kernel, stride, res, hout, w, a),
+            LayerShape(f"{p}.project", "conv", mid, cout, 1, 1, hout, hout, w, a)], hout
+
+
+def _conv_shapes(p: str, cin: int, cout: int, stride: int, res: int, c: LayerChoice, st: StageSpec,
+                 first: bool) -> tuple[list[LayerShape], int]:
+    hout = conv_out(res, stride)
+    return [LayerShape(f"{p}.conv", "conv", cin, cout, c.kernel, stride, res, hout, c.w_format, c.a_format)], hout
+
+
+def residual(cin: int, cout: int, stride: int) -> bool:
+    """The identity skip of the mbconv family's blocks (mbconv, fused_mbconv, conv): only where the
+    block keeps the shape, so no projection shortcut is ever needed."""
+    return stride == 1 and cin == cout
+
+
 def vit_head_dim(st: StageSpec) -> int:
     """Each attention head is ``max(width) / max(heads)`` wide; fewer heads, narrower attention."""
     return max(1, st.max_width // max(st.heads))
@@ -88,6 +110,14 @@ def _vit_shapes(p: str, cin: int, cout: int, stride: int, tokens: int, c: LayerC
 
 BLOCK_KINDS.add("mbconv", BlockKind("mbconv", ("mbconv",), ("kernel", "expand"), _mbconv_shapes,
                                     "inverted residual: expand 1x1, depthwise kxk, [squeeze-excite], project 1x1"))
+# Dense-conv blocks (SpaceEvo, EfficientNetV2): no depthwise conv. With integer kernels a dense
+# 3x3 conv ran 2.8-3.5x faster in int8 than in fp32 on CPU (onnxruntime, openvino), a depthwise one
+# 0.8x: MBConv's depthwise-heavy blocks cannot profit from int8 there, these can.
+BLOCK_KINDS.add("fused_mbconv", BlockKind("fused_mbconv", ("mbconv",), ("kernel", "expand"), _fused_mbconv_shapes,
+                                          "fused inverted residual: dense kxk expand conv, project 1x1; "
+                                          "expand 1 is a single kxk conv"))
+BLOCK_KINDS.add("conv", BlockKind("conv", ("mbconv",), ("kernel",), _conv_shapes,
+                                  "plain dense kxk conv, batch norm, ReLU6; identity skip when the shape allows"))
 BLOCK_KINDS.add("resnet", BlockKind("resnet", ("resnet",), ("kernel", "expand"), _resnet_shapes,
                                     "bottleneck: reduce 1x1 to width*expand, kxk conv, project 1x1, identity or 1x1 shortcut"))
 BLOCK_KINDS.add("vit", BlockKind("vit", ("vit", "sequence"), ("heads", "mlp_ratio"), _vit_shapes,

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasq.registry import Registry
-from nasq.space.kinds import mid_channels, se_channels, vit_head_dim
+from nasq.space.kinds import mid_channels, residual, se_channels, vit_head_dim
 from nasq.space.types import LayerChoice
 from nasq.specs import StageSpec
 from nasq.supernet.layers import ElasticLayerNorm, QConvBN, QLinear, QuantizedUnit
@@ -99,6 +99,76 @@ class StaticMBConv(nn.Module):
             s = F.relu(p["se_reduce"](h.mean(dim=(2, 3))))
             h = h * F.hardsigmoid(p["se_expand"](s))[:, :, None, None]
         h = p["project"](h)
+        return h + x if self.residual else h
+
+
+# ---------------------------------------------------------------- fused_mbconv and conv
+@BLOCKS.register("fused_mbconv")
+class ElasticFusedMBConv(ElasticBlock):
+    """Fused inverted residual (EfficientNetV2, SpaceEvo): a dense kxk conv expands to
+    ``cin * expand`` (with the stride), a 1x1 conv projects to the width; elastic kernel, expand
+    ratio and width. Expand 1 is one kxk conv straight to the width with its own weights (``conv``,
+    built only when the stage offers expand 1), since it maps cin to cout, not to a hidden width."""
+
+    def __init__(self, cin: int, stage: StageSpec, first: bool):
+        super().__init__()
+        self.stride = stage.stride if first else 1
+        cout, kernel, ratios = stage.max_width, max(stage.kernel), [e for e in stage.expand if e != 1]
+        if ratios:
+            mid = mid_channels(cin, max(ratios))
+            self.expand, self.project = QConvBN(cin, mid, kernel, self.stride), QConvBN(mid, cout, 1)
+        if len(ratios) < len(stage.expand):
+            self.conv = QConvBN(cin, cout, kernel, self.stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c, cin = self.choice, x.shape[1]
+        if c.expand == 1:
+            h = F.relu6(self.conv(x, self.cout, c.kernel))
+        else:
+            h = self.project(F.relu6(self.expand(x, mid_channels(cin, c.expand), c.kernel)), self.cout, 1)
+        return h + x if residual(cin, self.cout, self.stride) else h
+
+    def extract(self, cin: int) -> StaticFusedMBConv:
+        c = self.choice
+        if c.expand == 1:
+            parts = {"conv": self.conv.extract(cin, self.cout, c.kernel)}
+        else:
+            mid = mid_channels(cin, c.expand)
+            parts = {"expand": self.expand.extract(cin, mid, c.kernel), "project": self.project.extract(mid, self.cout, 1)}
+        return StaticFusedMBConv(parts, residual(cin, self.cout, self.stride))
+
+
+@BLOCKS.register("conv")
+class ElasticConvBlock(ElasticBlock):
+    """Plain dense kxk conv + batch norm + ReLU6 with elastic kernel and width; identity skip
+    where the block keeps the shape (stride 1, same width in and out)."""
+
+    def __init__(self, cin: int, stage: StageSpec, first: bool):
+        super().__init__()
+        self.stride = stage.stride if first else 1
+        self.conv = QConvBN(cin, stage.max_width, max(stage.kernel), self.stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu6(self.conv(x, self.cout, self.choice.kernel))
+        return h + x if residual(x.shape[1], self.cout, self.stride) else h
+
+    def extract(self, cin: int) -> StaticFusedMBConv:
+        parts = {"conv": self.conv.extract(cin, self.cout, self.choice.kernel)}
+        return StaticFusedMBConv(parts, residual(cin, self.cout, self.stride))
+
+
+class StaticFusedMBConv(nn.Module):
+    """Static fused-MBConv: ``expand`` (kxk) -> ReLU6 -> ``project`` (1x1), or a single ``conv``
+    (kxk) -> ReLU6, which is also what a plain ``conv`` block extracts to."""
+
+    def __init__(self, parts: dict[str, nn.Module], residual: bool):
+        super().__init__()
+        self.parts = nn.ModuleDict(parts)
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.parts
+        h = F.relu6(p["conv"](x)) if "conv" in p else p["project"](F.relu6(p["expand"](x)))
         return h + x if self.residual else h
 
 

@@ -1,5 +1,5 @@
-"""Every catalog space (mbconv, resnet, vit, sequence): codec, canonical keys, shapes, sampling,
-validation of family rules, export to onnxruntime and back."""
+"""Every catalog space (mbconv, resnet, vit, sequence; conv and fused_mbconv blocks): codec,
+canonical keys, shapes, sampling, validation of family rules, export to onnxruntime and back."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from nasq.space import SearchSpace, SubnetSpec
 
 REPO = Path(__file__).resolve().parents[2]
 SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))
-FAMILY_SPACES = ["mbconv_fmnist", "resnet_fmnist", "vit_fmnist", "seq_fmnist"]
+# one space per family, plus fused_fmnist for the dense-conv block kinds (conv, fused_mbconv)
+FAMILY_SPACES = ["mbconv_fmnist", "resnet_fmnist", "vit_fmnist", "seq_fmnist", "fused_fmnist"]
 
 
 def _space(name: str) -> SearchSpace:

@@ -55,15 +55,19 @@ def test_bad_genome_rejected(space):
         space.decode(g)
 
 
-def test_layer_shapes_match_torch_params(space):
+@pytest.mark.parametrize("name", ["mbconv_small", "mbconv_fmnist", "resnet_fmnist", "fused_fmnist"])
+def test_layer_shapes_match_torch_params(name, repo):
+    """The conv families' layer shapes count exactly the weights the extracted subnet holds."""
+    from nasq.space import SearchSpace
     from nasq.supernet.network import Supernet
 
+    space = SearchSpace.from_yaml(repo / "search_spaces" / f"{name}.yaml")
     net = Supernet(space)
     for spec in [space.largest(), space.smallest(), *space.sample(np.random.default_rng(1), 3)]:
         net.set_active(spec)
         static = net.extract()
-        convs = [m for m in static.modules() if isinstance(m, torch.nn.Conv2d)]
-        torch_params = sum(m.weight.numel() for m in convs) + static.classifier.weight.numel()
+        weighted = [m for m in static.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        torch_params = sum(m.weight.numel() for m in weighted)  # the classifier and SE linears too
         ours = sum(layer.params for layer in space.layer_shapes(spec))
         assert ours == torch_params
 
