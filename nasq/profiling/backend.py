@@ -1,9 +1,17 @@
-"""The latency-backend contract, its registry, and the timing summary every backend shares.
+"""The runtime-backend contract, its registry, and the timing summary every backend shares.
 
-:meth:`LatencyBackend.measure` owns the loop (dedupe, order, interleaved rounds, progress bar,
-one row per key, failures recorded instead of raised); subclasses fill two hooks,
-:meth:`LatencyBackend._prepare` (build one layer) and :meth:`LatencyBackend._time_us` (time it).
-Backends are registered by import path, so listing them imports neither torch nor onnxruntime.
+A backend is one runtime on one device (onnxruntime or OpenVINO on this CPU, torch on a GPU). It
+declares which formats it runs natively (``native_formats``: real storage types and kernels) and
+which only through float emulation (``emulated_formats``), and fills two groups of hooks:
+
+* single layers: :meth:`LatencyBackend.measure` owns the loop (dedupe, order, interleaved rounds,
+  progress bar, one row per key, failures recorded instead of raised); subclasses fill
+  :meth:`LatencyBackend._prepare` (build one layer) and :meth:`LatencyBackend._time_us` (time it);
+* whole exported models: :meth:`LatencyBackend.load_model`, :meth:`LatencyBackend.run_model` and
+  :meth:`LatencyBackend.time_model_ms`, on which the base class builds :meth:`LatencyBackend.check`
+  (fidelity against reference logits) and nasq.profiling.measure times whole subnets.
+
+Backends are registered by import path, so listing them imports no runtime.
 """
 
 from __future__ import annotations
@@ -11,19 +19,30 @@ from __future__ import annotations
 import abc
 import dataclasses
 import importlib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from nasq.errors import NasqError
+from nasq.formats import FORMATS
 from nasq.hardware.keys import LayerKey
 from nasq.hardware.table import Row
 from nasq.registry import Registry
 
 BACKENDS: Registry[str] = Registry("latency backend")
 BACKENDS.add("onnxruntime", "nasq.profiling.onnxruntime_backend:OnnxRuntimeBackend")
+BACKENDS.add("openvino", "nasq.profiling.openvino_backend:OpenVinoBackend")
 BACKENDS.add("torch-cuda", "nasq.profiling.torch_cuda_backend:TorchCudaBackend")
+
+
+def emulated_rest(native: frozenset[str]) -> frozenset[str]:
+    """Every registered format a backend does not run natively: it runs them as float emulation.
+    Derived, not listed, so that a newly registered format is declared emulated everywhere until
+    a backend claims it (the contract suite checks native | emulated == all formats)."""
+    return frozenset(FORMATS.names()) - native
 
 
 def summarize_us(samples_us: np.ndarray | list[float], runtime_ops: str = "") -> Row:
@@ -59,6 +78,13 @@ class LatencyBackend(abc.ABC):
     """
 
     name: str = ""
+    #: Formats the runtime executes with real storage types and kernels (after nasq's lowering).
+    native_formats: frozenset[str] = frozenset()
+    #: The other registered formats: they run, but as float arithmetic that mimics their rounding.
+    emulated_formats: frozenset[str] = frozenset()
+    #: False for a backend that times single layers only and cannot load an exported model
+    #: (its :meth:`load_model` raises NasqError); whole-subnet fits then need --fit-subnets 0.
+    whole_models: bool = True
 
     def __init__(self, threads: int = 1, warmup: int = 5, repeats: int = 30, rounds: int = 3, seed: int = 0):
         if threads < 1 or warmup < 0 or repeats < 1 or rounds < 1:
@@ -104,8 +130,41 @@ class LatencyBackend(abc.ABC):
         untimed runs, then the time of each of ``repeats`` runs in microseconds."""
 
     def describe(self) -> dict[str, Any]:
-        """Device and library versions for the profile's ``measured_on``; subclasses extend it."""
+        """Device and library versions for the profile's ``measured_on``; subclasses extend it.
+        An optional ``settings`` dict (runtime options that change results) goes into the
+        profile's description."""
         return {"device": "unknown", "versions": {}, "session_overhead_us": None}
+
+    # ------------------------------------------------------------ whole exported models
+    @abc.abstractmethod
+    def load_model(self, onnx_path: str | os.PathLike) -> Any:
+        """Load an ONNX export (nasq.export.bundle.export_onnx) into the runtime with its default
+        options and ``self.threads`` threads; returns a handle for :meth:`run_model` and
+        :meth:`time_model_ms`. Raises NasqError if the runtime cannot load it."""
+
+    @abc.abstractmethod
+    def run_model(self, handle: Any, x: np.ndarray) -> np.ndarray:
+        """The model's output (logits) for the float32 batch ``x``."""
+
+    @abc.abstractmethod
+    def time_model_ms(self, handle: Any, x: np.ndarray, warmup: int, repeats: int) -> np.ndarray:
+        """``warmup`` untimed runs on ``x``, then the time of each of ``repeats`` runs in ms."""
+
+    def check(self, onnx_path: str | os.PathLike, sample: np.ndarray, reference_logits: np.ndarray) -> dict[str, Any]:
+        """Run the export on ``sample`` (N, ...) and compare with ``reference_logits`` (N, classes),
+        e.g. the torch module's: ``max_abs_diff`` and ``top1_agreement`` (fraction of argmaxes
+        that agree), with the runtime's options as :meth:`load_model` sets them."""
+        x = np.ascontiguousarray(sample, dtype=np.float32)
+        want = np.asarray(reference_logits, dtype=np.float32)
+        if want.ndim != 2 or len(x) != len(want) or len(x) == 0:
+            raise NasqError(f"check: need a non-empty sample and (N, classes) reference logits for the same N, "
+                            f"got sample {x.shape} and logits {want.shape}")
+        got = np.asarray(self.run_model(self.load_model(onnx_path), x))
+        if got.shape != want.shape:
+            raise NasqError(f"{onnx_path}: {self.name} returned logits of shape {got.shape}, "
+                            f"the reference has {want.shape}")
+        return {"backend": self.name, "max_abs_diff": float(np.max(np.abs(got - want))),
+                "top1_agreement": float(np.mean(got.argmax(1) == want.argmax(1))), "samples": len(x)}
 
 
 def _track(progress: Any, items: list, label: str) -> Iterable:

@@ -2,15 +2,18 @@
 
 :func:`measure_profile` times every distinct layer of a space on one backend and writes, into
 ``hardware_profiles/<name>/``: ``latency.csv`` (the table), ``measurement.json`` (how, where, for
-which spaces) and ``profile.yaml`` (``status: measured``), whose roofline parameters are derived
-from the same table so that :class:`nasq.hardware.CostModel` can use the profile too (see
-:func:`derive_roofline`). torch and onnxruntime are imported inside the functions that measure.
+which spaces) and ``profile.yaml`` (``status: measured``, the backend, its threads and its native
+and emulated formats), whose roofline parameters are derived from the same table so that
+:class:`nasq.hardware.CostModel` can use the profile too (see :func:`derive_roofline`). Whole
+subnets (the predictor's correction) are exported to ONNX and timed on the same backend through
+its whole-model hooks (``load_model`` / ``time_model_ms``). Runtimes are imported by the backends.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -25,17 +28,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from nasq.errors import ConfigError, NasqError
 from nasq.experiment import resolve
-from nasq.export.bundle import INPUT_NAME, export_onnx, ort_session
+from nasq.export.bundle import INPUT_NAME, export_onnx
 from nasq.files import atomic_write_json, atomic_write_text
 from nasq.formats import FORMATS, size_bits
 from nasq.hardware import HardwareProfile, compute_format
 from nasq.hardware.keys import LayerKey, space_keys
 from nasq.hardware.table import LATENCY_CSV, MEASUREMENT_JSON, LatencyTable, MeasurementInfo, Row
 from nasq.predict.latency import LATENCY_MODEL_JSON, LatencyPredictor
-from nasq.profiling.backend import get_backend, round_sizes
+from nasq.profiling.backend import LatencyBackend, get_backend, round_sizes
 from nasq.profiling.layer_models import static_subnet
-from nasq.profiling.onnxruntime_backend import time_session_us
 from nasq.space import SearchSpace, SubnetSpec
+from nasq.specs import ProfileConfig
 from nasq.supernet.network import Supernet
 
 PROFILE_YAML = "profile.yaml"
@@ -45,36 +48,49 @@ FIT_SEED_OFFSET = 1_000_003
 
 
 # ---------------------------------------------------------------- whole subnets
-def subnet_session(model: Any, input_shape: tuple[int, ...], threads: int = 1, seed: int = 0) -> tuple[Any, dict]:
-    """Export ``model`` (a StaticSubnet) with :func:`nasq.export.export_onnx` and load it in
-    onnxruntime under the profile's settings. Returns the session and a seeded input feed."""
+def runner_for(backend: str | LatencyBackend, threads: int = 1, seed: int = 0) -> LatencyBackend:
+    """``backend`` itself if it is a backend instance (its own threads), else the registered one
+    of that name with ``threads`` threads."""
+    return backend if isinstance(backend, LatencyBackend) else get_backend(backend, threads=threads, seed=seed)
+
+
+def subnet_session(model: Any, input_shape: tuple[int, ...], threads: int = 1, seed: int = 0,
+                   backend: str | LatencyBackend = "onnxruntime") -> tuple[Any, dict]:
+    """Export ``model`` (a StaticSubnet) with :func:`nasq.export.export_onnx` and load it with
+    ``backend``'s ``load_model`` (``threads`` threads). Returns the backend's model handle and a
+    seeded input feed ``{INPUT_NAME: x}``, for :func:`time_interleaved_ms` on the same backend."""
+    runner = runner_for(backend, threads, seed)
     x = torch.randn(input_shape, generator=torch.Generator().manual_seed(seed))
     with tempfile.TemporaryDirectory(prefix="nasq-subnet-") as tmp:
         path = Path(tmp) / "model.onnx"
         export_onnx(model, x, path)
-        return ort_session(path, threads), {INPUT_NAME: x.numpy()}
+        return runner.load_model(path), {INPUT_NAME: x.numpy()}
 
 
 def time_interleaved_ms(sessions: list[tuple[Any, dict]], *, warmup: int = 10, repeats: int = 100,
-                        rounds: int = 5, progress: Any = None, label: str = "time subnets") -> np.ndarray:
-    """Median milliseconds per session, its ``repeats`` runs split over ``rounds`` passes over
-    all sessions (each pass with ``warmup`` untimed runs first): a slow spell of a shared
-    machine then shifts every session alike."""
+                        rounds: int = 5, progress: Any = None, label: str = "time subnets",
+                        backend: str | LatencyBackend = "onnxruntime") -> np.ndarray:
+    """Median milliseconds per (handle, feed) from :func:`subnet_session` on the same
+    ``backend``, its ``repeats`` runs split over ``rounds`` passes over all of them (each pass
+    with ``warmup`` untimed runs first): a slow spell of a shared machine then shifts every
+    subnet alike."""
+    runner = runner_for(backend)
     samples: list[list[np.ndarray]] = [[] for _ in sessions]
     task = progress.add_task(label, total=rounds * len(sessions)) if progress else None
     for n in round_sizes(repeats, rounds):
-        for i, (session, feed) in enumerate(sessions):
-            samples[i].append(time_session_us(session, feed, warmup, n))
+        for i, (handle, feed) in enumerate(sessions):
+            samples[i].append(runner.time_model_ms(handle, feed[INPUT_NAME], warmup, n))
             if progress is not None:
                 progress.advance(task)
-    return np.array([np.median(np.concatenate(s)) / 1e3 for s in samples])
+    return np.array([np.median(np.concatenate(s)) for s in samples])
 
 
 def measure_subnet_ms(model: Any, input_shape: tuple[int, ...], threads: int = 1, repeats: int = 100,
-                      warmup: int = 10, seed: int = 0) -> dict[str, float]:
-    """One exported subnet's onnxruntime latency: ``median_ms``, ``p10_ms``, ``p90_ms``."""
-    session, feed = subnet_session(model, input_shape, threads, seed)
-    p10, median, p90 = np.percentile(time_session_us(session, feed, warmup, repeats) / 1e3, [10, 50, 90])
+                      warmup: int = 10, seed: int = 0, backend: str | LatencyBackend = "onnxruntime") -> dict[str, float]:
+    """One exported subnet's latency on ``backend``: ``median_ms``, ``p10_ms``, ``p90_ms``."""
+    runner = runner_for(backend, threads, seed)
+    handle, feed = subnet_session(model, input_shape, threads, seed, runner)
+    p10, median, p90 = np.percentile(runner.time_model_ms(handle, feed[INPUT_NAME], warmup, repeats), [10, 50, 90])
     return {"median_ms": float(median), "p10_ms": float(p10), "p90_ms": float(p90)}
 
 
@@ -90,36 +106,43 @@ def correction_specs(space: SearchSpace, n: int, seed: int = 0) -> list[SubnetSp
     formats = sorted(set(menu.w_format) & set(menu.a_format))
     for i, spec in enumerate(space.sample(rng, n_uniform) if formats else []):
         fmt = formats[i % len(formats)]
-        specs.append(SubnetSpec(tuple(tuple(dataclasses.replace(c, w_format=fmt, a_format=fmt) for c in stage)
-                                      for stage in spec.stages)))
+        specs.append(uniform_formats(spec, fmt, fmt))
     return specs
 
 
+def uniform_formats(spec: SubnetSpec, w_format: str, a_format: str) -> SubnetSpec:
+    """``spec`` with every layer's weights in ``w_format`` and activations in ``a_format``."""
+    return SubnetSpec(tuple(tuple(dataclasses.replace(c, w_format=w_format, a_format=a_format) for c in stage)
+                            for stage in spec.stages))
+
+
 def fit_correction(space: SearchSpace, table: LatencyTable, n_subnets: int, *, threads: int = 1,
-                   repeats: int = 100, warmup: int = 10, seed: int = 0, progress: Any = None) -> LatencyPredictor:
+                   repeats: int = 100, warmup: int = 10, seed: int = 0, progress: Any = None,
+                   backend: str | LatencyBackend = "onnxruntime") -> LatencyPredictor:
     """Fit the LatencyPredictor's correction on ``n_subnets`` subnets of ``space``
     (:func:`correction_specs`), each built like the pipeline builds it (one seeded Supernet,
-    recalibrated, extracted), exported and timed in onnxruntime (:func:`time_interleaved_ms`)."""
+    recalibrated, extracted), exported and timed on ``backend`` (:func:`time_interleaved_ms`)."""
+    runner = runner_for(backend, threads, seed)
     specs = correction_specs(space, n_subnets, seed)
     inp = space.config.input
     shape = (1, inp.channels, inp.resolution, inp.resolution)
     task = progress.add_task(f"build {len(specs)} whole subnets", total=len(specs)) if progress else None
     sessions, torch_threads = [], torch.get_num_threads()
     # One torch thread: on a busy machine torch's OpenMP spinning slows calibration tenfold, and
-    # onnxruntime is timed next. The caller's global RNG and thread count are restored.
+    # the runtime is timed next. The caller's global RNG and thread count are restored.
     torch.set_num_threads(1)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net, gen = Supernet(space), torch.Generator().manual_seed(seed)
             for spec in specs:
-                sessions.append(subnet_session(static_subnet(net, spec, gen), shape, threads, seed))
+                sessions.append(subnet_session(static_subnet(net, spec, gen), shape, threads, seed, runner))
                 if progress is not None:
                     progress.advance(task)
     finally:
         torch.set_num_threads(torch_threads)
     measured = time_interleaved_ms(sessions, warmup=warmup, repeats=repeats, progress=progress,
-                                   label=f"time {len(specs)} whole subnets")
+                                   label=f"time {len(specs)} whole subnets", backend=runner)
     return LatencyPredictor(space, table).fit(specs, measured)
 
 
@@ -171,20 +194,21 @@ def measure_profile(space: SearchSpace, backend: str, out_dir: str | Path, *, th
                     warmup: int = 5, repeats: int = 30, rounds: int = 3, fit_subnets: int = 100,
                     seed: int = 0, progress: Any = None) -> Path:
     """Measure every layer key of ``space`` on ``backend`` and write the profile folder
-    ``out_dir`` (its name is the profile's name). With ``fit_subnets`` > 0 (onnxruntime only:
-    whole subnets are timed as ONNX exports) also fit the predictor's correction and write it as
-    latency_model.json. Returns the path of profile.yaml."""
+    ``out_dir`` (its name is the profile's name). With ``fit_subnets`` > 0 also time that many
+    whole exported subnets on the same backend, fit the predictor's correction and write it as
+    latency_model.json (backends that cannot run a whole model need ``fit_subnets=0``).
+    Returns the path of profile.yaml."""
     out_dir = Path(out_dir)
-    if fit_subnets and backend != "onnxruntime":
-        raise NasqError(f"fitting the correction times whole ONNX subnets in onnxruntime; with --backend "
-                        f"{backend} pass --fit-subnets 0")
-    started, load_before = time.perf_counter(), _load_average()
     runner = get_backend(backend, threads=threads, warmup=warmup, repeats=repeats, rounds=rounds, seed=seed)
+    if fit_subnets and not runner.whole_models:
+        raise NasqError(f"fitting the correction times whole exported subnets, which the {backend} backend "
+                        f"cannot run; with --backend {backend} pass --fit-subnets 0")
+    started, load_before = time.perf_counter(), _load_average()
     rows = runner.measure(space_keys(space), progress)
     about = runner.describe()
     table = LatencyTable(rows, str(out_dir / LATENCY_CSV))
     predictor = fit_correction(space, table, fit_subnets, threads=threads, seed=seed,
-                               progress=progress) if fit_subnets else None
+                               progress=progress, backend=runner) if fit_subnets else None
     roofline = derive_roofline(rows, space.all_formats(), about.get("session_overhead_us") or 0.0)
     measured_on = (f"{datetime.now(UTC):%Y-%m-%d} on {about['device']}; "
                    + ", ".join(f"{k} {v}" for k, v in about["versions"].items()))
@@ -194,7 +218,8 @@ def measure_profile(space: SearchSpace, backend: str, out_dir: str | Path, *, th
                            session_overhead_us=about.get("session_overhead_us"), fit_subnets=fit_subnets,
                            wall_s=round(time.perf_counter() - started, 1),
                            load_average=load_before + _load_average())
-    text = _profile_yaml(out_dir.name, info, roofline, _execution_note(backend, rows))
+    note = _execution_note(backend, rows) + _settings_note(about.get("settings") or {})
+    text = _profile_yaml(out_dir.name, info, roofline, note, runtime_fields(runner, set(roofline["peak_gops"])))
     HardwareProfile.from_dict(yaml.safe_load(text), str(out_dir / PROFILE_YAML)).check_space(space)
     table.save(out_dir / LATENCY_CSV)
     if predictor is not None:
@@ -214,29 +239,50 @@ def _load_average() -> tuple[float, ...]:
 
 
 _INTEGER_OPS = ("QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul")
+# OpenVINO's runtime_ops name each executed node with the precision it ran in: Convolution(u8).
+_INTEGER_KERNEL = re.compile(r"(Convolution|GroupConvolution|MatMul|FullyConnected)\((u8|i8)\)")
 
 
 def _execution_note(backend: str, rows: dict[LayerKey, Row]) -> str:
     """What the measured rows say about how the formats ran (from their ``runtime_ops``)."""
-    if backend != "onnxruntime":
-        return "The kernel each layer ran is in latency.csv's runtime_ops column."
     ran = {op for r in rows.values() for op in r.runtime_ops.split(">")}
-    integer = sorted(ran.intersection(_INTEGER_OPS))
+    integer = sorted(op for op in ran if op in _INTEGER_OPS or _INTEGER_KERNEL.fullmatch(op))
     if integer:
         return f"Integer kernels seen in runtime_ops: {', '.join(integer)}."
+    if backend != "onnxruntime":
+        return "The kernel each layer ran is in latency.csv's runtime_ops column."
     return ("In nasq's ONNX export no layer ran an integer or fp8 kernel (runtime_ops shows no "
             "QLinearConv/ConvInteger/MatMulInteger): every conv computes in fp32; int8 adds "
             "QuantizeLinear/DequantizeLinear pairs and dequantizes its weights on every run, int4 and "
             "fp8 (which onnxruntime cannot run natively) add elementwise rounding ops to fp32 convs.")
 
 
-def _profile_yaml(name: str, info: MeasurementInfo, roofline: dict[str, Any], note: str) -> str:
+def _settings_note(settings: dict[str, str]) -> str:
+    """The runtime options a backend reports as changing results (describe()["settings"])."""
+    if not settings:
+        return ""
+    return " Runtime settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + "."
+
+
+def runtime_fields(runner: LatencyBackend, formats: set[str]) -> dict[str, Any]:
+    """profile.yaml's record of the runtime that was measured: backend, threads, the batch size
+    the table and the correction were timed at, and which of the profile's ``formats`` (those of
+    its peak_gops) the backend runs natively or emulates. Only fields nasq.specs.ProfileConfig
+    declares are written (it refuses unknown keys)."""
+    fields = {"backend": runner.name, "threads": runner.threads, "batch_sizes": [1],
+              "native_formats": sorted(formats & runner.native_formats),
+              "emulated_formats": sorted(formats & runner.emulated_formats)}
+    return {k: v for k, v in fields.items() if k in ProfileConfig.model_fields}
+
+
+def _profile_yaml(name: str, info: MeasurementInfo, roofline: dict[str, Any], note: str,
+                  runtime: dict[str, Any]) -> str:
     description = (f"Measured with `nasq profile measure --backend {info.backend}` on {info.device}: "
                    f"per-layer medians in latency.csv ({info.repeats} runs in {info.rounds} interleaved rounds, "
                    f"{info.warmup} warm-ups each). The rates below only summarise that table for the roofline "
                    f"CostModel; the LatencyPredictor uses the table itself. {note}")
     doc = {"name": name, "version": 1, "kind": "roofline", "status": "measured", "description": description,
-           **roofline, "measured_on": info.measured_on}
+           **runtime, **roofline, "measured_on": info.measured_on}
     header = (f"# Measured by `nasq profile measure --space {','.join(info.spaces)} --backend {info.backend}`"
               f" in {info.wall_s:.0f} s; do not edit by hand, measure again.\n"
               "# latency.csv holds the per-layer table, latency_model.json the whole-subnet correction,\n"

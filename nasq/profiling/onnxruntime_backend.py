@@ -11,6 +11,7 @@ export or load is an ``unsupported`` row with the reason; nothing is estimated f
 
 from __future__ import annotations
 
+import os
 import platform
 import tempfile
 import time
@@ -22,10 +23,11 @@ import onnx
 import onnxruntime
 import torch
 
+from nasq.errors import NasqError
 from nasq.export.bundle import INPUT_NAME, export_onnx, ort_session
 from nasq.hardware.keys import LayerKey
 from nasq.hardware.table import Row
-from nasq.profiling.backend import LatencyBackend, Prepared
+from nasq.profiling.backend import LatencyBackend, Prepared, emulated_rest
 from nasq.profiling.layer_models import UnsupportedLayer, example_input, layer_module
 
 
@@ -57,21 +59,29 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _first_line(err: BaseException) -> str:
+def _feed(session: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+    return {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)}
+
+
+def first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
 
 
+# What nasq's lowering writes as standard ONNX storage types (INT8/INT4/FLOAT8 DequantizeLinear),
+# which the CPU provider reads as such; every other format is float arithmetic mimicking it.
+CPU_ONNX_NATIVE = frozenset({"fp32", "int8", "int4", "fp8_e4m3", "fp8_e5m2"})
+
+
 class OnnxRuntimeBackend(LatencyBackend):
     name = "onnxruntime"
+    native_formats = CPU_ONNX_NATIVE
+    emulated_formats = emulated_rest(CPU_ONNX_NATIVE)
 
     def check_available(self) -> None:
         """Nothing to check: onnx and onnxruntime are dependencies of nasq (imported above)."""
 
-
     def _prepare(self, key: LayerKey) -> Prepared | Row:
-
-
         gen = torch.Generator().manual_seed(self.seed)
         with tempfile.TemporaryDirectory(prefix="nasq-profile-") as tmp:
             model_path, opt_path = Path(tmp) / "layer.onnx", Path(tmp) / "layer.opt.onnx"
@@ -81,18 +91,31 @@ class OnnxRuntimeBackend(LatencyBackend):
             except UnsupportedLayer as e:
                 return Row.unsupported(str(e))
             except Exception as e:  # noqa: BLE001 - any exporter failure is recorded as the row's reason
-                return Row.unsupported(f"export failed: {_first_line(e)}")
+                return Row.unsupported(f"export failed: {first_line(e)}")
             try:
                 session = ort_session(model_path, self.threads, optimized_to=opt_path)
                 feed = {INPUT_NAME: x.numpy()}
                 time_session_us(session, feed, 1, 1)  # fails here, not mid-measurement, if it cannot run
             except Exception as e:  # noqa: BLE001 - onnxruntime raises its own C++ exception types
-                return Row.unsupported(f"onnxruntime failed: {_first_line(e)}")
+                return Row.unsupported(f"onnxruntime failed: {first_line(e)}")
             return Prepared((session, feed), optimized_ops(opt_path))
 
     def _time_us(self, handle: Any, warmup: int, repeats: int) -> np.ndarray:
         session, feed = handle
         return time_session_us(session, feed, warmup, repeats)
+
+    def load_model(self, onnx_path: str | os.PathLike) -> Any:
+        """An onnxruntime session as nasq opens every one (:func:`nasq.export.bundle.ort_session`)."""
+        try:
+            return ort_session(onnx_path, self.threads)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own C++ exception types
+            raise NasqError(f"{onnx_path}: onnxruntime could not load it: {first_line(e)}") from e
+
+    def run_model(self, handle: Any, x: np.ndarray) -> np.ndarray:
+        return handle.run(None, _feed(handle, x))[0]
+
+    def time_model_ms(self, handle: Any, x: np.ndarray, warmup: int, repeats: int) -> np.ndarray:
+        return time_session_us(handle, _feed(handle, x), warmup, repeats) / 1e3
 
     def session_overhead_us(self) -> float:
         """Median time of one ``session.run`` of a one-node (Identity) model: the fixed cost

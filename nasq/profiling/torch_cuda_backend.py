@@ -19,6 +19,7 @@ Matmul shapes are padded to what the kernels accept (``_int_mm``: m > 16, k and 
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ from nasq.errors import NasqError
 from nasq.formats import get_format
 from nasq.hardware.keys import LayerKey
 from nasq.hardware.table import Row
-from nasq.profiling.backend import LatencyBackend, Prepared
+from nasq.profiling.backend import LatencyBackend, Prepared, emulated_rest
 
 FP8_MIN_CAPABILITY = (8, 9)
 
@@ -91,8 +92,19 @@ def plan_kernel(key: LayerKey) -> KernelPlan:
     return KernelPlan(kernel, pm, pk, pn, (pm, pk, pn) != (m, k, n), note)
 
 
+# Formats with a torch storage dtype and a GPU kernel (bf16/fp16 tensor cores, _int_mm, _scaled_mm).
+GPU_NATIVE = frozenset({"fp32", "bf16", "fp16", "int8", "fp8_e4m3", "fp8_e5m2"})
+
+
 class TorchCudaBackend(LatencyBackend):
+    """Times layers as torch kernels, not an exported model: nothing here can run an ONNX file,
+    so :meth:`load_model` refuses (whole_models is False) and whole-subnet fits need
+    ``--fit-subnets 0``."""
+
     name = "torch-cuda"
+    native_formats = GPU_NATIVE
+    emulated_formats = emulated_rest(GPU_NATIVE)
+    whole_models = False
 
     def check_available(self) -> None:
         if not torch.cuda.is_available():
@@ -118,9 +130,17 @@ class TorchCudaBackend(LatencyBackend):
     def _time_us(self, handle: Any, warmup: int, repeats: int) -> np.ndarray:
         return _time_cuda_us(handle, warmup, repeats)
 
+    def load_model(self, onnx_path: str | os.PathLike) -> Any:
+        raise NasqError(f"{onnx_path}: the torch-cuda backend times single layers as torch kernels and cannot "
+                        "run an exported ONNX model; check or time whole models with --backend onnxruntime or openvino")
+
+    def run_model(self, handle: Any, x: np.ndarray) -> np.ndarray:
+        raise NasqError("the torch-cuda backend cannot run an exported ONNX model (see load_model)")
+
+    def time_model_ms(self, handle: Any, x: np.ndarray, warmup: int, repeats: int) -> np.ndarray:
+        raise NasqError("the torch-cuda backend cannot time an exported ONNX model (see load_model)")
+
     def describe(self) -> dict[str, Any]:
-
-
         self.check_available()
         versions = {"torch": torch.__version__, "cuda": str(torch.version.cuda), "python": platform.python_version()}
         return {"device": f"{torch.cuda.get_device_name()} (torch eager, CUDA events)", "versions": versions,

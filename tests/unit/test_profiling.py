@@ -154,9 +154,10 @@ def test_ort_execution_rule():
 
 # ---------------------------------------------------------------- predictor
 def _truth(predictor: LatencyPredictor, specs) -> np.ndarray:
-    """A known per-class affine law: each class rescales its table time and adds a per-layer cost."""
-    n = len(predictor.classes)
-    coef = np.concatenate([0.6 + 0.1 * np.arange(n), -0.002 + 0.001 * np.arange(n)])
+    """A known per-class affine law: each class rescales its table time and adds a per-layer cost
+    (and any further count features, e.g. format transitions, a small cost each)."""
+    n, extra = len(predictor.classes), len(predictor.features_names) - 2 * len(predictor.classes)
+    coef = np.concatenate([0.6 + 0.1 * np.arange(n), -0.002 + 0.001 * np.arange(n), 0.001 + 0.0005 * np.arange(extra)])
     return 0.02 + predictor.features(specs) @ coef
 
 
@@ -240,6 +241,15 @@ def _fake_backend(**kwargs):
         def _time_us(self, handle, warmup, repeats):
             self.calls.append((handle, warmup, repeats))
             return np.full(repeats, float(len(self.calls)))
+
+        def load_model(self, onnx_path):
+            return str(onnx_path)
+
+        def run_model(self, handle, x):
+            return np.zeros((len(x), 2), dtype=np.float32)
+
+        def time_model_ms(self, handle, x, warmup, repeats):
+            return np.ones(repeats)
 
     return Fake(**kwargs)
 
@@ -372,11 +382,45 @@ def test_modelled_profile_has_no_shipped_predictor(space, repo, tmp_path):
         load_profile_predictor(tmp_path / "profile.yaml", space)
 
 
-def test_correction_needs_onnxruntime(space, tmp_path):
+def test_correction_needs_a_backend_that_runs_whole_models(space, tmp_path):
     from nasq.profiling.measure import measure_profile
 
-    with pytest.raises(NasqError, match="with --backend torch-cuda pass --fit-subnets 0"):
+    with pytest.raises(NasqError, match="which the torch-cuda backend cannot run; with --backend torch-cuda "
+                                        "pass --fit-subnets 0"):
         measure_profile(space, "torch-cuda", tmp_path / "gpu", fit_subnets=10)
+    assert not (tmp_path / "gpu").exists()  # refused before any layer is measured
+
+
+def test_profile_records_the_runtime_and_its_formats():
+    from nasq.profiling.backend import get_backend
+    from nasq.profiling.measure import runtime_fields
+    from nasq.specs import ProfileConfig
+
+    fields = runtime_fields(get_backend("onnxruntime", threads=2), {"fp32", "int8", "int4", "int4_g32", "mxfp8"})
+    want = {"backend": "onnxruntime", "threads": 2, "batch_sizes": [1], "native_formats": ["fp32", "int4", "int8"],
+            "emulated_formats": ["int4_g32", "mxfp8"]}  # only formats the profile rates (peak_gops)
+    assert fields == {k: v for k, v in want.items() if k in ProfileConfig.model_fields}
+
+
+def test_whole_subnets_are_timed_through_the_backend_contract(space):
+    """subnet_session / time_interleaved_ms / measure_subnet_ms go through load_model and
+    time_model_ms, on onnxruntime by default (their callers' signatures unchanged)."""
+    import torch
+
+    from nasq.profiling.layer_models import static_subnet
+    from nasq.profiling.measure import measure_subnet_ms, subnet_session, time_interleaved_ms
+    from nasq.supernet.network import Supernet
+
+    tiny = SearchSpace.from_dict(TINY_SPACE)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = static_subnet(Supernet(tiny), tiny.largest(), torch.Generator().manual_seed(0))
+    pair = subnet_session(model, (1, 1, 8, 8), 1, 0)
+    assert pair[0].get_inputs()[0].name == "images" and pair[1]["images"].shape == (1, 1, 8, 8)
+    ms = time_interleaved_ms([pair, pair], warmup=1, repeats=4, rounds=2)
+    assert ms.shape == (2,) and np.all(ms > 0)
+    stats = measure_subnet_ms(model, (1, 1, 8, 8), repeats=5, warmup=1)
+    assert 0 < stats["p10_ms"] <= stats["median_ms"] <= stats["p90_ms"]
 
 
 def test_onnxruntime_backend_marks_layers_nasq_cannot_export_unsupported():
