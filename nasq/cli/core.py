@@ -1,5 +1,5 @@
 """The pipeline commands: ``nasq run``, ``train``, ``validate``, ``catalog``, ``profile measure``,
-``version``."""
+``profile check``, ``profile calibrate``, ``version``."""
 
 from __future__ import annotations
 
@@ -110,7 +110,8 @@ def catalog() -> None:
             typer.echo(f"  {name:<20} {p}")
 
 
-profile_app = typer.Typer(help="Hardware profiles: measure per-layer latency tables.", no_args_is_help=True)
+profile_app = typer.Typer(help="Hardware profiles: measure per-layer latency tables, check and calibrate "
+                          "them on this machine.", no_args_is_help=True)
 app.add_typer(profile_app, name="profile")
 
 
@@ -119,13 +120,13 @@ def profile_measure(
     out: Annotated[Path, typer.Option("--out", help="Profile folder to write, e.g. hardware_profiles/cpu_ort_epyc; "
                                       "its name is the profile's name.")],
     space: Annotated[str, typer.Option("--space", help="Search space: catalog name or YAML path.")] = "mbconv_small",
-    backend: Annotated[str, typer.Option("--backend", help="onnxruntime (this CPU) or torch-cuda (an NVIDIA GPU).")] = "onnxruntime",
+    backend: Annotated[str, typer.Option("--backend", help="onnxruntime or openvino (this CPU), or torch-cuda (an NVIDIA GPU).")] = "onnxruntime",
     threads: Annotated[int, typer.Option("--threads", min=1, help="Intra-op threads per timed run.")] = 1,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timed runs per layer (median, p10, p90).")] = 30,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs per layer and round.")] = 5,
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Interleaved passes the repeats are split over.")] = 3,
     fit_subnets: Annotated[int, typer.Option("--fit-subnets", min=0, help="Whole subnets timed to fit the "
-                                             "predictor's correction (onnxruntime only; 0 skips it).")] = 100,
+                                             "predictor's correction, on the same backend (not torch-cuda; 0 skips it).")] = 100,
 ) -> None:
     """Time every distinct layer of a space; write profile.yaml, latency.csv, latency_model.json."""
     from nasq.cli import options
@@ -144,6 +145,114 @@ def profile_measure(
                 fit_subnets=fit_subnets)
     except NasqError as e:
         fail(e)
+
+
+ProfileArg = Annotated[str, typer.Argument(help="Measured hardware profile: catalog name or profile.yaml path.",
+                                           show_default=False)]
+
+
+def _timing_checks(repeats: int, warmup: int, rounds: int, seed: int) -> None:
+    from nasq.cli import options
+
+    for option, value, low, high in (("--repeats", repeats, 1, 100_000), ("--warmup", warmup, 0, 100_000),
+                                     ("--rounds", rounds, 1, 1_000), ("--seed", seed, 0, 2**32 - 1)):
+        options.count(value, option, low, high)
+
+
+@profile_app.command("check")
+def profile_check(
+    profile: ProfileArg,
+    space: Annotated[str | None, typer.Option("--space", help="Search space: catalog name or YAML path "
+                                              "(default: the first space the profile was measured for).")] = None,
+    subnets: Annotated[int, typer.Option("--subnets", help="Reference subnets to time (smallest, largest, "
+                                         "random mixed-precision ones), at least 3.")] = 8,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random reference subnets.")] = 0,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed runs per subnet.")] = 50,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs per subnet and round.")] = 5,
+    rounds: Annotated[int, typer.Option("--rounds", help="Interleaved passes the repeats are split over.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of a table.")] = False,
+) -> None:
+    """Time a few reference subnets here and compare them with the profile's predictions: speed factor,
+    Kendall tau, verdict (holds / scaled / drifted). Cached per user and host, never written into the
+    catalog; exits 0 whatever the verdict."""
+    import json
+
+    from nasq.cli import options
+    from nasq.profiling.check import check_profile
+
+    try:
+        options.catalog_ref(profile, "PROFILE")
+        if space is not None:
+            options.catalog_ref(space, "--space")
+        options.count(subnets, "--subnets", 3, 1_000)
+        _timing_checks(repeats, warmup, rounds, seed)
+        result = check_profile(profile, space=space, subnets=subnets, seed=seed, repeats=repeats, warmup=warmup,
+                               rounds=rounds)
+    except NasqError as e:
+        fail(e)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    _print_check(result)
+
+
+def _print_check(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    table = Table(title=f"{result['profile']} on {result['host']['key']} ({result['backend']}, "
+                        f"{result['threads']} thread{'s' if result['threads'] > 1 else ''})")
+    for col in ("subnet", "predicted ms", "measured ms", "measured / predicted"):
+        table.add_column(col, justify="left" if col == "subnet" else "right")
+    for row in result["subnets"]:
+        table.add_row(row["label"], f"{row['predicted_ms']:.3f}", f"{row['measured_ms']:.3f}", f"{row['ratio']:.2f}")
+    console.print(table)
+    tau = "n/a" if result["tau"] is None else f"{result['tau']:.2f}"
+    console.print(f"{result['profile']}: speed factor {result['factor']:.2f}x, Kendall tau {tau}, within ±10 %: "
+                  f"{result['within_10pct']:.0%} raw, {result['within_10pct_scaled']:.0%} after the factor -> "
+                  f"[bold]{result['verdict']}[/]: {result['advice']}")
+    if result.get("cache"):
+        typer.echo(f"saved to {result['cache']}", err=True)
+
+
+@profile_app.command("calibrate")
+def profile_calibrate(
+    profile: ProfileArg,
+    subnets: Annotated[int, typer.Option("--subnets", help="Whole subnets to time and refit the correction on "
+                                         "(at least 8).")] = 40,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder of the calibrated copy (default: "
+                                             "./hardware_profiles/<profile>_<host>); its name is the new "
+                                             "profile's name. The original profile is never changed.")] = None,
+    space: Annotated[str | None, typer.Option("--space", help="Search space: catalog name or YAML path "
+                                              "(default: the first space the profile was measured for).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random subnets.")] = 0,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed runs per subnet.")] = 50,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs per subnet and round.")] = 5,
+    rounds: Annotated[int, typer.Option("--rounds", help="Interleaved passes the repeats are split over.")] = 5,
+) -> None:
+    """Refit the profile's latency correction on subnets timed on this machine; write a calibrated copy
+    of the profile folder (all files at once) and record the calibration in its measurement.json."""
+    from nasq.cli import options
+    from nasq.profiling.check import calibrate_profile
+
+    try:
+        options.catalog_ref(profile, "PROFILE")
+        if space is not None:
+            options.catalog_ref(space, "--space")
+        options.count(subnets, "--subnets", 8, 100_000)
+        _timing_checks(repeats, warmup, rounds, seed)
+        if out is not None:
+            options.name(out.name, "--out")  # the folder's name is the profile's name
+            options.out_dir(out, "--out", empty=False)
+        path, cal = calibrate_profile(profile, subnets=subnets, out=out, space=space, seed=seed, repeats=repeats,
+                                      warmup=warmup, rounds=rounds)
+    except NasqError as e:
+        fail(e)
+    typer.echo(f"wrote {path}: median |error| on {cal['subnets']} subnets {cal['median_abs_error_before']:.1%} "
+               f"before, {cal['median_abs_error_after']:.1%} after (cross-validated; speed factor was "
+               f"{cal['factor_before']:.2f}x); "
+               f"use it as hardware: {path.parent.name}")
 
 
 @app.command()

@@ -228,6 +228,22 @@ def _float(text: str, source: str, where: str, col: str) -> float:
 
 
 # ---------------------------------------------------------------- measurement notes
+class Calibration(Frozen):
+    """The ``calibration`` entry :func:`calibrate_profile` adds to a calibrated copy's measurement.json."""
+
+    host: str
+    cpu: str
+    date: str
+    subnets: int = Field(ge=1)
+    seed: int
+    from_profile: str
+    from_profile_hash: str
+    median_abs_error_before: float = Field(ge=0)  # relative: |measured / predicted - 1|
+    median_abs_error_after: float = Field(ge=0)  # cross-validated: each subnet predicted by a fit without it
+    median_abs_error_after_fit: float = Field(ge=0)  # in-sample, on the subnets the correction was fitted on
+    factor_before: float = Field(gt=0)
+
+
 class MeasurementInfo(Frozen):
     """``measurement.json`` beside a measured ``latency.csv``: how and on what it was measured,
     and the spaces whose every layer it covers (checked by tests/catalog)."""
@@ -247,6 +263,7 @@ class MeasurementInfo(Frozen):
     fit_subnets: int = Field(default=0, ge=0, le=MAX_REPEATS)  # whole subnets the shipped correction was fitted on
     wall_s: float = Field(ge=0)
     load_average: tuple[float, ...] = Field(default=(), max_length=MAX_CHOICES)
+    calibration: Calibration | None = None  # set in a copy written by `nasq profile calibrate`
 
 
 def load_measurement_info(path: str | Path) -> MeasurementInfo:

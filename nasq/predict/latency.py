@@ -4,16 +4,30 @@ Summing isolated layer timings is biased, and the bias depends on how each layer
 isolated measurement pays one session run, and a float conv pays layout reorders that vanish
 between neighbouring float convs of a real subnet, while an int8-weight conv (dequantized every run)
 or a layer behind fp8 rounding ops keeps most of its isolated cost. So the correction is affine
-per execution class (:func:`nasq.hardware.keys.execution_class`)::
+per execution class (:func:`nasq.hardware.keys.execution_class`), plus a fixed cost per
+change of activation format between adjacent layers, by the format changed to::
 
     latency_ms = c0 + sum over classes c of ( a_c * table_ms[c] + b_c * layers[c] )
+                    + sum over formats f of t_f * transitions_to[f]
 
 ``table_ms[c]`` is the summed table time of the subnet's layers in class ``c``, ``layers[c]``
 their number: ``a_c`` rescales the class's isolated times, ``b_c`` adds or removes a fixed cost
-per layer. Fitted by weighted ridge least squares on measured whole subnets (weights 1/measured,
+per layer. ``transitions_to[f]`` counts the layers whose input format is ``f`` while the previous
+layer's input format was not (the image counts as fp32, as in
+:func:`nasq.hardware.keys.transitions`): an isolated layer always pays its own input quantizer,
+but in a whole subnet only a format change leaves a quantize/dequantize (or a layout reorder)
+between two layers, while a run of layers in one format may be fused, so a mixed pick can cost
+more (or less) than its table rows say. Grouped by the target format, not by (from, to) pair:
+the ops inserted at a boundary are the target format's quantizer, and 12 pair features over
+100 fitting subnets overfit (benchmarks/latency_transitions.py, on a shared 2-core machine: the
+pair model took front-like picks from 6.5 to 10.4 % median |error|; the per-target one stayed
+within that machine's noise of the per-class model alone, 7.6 -> 7.6 % and 6.5 -> 6.8 % on two
+exporter versions). Fitted by weighted ridge least squares on measured whole subnets (weights 1/measured,
 so the fit minimises *relative* error, what a latency budget cares about; a tiny ridge keeps
 classes absent from the fitting subnets at zero). Deterministic; saved as JSON, never pickled,
-with the hashes of the space and the table it was fitted for. Torch-free.
+with the hashes of the space and the table it was fitted for. A ``latency_model.json`` written
+before the transition features existed (no ``transitions.*`` features) still loads and predicts
+as it did. Torch-free.
 """
 
 from __future__ import annotations
@@ -28,14 +42,15 @@ from sklearn.linear_model import Ridge
 
 from nasq.errors import ConfigError, LineageError, NotFittedError
 from nasq.files import atomic_write_json, read_json
-from nasq.hardware.keys import execution_class, execution_classes, subnet_keys
+from nasq.hardware.keys import LayerKey, execution_class, execution_classes, space_keys, subnet_keys
 from nasq.hardware.table import LATENCY_CSV, LatencyTable
 from nasq.space import SearchSpace, SubnetSpec
 from nasq.specs import Frozen, one_line, show, validate
 
 LATENCY_MODEL_JSON = "latency_model.json"
 KIND = "table_per_class_affine"
-MAX_FEATURES = 1024  # 2 per execution class; a space has a few dozen classes at most
+MAX_FEATURES = 1024  # 2 per execution class + 1 per activation format; a few dozen classes at most
+TRANSITION_PREFIX = "transitions."
 
 
 class ModelFile(Frozen):
@@ -55,19 +70,40 @@ class ModelFile(Frozen):
     table_hash: str
 
 
-def feature_names(classes: list[str]) -> list[str]:
-    return [f"table_ms.{c}" for c in classes] + [f"layers.{c}" for c in classes]
+def feature_names(classes: list[str], transition_formats: list[str] | None = None) -> list[str]:
+    return ([f"table_ms.{c}" for c in classes] + [f"layers.{c}" for c in classes]
+            + [f"{TRANSITION_PREFIX}to_{f}" for f in transition_formats or []])
+
+
+def transition_formats(space: SearchSpace) -> list[str]:
+    """Every activation format a layer of ``space`` can take, sorted: one transition feature each."""
+    return sorted({k.a_format for k in space_keys(space)})
+
+
+def transition_counts(keys: list[LayerKey], formats: list[str]) -> list[int]:
+    """Per format of :func:`transition_formats`, how many layers along ``keys`` (execution order)
+    change the activation format to it; the counts sum to :func:`nasq.hardware.keys.transitions`."""
+    index = {f: i for i, f in enumerate(formats)}
+    out, prev = [0] * len(formats), "fp32"  # the input image is fp32
+    for key in keys:
+        if key.a_format != prev:
+            out[index[key.a_format]] += 1
+        prev = key.a_format
+    return out
 
 
 class LatencyPredictor:
     """Predicts whole-subnet latency (ms) of ``space`` from ``table``. Refuses a table that lacks
-    rows for the space (a ConfigError naming the table's file and the first missing keys)."""
+    rows for the space (a ConfigError naming the table's file and the first missing keys).
+    ``transitions=False`` leaves out the transition features (what a model file
+    written before they existed holds; :meth:`load` decides from the file)."""
 
-    def __init__(self, space: SearchSpace, table: LatencyTable, ridge: float = 1e-3):
+    def __init__(self, space: SearchSpace, table: LatencyTable, ridge: float = 1e-3, transitions: bool = True):
         table.check_covers(space)
         self.space, self.table, self.ridge = space, table, ridge
         self.classes = execution_classes(space)
-        self.features_names = feature_names(self.classes)
+        self.transition_formats = transition_formats(space) if transitions else []
+        self.features_names = feature_names(self.classes, self.transition_formats)
         self.coef: np.ndarray | None = None
         self.intercept = 0.0
         self.n_fit = 0
@@ -80,18 +116,22 @@ class LatencyPredictor:
         if hit is not None:
             return hit
         n = len(self.classes)
-        out = np.zeros(2 * n + 1)  # per-class table time, per-class layer count, total table time
-        for key in subnet_keys(self.space, spec):
+        # per-class table time, per-class layer count, per-pair transitions, total table time
+        out = np.zeros(len(self.features_names) + 1)
+        keys = subnet_keys(self.space, spec)
+        for key in keys:
             c = self.classes.index(execution_class(key))
             ms = self.table.latency_us(key) / 1e3
             out[c] += ms
             out[n + c] += 1
             out[-1] += ms
+        if self.transition_formats:
+            out[2 * n:-1] = transition_counts(keys, self.transition_formats)
         self._cache[spec.key()] = out
         return out
 
     def _matrix(self, specs: list[SubnetSpec]) -> np.ndarray:
-        return np.array([self._features_one(s) for s in specs], dtype=np.float64).reshape(-1, 2 * len(self.classes) + 1)
+        return np.array([self._features_one(s) for s in specs], dtype=np.float64).reshape(-1, len(self.features_names) + 1)
 
     def features(self, specs: list[SubnetSpec]) -> np.ndarray:
         """One row per spec, columns :attr:`features_names`; ``inf`` where a layer is unsupported."""
@@ -149,7 +189,9 @@ class LatencyPredictor:
             if getattr(data, field) != want:
                 raise LineageError(f"{source}: fitted for another {field.split('_')[0]} "
                                    f"({field} {show(getattr(data, field)[:12])} != {want[:12]})")
-        model = cls(space, table, data.ridge)
+        # A file without transition features predates them: it loads as the model it was.
+        has_transitions = any(f.startswith(TRANSITION_PREFIX) for f in data.features)
+        model = cls(space, table, data.ridge, transitions=has_transitions)
         if list(data.features) != model.features_names or len(data.coef) != len(model.features_names):
             raise ConfigError(source, "features", f"expected the {len(model.features_names)} features of this "
                               f"space and table ({show(model.features_names)}), got {show(list(data.features))} "

@@ -20,8 +20,10 @@ import abc
 import dataclasses
 import importlib
 import os
+import platform
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +45,17 @@ def emulated_rest(native: frozenset[str]) -> frozenset[str]:
     Derived, not listed, so that a newly registered format is declared emulated everywhere until
     a backend claims it (the contract suite checks native | emulated == all formats)."""
     return frozenset(FORMATS.names()) - native
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), for profiles and host checks; torch-free."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def summarize_us(samples_us: np.ndarray | list[float], runtime_ops: str = "") -> Row:

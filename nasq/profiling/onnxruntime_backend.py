@@ -27,7 +27,7 @@ from nasq.errors import NasqError
 from nasq.export.bundle import INPUT_NAME, export_onnx, ort_session
 from nasq.hardware.keys import LayerKey
 from nasq.hardware.table import Row
-from nasq.profiling.backend import LatencyBackend, Prepared, emulated_rest
+from nasq.profiling.backend import LatencyBackend, Prepared, cpu_model, emulated_rest
 from nasq.profiling.layer_models import UnsupportedLayer, example_input, layer_module
 
 
@@ -47,16 +47,6 @@ def time_session_us(session: Any, feed: dict[str, np.ndarray], warmup: int, repe
 def optimized_ops(path: str | Path) -> str:
     """The op types of an optimised graph in node order, e.g. ``Conv>Clip``."""
     return ">".join(n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _feed(session: Any, x: np.ndarray) -> dict[str, np.ndarray]:

@@ -34,9 +34,9 @@ from nasq.errors import MissingDependencyError, NasqError
 from nasq.export.bundle import export_onnx
 from nasq.hardware.keys import LayerKey
 from nasq.hardware.table import Row
-from nasq.profiling.backend import LatencyBackend, Prepared, emulated_rest
+from nasq.profiling.backend import LatencyBackend, Prepared, cpu_model, emulated_rest
 from nasq.profiling.layer_models import UnsupportedLayer, example_input, layer_module
-from nasq.profiling.onnxruntime_backend import CPU_ONNX_NATIVE, cpu_model, first_line
+from nasq.profiling.onnxruntime_backend import CPU_ONNX_NATIVE, first_line
 
 DEVICE = "CPU"
 # The CPU plugin's default inference precision is bf16 wherever the CPU has bf16 instructions

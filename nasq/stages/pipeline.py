@@ -184,6 +184,8 @@ def evaluate_and_search(exp: Experiment, net: Supernet, splits: data_mod.Splits,
         with rep.stage("predict", f"predictor: {exp.recipe.config.kind} on {len(samples.specs)} subnets"):
             fitted = predict.run(exp, samples, workdir, rep)
         s = cfg.search
+        for note in drift_notes(exp):
+            rep.say(f"warning: {note}")
         with rep.stage("search", f"search: {s.strategy}, {s.max_true_evals} true evaluations in batches of {s.batch_size}"):
             on_tune = ray is not None and s.strategy.startswith("optuna")
             upstream = search.SearchUpstream(ledger, samples, fitted.predictor,
@@ -195,6 +197,14 @@ def evaluate_and_search(exp: Experiment, net: Supernet, splits: data_mod.Splits,
                           train_info=train_info,
                           evaluations=search.evaluation_matrix(ledger, keys, fitted.predictor.cost_model),
                           history=outcome.history)
+
+
+def drift_notes(exp: Experiment) -> list[str]:
+    """One line per target whose latency predictions may not hold on this machine (see
+    :func:`nasq.profiling.check.drift_note`): a check here found them off, or the CPU differs."""
+    from nasq.profiling.check import drift_note
+
+    return [note for p in exp.profiles if (note := drift_note(p)) is not None]
 
 
 def run_training(exp: Experiment, console: Any = None, fresh: bool = False) -> dict:

@@ -80,3 +80,23 @@ def test_usage_errors_are_one_line(tmp_path, args):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nasq: error: ") and "Traceback" not in out.stderr, out.stderr
     assert len(lines[0]) < 600
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["profile", "check", "no_such_profile"], "PROFILE: no hardware named 'no_such_profile' in hardware_profiles/"),
+    (["profile", "check", "cpu_roofline"], "status: profile 'cpu_roofline' is modelled, not measured"),
+    (["profile", "check", "cpu_ort_epyc", "--subnets", "0"], "command line: --subnets: must be >= 3"),
+    (["profile", "check", "cpu_ort_epyc", "--space", "no_such_space"], "--space: no space named 'no_such_space'"),
+    (["profile", "calibrate", "cpu_ort_epyc", "--subnets", "0"], "command line: --subnets: must be >= 8"),
+    (["profile", "calibrate", "no_such_profile"], "PROFILE: no hardware named 'no_such_profile'"),
+])
+def test_profile_check_and_calibrate_bad_input_one_line_exit_2(tmp_path, args, expected):
+    """Bad input fails before any timing: one line, exit 2, nothing written (cache included)."""
+    env_cache = tmp_path / "cache"
+    env = {**os.environ, "NASQ_CATALOG": str(REPO), "NASQ_CACHE_DIR": str(env_cache)}
+    out = subprocess.run([sys.executable, "-m", "nasq.cli", *args], cwd=tmp_path, capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nasq: error: ") and expected in lines[0], out.stderr
+    assert list(tmp_path.iterdir()) == []
