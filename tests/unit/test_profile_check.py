@@ -343,3 +343,16 @@ def test_cli_check_json(catalog, tmp_path):
     result = json.loads(out.stdout)
     assert result["verdict"] in check.VERDICTS and len(result["subnets"]) == 3
     assert Path(result["cache"]).is_relative_to(tmp_path / "cache")
+
+
+def test_the_search_stage_warns_for_each_drifted_target(catalog, cache, monkeypatch):
+    """The pipeline's drift_notes (said before the search stage) asks drift_note of every target."""
+    from types import SimpleNamespace
+
+    from nasq.stages.pipeline import drift_notes
+
+    _fake_host(monkeypatch, "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz")
+    profile = _tiny_profile(catalog)
+    roofline = HardwareProfile.from_yaml(Path(__file__).resolve().parents[2] / "hardware_profiles" / "cpu_roofline" / "profile.yaml")
+    notes = drift_notes(SimpleNamespace(profiles=[roofline, profile]))
+    assert len(notes) == 1 and "run `nasq profile check tiny_cpu`" in notes[0]
