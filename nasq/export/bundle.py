@@ -2,9 +2,10 @@
 
 :func:`export_bundle` writes a folder holding
 
-* ``model.onnx`` - the static subnet with its quantizers written as standard ONNX operators
-  (int8 as QuantizeLinear/DequantizeLinear pairs, other formats as pre-quantized weights and
-  elementwise rounding of activations), batch axis dynamic;
+* ``model.onnx`` - the static subnet lowered to standard ONNX operators (opset 21): int8 and fp8
+  activations as QuantizeLinear/DequantizeLinear pairs, int8/int4/fp8 weights stored packed
+  behind DequantizeLinear, other formats as pre-quantized fp32 weights and elementwise rounding
+  ("emulated"), batch axis dynamic;
 * ``model.safetensors`` - the static subnet's un-prepared state dict (no pickle anywhere);
 * ``arch.json`` - the space config and the subnet spec, enough to rebuild the module skeleton;
 * ``manifest.json`` - lineage, predicted and measured metrics, per-layer formats, file hashes
@@ -13,12 +14,12 @@
 The bundle is verified before it is published: onnxruntime must reproduce the torch logits on
 the caller's sample, and the difference, top-1 agreement and latency go into the manifest.
 
-onnxruntime caveat. Since about 1.20 its basic graph optimisations include
-``WeightBiasQuantization``, which silently re-quantizes the float weights of any Conv fed by a
-DequantizeLinear to per-tensor int8 (and the bias to int32). For an fp32- or int4-weight layer
-behind an int8 activation that changes the model, so verification runs with that optimiser
-disabled and the manifest's ``runtime`` section tells consumers to do the same; the difference
-onnxruntime's defaults would make is recorded too.
+Lowering (:mod:`nasq.export.lower`): batch norms are folded into the convs, int4 and fp8 weights
+are stored as INT4 / FLOAT8 initializers behind DequantizeLinear (opset 21), int8 integer
+kernels get an int32 bias so that onnxruntime fuses QLinearConv, and every conv fed by a
+DequantizeLinear takes its bias from a DequantizeLinear, which onnxruntime's
+``WeightBiasQuantization`` leaves alone. The bundle is therefore verified, and meant to run,
+under onnxruntime's default session options.
 
 Exports are all-or-nothing: everything is written into a hidden sibling folder that is renamed
 onto ``out_dir`` at the end, and removed if anything fails.
@@ -51,6 +52,15 @@ from torch.onnx import symbolic_helper, symbolic_opset13
 
 import nasq
 from nasq.errors import ConfigError, MissingDependencyError, NasqError
+from nasq.export.lower import (
+    ELEMENTWISE_FP8_OPSET,
+    LOWERED_OPSET,
+    fold_batch_norms,
+    lower_onnx,
+    native_onnx_formats,
+    torch_opset,
+    weight_codes,
+)
 from nasq.files import read_json_object, sha256_file
 from nasq.formats import get_format
 from nasq.formats.packing import packed_formats, packed_state, unpack_state
@@ -67,10 +77,12 @@ HASHED_FILES = (MODEL_ONNX, MODEL_WEIGHTS, ARCH_JSON)
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
-# See the module docstring: this onnxruntime optimiser changes the numerics of float-weight convs
-# that follow an int8 activation, so verification (and any consumer) must switch it off.
-ORT_DISABLED_OPTIMIZERS = ("WeightBiasQuantization",)
+# Optimisers nasq switches off in onnxruntime: none since the lowering (module docstring) makes
+# the graph faithful under the defaults. Kept as a name for consumers of older manifests.
+ORT_DISABLED_OPTIMIZERS: tuple[str, ...] = ()
 PACKED_FORMATS_KEY = "nasq.packed_formats"
+# Set in model.safetensors when its convs hold their batch norms folded in (see _save_weights).
+FOLDED_KEY = "nasq.batch_norms_folded"
 LATENCY_WARMUP, LATENCY_RUNS = 3, 20
 # The (quant_min, quant_max) pairs torch's exporter can write as QuantizeLinear/DequantizeLinear.
 _QDQ_RANGES = ((-128, 127), (0, 255), (0, 127))
@@ -93,7 +105,6 @@ class _Verification:
     max_abs_diff: float
     top1_agreement: float
     latency_ms: float
-    max_abs_diff_ort_defaults: float
 
 
 # ---------------------------------------------------------------- optional dependencies
@@ -113,7 +124,7 @@ def _require_onnx() -> tuple[Any, Any]:
 # ---------------------------------------------------------------- export
 def export_bundle(model: torch.nn.Module, *, spec: SubnetSpec, space: SearchSpace, out_dir: str | os.PathLike,
                   sample_input: np.ndarray, predicted: dict[str, float], measured: dict[str, float],
-                  lineage: dict[str, str], opset: int = 17) -> ExportResult:
+                  lineage: dict[str, str], opset: int = LOWERED_OPSET) -> ExportResult:
     """Export ``model`` (a static subnet from ``Supernet.extract()``) to ``out_dir``, verify it in
     onnxruntime on ``sample_input`` (N, C, H, W float32) and return the verification figures.
 
@@ -184,10 +195,10 @@ def _write_bundle(model: torch.nn.Module, folder: Path, *, spec: SubnetSpec, spa
     files = {name: sha256_file(folder / name) for name in HASHED_FILES}
     measured_all = {**measured, "onnx_max_abs_diff": check.max_abs_diff,
                     "onnx_top1_agreement": check.top1_agreement,
-                    "onnx_latency_ms_batch1": check.latency_ms,
-                    "onnx_max_abs_diff_ort_default_optimizers": check.max_abs_diff_ort_defaults}
+                    "onnx_latency_ms_batch1": check.latency_ms}
     manifest = _manifest(model, lineage=lineage, predicted=predicted, measured=measured_all,
-                         files=files, opset=opset, qdq_nodes=qdq, onnx=onnx, ort=ort)
+                         files=files, opset=onnx_model.opset_import[0].version, traced_opset=torch_opset(opset),
+                         qdq_nodes=qdq, onnx=onnx, ort=ort)
     _write_json(folder / MANIFEST_JSON, manifest)
     files[MANIFEST_JSON] = sha256_file(folder / MANIFEST_JSON)
     return ExportResult(folder, files, check.max_abs_diff, check.top1_agreement, check.latency_ms, qdq)
@@ -195,31 +206,53 @@ def _write_bundle(model: torch.nn.Module, folder: Path, *, spec: SubnetSpec, spa
 
 def _save_weights(model: torch.nn.Module, path: Path) -> None:
     """Integer weights are stored packed (two int4 / four int2 per byte) with their scales; the
-    formats used are recorded in the file's metadata so loading restores them exactly."""
+    formats used are recorded in the file's metadata so loading restores them exactly. Batch
+    norms are folded first (what the model computes in eval mode), so that the packed codes are
+    the folded weight's: quantizing the unfolded weight would lose what folding keeps."""
+    model = copy.deepcopy(model)
+    fold_batch_norms(model)
     formats = packed_formats(model)
     replaced = {f"{p}.conv.weight" for p in formats}
     # Clones: safetensors refuses tensors that share storage (and views of a bigger tensor).
     state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items() if k not in replaced}
     state.update(packed_state(model))
-    safetensors.torch.save_file(state, str(path), metadata={PACKED_FORMATS_KEY: json.dumps(formats, sort_keys=True)})
+    safetensors.torch.save_file(state, str(path), metadata={PACKED_FORMATS_KEY: json.dumps(formats, sort_keys=True),
+                                                            FOLDED_KEY: "1"})
 
 
-def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str | os.PathLike, *, opset: int = 17,
-                input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME) -> None:
-    """Write ``module`` (a StaticSubnet, one StaticQConv, or any module) to ``path`` as ONNX, in
-    export mode where it has ``prepare_export``; batch axis dynamic, traced with ``example``.
+def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str | os.PathLike, *, opset: int = LOWERED_OPSET,
+                input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME,
+                fp8_activation_qdq: bool = True) -> None:
+    """Write ``module`` (a StaticSubnet, one layer, or any module) to ``path`` as lowered ONNX
+    (see :mod:`nasq.export.lower`: batch norms folded, native weights packed, opset 21), in export
+    mode where it has ``prepare_export``; batch axis dynamic, traced with ``example``. ``opset``
+    is the TorchScript exporter's (clamped to 19..20); the written model is opset 21.
+    ``fp8_activation_qdq=False`` writes FP8 activations as elementwise rounding instead of FLOAT8
+    QuantizeLinear/DequantizeLinear (same values): OpenVINO 2026.4's CPU plugin refuses FP8
+    activation tensors ("unsupported src_prc: f8e4m3"), FP8 weights behind DequantizeLinear it runs.
     ``module`` itself is not modified."""
-    # prepare_export mutates the module (pre-quantized weights, export-mode quantizers): work on a copy.
+    import onnx
+
+    # folding and prepare_export mutate the module (pre-quantized weights, export-mode
+    # quantizers): work on a copy.
     m = copy.deepcopy(module).eval()
+    fold_batch_norms(m)
+    codes = weight_codes(m)
     if hasattr(m, "prepare_export"):
         m.prepare_export()
-    with warnings.catch_warnings(), _any_range_fake_quant_symbolic(opset):
+    else:  # e.g. one StaticConvBN pair: its quantized convs still export in export mode
+        for sub in m.modules():
+            if isinstance(sub, StaticQConv):
+                sub.prepare_export()
+    traced_opset = torch_opset(opset) if fp8_activation_qdq else ELEMENTWISE_FP8_OPSET
+    with warnings.catch_warnings(), _any_range_fake_quant_symbolic(traced_opset):
         # The TorchScript exporter warns about its own deprecation and about tracing
         # float(tensor) in the quantizers; neither is actionable here.
         warnings.simplefilter("ignore")
-        torch.onnx.export(m, example, str(path), dynamo=False, opset_version=opset,
+        torch.onnx.export(m, example, str(path), dynamo=False, opset_version=traced_opset,
                           input_names=[input_name], output_names=[output_name],
                           dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}})
+    onnx.save(lower_onnx(onnx.load(str(path)), codes), str(path))
 
 
 @contextlib.contextmanager
@@ -255,14 +288,12 @@ def _fake_quant_symbolic(g: Any, x: Any, scale: Any, zero_point: Any, lo: int, h
 # ---------------------------------------------------------------- verification
 def _verify(model: torch.nn.Module, onnx_path: Path, sample: np.ndarray) -> _Verification:
     want = _torch_logits(model, sample)
-    session = ort_session(onnx_path)
+    session = ort_session(onnx_path)  # onnxruntime's default optimisers, nothing disabled
     got = session.run([OUTPUT_NAME], {INPUT_NAME: sample})[0]
-    defaults = ort_session(onnx_path, disabled=()).run([OUTPUT_NAME], {INPUT_NAME: sample})[0]
     return _Verification(
         max_abs_diff=float(np.max(np.abs(got - want))),
         top1_agreement=float(np.mean(got.argmax(1) == want.argmax(1))),
         latency_ms=_latency_ms(session, sample[:1]),
-        max_abs_diff_ort_defaults=float(np.max(np.abs(defaults - want))),
     )
 
 
@@ -276,8 +307,9 @@ def ort_session(path: str | os.PathLike, threads: int = 1, *, disabled: tuple[st
                 optimized_to: str | os.PathLike | None = None) -> Any:
     """The one way nasq opens an onnxruntime CPU session: ``threads`` intra-op threads (one by
     default: latency comparable across machines and runs, no contention with torch), one inter-op
-    thread, ``disabled`` optimisers off (see the module docstring), and with ``optimized_to`` the
-    optimised graph saved there (the profiler reads its fused ops)."""
+    thread, onnxruntime's default graph optimisations (``disabled`` names any to switch off; none
+    by default, see the module docstring), and with ``optimized_to`` the optimised graph saved
+    there (the profiler reads its fused ops)."""
     _, ort = _require_onnx()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
@@ -321,8 +353,8 @@ def _arch(spec: SubnetSpec, space: SearchSpace, input_shape: tuple[int, ...]) ->
 
 
 def _manifest(model: torch.nn.Module, *, lineage: dict[str, str], predicted: dict[str, float],
-              measured: dict[str, float], files: dict[str, str], opset: int, qdq_nodes: int,
-              onnx: Any, ort: Any) -> dict[str, Any]:
+              measured: dict[str, float], files: dict[str, str], opset: int, traced_opset: int,
+              qdq_nodes: int, onnx: Any, ort: Any) -> dict[str, Any]:
     return {
         "nasq_version": _nasq_version(),
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -331,8 +363,13 @@ def _manifest(model: torch.nn.Module, *, lineage: dict[str, str], predicted: dic
         "measured": measured,
         "formats": layer_formats(model),
         "files": files,
-        "onnx": {"opset": opset, "input": INPUT_NAME, "output": OUTPUT_NAME, "qdq_nodes": qdq_nodes},
-        "runtime": {"onnxruntime_disabled_optimizers": list(ORT_DISABLED_OPTIMIZERS)},
+        "onnx": {"opset": opset, "traced_opset": traced_opset, "input": INPUT_NAME,
+                 "output": OUTPUT_NAME, "qdq_nodes": qdq_nodes,
+                 "native_formats": sorted(native_onnx_formats())},
+        # verified with exactly these settings: onnxruntime's defaults, nothing disabled
+        "runtime": {"onnxruntime_disabled_optimizers": list(ORT_DISABLED_OPTIMIZERS),
+                    "onnxruntime_graph_optimization_level": "ORT_ENABLE_ALL (default)",
+                    "onnxruntime_intra_op_threads": 1},
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "onnx": onnx.__version__, "onnxruntime": ort.__version__,
                      "numpy": np.__version__, "safetensors": safetensors.__version__},
@@ -358,7 +395,8 @@ def layer_formats(model: torch.nn.Module) -> list[dict[str, str]]:
             w_mode, a_mode = get_format(m.w_format).export_mode, get_format(m.a_format).export_mode
             rows.append({"layer": name, "w_format": m.w_format, "a_format": m.a_format,
                          "export": max(w_mode, a_mode, key=_EXPORT_RANK.__getitem__),
-                         "w_export": w_mode, "a_export": a_mode})
+                         "w_export": w_mode, "a_export": a_mode,
+                         "w_storage": "native" if m.w_format in native_onnx_formats() else "emulated"})
     return rows
 
 
@@ -414,6 +452,8 @@ def _load_weights(model: torch.nn.Module, path: Path) -> None:
     except Exception as e:  # safetensors raises its own error type for corrupt headers
         raise ConfigError(str(path), "", f"not a readable safetensors file ({e})") from None
 
+    if metadata.get(FOLDED_KEY) == "1":
+        fold_batch_norms(model)  # the skeleton takes the folded layout; its values are loaded next
     try:
         state = unpack_state(state, json.loads(metadata.get(PACKED_FORMATS_KEY, "{}")))
     except (KeyError, ValueError) as e:

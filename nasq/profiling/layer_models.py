@@ -9,7 +9,7 @@ from torch import nn
 from nasq.errors import NasqError
 from nasq.hardware.keys import LayerKey
 from nasq.space import SearchSpace, SubnetSpec
-from nasq.supernet.layers import StaticQConv
+from nasq.supernet.layers import StaticConvBN, StaticQConv
 from nasq.supernet.network import StaticSubnet, Supernet
 
 # Calibrated activation range of a measured layer. Run time does not depend on it; it only has to
@@ -22,8 +22,9 @@ class UnsupportedLayer(NasqError):
 
 
 class LayerUnit(nn.Sequential):
-    """A StaticQConv + BatchNorm2d (+ ReLU6): exactly one part of a StaticMBConv (or the stem),
-    with ``prepare_export`` like StaticSubnet so that export_onnx writes the same operators."""
+    """A StaticConvBN (StaticQConv + BatchNorm2d) (+ ReLU6): exactly one part of a StaticMBConv
+    (or the stem), with ``prepare_export`` like StaticSubnet so that export_onnx lowers it the
+    same way (batch norm folded, weights packed, integer-kernel requantizer after the norm)."""
 
     def prepare_export(self) -> None:
         for m in self.modules():
@@ -52,7 +53,8 @@ def layer_module(key: LayerKey, seed: int = 0) -> nn.Module:
         norm.bias.copy_(0.1 * torch.randn(key.cout, generator=gen))
         norm.running_mean.copy_(0.1 * torch.randn(key.cout, generator=gen))
         norm.running_var.copy_(0.5 + torch.rand(key.cout, generator=gen))
-    parts: list[nn.Module] = [StaticQConv(conv, key.w_format, key.a_format, torch.tensor(ACT_AMAX), torch.tensor(ACT_AMAX)), norm]
+    qconv = StaticQConv(conv, key.w_format, key.a_format, torch.tensor(ACT_AMAX), torch.tensor(ACT_AMAX))
+    parts: list[nn.Module] = [StaticConvBN(qconv, norm)]
     if key.act == "relu6":
         parts.append(nn.ReLU6())  # exported as Clip(0, 6), as F.relu6 in the static subnet
     return LayerUnit(*parts).eval()

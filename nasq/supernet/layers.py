@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasq.formats import NumericFormat, SymmetricInt, get_format
+from nasq.formats import NumericFormat, Passthrough, ScaledFloat, SymmetricInt, get_format
 
 
 def per_channel_amax(w: torch.Tensor) -> torch.Tensor:
@@ -54,6 +54,48 @@ def integer_kernel(w_format: str, a_format: str) -> bool:
     is requantized to int8 at its output (what onnxruntime's QLinearConv does)."""
     w, a = get_format(w_format), get_format(a_format)
     return all(isinstance(f, SymmetricInt) and f.bits == 8 for f in (w, a))
+
+
+def int32_bias_step(a_amax: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Per output channel, the scale of an integer kernel's int32 bias: input scale × weight scale
+    (int8 symmetric on both sides), as onnxruntime's QLinearConv adds it to the accumulator."""
+    s_a = a_amax.detach().clamp_min(1e-12) / 127.0
+    s_w = (per_channel_amax(w).clamp_min(1e-12) / 127.0).flatten()
+    return (s_a * s_w).float()
+
+
+def integer_bias(b: torch.Tensor | None, a_amax: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
+    """An integer kernel's bias: ``b`` on the int32 grid of :func:`int32_bias_step` (what its
+    accumulator adds, and what onnxruntime's QLinearConv computes). Unchanged without a
+    calibrated input range."""
+    if b is None or float(a_amax) <= 0:
+        return b
+    step = int32_bias_step(a_amax, w)
+    return torch.round(b / step) * step
+
+
+def foldable(w_format: str) -> bool:
+    """Weight formats whose per-output-channel scale follows each channel's own max: folding a
+    batch-norm scale into the weight before quantizing changes only float rounding. Group, block,
+    cast and asymmetric formats (shared or snapped scales) keep their batch norm."""
+    return isinstance(get_format(w_format), (Passthrough, ScaledFloat, SymmetricInt))
+
+
+def folded_weight_bias(w: torch.Tensor, b: torch.Tensor | None,
+                       norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``w`` and ``b`` (None: zero) of a conv with the eval-mode ``norm`` (its first ``w.shape[0]``
+    channels) folded in. One function for the supernet, the static subnet and the export, so all
+    three compute the same float values."""
+    c = w.shape[0]
+    g = norm.running_var[:c].add(norm.eps).rsqrt()
+    if norm.weight is not None:
+        g = g * norm.weight[:c]
+    shift = -norm.running_mean[:c] * g
+    if norm.bias is not None:
+        shift = shift + norm.bias[:c]
+    if b is not None:
+        shift = shift + b * g
+    return w * g.reshape(-1, *([1] * (w.dim() - 1))), shift
 
 
 def int8_output_quant(y: torch.Tensor, amax: torch.Tensor | None) -> torch.Tensor:
@@ -142,6 +184,11 @@ class StaticQConv(nn.Module):
         self.exporting = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.requantize(self.compute(x))
+
+    def compute(self, x: torch.Tensor, norm: nn.BatchNorm2d | None = None) -> torch.Tensor:
+        """Input quantizer and the layer's op on (fake-)quantized weights, before any requantizer;
+        with ``norm`` (eval mode), that batch norm folded into the weight and bias first."""
         a_fmt, w_fmt = get_format(self.a_format), get_format(self.w_format)
         if not a_fmt.is_identity:
             amax = self.a_amax if float(self.a_amax) > 0 else None
@@ -149,20 +196,31 @@ class StaticQConv(nn.Module):
                 x = a_fmt.export_activation(x, self.a_amax)
             else:
                 x = a_fmt.fake_quant(x, amax)
-        w = self.conv.weight
+        w, b = self.conv.weight, self.conv.bias
+        if norm is not None:
+            w, b = folded_weight_bias(w, b, norm)
+        b = self._bias(w, b)
         if self.exporting and isinstance(w_fmt, SymmetricInt) and w_fmt.bits == 8:
             w = torch.fake_quantize_per_channel_affine(w, self.w_scale, self.w_zero, 0, -128, 127)
         elif not self.exporting and not w_fmt.is_identity:
             w = w_fmt.fake_quant(w, per_channel_amax(w))
-        y = self._op(x, w)
-        if self.quantize_output:
-            # exported as QuantizeLinear right after the Conv: onnxruntime then fuses QLinearConv
-            y = int8_output_quant(y, self.o_amax if self.exporting or bool(self.o_amax > 0) else None)
-        return y
+        return self._op(x, w, b)
 
-    def _op(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def requantize(self, y: torch.Tensor) -> torch.Tensor:
+        """The integer kernel's int8 output requantizer (identity for other layers); it comes after
+        the batch norm, folded or not, as the int32 accumulator of a real kernel holds the folded
+        bias (exported as QuantizeLinear right after the Conv: onnxruntime then fuses QLinearConv)."""
+        if not self.quantize_output:
+            return y
+        return int8_output_quant(y, self.o_amax if self.exporting or bool(self.o_amax > 0) else None)
+
+    def _bias(self, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor | None:
+        """The conv's bias (a folded batch norm) for float weight ``w``; see :func:`integer_bias`."""
+        return integer_bias(b, self.a_amax, w) if self.quantize_output else b
+
+    def _op(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         """The layer's own arithmetic on the (fake-)quantized input and weight."""
-        return F.conv2d(x, w, None, self.conv.stride, self.conv.padding, 1, self.conv.groups)
+        return F.conv2d(x, w, b, self.conv.stride, self.conv.padding, 1, self.conv.groups)
 
     @torch.no_grad()
     def prepare_export(self) -> None:
@@ -181,8 +239,11 @@ class StaticQLinear(StaticQConv):
     """The linear counterpart of :class:`StaticQConv`: same formats, scales and export, an
     ``nn.Linear`` (with bias) in ``conv`` (the name the weight packer looks for)."""
 
-    def _op(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, w, self.conv.bias)
+    def _bias(self, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor | None:
+        return b  # a linear's bias was trained as is (QLinear does not round it)
+
+    def _op(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        return F.linear(x, w, b)
 
 
 class ElasticLinear(nn.Module):
@@ -270,7 +331,21 @@ class QConvBN(QuantizedUnit):
         self.conv, self.bn = ElasticConv2d(cin, cout, kernel, stride, depthwise), ElasticBatchNorm2d(cout)
 
     def forward(self, x: torch.Tensor, cout: int, kernel: int) -> torch.Tensor:
-        return self.bn(self.o(self.conv(self.q(x), cout, kernel, get_format(self.w_format))))
+        # Requantize after the batch norm: an integer kernel's accumulator holds the folded bias.
+        # In eval mode the norm is folded into the weight before it is quantized, as in the
+        # static subnet and the export (training normalises with batch statistics instead).
+        if not self.training and foldable(self.w_format):
+            return self.o(self._folded(self.q(x), cout, kernel))
+        return self.o(self.bn(self.conv(self.q(x), cout, kernel, get_format(self.w_format))))
+
+    def _folded(self, x: torch.Tensor, cout: int, kernel: int) -> torch.Tensor:
+        conv, w_fmt = self.conv, get_format(self.w_format)
+        w, b = folded_weight_bias(conv.active_weight(x.shape[1], cout, kernel), None, self.bn)
+        if integer_kernel(self.w_format, self.a_format):
+            b = integer_bias(b, self.q.amax, w)
+        if not w_fmt.is_identity:
+            w = w_fmt.fake_quant(w, per_channel_amax(w))
+        return F.conv2d(x, w, b, conv.stride, kernel // 2, 1, cout if conv.depthwise else 1)
 
     def extract(self, cin: int, cout: int, kernel: int) -> nn.Sequential:
         conv = self.conv
@@ -280,4 +355,16 @@ class QConvBN(QuantizedUnit):
         norm = nn.BatchNorm2d(cout, eps=self.bn.eps)
         for name in ("weight", "bias", "running_mean", "running_var"):
             getattr(norm, name).data.copy_(getattr(self.bn, name)[:cout])
-        return nn.Sequential(StaticQConv(plain, self.w_format, self.a_format, self.q.amax, self.o.amax), norm)
+        return StaticConvBN(StaticQConv(plain, self.w_format, self.a_format, self.q.amax, self.o.amax), norm)
+
+
+class StaticConvBN(nn.Sequential):
+    """``Sequential(StaticQConv, BatchNorm2d)``, the static conv + batch norm pair, with the conv's
+    integer-kernel requantizer applied after the norm (as :class:`QConvBN` computes). Folding the
+    norm into the conv (``nasq.export.lower.fold_batch_norms``) replaces it by ``nn.Identity``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, norm = self[0], self[1]
+        if isinstance(norm, nn.BatchNorm2d) and not norm.training and foldable(conv.w_format):
+            return conv.requantize(conv.compute(x, norm))
+        return conv.requantize(norm(conv.compute(x)))

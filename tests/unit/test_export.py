@@ -7,7 +7,8 @@ quantized activations cannot match to 1e-3 on every image, however correct the e
 tests therefore check (a) weight-only-quantized and fp32 subnets end to end at atol 1e-3, (b) every
 quantized conv of the mixed subnet alone at fp32 precision, and (c) the mixed subnet end to end
 per image: almost every image must match at 1e-3, which fails at once if the graph computes
-something else (onnxruntime's default WeightBiasQuantization, for instance, moves every logit).
+something else (onnxruntime's WeightBiasQuantization rewriting a conv, for instance, moves every
+logit). Sessions use onnxruntime's default options, as the bundle's manifest says.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from nasq.export.bundle import export_bundle, export_onnx, load_export
 from nasq.files import sha256_file
 from nasq.formats import get_format
 from nasq.space import LayerChoice, SearchSpace, SubnetSpec
-from nasq.supernet.layers import StaticQConv
+from nasq.supernet.layers import StaticConvBN, StaticQConv
 from nasq.supernet.network import StaticSubnet, Supernet
 
 REPO = Path(__file__).resolve().parents[2]
@@ -202,24 +203,27 @@ def test_mixed_subnet_matches_torch_per_image(bundles):
 
 
 def test_every_quantized_conv_of_the_mixed_subnet_exports_exactly(bundles, tmp_path):
-    """Each StaticQConv alone, exported and run in onnxruntime, equals the un-prepared torch layer
-    on real inputs. Inputs are clipped to the calibrated range: beyond it int8 differs (see
+    """Each conv + batch-norm pair alone, exported (folded, packed) and run in onnxruntime with its
+    default options, equals the un-prepared torch pair on real inputs. Inputs are clipped to the
+    calibrated range: beyond it int8 differs (see
     test_int8_activation_saturates_like_torch_beyond_calibrated_range)."""
     model, _, folder = bundles["mixed"]
     x = torch.from_numpy(np.random.default_rng(3).standard_normal((8, 1, 28, 28), dtype=np.float32))
+    pairs = [(n, m) for n, m in model.named_modules() if isinstance(m, StaticConvBN)]
     inputs: dict[str, torch.Tensor] = {}
-    hooks = [m.register_forward_hook(lambda m, i, o, n=n: inputs.__setitem__(n, i[0]))
-             for n, m in _qconvs(model)]
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: inputs.__setitem__(n, i[0])) for n, m in pairs]
     with torch.no_grad():
         model(x)
     for h in hooks:
         h.remove()
-    for name, layer in _qconvs(model):
+    assert len(pairs) == len(_qconvs(model))
+    for name, pair in pairs:
+        layer = pair[0]
         amax = float(layer.a_amax)
         xi = inputs[name].clamp(-amax, amax) if amax > 0 else inputs[name]
         with torch.no_grad():
-            want = layer(xi).numpy()
-        export_onnx(layer, xi, tmp_path / "layer.onnx")
+            want = pair(xi).numpy()
+        export_onnx(pair, xi, tmp_path / "layer.onnx")
         got = _run(_session(tmp_path / "layer.onnx", _disabled(folder)), xi.numpy())
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5,
                                    err_msg=f"{name} ({layer.w_format}/{layer.a_format})")
@@ -233,7 +237,7 @@ def test_int8_activation_saturates_like_torch_beyond_calibrated_range(tmp_path):
     with torch.no_grad():
         want = layer(x).numpy()
     export_onnx(layer, x, tmp_path / "layer.onnx")
-    got = _run(_session(tmp_path / "layer.onnx", ["WeightBiasQuantization"]), x.numpy())
+    got = _run(_session(tmp_path / "layer.onnx"), x.numpy())  # onnxruntime's defaults
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
@@ -278,13 +282,16 @@ def _op_counts(path: Path) -> dict[str, int]:
 def test_int8_layers_become_qdq_pairs(bundles):
     model, result, folder = bundles["mixed"]
     ops = _op_counts(folder / "model.onnx")
-    # One QuantizeLinear/DequantizeLinear pair per int8 weight tensor, per int8 activation, and
-    # per output of an int8/int8 conv (integer kernels requantize their output).
+    # One QuantizeLinear per int8 or fp8 activation and per output of an int8/int8 conv (integer
+    # kernels requantize their output). DequantizeLinear: one per QuantizeLinear, plus one per
+    # stored int8/int4/fp8 weight and one per bias of a conv fed by a DequantizeLinear.
     convs = [m for _, m in _qconvs(model)]
-    pairs = (sum(m.w_format == "int8" for m in convs) + sum(m.a_format == "int8" for m in convs)
-             + sum(m.quantize_output for m in convs))
-    assert ops.get("QuantizeLinear") == ops.get("DequantizeLinear") == pairs
-    assert result.qdq_nodes == 2 * pairs == 30
+    quantized_acts = sum(m.a_format in ("int8", "fp8_e4m3") for m in convs)
+    quantize = quantized_acts + sum(m.quantize_output for m in convs)
+    packed = sum(m.w_format in ("int8", "int4", "fp8_e4m3") for m in convs)
+    assert ops.get("QuantizeLinear") == quantize
+    assert ops.get("DequantizeLinear") == quantize + packed + quantized_acts
+    assert result.qdq_nodes == ops["QuantizeLinear"] + ops["DequantizeLinear"]
 
 
 def test_all_fp32_subnet_has_no_qdq_nodes(bundles):
@@ -318,11 +325,14 @@ def test_onnxruntime_optimised_int8_graph_runs(bundles, tmp_path):
 
 # ---------------------------------------------------------------- loading
 def test_load_export_round_trip_is_exact(bundles, sample):
+    """The bundle stores the folded convs (packed codes of the folded weights): the loaded model
+    computes what the exported one does, bit for bit."""
     model, _, folder = bundles["mixed"]
     rng_before = torch.get_rng_state()
     loaded = load_export(folder)
     assert torch.equal(torch.get_rng_state(), rng_before), "load_export must not consume torch's RNG"
     assert isinstance(loaded, StaticSubnet) and not loaded.training
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in loaded.blocks.modules())
     with torch.no_grad():
         assert torch.equal(loaded(torch.from_numpy(sample)), model(torch.from_numpy(sample)))
 
