@@ -1,8 +1,9 @@
 """The runtime-backend contract, its registry, and the timing summary every backend shares.
 
 A backend is one runtime on one device (onnxruntime or OpenVINO on this CPU, torch on a GPU). It
-declares which formats it runs natively (``native_formats``: real storage types and kernels) and
-which only through float emulation (``emulated_formats``), and fills two groups of hooks:
+declares which formats it computes natively (``native_formats``: kernels working in that format)
+and which only through float emulation (``emulated_formats``: dequantized or rounded in float
+before a float kernel, however compactly the weights are stored), and fills two groups of hooks:
 
 * single layers: :meth:`LatencyBackend.measure` owns the loop (dedupe, order, interleaved rounds,
   progress bar, one row per key, failures recorded instead of raised); subclasses fill

@@ -58,9 +58,12 @@ def first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
 
 
-# What nasq's lowering writes as standard ONNX storage types (INT8/INT4/FLOAT8 DequantizeLinear),
-# which the CPU provider reads as such; every other format is float arithmetic mimicking it.
-CPU_ONNX_NATIVE = frozenset({"fp32", "int8", "int4", "fp8_e4m3", "fp8_e5m2"})
+# Formats the CPU runtimes (onnxruntime's CPU provider, OpenVINO's CPU plugin) compute with
+# kernels of their own: fp32, and int8 x int8 integer convolutions. int4 and fp8 weights are
+# stored packed (INT4/FLOAT8 behind DequantizeLinear, nasq.export.lower.native_onnx_formats) but
+# dequantized to float before a float kernel, and every other format is float arithmetic
+# mimicking it: emulated, whatever the file stores.
+CPU_ONNX_NATIVE = frozenset({"fp32", "int8"})
 
 
 class OnnxRuntimeBackend(LatencyBackend):

@@ -83,9 +83,17 @@ def test_demo_experiment_still_loads(repo):
     assert len(exp.profiles) == 1
 
 
+def test_cpu_target_refuses_its_emulated_formats_unless_allowed(tmp_path):
+    """cpu_ort_epyc computes int4 and fp8 in float: the demo space's menu needs allow_emulated."""
+    msg = _refused(_exp(tmp_path, hardware=["cpu_ort_epyc"]))
+    assert "only emulated by profile 'cpu_ort_epyc'" in msg and "allow_emulated: true" in msg
+    exp = load_experiment(_exp(tmp_path, "ok.yaml", hardware=["cpu_ort_epyc"], allow_emulated=True))
+    assert exp.emulated_layers(exp.space.largest()) == []  # fp32 everywhere: nothing emulated
+
+
 # ---------------------------------------------------------------- hardware profiles
 def test_second_hardware_profile_is_loaded_and_scored(tmp_path):
-    exp = load_experiment(_exp(tmp_path, hardware=["cpu_roofline", "cpu_ort_epyc"]))
+    exp = load_experiment(_exp(tmp_path, hardware=["cpu_roofline", "cpu_ort_epyc"], allow_emulated=True))
     assert [p.name for p in exp.profiles] == ["cpu_roofline", "cpu_ort_epyc"]
     values = exp.cost_model().score([exp.space.smallest()])
     assert {"latency_ms@cpu_roofline", "latency_ms@cpu_ort_epyc"} <= set(values)

@@ -65,7 +65,7 @@ def test_shipped_profiles_name_their_runtime(repo):
     ort = HardwareProfile.from_yaml(repo / "hardware_profiles" / "cpu_ort_epyc" / "profile.yaml")
     cfg = ort.config
     assert (cfg.backend, cfg.threads, cfg.batch_sizes, ort.max_batch) == ("onnxruntime", 1, (1, 64), 64)
-    assert ort.native == {"fp32", "int8", "int4", "fp8_e4m3"} and ort.emulated == set()
+    assert ort.native == {"fp32", "int8"} and ort.emulated == {"int4", "fp8_e4m3"}
     roof = HardwareProfile.from_yaml(repo / "hardware_profiles" / "cpu_roofline" / "profile.yaml")
     assert roof.config.backend == "roofline" and roof.native == roof.supported and not roof.emulated
 
