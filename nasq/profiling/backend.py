@@ -25,7 +25,7 @@ import platform
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -99,11 +99,22 @@ class LatencyBackend(abc.ABC):
     #: False for a backend that times single layers only and cannot load an exported model
     #: (its :meth:`load_model` raises NasqError); whole-subnet fits then need --fit-subnets 0.
     whole_models: bool = True
+    #: Keyword arguments of nasq.export.bundle.export_onnx that this runtime's lowering needs
+    #: (OpenVINO's CPU plugin, for one, refuses FLOAT8 activation tensors).
+    export_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, threads: int = 1, warmup: int = 5, repeats: int = 30, rounds: int = 3, seed: int = 0):
         if threads < 1 or warmup < 0 or repeats < 1 or rounds < 1:
             raise ValueError(f"need threads, repeats, rounds >= 1 and warmup >= 0; got {threads}, {repeats}, {rounds}, {warmup}")
         self.threads, self.warmup, self.repeats, self.rounds, self.seed = threads, warmup, repeats, rounds, seed
+
+    def lower(self, module: Any, example: Any, path: str | os.PathLike) -> None:
+        """Write ``module`` (a static subnet or one measured layer) to ``path`` as the ONNX model
+        this runtime runs: nasq's lowering with :attr:`export_options`. Layers timed, subnets
+        fitted and models checked all go through here, so they are lowered alike."""
+        from nasq.export.bundle import export_onnx
+
+        export_onnx(module, example, path, **self.export_options)
 
     @abc.abstractmethod
     def check_available(self) -> None:

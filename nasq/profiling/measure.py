@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from nasq.errors import ConfigError, NasqError
 from nasq.experiment import resolve
-from nasq.export.bundle import INPUT_NAME, export_onnx
+from nasq.export.bundle import INPUT_NAME
 from nasq.files import atomic_write_json, atomic_write_text
 from nasq.formats import FORMATS, size_bits
 from nasq.hardware import HardwareProfile, compute_format
@@ -63,7 +63,7 @@ def subnet_session(model: Any, input_shape: tuple[int, ...], threads: int = 1, s
     x = torch.randn(input_shape, generator=torch.Generator().manual_seed(seed))
     with tempfile.TemporaryDirectory(prefix="nasq-subnet-") as tmp:
         path = Path(tmp) / "model.onnx"
-        export_onnx(model, x, path)
+        runner.lower(model, x, path)
         return runner.load_model(path), {INPUT_NAME: x.numpy()}
 
 

@@ -24,7 +24,7 @@ import onnxruntime
 import torch
 
 from nasq.errors import NasqError
-from nasq.export.bundle import INPUT_NAME, export_onnx, ort_session
+from nasq.export.bundle import INPUT_NAME, ort_session
 from nasq.hardware.keys import LayerKey
 from nasq.hardware.table import Row
 from nasq.profiling.backend import LatencyBackend, Prepared, cpu_model, emulated_rest
@@ -80,7 +80,7 @@ class OnnxRuntimeBackend(LatencyBackend):
             model_path, opt_path = Path(tmp) / "layer.onnx", Path(tmp) / "layer.opt.onnx"
             try:
                 module, x = layer_module(key, self.seed), example_input(key, gen)
-                export_onnx(module, x, model_path)
+                self.lower(module, x, model_path)
             except UnsupportedLayer as e:
                 return Row.unsupported(str(e))
             except Exception as e:  # noqa: BLE001 - any exporter failure is recorded as the row's reason

@@ -24,14 +24,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx
 import torch
 
 from nasq.errors import MissingDependencyError, NasqError
-from nasq.export.bundle import export_onnx
 from nasq.hardware.keys import LayerKey
 from nasq.hardware.table import Row
 from nasq.profiling.backend import LatencyBackend, Prepared, cpu_model, emulated_rest
@@ -95,6 +94,7 @@ def runtime_ops(compiled: Any) -> str:
 class OpenVinoBackend(LatencyBackend):
     name = "openvino"
     # The same ONNX exports as onnxruntime reads: the same storage types are native.
+    export_options: ClassVar[dict[str, Any]] = {"fp8_activation_qdq": False}  # no FLOAT8 activation tensors
     native_formats = CPU_ONNX_NATIVE
     emulated_formats = emulated_rest(CPU_ONNX_NATIVE)
 
@@ -131,7 +131,7 @@ class OpenVinoBackend(LatencyBackend):
             path = Path(tmp) / "layer.onnx"
             try:
                 module, x = layer_module(key, self.seed), example_input(key, gen)
-                export_onnx(module, x, path)
+                self.lower(module, x, path)
             except UnsupportedLayer as e:
                 return Row.unsupported(str(e))
             except Exception as e:  # noqa: BLE001 - any exporter failure is recorded as the row's reason

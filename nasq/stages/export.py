@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from nasq import data as data_mod
 from nasq.experiment import Experiment, remove_own_folder
@@ -18,6 +21,7 @@ from nasq.supernet.network import Supernet
 from nasq.tracking import client as tracking
 
 EXPORT_DIR = "export"
+TOP1_BATCH = 500  # images per runtime call when measuring a target's top-1
 
 
 @dataclass
@@ -36,11 +40,59 @@ def run(exp: Experiment, upstream: ExportUpstream, workdir: Path) -> ExportResul
     model = calibrated_subnet(upstream.net, point.spec, upstream.splits.train_x, exp.config.evaluate)
     out = workdir / EXPORT_DIR
     remove_own_folder(out, (*HASHED_FILES, MANIFEST_JSON))  # a previous run's bundle, nothing else
+    targets = measure_targets(model, exp.profiles, upstream.splits, exp.config.evaluate)
     result, _ = export_checked(model, spec=point.spec, space=exp.space, out=out, splits=upstream.splits,
                                ecfg=exp.config.evaluate, predicted=point.predicted,
-                               measured={**point.measured, "point": float(i)}, lineage=exp.lineage(),
+                               measured={**point.measured, **targets, "point": float(i)}, lineage=exp.lineage(),
                                opset=exp.config.export.opset)
     return result
+
+
+def run_profiles(names: tuple[str, ...], folder: Path) -> list[Any]:
+    """The run's hardware profiles that can still be found from here (catalog names resolve as the
+    experiment did; a profile that has gone is skipped: the export still checks onnxruntime)."""
+    from nasq.errors import ConfigError
+    from nasq.experiment import resolve
+    from nasq.hardware import HardwareProfile
+
+    found = []
+    for i, name in enumerate(names):
+        try:
+            found.append(HardwareProfile.from_yaml(resolve("hardware", name, folder, str(folder), f"hardware[{i}]")))
+        except ConfigError:
+            continue
+    return found
+
+
+def measure_targets(model: Any, profiles: list[Any], splits: data_mod.Splits, ecfg: Any,
+                    warmup: int = 10, repeats: int = 50) -> dict[str, float]:
+    """The exported ``model`` on every measured target's own runtime (its backend, its threads,
+    default options): ``latency_ms@<profile>`` (median, batch 1) and ``top1_val@<profile>`` on
+    the validation images the search measured. Modelled profiles (no runtime) are skipped."""
+    import torch
+
+    from nasq.profiling.backend import get_backend
+
+    measured: dict[str, float] = {}
+    n_val = min(ecfg.val_images or len(splits.val_y), len(splits.val_y))
+    x_val, y_val = np.ascontiguousarray(splits.val_x[:n_val], np.float32), splits.val_y[:n_val]
+    with tempfile.TemporaryDirectory(prefix="nasq-targets-") as tmp:
+        for profile in profiles:
+            cfg = profile.config
+            if cfg.backend == "roofline":
+                continue
+            backend = get_backend(cfg.backend, threads=cfg.threads)
+            if not backend.whole_models:
+                continue
+            path = Path(tmp) / f"{profile.name}.onnx"
+            backend.lower(model, torch.from_numpy(x_val[:1]), path)  # as its latency table was measured
+            handle = backend.load_model(path)
+            times = backend.time_model_ms(handle, x_val[:1], warmup, repeats)
+            measured[f"latency_ms@{profile.name}"] = float(np.median(times))
+            correct = sum(int((backend.run_model(handle, x_val[lo:lo + TOP1_BATCH]).argmax(1)
+                               == y_val[lo:lo + TOP1_BATCH]).sum()) for lo in range(0, n_val, TOP1_BATCH))
+            measured[f"top1_val@{profile.name}"] = 100.0 * correct / max(1, n_val)
+    return measured
 
 
 def from_run(run: FinishedRun, index: int, out: Path, register: str | None = None) -> tuple[ExportResult, dict]:
@@ -57,7 +109,8 @@ def from_run(run: FinishedRun, index: int, out: Path, register: str | None = Non
         version = tracking.register_onnx(run.uri, run.run_id, bundle, register, index)
         return {"name": register, "version": version, "tracking_uri": run.uri, "search_run_id": run.run_id}
 
+    targets = measure_targets(model, run_profiles(cfg.hardware, run.folder), splits, cfg.evaluate)
     return export_checked(model, spec=point.spec, space=space, out=out, splits=splits, ecfg=cfg.evaluate,
-                          predicted=point.predicted, measured={**point.measured, "point": float(index)},
+                          predicted=point.predicted, measured={**point.measured, **targets, "point": float(index)},
                           lineage=run.record.get("lineage", run.front.lineage), opset=cfg.export.opset,
                           before_publish=register_bundle if register else None)

@@ -70,7 +70,7 @@ def check_layers(name: str, seed: int = 0) -> None:
 
 
 def toy_export(folder: Path, formats: tuple[str, str] = ("fp32", "fp32"), seed: int = 0,
-               batch: int = 4) -> tuple[Path, np.ndarray, np.ndarray]:
+               batch: int = 4, backend: LatencyBackend | None = None) -> tuple[Path, np.ndarray, np.ndarray]:
     """The toy space's largest subnet with every layer in ``formats`` (w, a), exported to
     ``folder/model.onnx``; returns the path, a seeded sample and the torch logits on it."""
     from nasq.export.bundle import export_onnx
@@ -85,7 +85,10 @@ def toy_export(folder: Path, formats: tuple[str, str] = ("fp32", "fp32"), seed: 
         model = static_subnet(Supernet(space), uniform_formats(space.largest(), *formats), gen)
     x = torch.randn(batch, 1, 8, 8, generator=gen)
     path = folder / "model.onnx"
-    export_onnx(model, x[:1], path)
+    if backend is not None:
+        backend.lower(model, x[:1], path)  # the runtime's own lowering
+    else:
+        export_onnx(model, x[:1], path)
     with torch.no_grad():
         return path, x.numpy(), model(x).numpy()
 
@@ -97,7 +100,7 @@ def check_whole_model(name: str, seed: int = 0) -> dict[str, Any]:
     check's result (empty for such a backend)."""
     backend = get_backend(name, seed=seed)
     with tempfile.TemporaryDirectory(prefix="nasq-contract-") as tmp:
-        path, x, want = toy_export(Path(tmp), seed=seed)
+        path, x, want = toy_export(Path(tmp), seed=seed, backend=backend)
         if not backend.whole_models:
             try:
                 backend.load_model(path)
