@@ -3,8 +3,8 @@
 :func:`export_bundle` writes a folder holding
 
 * ``model.onnx`` - the static subnet lowered to standard ONNX operators (opset 21): int8 and fp8
-  activations as QuantizeLinear/DequantizeLinear pairs, int8/int4/fp8 weights stored packed
-  behind DequantizeLinear, other formats as pre-quantized fp32 weights and elementwise rounding
+  activations as QuantizeLinear/DequantizeLinear pairs, int8/int4/fp8 weights stored packed,
+  other formats as pre-quantized fp32 weights and elementwise rounding
   ("emulated"), batch axis dynamic;
 * ``model.safetensors`` - the static subnet's un-prepared state dict (no pickle anywhere);
 * ``arch.json`` - the space config and the subnet spec, enough to rebuild the module skeleton;
@@ -14,12 +14,15 @@
 The bundle is verified before it is published: onnxruntime must reproduce the torch logits on
 the caller's sample, and the difference, top-1 agreement and latency go into the manifest.
 
-Lowering (:mod:`nasq.export.lower`): batch norms are folded into the convs, int4 and fp8 weights
-are stored as INT4 / FLOAT8 initializers behind DequantizeLinear (opset 21), int8 integer
-kernels get an int32 bias so that onnxruntime fuses QLinearConv, and every conv fed by a
-DequantizeLinear takes its bias from a DequantizeLinear, which onnxruntime's
-``WeightBiasQuantization`` leaves alone. The bundle is therefore verified, and meant to run,
-under onnxruntime's default session options.
+Lowering (:mod:`nasq.export.lower`): batch norms are folded into the convs; int8 chains are one
+uint8 QuantizeLinear/DequantizeLinear per activation tensor (after the ReLU6, shared by a
+residual Add), so onnxruntime runs consecutive QLinearConv / QLinearAdd and OpenVINO int8
+kernels; int8/int4/fp8 weights are stored as INT8 / INT4 / FLOAT8 initializers (opset 21),
+behind DequantizeLinear for integer kernels and behind Cast + Mul (constant-folded at load, the
+fast float path) for layers that compute in float, which read a quantized input through a
+per-channel DequantizeLinear so that onnxruntime's ``WeightBiasQuantization`` leaves their float
+weights alone. The bundle is therefore verified, and meant to run, under onnxruntime's default
+session options.
 
 Exports are all-or-nothing: everything is written into a hidden sibling folder that is renamed
 onto ``out_dir`` at the end, and removed if anything fails.

@@ -17,14 +17,21 @@ After tracing (ONNX side, :func:`lower_onnx`):
 
 * the model is converted to opset :data:`LOWERED_OPSET` (INT4 and ``block_size`` need 21);
 * each pre-quantized float weight of a native format (:func:`native_onnx_formats`) becomes a
-  packed INT8 / INT4 / FLOAT8 initializer + DequantizeLinear (per-channel scales, axis 0);
+  packed INT8 / INT4 / FLOAT8 initializer + per-channel scales (axis 0);
+* an integer kernel (int8 weights on an int8 activation) reads it through DequantizeLinear and
+  keeps an fp32 bias on the int32 grid input scale × weight scale: onnxruntime's
+  WeightBiasQuantization recovers the exact int32 codes and fuses QLinearConv;
+* every other Conv/Gemm computes in float and keeps onnxruntime's fast path (prepacked constant
+  weights): a packed weight is unpacked by Cast + Mul, which onnxruntime constant-folds (it never
+  folds DequantizeLinear), and a quantized input is read through its own per-channel
+  DequantizeLinear, since WeightBiasQuantization would quantize the float weight of a Conv fed by
+  a per-tensor one (see :func:`_float_kernel`);
+* int8 chains are one QuantizeLinear/DequantizeLinear per tensor: duplicates (a residual Add and
+  the block's first conv both trace the block input's) are merged, a ReLU6 Clip after a uint8
+  DequantizeLinear that cannot exceed it is dropped, and so is a Clip before a uint8
+  QuantizeLinear that saturates inside it;
 * scale subgraphs on constants are folded, constants deduplicated and names shortened, so that
-  model.onnx weighs about what the cost model's ``size_mb`` says;
-* every Conv/Gemm fed by a DequantizeLinear gets its bias from a DequantizeLinear too: for an
-  integer kernel the int32 bias on the grid input scale × weight scale (QLinearConv's own form),
-  otherwise an exact int32 × power-of-two encoding of the float bias. onnxruntime's
-  ``WeightBiasQuantization`` only rewrites Convs whose bias is a plain initializer, so the graph
-  is faithful under onnxruntime's default session options.
+  model.onnx weighs about what the cost model's ``size_mb`` says.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from nasq.supernet.layers import (
     StaticQLinear,
     foldable,
     folded_weight_bias,
-    int32_bias_step,
+    integer_bias,
     per_channel_amax,
 )
 
@@ -109,19 +116,18 @@ def fold_batch_norms(model: nn.Module) -> int:
 class WeightCodes:
     """What model.onnx stores for one weight: codes (numpy, the ONNX element type's bytes or
     values), ``data_type`` (onnx.TensorProto enum), per-channel fp32 ``scale`` and, for an
-    integer kernel, the int32 bias codes on the ``bias_scale`` grid."""
+    integer kernel, its bias (fp32, on the int32 grid input scale x weight scale)."""
 
     codes: np.ndarray
     data_type: int
     scale: np.ndarray
-    bias_codes: np.ndarray | None = None
-    bias_scale: np.ndarray | None = None
+    integer_bias: np.ndarray | None = None
 
 
 @torch.no_grad()
 def weight_codes(model: nn.Module) -> dict[str, WeightCodes]:
     """Per ``<layer>.conv.weight`` of a native low-bit or fp8 format (int8 is written by the
-    exporter as QuantizeLinear already; its integer-kernel bias is recorded here), the codes the
+    exporter as QuantizeLinear already), the codes the
     lowered graph stores. Call on the folded, not yet prepared, model."""
     out = {}
     for name, m in model.named_modules():
@@ -131,10 +137,10 @@ def weight_codes(model: nn.Module) -> dict[str, WeightCodes]:
         codes = _codes(fmt, w)
         if codes is None:
             continue
-        if m.quantize_output and m.conv.bias is not None and float(m.a_amax) > 0 and not isinstance(m, StaticQLinear):
-            step = int32_bias_step(m.a_amax, w)
-            codes.bias_codes = torch.round(m.conv.bias / step).to(torch.int32).numpy()
-            codes.bias_scale = step.numpy().astype(np.float32)
+        if m.integer and m.conv.bias is not None and float(m.a_amax) > 0 and not isinstance(m, StaticQLinear):
+            # the values torch's forward adds (StaticQConv._bias), stored as they are: the traced
+            # subgraph that computes them would keep the float weight alive
+            codes.integer_bias = integer_bias(m.conv.bias, m.a_amax, w, m.a_unsigned).numpy().astype(np.float32)
         out[f"{name}.conv.weight"] = codes
     return out
 
@@ -167,9 +173,13 @@ def lower_onnx(model_proto: Any, codes: dict[str, WeightCodes]) -> Any:
     for name, c in codes.items():
         if name in inits:
             _pack_weight(graph, inits[name], c)
+    _constants_to_initializers(graph)
+    _fold_scale_chains(graph)
     for name, c in codes.items():
-        if c.bias_codes is not None:
-            _integer_bias(graph, name, c)
+        if c.integer_bias is not None:
+            _plain_bias(graph, name, c.integer_bias)
+    for node in list(graph.node):
+        _float_kernel(graph, node)
     for node in list(graph.node):
         _dq_bias(graph, node)
     for node in list(graph.node):
@@ -180,6 +190,10 @@ def lower_onnx(model_proto: Any, codes: dict[str, WeightCodes]) -> Any:
     _drop_dead_nodes(graph)
     _drop_unused_initializers(graph)
     _dedupe_initializers(graph)
+    _merge_duplicate_nodes(graph)
+    _drop_saturated_clips(graph)
+    _drop_clips_before_saturating_quantize(graph)
+    _drop_unused_initializers(graph)
     _short_names(graph)
     del graph.value_info[:]  # shapes onnxruntime infers itself; bytes a small model notices
     return model
@@ -247,27 +261,21 @@ def _weight_consumer_conv(graph: Any, weight: str) -> Any | None:
     return None
 
 
-def _integer_bias(graph: Any, weight: str, c: WeightCodes) -> None:
-    """The integer kernel's bias as int32 codes on input scale × weight scale, what QLinearConv adds."""
-    from onnx import helper, numpy_helper
+def _plain_bias(graph: Any, weight: str, bias: np.ndarray) -> None:
+    """An integer kernel's bias as a plain fp32 initializer holding the int32 grid values torch
+    adds: onnxruntime's WeightBiasQuantization turns it into int32 codes on input scale x weight
+    scale (round(bias / scale) gives the codes back exactly), then QLinearConv; runtimes without
+    that pass add the same float values."""
+    from onnx import numpy_helper
 
     conv = _weight_consumer_conv(graph, f"{weight}_q")  # the packed weight (_pack_weight)
     if conv is None:
         return
-    base = weight.removesuffix(".weight") + ".bias"
-    codes = numpy_helper.from_array(c.bias_codes.astype(np.int32), f"{base}_int32")
-    graph.initializer.append(codes)
-    x_dq = _producers(graph).get(conv.input[0])
-    if x_dq is not None and x_dq.op_type == "DequantizeLinear":
-        # input scale x weight scale, the product torch computes (int32_bias_step), one Mul
-        # instead of a stored per-channel scale (onnxruntime folds it into an initializer)
-        mul = helper.make_node("Mul", [x_dq.input[1], f"{weight}_scale"], [f"{base}_scale"], name=f"{base}_Mul")
-        graph.node.insert(list(graph.node).index(conv), mul)
-    else:
-        graph.initializer.append(numpy_helper.from_array(c.bias_scale.astype(np.float32), f"{base}_scale"))
-    dq = helper.make_node("DequantizeLinear", [codes.name, f"{base}_scale"], [f"{base}_dq"],
-                          name=f"{base}_DequantizeLinear", axis=0)
-    _set_bias(graph, conv, dq)
+    t = numpy_helper.from_array(bias, weight.removesuffix(".weight") + ".bias_int_grid")
+    graph.initializer.append(t)
+    while len(conv.input) < 3:
+        conv.input.append("")
+    conv.input[2] = t.name
 
 
 def _set_bias(graph: Any, conv: Any, dq: Any) -> None:
@@ -277,17 +285,114 @@ def _set_bias(graph: Any, conv: Any, dq: Any) -> None:
     graph.node.insert(list(graph.node).index(conv), dq)
 
 
+def _init_array(graph: Any, name: str) -> np.ndarray | None:
+    from onnx import numpy_helper
+
+    t = next((t for t in graph.initializer if t.name == name), None)
+    return None if t is None else numpy_helper.to_array(t)
+
+
+def _integer_kernel(graph: Any, node: Any) -> bool:
+    """A Conv/Gemm onnxruntime fuses into an integer kernel: int8 activations in (a uint8/int8
+    DequantizeLinear with a scalar scale) and INT8 weights (a DequantizeLinear of an INT8
+    initializer)."""
+    import onnx
+
+    producers = _producers(graph)
+    src, w = producers.get(node.input[0]), producers.get(node.input[1])
+    if src is None or w is None or src.op_type != "DequantizeLinear" or w.op_type != "DequantizeLinear":
+        return False
+    inits = {t.name: t for t in graph.initializer}
+    int8 = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+    zp = inits.get(src.input[2]) if len(src.input) > 2 else None
+    weight = inits.get(w.input[0])
+    scale = inits.get(src.input[1])
+    return (zp is not None and zp.data_type in int8 and weight is not None
+            and weight.data_type == onnx.TensorProto.INT8 and scale is not None and len(scale.dims) == 0)
+
+
+def _float_kernel(graph: Any, node: Any) -> None:
+    """A Conv/Gemm that computes in float (not an integer kernel) gets onnxruntime's fast float
+    path, which prepacks constant weights and biases, with the same values:
+
+    * a packed weight is unpacked by Cast + Mul (its per-channel scale) instead of
+      DequantizeLinear: the same float32 products, and onnxruntime's constant folding (which
+      leaves DequantizeLinear alone) turns them into a constant at session start, OpenVINO reads
+      them as compressed weights; the file keeps the packed codes;
+    * an int8/fp8 activation input is read through its own DequantizeLinear with the scale and
+      zero point repeated per channel (axis 1): onnxruntime's WeightBiasQuantization, which would
+      quantize the float weight and bias of a Conv fed by a per-tensor DequantizeLinear, leaves
+      it alone, so the bias stays a plain constant too."""
+    from onnx import helper, numpy_helper
+
+    if node.op_type not in ("Conv", "Gemm") or _integer_kernel(graph, node):
+        return
+    producers = _producers(graph)
+    w = producers.get(node.input[1])
+    if w is not None and w.op_type == "DequantizeLinear" and len(_consumers(graph, w.output[0])) == 1:
+        scale = _init_array(graph, w.input[1])
+        codes = next((t for t in graph.initializer if t.name == w.input[0]), None)
+        if scale is not None and codes is not None and len(w.input) < 3:
+            shaped = numpy_helper.from_array(scale.reshape(-1, *([1] * (len(codes.dims) - 1))).astype(np.float32),
+                                             f"{w.input[1]}_b")
+            graph.initializer.append(shaped)
+            at = list(graph.node).index(w)
+            graph.node.remove(w)
+            cast = helper.make_node("Cast", [w.input[0]], [f"{w.output[0]}_f"], name=f"{w.name}_cast", to=1)
+            mul = helper.make_node("Mul", [cast.output[0], shaped.name], [w.output[0]], name=f"{w.name}_mul")
+            graph.node.insert(at, mul)
+            graph.node.insert(at, cast)
+    src = producers.get(node.input[0])
+    if src is None or src.op_type != "DequantizeLinear" or len(src.input) < 3:
+        return
+    scale, zero = _init_array(graph, src.input[1]), _init_array(graph, src.input[2])
+    cin = _in_channels(graph, node)
+    if scale is None or zero is None or scale.size != 1 or cin is None:
+        return
+    zt = next(t for t in graph.initializer if t.name == src.input[2])
+    per_c = [numpy_helper.from_array(np.full(cin, scale.reshape(()), np.float32), f"{node.input[0]}_pcs"),
+             numpy_helper.from_array(np.full(cin, zero.reshape(()), zero.dtype), f"{node.input[0]}_pcz")]
+    per_c[1].data_type = zt.data_type
+    if zt.raw_data:
+        per_c[1].raw_data = np.repeat(np.frombuffer(zt.raw_data, np.uint8), cin).tobytes()
+    graph.initializer.extend(per_c)
+    dq = helper.make_node("DequantizeLinear", [src.input[0], per_c[0].name, per_c[1].name], [f"{node.input[0]}_pc"],
+                          name=f"{src.name}_pc", axis=1)
+    node.input[0] = dq.output[0]
+    graph.node.insert(list(graph.node).index(node), dq)
+
+
+def _in_channels(graph: Any, node: Any) -> int | None:
+    """Input channels of a Conv (weight dims[1] x group) or Gemm (its reduced dimension)."""
+    producers = _producers(graph)
+    w, frontier = node.input[1], 0
+    while w not in {t.name for t in graph.initializer} and frontier < 3:
+        p = producers.get(w)
+        if p is None:
+            return None
+        w, frontier = p.input[0], frontier + 1
+    t = next((t for t in graph.initializer if t.name == w), None)
+    if t is None:
+        return None
+    dims = list(t.dims)
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return dims[1] if trans_b else dims[0]
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    return dims[1] * group
+
+
 def _dq_bias(graph: Any, node: Any) -> None:
     """A Conv/Gemm fed by DequantizeLinear whose bias is a float initializer (or absent) gets it
     from an exact int32 × power-of-two DequantizeLinear instead (see the module docstring)."""
     from onnx import helper, numpy_helper
 
-    if node.op_type not in ("Conv", "Gemm"):
+    if node.op_type not in ("Conv", "Gemm") or _integer_kernel(graph, node):
         return
     producers = _producers(graph)
     src = producers.get(node.input[0])
-    if src is None or src.op_type != "DequantizeLinear":
-        return
+    if src is None or src.op_type != "DequantizeLinear" or any(a.name == "axis" for a in src.attribute):
+        return  # not from a per-tensor DequantizeLinear: WeightBiasQuantization leaves it alone
     inits = {t.name: t for t in graph.initializer}
     has_bias = len(node.input) >= 3 and node.input[2] != ""
     if has_bias and node.input[2] not in inits:
@@ -415,8 +520,10 @@ def _evaluate(node: Any, v: list[Any], helper: Any) -> np.ndarray | None:
     if node.op_type == "Reshape":
         return x.reshape(v[1]) if 0 not in v[1] else None
     if node.op_type == "Cast":
+        if x.size != 1:  # a scale's or zero point's cast; not a packed weight's unpacking (_float_kernel)
+            return None
         to = next(a.i for a in node.attribute if a.name == "to")
-        return x.astype(helper.tensor_dtype_to_np_dtype(to)) if to in (1, 6, 7) else None
+        return x.astype(helper.tensor_dtype_to_np_dtype(to)) if to in (1, 2, 3, 6, 7) else None
     if x.dtype != np.float32 or any(y is not None and y.dtype != np.float32 for y in v[1:]):
         return None
     if node.op_type == "Clip":
@@ -474,6 +581,117 @@ def _merge_clips(graph: Any) -> None:
         producers = _producers(graph)
 
 
+def _node_key(n: Any) -> tuple:
+    return (n.op_type, n.domain, tuple(n.input), tuple(a.SerializeToString() for a in n.attribute))
+
+
+def _merge_duplicate_nodes(graph: Any) -> None:
+    """Nodes with the same op, inputs and attributes computed once (common subexpressions): a
+    residual Add and the block's first conv each trace the block input's int8 QuantizeLinear /
+    DequantizeLinear (one tensor, one pair in the graph, as onnxruntime and OpenVINO want it)."""
+    changed = True
+    while changed:
+        changed, seen, alias = False, {}, {}
+        for n in graph.node:
+            if n.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(n.output) != 1:
+                continue
+            key = _node_key(n)
+            if key in seen:
+                alias[n.output[0]] = seen[key]
+            else:
+                seen[key] = n.output[0]
+        if not alias:
+            return
+        for n in graph.node:
+            for i, x in enumerate(n.input):
+                if x in alias:
+                    n.input[i] = alias[x]
+                    changed = True
+        for o in graph.output:
+            if o.name in alias:  # never: the graph output is the classifier's
+                return
+        _drop_dead_nodes(graph)
+
+
+def _drop_saturated_clips(graph: Any) -> None:
+    """A Clip right after a uint8 DequantizeLinear whose whole range lies inside the Clip's bounds
+    is the identity: the block's ReLU6 after an integer kernel that requantized after that ReLU6
+    (nasq.supernet.layers.OutQuant). Dropped, so that the next Add or conv reads the
+    DequantizeLinear (onnxruntime then fuses QLinearAdd / QLinearConv)."""
+    from onnx import TensorProto, numpy_helper
+
+    inits = {t.name: t for t in graph.initializer}
+    producers = _producers(graph)
+    outputs = {o.name for o in graph.output}
+
+    def value(name: str) -> np.ndarray | None:
+        return numpy_helper.to_array(inits[name]) if name in inits else None
+
+    for n in list(graph.node):
+        dq = producers.get(n.input[0]) if n.op_type == "Clip" else None
+        if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 or n.output[0] in outputs:
+            continue
+        scale, zero = value(dq.input[1]), value(dq.input[2])
+        ins = list(n.input) + ["", ""]
+        lo, hi = (value(x) if x else None for x in ins[1:3])
+        if scale is None or zero is None or inits[dq.input[2]].data_type != TensorProto.UINT8:
+            continue
+        if scale.size != 1 or zero.size != 1 or (ins[1] and lo is None) or (ins[2] and hi is None):
+            continue
+        z = int(zero.reshape(()))
+        s = np.float32(scale.reshape(()))
+        bottom, top = np.float32(-z) * s, np.float32(255 - z) * s  # DequantizeLinear's float32 range
+        if (lo is not None and bottom < lo.reshape(())) or (hi is not None and top > hi.reshape(())):
+            continue
+        for c, i in _consumers(graph, n.output[0]):
+            c.input[i] = n.input[0]
+        graph.node.remove(n)
+
+
+def _uint8_range(graph: Any, node: Any) -> tuple[np.float32, np.float32] | None:
+    """The float32 range a uint8 QuantizeLinear/DequantizeLinear with constant per-tensor scale
+    and zero point covers, else None."""
+    from onnx import TensorProto, numpy_helper
+
+    inits = {t.name: t for t in graph.initializer}
+    if len(node.input) < 3 or node.input[1] not in inits or node.input[2] not in inits:
+        return None
+    zt = inits[node.input[2]]
+    scale, zero = numpy_helper.to_array(inits[node.input[1]]), numpy_helper.to_array(zt)
+    if zt.data_type != TensorProto.UINT8 or scale.size != 1 or zero.size != 1:
+        return None
+    s, z = np.float32(scale.reshape(())), int(zero.reshape(()))
+    return np.float32(-z) * s, np.float32(255 - z) * s
+
+
+def _clip_bounds(graph: Any, clip: Any) -> tuple[float, float] | None:
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in graph.initializer}
+    ins = list(clip.input) + ["", ""]
+    if any(x and x not in inits for x in ins[1:3]):
+        return None
+    lo, hi = (float(numpy_helper.to_array(inits[x]).reshape(())) if x else None for x in ins[1:3])
+    return (-np.inf if lo is None else lo), (np.inf if hi is None else hi)
+
+
+def _drop_clips_before_saturating_quantize(graph: Any) -> None:
+    """Clip -> uint8 QuantizeLinear whose range lies inside the Clip's (ReLU6, then the unsigned
+    int8 grid of scale <= 6/255): the QuantizeLinear saturates by itself, so it reads the Clip's
+    input (onnxruntime's ClipQuantFusion does the same at load; OpenVINO needs no Clip). Values
+    are unchanged: below 0 both give code 0, above the top both give 255."""
+    producers = _producers(graph)
+    for q in list(graph.node):
+        clip = producers.get(q.input[0]) if q.op_type == "QuantizeLinear" else None
+        if clip is None or clip.op_type != "Clip":
+            continue
+        rng, bounds = _uint8_range(graph, q), _clip_bounds(graph, clip)
+        if rng is None or bounds is None or not (bounds[0] <= rng[0] and rng[1] <= bounds[1]):
+            continue
+        q.input[0] = clip.input[0]
+    _drop_dead_nodes(graph)
+
+
 def _dedupe_initializers(graph: Any) -> None:
     """Identical small initializers (the exporter's many equal zero points and scalars) once."""
     first: dict[tuple, str] = {}
@@ -499,7 +717,7 @@ def _dedupe_initializers(graph: Any) -> None:
 
 
 def _short_names(graph: Any) -> None:
-    """Values, initializers and nodes get short names (``v12``, ``c12``, ``n12``): the traced
+    """Values and initializers get short names (``v12``, ``c12``), nodes none: the traced
     names ("/blocks/blocks.0/expand/Constant_3_output_0", each weight's module path, repeated
     by every node that reads it) are a fifth of a small model's bytes. Graph inputs and outputs
     keep theirs; the manifest's ``formats`` rows name the layers."""
@@ -512,8 +730,9 @@ def _short_names(graph: Any) -> None:
         for o in n.output:
             if o not in keep and o not in renamed:
                 renamed[o] = f"v{len(renamed)}"
-    for i, n in enumerate(graph.node):
-        n.name = f"n{i}"
+    for n in graph.node:
+        n.name = ""  # optional in ONNX; a few bytes per node
+        n.doc_string = ""
         for j, x in enumerate(n.input):
             n.input[j] = renamed.get(x, x)
         for j, x in enumerate(n.output):

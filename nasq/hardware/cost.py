@@ -8,19 +8,83 @@ from collections.abc import Callable
 
 import numpy as np
 
-from nasq.formats import FORMATS, size_bits
+from nasq.formats import FORMATS, ScaledFloat, SymmetricInt, size_bits
 from nasq.hardware.profile import HardwareProfile
 from nasq.space import LayerShape, SearchSpace, SubnetSpec
+from nasq.space.search_space import ordered_sum
 
 BIAS_BITS = 32  # folded batch-norm bias, one fp32 per output channel
 
 
+# A float-kernel conv reading a QuantizeLinear/DequantizeLinear activation reads it through its own
+# per-channel DequantizeLinear: an fp32 scale and an 8-bit zero point per input channel.
+QDQ_INPUT_BITS = 32 + 8
+FP8_ONNX_DTYPES = ("float8_e4m3fn", "float8_e5m2")  # FP8 activations export as QuantizeLinear pairs
+# One ONNX node with its short value names and the scalar constants it reads (scale, zero
+# point, clip bounds), as model.onnx stores it: about 48 bytes.
+NODE_BITS = 48 * 8
+ELEMENTWISE_ROUNDING_NODES = 4  # x * (1/s), Round, Clip, * s: an activation format without QDQ
+
+
 def layer_bits(layer: LayerShape) -> float:
-    """Stored bits of one layer: weights in their format with scales, plus an fp32 bias per channel
-    (an attention matmul stores nothing)."""
+    """Stored bits of one layer as model.onnx stores it (nasq.export.lower; an attention matmul
+    stores nothing):
+
+    * the weights in their format with their scales (:func:`nasq.formats.size_bits`: INT8 / INT4
+      / FP8 codes and one fp32 scale per output channel; fp32 weights as they are);
+    * one 32-bit bias per output channel: the folded batch norm as fp32, or, for an integer kernel
+      (int8 weights on int8 activations), int32 codes whose scale (input scale x weight scale) is
+      one Mul of stored scales, not stored again;
+    * for a conv that computes in float on an int8 or FP8 activation (any other format pair),
+      :data:`QDQ_INPUT_BITS` per input channel: the per-channel DequantizeLinear copy that keeps
+      onnxruntime's WeightBiasQuantization off its float weight;
+    * its graph nodes, :data:`NODE_BITS` each (:func:`layer_nodes`).
+
+    model.onnx then weighs size_mb within a few per cent for the demo spaces (tests/unit/
+    test_lowering.py); the stem, classifier and pooling are not counted."""
     if not layer.has_bias:
         return 0.0
-    return size_bits(layer.w_format, layer.params, layer.cout) + layer.cout * BIAS_BITS
+    bits = size_bits(layer.w_format, layer.params, layer.cout) + layer.cout * BIAS_BITS
+    return bits + layer_nodes(layer) * NODE_BITS + (QDQ_INPUT_BITS * layer.cin if _float_on_qdq(layer) else 0.0)
+
+
+def _qdq(fmt: object) -> bool:
+    """Activations in ``fmt`` export as one QuantizeLinear/DequantizeLinear pair (int8, FP8)."""
+    fp8 = isinstance(fmt, ScaledFloat) and fmt.dtype_name in FP8_ONNX_DTYPES
+    return fp8 or fmt.export_mode == "qdq_int8"
+
+
+def _packed(fmt: object) -> bool:
+    """Weights in ``fmt`` are stored as INT8 / INT4 / FLOAT8 codes (nasq.export.lower)."""
+    if isinstance(fmt, ScaledFloat):
+        return fmt.dtype_name in FP8_ONNX_DTYPES
+    return isinstance(fmt, SymmetricInt) and fmt.bits in (4, 8)
+
+
+def _integer(layer: LayerShape) -> bool:
+    return FORMATS.get(layer.a_format).export_mode == "qdq_int8" == FORMATS.get(layer.w_format).export_mode
+
+
+def _float_on_qdq(layer: LayerShape) -> bool:
+    return layer.op in ("conv", "dwconv") and _qdq(FORMATS.get(layer.a_format)) and not _integer(layer)
+
+
+def layer_nodes(layer: LayerShape) -> int:
+    """The ONNX nodes the lowering writes for one layer: the op; its input quantizer (a
+    QuantizeLinear/DequantizeLinear pair, or elementwise rounding); the weight's unpacking (one
+    DequantizeLinear for an integer kernel, Cast + Mul for a packed weight computing in float);
+    a float kernel's per-channel DequantizeLinear copy of a quantized input."""
+    a, w = FORMATS.get(layer.a_format), FORMATS.get(layer.w_format)
+    nodes = 1
+    if _qdq(a):
+        nodes += 2
+    elif not a.is_identity:
+        nodes += ELEMENTWISE_ROUNDING_NODES
+    if _integer(layer):
+        nodes += 1
+    elif _packed(w):
+        nodes += 2
+    return nodes + int(_float_on_qdq(layer))
 
 
 def compute_format(w_format: str, a_format: str) -> str:
@@ -34,13 +98,24 @@ class CostModel:
 
     ``latency_ms`` (a measured profile's ``LatencyPredictor.predict``, see
     nasq.predict.latency.load_profile_predictor) replaces the roofline latency when
-    given; size and BOPs stay analytic."""
+    given; size and BOPs stay analytic.
+
+    :meth:`score_genomes` gives the same values for a genome matrix by array lookups in the
+    space's :class:`~nasq.space.search_space.LayerTable`. Its measured latency comes from
+    ``latency_genomes`` (genomes -> ms), or, when ``latency_ms`` is the bound ``predict`` of an
+    object that also has ``predict_genomes`` (a LatencyPredictor), from that; any other
+    ``latency_ms`` is called on the decoded specs."""
 
     def __init__(self, space: SearchSpace, profile: HardwareProfile,
-                 latency_ms: Callable[[list[SubnetSpec]], np.ndarray] | None = None):
+                 latency_ms: Callable[[list[SubnetSpec]], np.ndarray] | None = None,
+                 latency_genomes: Callable[[np.ndarray], np.ndarray] | None = None):
         profile.check_space(space)
         self.space, self.profile, self.latency_ms = space, profile, latency_ms
+        if latency_genomes is None and getattr(latency_ms, "__name__", "") == "predict":
+            latency_genomes = getattr(getattr(latency_ms, "__self__", None), "predict_genomes", None)
+        self.latency_genomes = latency_genomes
         self._cache: dict[str, tuple[float, float, float]] = {}
+        self._columns: dict[str, np.ndarray] | None = None
 
     @property
     def latency_source(self) -> str:
@@ -87,6 +162,40 @@ class CostModel:
         latency = rows[:, 0] if self.latency_ms is None else np.asarray(self.latency_ms(specs), dtype=np.float64)
         return {"latency_ms": latency, "size_mb": rows[:, 1], "bops_g": rows[:, 2]}
 
+    def layer_columns(self) -> dict[str, np.ndarray] | None:
+        """Per layer of the space's table (indexed by layer id, 0 at the pad): stored bits
+        (:func:`layer_bits`), BOPs, and the roofline time with and without a format change before
+        the layer - each from the per-layer function itself, so its changes flow in. None for a
+        space too large for a table."""
+        table = self.space.layer_table()
+        if table is None:
+            return None
+        if self._columns is None:
+            bops = table.column(lambda s: s.macs * FORMATS.get(s.w_format).bits * FORMATS.get(s.a_format).bits)
+            self._columns = {"bits": table.column(layer_bits), "bops": bops,
+                             "us_same": table.column(lambda s: self.layer_latency_us(s, s.a_format)),
+                             # any name that is not the layer's own format counts as a change
+                             "us_change": table.column(lambda s: self.layer_latency_us(s, "\0"))}
+        return self._columns
+
+    def score_genomes(self, genomes: np.ndarray) -> dict[str, np.ndarray]:
+        """:meth:`score` of the decoded ``genomes`` (rows of gene indices), without decoding them:
+        the same values, added in the same order."""
+        table, cols = self.space.layer_table(), self.layer_columns()
+        G = self.space.canonical_batch(genomes)
+        if table is None or cols is None:
+            return self.score([self.space.decode(g) for g in G])
+        ids = table.ids(G)
+        if self.latency_genomes is not None:
+            latency = np.asarray(self.latency_genomes(G), dtype=np.float64)
+        elif self.latency_ms is not None:
+            latency = np.asarray(self.latency_ms([self.space.decode(g) for g in G]), dtype=np.float64)
+        else:
+            us = np.where(table.format_changes(ids), cols["us_change"][ids], cols["us_same"][ids])
+            latency = ordered_sum(us) / 1e3
+        return {"latency_ms": latency, "size_mb": ordered_sum(cols["bits"][ids]) / 8 / 1e6,
+                "bops_g": ordered_sum(cols["bops"][ids]) / 1e9}
+
 
 def throughput_ips(latency_ms: np.ndarray, batch: int) -> np.ndarray:
     """Images per second at ``batch``: ``1000 * batch / latency of one batch``. The latency tables and
@@ -109,7 +218,7 @@ class TargetsCostModel(CostModel):
         if not models:
             raise ValueError("TargetsCostModel needs at least one cost model")
         first = models[0]
-        super().__init__(first.space, first.profile, first.latency_ms)
+        super().__init__(first.space, first.profile, first.latency_ms, first.latency_genomes)
         self.models, self.per_target = list(models), per_target
         self._cache = first._cache  # one cache for the first target's rows
 
@@ -120,6 +229,18 @@ class TargetsCostModel(CostModel):
         out["throughput_ips"] = throughput_ips(out["latency_ms"], self.profile.max_batch)
         for i, model in enumerate(self.models):
             latency = out["latency_ms"] if i == 0 else model.score(specs)["latency_ms"]
+            out[f"latency_ms@{model.profile.name}"] = latency
+            out[f"throughput_ips@{model.profile.name}"] = throughput_ips(latency, model.profile.max_batch)
+        return out
+
+    def score_genomes(self, genomes: np.ndarray) -> dict[str, np.ndarray]:
+        """:meth:`score` of the decoded ``genomes``, on the genome path of every target's model."""
+        out = super().score_genomes(genomes)
+        if not self.per_target:
+            return out
+        out["throughput_ips"] = throughput_ips(out["latency_ms"], self.profile.max_batch)
+        for i, model in enumerate(self.models):
+            latency = out["latency_ms"] if i == 0 else model.score_genomes(genomes)["latency_ms"]
             out[f"latency_ms@{model.profile.name}"] = latency
             out[f"throughput_ips@{model.profile.name}"] = throughput_ips(latency, model.profile.max_batch)
         return out

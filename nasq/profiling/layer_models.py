@@ -24,7 +24,8 @@ class UnsupportedLayer(NasqError):
 class LayerUnit(nn.Sequential):
     """A StaticConvBN (StaticQConv + BatchNorm2d) (+ ReLU6): exactly one part of a StaticMBConv
     (or the stem), with ``prepare_export`` like StaticSubnet so that export_onnx lowers it the
-    same way (batch norm folded, weights packed, integer-kernel requantizer after the norm)."""
+    same way (batch norm folded, weights packed, integer-kernel requantizer after the norm and
+    its ReLU6, quantizers placed as in a chain: see :func:`layer_module`)."""
 
     def prepare_export(self) -> None:
         for m in self.modules():
@@ -53,9 +54,15 @@ def layer_module(key: LayerKey, seed: int = 0) -> nn.Module:
         norm.bias.copy_(0.1 * torch.randn(key.cout, generator=gen))
         norm.running_mean.copy_(0.1 * torch.randn(key.cout, generator=gen))
         norm.running_var.copy_(0.5 + torch.rand(key.cout, generator=gen))
-    qconv = StaticQConv(conv, key.w_format, key.a_format, torch.tensor(ACT_AMAX), torch.tensor(ACT_AMAX))
+    relu6 = key.act == "relu6"
+    # As inside a subnet (nasq.supernet.blocks): a depthwise conv or a project conv (no ReLU6 after
+    # it) reads a ReLU6 output, an int8 input of which takes the unsigned grid; an integer kernel
+    # requantizes once, after its ReLU6 (unsigned) or on its output - in a chain that
+    # QuantizeLinear/DequantizeLinear is the next layer's input quantizer, the same graph.
+    qconv = StaticQConv(conv, key.w_format, key.a_format, torch.tensor(ACT_AMAX), torch.tensor(ACT_AMAX),
+                        a_unsigned=key.op == "dwconv" or not relu6, o_relu6=relu6)
     parts: list[nn.Module] = [StaticConvBN(qconv, norm)]
-    if key.act == "relu6":
+    if relu6:
         parts.append(nn.ReLU6())  # exported as Clip(0, 6), as F.relu6 in the static subnet
     return LayerUnit(*parts).eval()
 

@@ -6,6 +6,14 @@ stage can have, ``set_active(choice, cout)`` selects a layer choice and the acti
 ``extract()`` returns a plain static module, weights copied, whose output equals the block's.
 Every conv and linear takes the layer's weight format and quantizes its input to the activation
 format; int8 x int8 layers also requantize their output (integer kernels).
+
+int8 chains (one QuantizeLinear/DequantizeLinear per activation tensor, what onnxruntime and
+OpenVINO run as integer kernels back to back): after ``set_active`` the supernet calls
+``set_io(cin, relu6_input, int8_consumer)`` on each block in order. An int8 input quantizer of a
+ReLU6 output takes the unsigned grid; an integer kernel followed by a ReLU6 requantizes after it
+(unsigned); an integer kernel whose output goes straight to an int8 input quantizer (the next
+unit's, or the next block's when ``int8_consumer``) leaves the requantizing to that quantizer; a
+residual Add reads the block input as the first unit's int8 quantizer made it (the same tensor).
 """
 
 from __future__ import annotations
@@ -16,11 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nasq.formats import get_format
 from nasq.registry import Registry
 from nasq.space.kinds import mid_channels, residual, se_channels, vit_head_dim
 from nasq.space.types import LayerChoice
 from nasq.specs import StageSpec
-from nasq.supernet.layers import ElasticLayerNorm, QConvBN, QLinear, QuantizedUnit
+from nasq.supernet.layers import ElasticLayerNorm, QConvBN, QLinear, QuantizedUnit, int8_activation
 
 BLOCKS: Registry[type[nn.Module]] = Registry("block")
 
@@ -42,10 +51,43 @@ class ElasticBlock(nn.Module):
         """The quantized convs/linears whose formats follow the layer's choice."""
         return [m for m in self.children() if isinstance(m, QuantizedUnit)]
 
+    def set_io(self, cin: int, relu6_input: bool, int8_consumer: bool) -> None:
+        """Where the active block sits in the chain (module docstring): ``cin`` its input width,
+        ``relu6_input`` whether its input is a ReLU6 output, ``int8_consumer`` whether its output
+        goes straight to an int8 input quantizer. Default: no chaining (transformer layers)."""
+
+    def int8_input(self) -> bool:
+        """Whether the active block's first units quantize its input to int8 (one shared tensor)."""
+        return False
+
+    def relu6_output(self, cin: int) -> bool:
+        """Whether the active block's output is a ReLU6 output (no residual Add after it)."""
+        return False
+
+
+def _chain(unit: QuantizedUnit, relu6_input: bool, relu6_after: bool, consumer_quantizes: bool) -> None:
+    unit.q.unsigned = relu6_input
+    unit.o.relu6 = relu6_after
+    unit.o.consumer_quantizes = consumer_quantizes
+
+
+def _skip(unit: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A residual's view of the block input: the first unit's int8 quantized tensor, else ``x``."""
+    if isinstance(unit, QuantizedUnit):
+        return unit.q(x) if unit.q.int8 else x
+    return unit.quantize_input(x) if unit.int8_input else x
+
+
+class ConvChainBlock(ElasticBlock):
+    """Base of the conv blocks: the active choice's activation format decides ``int8_input``."""
+
+    def int8_input(self) -> bool:
+        return int8_activation(get_format(self.choice.a_format))
+
 
 # ---------------------------------------------------------------- mbconv
 @BLOCKS.register("mbconv")
-class ElasticMBConv(ElasticBlock):
+class ElasticMBConv(ConvChainBlock):
     """Inverted residual (expand 1x1 -> depthwise kxk -> [squeeze-excite] -> project 1x1) with
     elastic kernel, expand ratio and width."""
 
@@ -69,7 +111,20 @@ class ElasticMBConv(ElasticBlock):
             s = F.relu(self.se_reduce(h.mean(dim=(2, 3)), se_channels(mid)))
             h = h * F.hardsigmoid(self.se_expand(s, mid))[:, :, None, None]
         h = self.project(h, self.cout, 1)
-        return h + x if self.stride == 1 and cin == self.cout else h
+        return h + _skip(self._first(), x) if self.stride == 1 and cin == self.cout else h
+
+    def _first(self) -> QConvBN:
+        return self.expand if self.choice.expand != 1 else self.dw
+
+    def set_io(self, cin: int, relu6_input: bool, int8_consumer: bool) -> None:
+        int8 = self.int8_input()
+        has_expand = self.choice.expand != 1
+        if has_expand:
+            _chain(self.expand, relu6_input, True, int8)
+        # relu6(dw), times a hardsigmoid in [0, 1] with squeeze-excite, lies in [0, 6]
+        _chain(self.dw, True if has_expand else relu6_input, True, int8 and not self.se)
+        res = self.stride == 1 and cin == self.cout
+        _chain(self.project, True, False, int8_consumer and not res)
 
     def extract(self, cin: int) -> StaticMBConv:
         c = self.choice
@@ -99,12 +154,12 @@ class StaticMBConv(nn.Module):
             s = F.relu(p["se_reduce"](h.mean(dim=(2, 3))))
             h = h * F.hardsigmoid(p["se_expand"](s))[:, :, None, None]
         h = p["project"](h)
-        return h + x if self.residual else h
+        return h + _skip(p["expand"] if "expand" in p else p["dw"], x) if self.residual else h
 
 
 # ---------------------------------------------------------------- fused_mbconv and conv
 @BLOCKS.register("fused_mbconv")
-class ElasticFusedMBConv(ElasticBlock):
+class ElasticFusedMBConv(ConvChainBlock):
     """Fused inverted residual (EfficientNetV2, SpaceEvo): a dense kxk conv expands to
     ``cin * expand`` (with the stride), a 1x1 conv projects to the width; elastic kernel, expand
     ratio and width. Expand 1 is one kxk conv straight to the width with its own weights (``conv``,
@@ -126,7 +181,20 @@ class ElasticFusedMBConv(ElasticBlock):
             h = F.relu6(self.conv(x, self.cout, c.kernel))
         else:
             h = self.project(F.relu6(self.expand(x, mid_channels(cin, c.expand), c.kernel)), self.cout, 1)
-        return h + x if residual(cin, self.cout, self.stride) else h
+        if not residual(cin, self.cout, self.stride):
+            return h
+        return h + _skip(self.conv if c.expand == 1 else self.expand, x)
+
+    def set_io(self, cin: int, relu6_input: bool, int8_consumer: bool) -> None:
+        last = int8_consumer and not residual(cin, self.cout, self.stride)
+        if self.choice.expand == 1:
+            _chain(self.conv, relu6_input, True, last)
+        else:
+            _chain(self.expand, relu6_input, True, self.int8_input())
+            _chain(self.project, True, False, last)
+
+    def relu6_output(self, cin: int) -> bool:
+        return self.choice.expand == 1 and not residual(cin, self.cout, self.stride)
 
     def extract(self, cin: int) -> StaticFusedMBConv:
         c = self.choice
@@ -139,7 +207,7 @@ class ElasticFusedMBConv(ElasticBlock):
 
 
 @BLOCKS.register("conv")
-class ElasticConvBlock(ElasticBlock):
+class ElasticConvBlock(ConvChainBlock):
     """Plain dense kxk conv + batch norm + ReLU6 with elastic kernel and width; identity skip
     where the block keeps the shape (stride 1, same width in and out)."""
 
@@ -150,7 +218,13 @@ class ElasticConvBlock(ElasticBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu6(self.conv(x, self.cout, self.choice.kernel))
-        return h + x if residual(x.shape[1], self.cout, self.stride) else h
+        return h + _skip(self.conv, x) if residual(x.shape[1], self.cout, self.stride) else h
+
+    def set_io(self, cin: int, relu6_input: bool, int8_consumer: bool) -> None:
+        _chain(self.conv, relu6_input, True, int8_consumer and not residual(cin, self.cout, self.stride))
+
+    def relu6_output(self, cin: int) -> bool:
+        return not residual(cin, self.cout, self.stride)
 
     def extract(self, cin: int) -> StaticFusedMBConv:
         parts = {"conv": self.conv.extract(cin, self.cout, self.choice.kernel)}
@@ -169,12 +243,12 @@ class StaticFusedMBConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.parts
         h = F.relu6(p["conv"](x)) if "conv" in p else p["project"](F.relu6(p["expand"](x)))
-        return h + x if self.residual else h
+        return h + _skip(p["conv"] if "conv" in p else p["expand"], x) if self.residual else h
 
 
 # ---------------------------------------------------------------- resnet
 @BLOCKS.register("resnet")
-class ElasticBottleneck(ElasticBlock):
+class ElasticBottleneck(ConvChainBlock):
     """ResNet bottleneck: reduce 1x1 to ``width * expand``, kxk conv, project 1x1 back to width;
     the first block of a stage has a 1x1 (strided) shortcut conv since its input width varies."""
 
@@ -196,8 +270,19 @@ class ElasticBottleneck(ElasticBlock):
         h = F.relu6(self.reduce(x, mid, 1))
         h = F.relu6(self.conv(h, mid, c.kernel))
         h = self.project(h, self.cout, 1)
-        skip = self.downsample(x, self.cout, 1) if self.first else x
+        skip = self.downsample(x, self.cout, 1) if self.first else _skip(self.reduce, x)
         return F.relu6(h + skip)
+
+    def set_io(self, cin: int, relu6_input: bool, int8_consumer: bool) -> None:
+        int8 = self.int8_input()
+        _chain(self.reduce, relu6_input, True, int8)
+        _chain(self.conv, True, True, int8)
+        _chain(self.project, True, False, False)  # into the residual Add
+        if self.first:
+            _chain(self.downsample, relu6_input, False, False)
+
+    def relu6_output(self, cin: int) -> bool:
+        return True
 
     def extract(self, cin: int) -> StaticBottleneck:
         c = self.choice
@@ -217,7 +302,7 @@ class StaticBottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.parts
         h = p["project"](F.relu6(p["conv"](F.relu6(p["reduce"](x)))))
-        skip = p["downsample"](x) if "downsample" in p else x
+        skip = p["downsample"](x) if "downsample" in p else _skip(p["reduce"], x)
         return F.relu6(h + skip)
 
 

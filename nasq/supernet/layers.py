@@ -13,12 +13,55 @@ def per_channel_amax(w: torch.Tensor) -> torch.Tensor:
     return w.detach().abs().amax(dim=tuple(range(1, w.dim())), keepdim=True)
 
 
+RELU6_MAX = 6.0  # the top of a ReLU6 output: an unsigned int8 grid never reaches beyond it
+
+
+def _unsigned_max_scale() -> float:
+    """The largest float32 step whose 255th multiple (float32) is at most 6: a ReLU6 after the
+    dequantized value is then exact, and onnxruntime's ClipQuantFusion sees a QuantizeLinear
+    saturating inside the ReLU6's Clip (it drops the Clip and fuses the integer kernel)."""
+    s = torch.tensor(RELU6_MAX / 255.0, dtype=torch.float32)
+    while float(s * 255.0) > RELU6_MAX:
+        s = torch.nextafter(s, torch.zeros_like(s))
+    return float(s)
+
+
+UNSIGNED_MAX_SCALE = _unsigned_max_scale()
+
+
+def int8_activation(fmt: NumericFormat) -> bool:
+    """Activations in this format are one int8 QuantizeLinear/DequantizeLinear pair per tensor
+    (:func:`int8_activation_quant`), not the format's own narrow-range fake quantizer."""
+    return isinstance(fmt, SymmetricInt) and fmt.export_mode == "qdq_int8"
+
+
+def int8_activation_scale(amax: torch.Tensor, unsigned: bool) -> torch.Tensor:
+    """The step of an int8 activation: ``min(amax, 6) / 255`` for an unsigned (post-ReLU6) tensor,
+    whose QuantizeLinear then saturates at or below 6 (onnxruntime drops the ReLU6 Clip before
+    it), else nasq's symmetric ``amax / 127``."""
+    if not unsigned:
+        return (amax.detach().clamp_min(1e-12) / 127.0).float().reshape(())
+    return (amax.detach().clamp_min(1e-12) / 255.0).float().clamp_max(UNSIGNED_MAX_SCALE).reshape(())
+
+
+def int8_activation_quant(x: torch.Tensor, amax: torch.Tensor | None, unsigned: bool) -> torch.Tensor:
+    """An int8 activation, stored uint8 as onnxruntime runs fastest: unsigned codes 0..255 (zero
+    point 0) for a post-ReLU6 tensor, else the symmetric grid shifted by 128 (zero point 128,
+    codes -128..127 around it: the full range QuantizeLinear holds, so no Clip precedes it). The
+    same op in training, evaluation and export (exported as one QuantizeLinear/DequantizeLinear)."""
+    if amax is None:
+        amax = x.detach().abs().amax()
+    zero = torch.zeros((), dtype=torch.int32) if unsigned else torch.full((), 128, dtype=torch.int32)
+    return torch.fake_quantize_per_tensor_affine(x, int8_activation_scale(amax, unsigned), zero, 0, 255)
+
+
 class ActQuant(nn.Module):
     """Per-tensor activation quantizer.
 
     While training it scales by each batch's own absolute max. ``calibrating`` records the max over
     calibration batches; afterwards (eval mode) that recorded max is used, which is what an
-    exported model with static scales computes.
+    exported model with static scales computes. int8 uses :func:`int8_activation_quant`;
+    ``unsigned`` (set by the block for a post-ReLU6 input) selects its unsigned grid.
     """
 
     def __init__(self) -> None:
@@ -26,6 +69,11 @@ class ActQuant(nn.Module):
         self.fmt: NumericFormat = get_format("fp32")
         self.register_buffer("amax", torch.zeros(()))
         self.calibrating = False
+        self.unsigned = False
+
+    @property
+    def int8(self) -> bool:
+        return int8_activation(self.fmt)
 
     def set_format(self, name: str) -> None:
         self.fmt = get_format(name)
@@ -46,6 +94,8 @@ class ActQuant(nn.Module):
 
     def _quantize(self, x: torch.Tensor, amax: torch.Tensor | None) -> torch.Tensor:
         """Called by ``forward`` when active; ``amax`` None means the tensor's own max."""
+        if self.int8:
+            return int8_activation_quant(x, amax, self.unsigned)
         return self.fmt.fake_quant(x, amax)
 
 
@@ -56,21 +106,23 @@ def integer_kernel(w_format: str, a_format: str) -> bool:
     return all(isinstance(f, SymmetricInt) and f.bits == 8 for f in (w, a))
 
 
-def int32_bias_step(a_amax: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Per output channel, the scale of an integer kernel's int32 bias: input scale × weight scale
-    (int8 symmetric on both sides), as onnxruntime's QLinearConv adds it to the accumulator."""
-    s_a = a_amax.detach().clamp_min(1e-12) / 127.0
+def int32_bias_step(a_amax: torch.Tensor, w: torch.Tensor, unsigned: bool = False) -> torch.Tensor:
+    """Per output channel, the scale of an integer kernel's int32 bias: input scale
+    (:func:`int8_activation_scale`) × weight scale (int8 symmetric), as onnxruntime's QLinearConv
+    adds it to the accumulator."""
+    s_a = int8_activation_scale(a_amax, unsigned)
     s_w = (per_channel_amax(w).clamp_min(1e-12) / 127.0).flatten()
     return (s_a * s_w).float()
 
 
-def integer_bias(b: torch.Tensor | None, a_amax: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
+def integer_bias(b: torch.Tensor | None, a_amax: torch.Tensor, w: torch.Tensor,
+                 unsigned: bool = False) -> torch.Tensor | None:
     """An integer kernel's bias: ``b`` on the int32 grid of :func:`int32_bias_step` (what its
     accumulator adds, and what onnxruntime's QLinearConv computes). Unchanged without a
     calibrated input range."""
     if b is None or float(a_amax) <= 0:
         return b
-    step = int32_bias_step(a_amax, w)
+    step = int32_bias_step(a_amax, w, unsigned)
     return torch.round(b / step) * step
 
 
@@ -98,21 +150,25 @@ def folded_weight_bias(w: torch.Tensor, b: torch.Tensor | None,
     return w * g.reshape(-1, *([1] * (w.dim() - 1))), shift
 
 
-def int8_output_quant(y: torch.Tensor, amax: torch.Tensor | None) -> torch.Tensor:
-    """Requantize a conv output to int8 (full -128..127 range, as QuantizeLinear does). The same
-    op in training, evaluation and export, so all three agree exactly."""
-    if amax is None:
-        amax = y.detach().abs().amax()
-    scale = amax.detach().clamp_min(1e-12) / 127.0
-    return torch.fake_quantize_per_tensor_affine(y, scale.reshape(()).float(), torch.zeros((), dtype=torch.int32), -128, 127)
-
-
 class OutQuant(ActQuant):
-    """Output requantizer of an integer-kernel conv; identity for other layers."""
+    """Output requantizer of an integer-kernel conv; identity for other layers, and for an integer
+    kernel whose output (after its ReLU6, if any) goes straight to an int8 input quantizer
+    (``consumer_quantizes``, set by the block): that quantizer is then the requantizer, one
+    QuantizeLinear/DequantizeLinear per tensor, after the ReLU6. ``relu6`` (set by the block when
+    a ReLU6 follows the layer): the requantizer applies that ReLU6 first and uses the unsigned
+    grid, never a quantizer between a conv and its ReLU6 (the block's own ReLU6 after it is then
+    an exact no-op, which the lowering drops)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.enabled = False
+        self.consumer_quantizes = False
+        self.relu6 = False
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        if self.active and self.relu6:
+            y = F.relu6(y)
+        return super().forward(y)
 
     def set_format(self, name: str) -> None:  # name: "int8" when the layer is an integer kernel
         self.enabled = name == "int8"
@@ -120,10 +176,10 @@ class OutQuant(ActQuant):
 
     @property
     def active(self) -> bool:
-        return self.enabled
+        return self.enabled and not self.consumer_quantizes
 
     def _quantize(self, y: torch.Tensor, amax: torch.Tensor | None) -> torch.Tensor:
-        return int8_output_quant(y, amax)
+        return int8_activation_quant(y, amax, self.relu6)
 
 
 class ElasticConv2d(nn.Module):
@@ -173,12 +229,17 @@ class StaticQConv(nn.Module):
     """
 
     def __init__(self, conv: nn.Conv2d, w_format: str, a_format: str, a_amax: torch.Tensor,
-                 o_amax: torch.Tensor | None = None):
+                 o_amax: torch.Tensor | None = None, *, a_unsigned: bool = False,
+                 requantize: bool | None = None, o_relu6: bool = False):
         super().__init__()
         self.conv = conv
         self.w_format, self.a_format = w_format, a_format
         self.register_buffer("a_amax", a_amax.detach().clone().reshape(()))
-        self.quantize_output = integer_kernel(w_format, a_format)
+        # int8 input on the unsigned (post-ReLU6) grid; no own requantizer when the consumer's
+        # int8 input quantizer is it (see OutQuant). Both follow the subnet, not the state dict.
+        self.a_unsigned, self.o_relu6 = a_unsigned, o_relu6
+        self.integer = integer_kernel(w_format, a_format)
+        self.quantize_output = self.integer if requantize is None else requantize and self.integer
         o = torch.zeros(()) if o_amax is None else o_amax.detach().clone().reshape(())
         self.register_buffer("o_amax", o)
         self.exporting = False
@@ -186,16 +247,28 @@ class StaticQConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.requantize(self.compute(x))
 
+    @property
+    def int8_input(self) -> bool:
+        """The input is one int8 QuantizeLinear/DequantizeLinear, shareable with a residual Add."""
+        return int8_activation(get_format(self.a_format))
+
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The input quantizer alone (a block's residual reads the int8 input it quantized)."""
+        a_fmt = get_format(self.a_format)
+        if a_fmt.is_identity:
+            return x
+        if self.int8_input:
+            amax = self.a_amax if self.exporting or float(self.a_amax) > 0 else None
+            return int8_activation_quant(x, amax, self.a_unsigned)
+        if self.exporting:
+            return a_fmt.export_activation(x, self.a_amax)
+        return a_fmt.fake_quant(x, self.a_amax if float(self.a_amax) > 0 else None)
+
     def compute(self, x: torch.Tensor, norm: nn.BatchNorm2d | None = None) -> torch.Tensor:
         """Input quantizer and the layer's op on (fake-)quantized weights, before any requantizer;
         with ``norm`` (eval mode), that batch norm folded into the weight and bias first."""
-        a_fmt, w_fmt = get_format(self.a_format), get_format(self.w_format)
-        if not a_fmt.is_identity:
-            amax = self.a_amax if float(self.a_amax) > 0 else None
-            if self.exporting:
-                x = a_fmt.export_activation(x, self.a_amax)
-            else:
-                x = a_fmt.fake_quant(x, amax)
+        w_fmt = get_format(self.w_format)
+        x = self.quantize_input(x)
         w, b = self.conv.weight, self.conv.bias
         if norm is not None:
             w, b = folded_weight_bias(w, b, norm)
@@ -212,11 +285,14 @@ class StaticQConv(nn.Module):
         bias (exported as QuantizeLinear right after the Conv: onnxruntime then fuses QLinearConv)."""
         if not self.quantize_output:
             return y
-        return int8_output_quant(y, self.o_amax if self.exporting or bool(self.o_amax > 0) else None)
+        if self.o_relu6:  # see OutQuant: the ReLU6 that follows the layer, then the unsigned grid
+            y = F.relu6(y)
+        amax = self.o_amax if self.exporting or bool(self.o_amax > 0) else None
+        return int8_activation_quant(y, amax, self.o_relu6)
 
     def _bias(self, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor | None:
         """The conv's bias (a folded batch norm) for float weight ``w``; see :func:`integer_bias`."""
-        return integer_bias(b, self.a_amax, w) if self.quantize_output else b
+        return integer_bias(b, self.a_amax, w, self.a_unsigned) if self.integer else b
 
     def _op(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         """The layer's own arithmetic on the (fake-)quantized input and weight."""
@@ -320,7 +396,8 @@ class QLinear(QuantizedUnit):
         return self.o(self.linear(self.q(x), fout, get_format(self.w_format)))
 
     def extract(self, fin: int, fout: int) -> StaticQLinear:
-        return StaticQLinear(self.linear.static(fin, fout), self.w_format, self.a_format, self.q.amax, self.o.amax)
+        return StaticQLinear(self.linear.static(fin, fout), self.w_format, self.a_format, self.q.amax, self.o.amax,
+                             a_unsigned=self.q.unsigned, requantize=self.o.active, o_relu6=self.o.relu6)
 
 
 class QConvBN(QuantizedUnit):
@@ -342,7 +419,7 @@ class QConvBN(QuantizedUnit):
         conv, w_fmt = self.conv, get_format(self.w_format)
         w, b = folded_weight_bias(conv.active_weight(x.shape[1], cout, kernel), None, self.bn)
         if integer_kernel(self.w_format, self.a_format):
-            b = integer_bias(b, self.q.amax, w)
+            b = integer_bias(b, self.q.amax, w, self.q.unsigned)
         if not w_fmt.is_identity:
             w = w_fmt.fake_quant(w, per_channel_amax(w))
         return F.conv2d(x, w, b, conv.stride, kernel // 2, 1, cout if conv.depthwise else 1)
@@ -355,7 +432,9 @@ class QConvBN(QuantizedUnit):
         norm = nn.BatchNorm2d(cout, eps=self.bn.eps)
         for name in ("weight", "bias", "running_mean", "running_var"):
             getattr(norm, name).data.copy_(getattr(self.bn, name)[:cout])
-        return StaticConvBN(StaticQConv(plain, self.w_format, self.a_format, self.q.amax, self.o.amax), norm)
+        static = StaticQConv(plain, self.w_format, self.a_format, self.q.amax, self.o.amax,
+                             a_unsigned=self.q.unsigned, requantize=self.o.active, o_relu6=self.o.relu6)
+        return StaticConvBN(static, norm)
 
 
 class StaticConvBN(nn.Sequential):
@@ -368,3 +447,10 @@ class StaticConvBN(nn.Sequential):
         if isinstance(norm, nn.BatchNorm2d) and not norm.training and foldable(conv.w_format):
             return conv.requantize(conv.compute(x, norm))
         return conv.requantize(norm(conv.compute(x)))
+
+    @property
+    def int8_input(self) -> bool:
+        return self[0].int8_input
+
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        return self[0].quantize_input(x)

@@ -113,6 +113,22 @@ class Supernet(nn.Module):
             width = self.space.stage_width(spec, i)
             for block, choice in zip(blocks, layers, strict=False):
                 block.set_active(choice, width)
+        self._chain_blocks()
+
+    def _chain_blocks(self) -> None:
+        """Tell each active block where it sits in the int8 chain (see nasq.supernet.blocks): its
+        input width, whether its input is a ReLU6 output (the stem's is) and whether the next
+        block quantizes its output to int8 (the last block's output goes to the fp32 pooling)."""
+        if self.tokens:
+            return
+        active = self.active_blocks()
+        cin, relu6_input = self.space.config.stem.channels, True
+        widths = [self.space.stage_width(self.spec, i) for i, st in enumerate(self.active_blocks_by_stage()) for _ in st]
+        for j, block in enumerate(active):
+            nxt = active[j + 1] if j + 1 < len(active) else None
+            block.set_io(cin, relu6_input, nxt is not None and nxt.int8_input())
+            relu6_input = block.relu6_output(cin)
+            cin = widths[j]
 
     def active_blocks(self) -> list[nn.Module]:
         return [b for stage in self.active_blocks_by_stage() for b in stage]

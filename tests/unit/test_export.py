@@ -282,16 +282,33 @@ def _op_counts(path: Path) -> dict[str, int]:
 def test_int8_layers_become_qdq_pairs(bundles):
     model, result, folder = bundles["mixed"]
     ops = _op_counts(folder / "model.onnx")
-    # One QuantizeLinear per int8 or fp8 activation and per output of an int8/int8 conv (integer
-    # kernels requantize their output). DequantizeLinear: one per QuantizeLinear, plus one per
-    # stored int8/int4/fp8 weight and one per bias of a conv fed by a DequantizeLinear.
+    # One QuantizeLinear per int8 or fp8 activation (a residual Add shares its block's) and per
+    # kept requantizer of an int8/int8 conv. Integer kernels read INT8 weights through
+    # DequantizeLinear and an fp32 bias on the int32 grid (onnxruntime's WeightBiasQuantization
+    # recovers the int32 codes exactly); every other packed weight is unpacked by Cast + Mul (constant-
+    # folded by onnxruntime), and float convs read quantized activations through a per-channel
+    # DequantizeLinear copy (no WeightBiasQuantization), their bias a plain constant.
     convs = [m for _, m in _qconvs(model)]
     quantized_acts = sum(m.a_format in ("int8", "fp8_e4m3") for m in convs)
     quantize = quantized_acts + sum(m.quantize_output for m in convs)
     packed = sum(m.w_format in ("int8", "int4", "fp8_e4m3") for m in convs)
+    integer = sum(m.integer for m in convs)
     assert ops.get("QuantizeLinear") == quantize
-    assert ops.get("DequantizeLinear") == quantize + packed + quantized_acts
+    assert ops.get("Cast") == packed - integer
+    assert ops.get("DequantizeLinear") >= quantize + integer
     assert result.qdq_nodes == ops["QuantizeLinear"] + ops["DequantizeLinear"]
+    graph = onnx.load(str(folder / "model.onnx")).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    inits = {t.name for t in graph.initializer}
+    float_convs = [n for n in graph.node if n.op_type == "Conv" and producers.get(n.input[1]) is not None
+                   and producers[n.input[1]].op_type == "Mul"]
+    assert len(float_convs) == packed - integer
+    for conv in [n for n in graph.node if n.op_type == "Conv"]:
+        assert len(conv.input) < 3 or conv.input[2] in inits
+    for conv in float_convs:
+        src = producers.get(conv.input[0])
+        if src is not None and src.op_type == "DequantizeLinear":
+            assert any(a.name == "axis" and a.i == 1 for a in src.attribute)
 
 
 def test_all_fp32_subnet_has_no_qdq_nodes(bundles):
@@ -305,8 +322,8 @@ def test_onnxruntime_optimised_int8_graph_runs(bundles, tmp_path):
     """The fully optimised graph (what a deployment runs) is runnable, agrees with the
     un-optimised one, and runs every int8-weight/int8-activation conv as an integer kernel:
     those convs requantize their output, so onnxruntime fuses DequantizeLinear -> Conv ->
-    QuantizeLinear into QLinearConv. Other int8 weights stay int8 initializers feeding
-    DequantizeLinear -> Conv."""
+    QuantizeLinear into QLinearConv. Other int8 weights are unpacked by Cast + Mul, which
+    onnxruntime folds into float constants (its fast float path)."""
     model, _, folder = bundles["mixed"]
     level = ort.GraphOptimizationLevel
     optimised = _session(folder / "model.onnx", _disabled(folder), level.ORT_ENABLE_ALL, tmp_path / "opt.onnx")
@@ -317,8 +334,9 @@ def test_onnxruntime_optimised_int8_graph_runs(bundles, tmp_path):
     assert np.mean(np.abs(got - ref).max(axis=1) < ATOL) >= 0.9
     graph = onnx.load(str(tmp_path / "opt.onnx")).graph
     int8_weights = [i for i in graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]
-    assert len(int8_weights) == sum(m.w_format == "int8" for _, m in _qconvs(model))
-    integer_convs = sum(m.quantize_output for _, m in _qconvs(model))
+    integer_convs = sum(m.integer for _, m in _qconvs(model))
+    # the other int8 weights (float kernels: Cast + Mul) onnxruntime folds to float constants
+    assert len(int8_weights) == integer_convs
     assert integer_convs > 0
     assert sum(n.op_type == "QLinearConv" for n in graph.node) == integer_convs
 
