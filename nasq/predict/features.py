@@ -3,11 +3,18 @@
 An encoder is called with the space, the specs and (optionally) a cost model, and returns one
 float row per spec with the same columns for every spec of that space - so a predictor fitted on
 one batch can score any other batch of the same space.
+
+Each encoder also has a genome-matrix twin in ``GENOME_FEATURES`` (same name, same values to the
+last bit, tested on random subnets of every catalog space): it takes a matrix of genomes and
+reads layer quantities from the space's :class:`~nasq.space.search_space.LayerTable`, so a whole
+population is encoded without a SubnetSpec per row. :func:`encode_genomes` falls back to decoding
+for an encoder without a twin or a space without a table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -15,9 +22,12 @@ from nasq.formats import FORMATS
 from nasq.hardware import CostModel, layer_bits
 from nasq.registry import Registry
 from nasq.space import SearchSpace, SubnetSpec, layer_fields
+from nasq.space.search_space import ordered_sum
 
 Encoder = Callable[[SearchSpace, list[SubnetSpec], CostModel | None], np.ndarray]
 FEATURES: Registry[Encoder] = Registry("feature encoder")
+GenomeEncoder = Callable[[SearchSpace, np.ndarray, CostModel | None], np.ndarray]
+GENOME_FEATURES: Registry[GenomeEncoder] = Registry("genome feature encoder")
 
 FORMAT_COLUMNS = ("w_bits", "a_bits", "w_float", "a_float")
 
@@ -133,3 +143,100 @@ def bops(space: SearchSpace, specs: list[SubnetSpec], cost_model: CostModel | No
 
 def encode(names: tuple[str, ...], space: SearchSpace, specs: list[SubnetSpec], cost_model: CostModel | None) -> np.ndarray:
     return np.hstack([FEATURES.get(n)(space, specs, cost_model) for n in names])
+
+
+# ---------------------------------------------------------------- the same encoders on genome matrices
+# Each takes canonical genomes (encode_genomes canonicalises) and a space with a layer table.
+
+def _onehot_offsets(space: SearchSpace) -> tuple[np.ndarray, int]:
+    widths = space.upper + 1
+    return np.concatenate([[0], np.cumsum(widths)[:-1]]), int(widths.sum())
+
+
+@GENOME_FEATURES.register("onehot")
+def onehot_genomes(space: SearchSpace, G: np.ndarray, costs: CostModel | None) -> np.ndarray:
+    offsets, width = _onehot_offsets(space)
+    out = np.zeros((len(G), width), dtype=np.float64)
+    rows, genes = np.nonzero(space.active_genes(G))
+    out[rows, offsets[genes] + G[rows, genes]] = 1.0
+    return out
+
+
+def _layer_matrix(space: SearchSpace, G: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
+    table = space.layer_table()
+    ids = table.ids(G)
+    return table, ids, ids != table.pad
+
+
+@GENOME_FEATURES.register("costs")
+def costs_genomes(space: SearchSpace, G: np.ndarray, cost_model: CostModel | None) -> np.ndarray:
+    bit_levels = sorted({f.bits for f in (FORMATS.get(n) for n in space.all_formats())})
+    table, ids, valid = _layer_matrix(space, G)
+    # integer sums: exact, so the same as the per-spec sums whatever the order
+    macs, wb, ab = table.macs[ids], table.w_bits[ids], table.a_bits[ids]
+    total = macs.sum(axis=1).astype(np.float64)
+    cols = [np.log(table.params[ids].sum(axis=1)), np.log(total), np.log((macs * wb * ab).sum(axis=1))]
+    cols += [np.where(wb == b, macs, 0).sum(axis=1) / total for b in bit_levels]
+    cols += [np.where(ab == b, macs, 0).sum(axis=1) / total for b in bit_levels]
+    big = np.iinfo(np.int64).max
+    cols += [np.where(valid, wb, big).min(axis=1).astype(np.float64), np.where(valid, ab, big).min(axis=1).astype(np.float64)]
+    return np.column_stack(cols).astype(np.float64).reshape(len(G), 5 + 2 * len(bit_levels))
+
+
+@GENOME_FEATURES.register("layerwise")
+def layerwise_genomes(space: SearchSpace, G: np.ndarray, cost_model: CostModel | None) -> np.ndarray:
+    stages, table = space.config.stages, space.layer_table()
+    rows = table.segment_rows(G)
+    seg_macs = [table.macs[r].sum(axis=1) for r in rows]
+    total = np.sum(seg_macs, axis=0).astype(np.float64)
+    cols: list[np.ndarray] = []
+    if space.config.input.resolution_choices:
+        cols.append(np.array(space.genes[0].choices, dtype=np.float64)[G[:, 0]])
+    for i, st in enumerate(stages):
+        if len(st.width) > 1:
+            k = space._width_gene[i]
+            cols.append(np.array(space.genes[k].choices, dtype=np.float64)[G[:, k]])
+    depths = space.depths_of(G)
+    for seg, macs in zip(table.segments, seg_macs, strict=True):
+        if seg.slot < 0:
+            continue
+        active = seg.slot < depths[:, seg.stage]
+        base, fields = space._slot_base[(seg.stage, seg.slot)], layer_fields(stages[seg.stage])
+        part = [np.ones(len(G))]
+        for n, field in enumerate(fields):
+            choices = space.genes[base + n].choices
+            if field not in ("w_format", "a_format"):
+                part.append(np.array(choices, dtype=np.float64)[G[:, base + n]])
+        fmts = [[FORMATS.get(c) for c in space.genes[base + n].choices] for n, f in enumerate(fields)
+                if f in ("w_format", "a_format")]
+        part += [np.array([f.bits for f in m], dtype=np.float64)[G[:, base + fields.index(name)]]
+                 for m, name in zip(fmts, ("w_format", "a_format"), strict=True)]
+        part += [np.array([f.kind == "float" for f in m], dtype=np.float64)[G[:, base + fields.index(name)]]
+                 for m, name in zip(fmts, ("w_format", "a_format"), strict=True)]
+        part.append(macs / total)
+        cols += [np.where(active, p, 0.0) for p in part]
+    return np.column_stack(cols).astype(np.float64) if cols else np.zeros((len(G), 0))
+
+
+@GENOME_FEATURES.register("bops")
+def bops_genomes(space: SearchSpace, G: np.ndarray, cost_model: CostModel | None) -> np.ndarray:
+    table, ids, _ = _layer_matrix(space, G)
+    macs = table.macs[ids]
+    bit_ops = (macs * table.w_bits[ids] * table.a_bits[ids]).sum(axis=1)
+    if cost_model is None:
+        mb = ordered_sum(table.column(layer_bits)[ids]) / 8e6
+    elif hasattr(cost_model, "score_genomes"):
+        mb = cost_model.score_genomes(G)["size_mb"]
+    else:
+        mb = cost_model.score([space.decode(g) for g in G])["size_mb"]
+    return np.column_stack([np.log(table.params[ids].sum(axis=1)), np.log(macs.sum(axis=1)), np.log(bit_ops),
+                            np.asarray(mb, dtype=np.float64)]).reshape(len(G), 4)
+
+
+def encode_genomes(names: tuple[str, ...], space: SearchSpace, genomes: np.ndarray,
+                   cost_model: CostModel | None) -> np.ndarray:
+    """:func:`encode` of the decoded ``genomes`` (rows of gene indices), from the genome twins."""
+    G = space.canonical_batch(genomes)
+    if space.layer_table() is None or any(n not in GENOME_FEATURES for n in names):
+        return encode(names, space, [space.decode(g) for g in G], cost_model)
+    return np.hstack([GENOME_FEATURES.get(n)(space, G, cost_model) for n in names])

@@ -42,9 +42,17 @@ from sklearn.linear_model import Ridge
 
 from nasq.errors import ConfigError, LineageError, NotFittedError
 from nasq.files import atomic_write_json, read_json
-from nasq.hardware.keys import LayerKey, execution_class, execution_classes, space_keys, subnet_keys
+from nasq.hardware.keys import (
+    LayerKey,
+    execution_class,
+    execution_classes,
+    layer_key,
+    space_keys,
+    subnet_keys,
+)
 from nasq.hardware.table import LATENCY_CSV, LatencyTable
 from nasq.space import SearchSpace, SubnetSpec
+from nasq.space.search_space import ordered_sum
 from nasq.specs import Frozen, one_line, show, validate
 
 LATENCY_MODEL_JSON = "latency_model.json"
@@ -109,6 +117,7 @@ class LatencyPredictor:
         self.n_fit = 0
         self.fit_rmse_ms = math.nan
         self._cache: dict[str, np.ndarray] = {}
+        self._columns: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------ features
     def _features_one(self, spec: SubnetSpec) -> np.ndarray:
@@ -141,6 +150,54 @@ class LatencyPredictor:
         """The uncorrected prediction: the sum of the subnet's table rows."""
         return self._matrix(specs)[:, -1]
 
+    # ------------------------------------------------------------ features of genome matrices
+    def _layer_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per layer id of the space's table: its table time (ms), its execution class (index
+        into :attr:`classes`, -1 at the pad) and its input format (index into
+        :attr:`transition_formats`, -1 at the pad or for a format without a feature)."""
+        if self._columns is None:
+            table = self.space.layer_table()
+            keys = [layer_key(s) for s in table.shapes]
+            ms = np.array([self.table.latency_us(k) / 1e3 for k in keys] + [0.0])
+            cls = np.array([self.classes.index(execution_class(k)) for k in keys] + [-1], dtype=np.int64)
+            index = {f: i for i, f in enumerate(self.transition_formats)}
+            fmt = np.array([index.get(k.a_format, -1) for k in keys] + [-1], dtype=np.int64)
+            self._columns = ms, cls, fmt
+        return self._columns
+
+    def _matrix_genomes(self, genomes: np.ndarray) -> np.ndarray:
+        """:meth:`_matrix` of the decoded genomes, by table lookups; sums run in execution order
+        as :meth:`_features_one` adds them, so the values are the same to the last bit."""
+        G = self.space.canonical_batch(genomes)
+        table = self.space.layer_table()
+        if table is None:  # a space too large for a table: the per-spec path
+            return self._matrix([self.space.decode(g) for g in G])
+        ms_col, cls_col, fmt_col = self._layer_columns()
+        ids = table.ids(G)
+        ms, cls = ms_col[ids], cls_col[ids]
+        n = len(self.classes)
+        out = np.zeros((len(G), len(self.features_names) + 1))
+        for c in range(n):
+            here = cls == c
+            out[:, c] = ordered_sum(np.where(here, ms, 0.0))
+            out[:, n + c] = here.sum(axis=1)
+        if self.transition_formats:
+            changed, fmt = table.format_changes(ids), fmt_col[ids]
+            for f in range(len(self.transition_formats)):
+                out[:, 2 * n + f] = (changed & (fmt == f)).sum(axis=1)
+        out[:, -1] = ordered_sum(ms)
+        return out
+
+    def features_genomes(self, genomes: np.ndarray) -> np.ndarray:
+        """:meth:`features` of the decoded ``genomes`` (rows of gene indices), without decoding."""
+        return self._matrix_genomes(genomes)[:, :-1]
+
+    def predict_genomes(self, genomes: np.ndarray) -> np.ndarray:
+        """:meth:`predict` of the decoded ``genomes``, without decoding them."""
+        if self.coef is None:
+            raise NotFittedError("LatencyPredictor.predict_genomes called before fit (or load)")
+        return self._apply(self.features_genomes(genomes))
+
     # ------------------------------------------------------------ fit / predict
     def fit(self, specs: list[SubnetSpec], measured_ms: np.ndarray | list[float]) -> LatencyPredictor:
         y = np.asarray(measured_ms, dtype=np.float64)
@@ -164,9 +221,11 @@ class LatencyPredictor:
         """Milliseconds per spec; ``inf`` where a layer is unsupported on this profile."""
         if self.coef is None:
             raise NotFittedError("LatencyPredictor.predict called before fit (or load)")
-        x = self.features(specs)
+        return self._apply(self.features(specs))
+
+    def _apply(self, x: np.ndarray) -> np.ndarray:
         finite = np.isfinite(x).all(axis=1)
-        out = np.full(len(specs), np.inf)
+        out = np.full(len(x), np.inf)
         out[finite] = self.intercept + x[finite] @ self.coef
         return out
 

@@ -23,7 +23,7 @@ from sklearn.linear_model import Ridge
 from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from nasq.errors import NotFittedError
 from nasq.registry import Registry
@@ -91,10 +91,19 @@ class Predictor(abc.ABC):
         return self.predict(X), np.zeros(len(X))
 
 
+_CONTROLLER: ThreadpoolController | None = None
+
+
 def _one_blas_thread() -> Any:
     """Predictor matrices are a few hundred rows: BLAS threads cost more in hand-offs than they
-    save, and several times more on a machine already busy evaluating subnets."""
-    return threadpool_limits(limits=1, user_api="blas")
+    save, and several times more on a machine already busy evaluating subnets. One controller,
+    built on first use: ``threadpool_limits`` rescans every loaded library on each call (~3 ms),
+    which was most of a population's scoring time. (A BLAS library loaded later is not limited;
+    numpy's and scipy's are loaded by then.)"""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1, user_api="blas")
 
 
 def _as_2d(X: np.ndarray) -> np.ndarray:

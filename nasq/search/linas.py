@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from nasq.errors import NasqError
-from nasq.search.nsga import Candidate, nsga2_population
+from nasq.search.nsga import Candidate, GenomeScoreFn, nsga2_population
 from nasq.search.protocols import AccuracyModel
 from nasq.search.state import SearchState, derived_seed
 from nasq.search.strategy import STRATEGIES, Proposal, Strategy, spec_of
@@ -38,7 +38,8 @@ class Linas(Strategy):
             return {"top1": predictor.predict(batch), **task.cost.score(batch)}
 
         nsga_cfg = cfg.model_copy(update={"seed": derived_seed(cfg.seed, state.iteration)})
-        pool = [c for c in nsga2_population(task.space, score, task.objectives, task.constraints, nsga_cfg)
+        pool = [c for c in nsga2_population(task.space, score, task.objectives, task.constraints, nsga_cfg,
+                                            genome_scorer(predictor, task.cost))
                 if c.spec.key() not in known]
         chosen = self._choose(predictor, pool, k)
         if len(chosen) < k:  # the predicted population is exhausted: explore at random
@@ -63,6 +64,20 @@ class Linas(Strategy):
                 rest[i].predicted["top1_std"] = float(std[i])
                 chosen.append(rest[i])
         return chosen[:k]
+
+
+def genome_scorer(predictor: AccuracyModel, cost: object) -> GenomeScoreFn | None:
+    """Predicted top1 + costs of a genome matrix, when both the predictor and the cost model have
+    a genome path (``predict_genomes``, ``score_genomes``: nasq's AccuracyPredictor and CostModel);
+    None otherwise (test stand-ins), and the search scores decoded specs instead."""
+    predict, costs = getattr(predictor, "predict_genomes", None), getattr(cost, "score_genomes", None)
+    if predict is None or costs is None:
+        return None
+
+    def score(genomes: np.ndarray) -> dict[str, np.ndarray]:
+        return {"top1": predict(genomes), **costs(genomes)}
+
+    return score
 
 
 def pick_spread(candidates: list[Candidate], k: int) -> list[Candidate]:

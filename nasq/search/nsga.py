@@ -23,6 +23,9 @@ from nasq.specs import ConstraintSpec, SearchConfig
 REFERENCE = 1.1  # hypervolume reference point, per normalised objective
 
 ScoreFn = Callable[[list[SubnetSpec]], dict[str, np.ndarray]]
+# The same objectives scored on a genome matrix (rows: canonical genomes), with no SubnetSpec per
+# candidate: what predictor-only searches pass so a generation is a handful of array operations.
+GenomeScoreFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
 def hypervolume(F: np.ndarray, objectives: tuple[str, ...], bounds: dict[str, tuple[float, float]]) -> float:
@@ -68,18 +71,23 @@ def _problem_class():
             return self.space.canonical_batch(X)
 
     class SubnetProblem(Problem):
-        def __init__(self, space: SearchSpace, score: ScoreFn, objectives, constraints):
+        def __init__(self, space: SearchSpace, score: ScoreFn, objectives, constraints,
+                     score_genomes: GenomeScoreFn | None = None):
             super().__init__(n_var=space.n_genes, n_obj=len(objectives), n_ieq_constr=len(constraints),
                              xl=np.zeros(space.n_genes), xu=space.upper.astype(np.float64), vtype=int)
             self.space, self.score, self.objectives, self.constraints = space, score, objectives, constraints
+            self.score_genomes = score_genomes
 
         def _evaluate(self, X, out, *args, **kwargs):
-            specs = [self.space.decode(x) for x in np.asarray(X, dtype=np.int64)]
-            values = self.score(specs)
+            X = np.asarray(X, dtype=np.int64)
+            if self.score_genomes is not None:
+                values = self.score_genomes(X)
+            else:
+                values = self.score([self.space.decode(x) for x in X])
             F = np.column_stack([values[o] for o in self.objectives])
             out["F"] = to_minimisation(F, self.objectives)
             if self.constraints:
-                out["G"] = constraint_matrix(values, self.constraints, len(specs))
+                out["G"] = constraint_matrix(values, self.constraints, len(X))
 
     return CanonicalRepair, SubnetProblem
 
@@ -94,29 +102,33 @@ def make_algorithm(space: SearchSpace, pop_size: int):
 
 
 def _minimize(space: SearchSpace, score: ScoreFn, objectives: tuple[str, ...],
-              constraints: tuple[ConstraintSpec, ...], cfg: SearchConfig):
+              constraints: tuple[ConstraintSpec, ...], cfg: SearchConfig, score_genomes: GenomeScoreFn | None = None):
     _, SubnetProblem = _problem_class()
-    problem = SubnetProblem(space, score, objectives, constraints)
+    problem = SubnetProblem(space, score, objectives, constraints, score_genomes)
     return minimize(problem, make_algorithm(space, cfg.population), ("n_gen", cfg.generations), seed=cfg.seed,
                     verbose=False)
 
 
 def run_nsga2(space: SearchSpace, score: ScoreFn, objectives: tuple[str, ...],
-              constraints: tuple[ConstraintSpec, ...], cfg: SearchConfig) -> list[Candidate]:
+              constraints: tuple[ConstraintSpec, ...], cfg: SearchConfig,
+              score_genomes: GenomeScoreFn | None = None) -> list[Candidate]:
     """Run NSGA-II on the predicted objectives; return the feasible non-dominated candidates of
     the final population (canonical, unique). Raises a clear error if nothing is feasible."""
-    return [c for c in nsga2_population(space, score, objectives, constraints, cfg) if c.rank == 0]
+    return [c for c in nsga2_population(space, score, objectives, constraints, cfg, score_genomes) if c.rank == 0]
 
 
 def nsga2_population(space: SearchSpace, score: ScoreFn, objectives: tuple[str, ...],
-                     constraints: tuple[ConstraintSpec, ...], cfg: SearchConfig) -> list[Candidate]:
+                     constraints: tuple[ConstraintSpec, ...], cfg: SearchConfig,
+                     score_genomes: GenomeScoreFn | None = None) -> list[Candidate]:
     """Run NSGA-II; return the feasible members of the final population (canonical, unique),
     best non-domination rank first, then most crowded-apart first. The whole population is scored
-    in one call. Raises a clear error (naming the best value seen per constraint) if none is feasible."""
-    res = _minimize(space, score, objectives, constraints, cfg)
+    in one call: by ``score_genomes`` on the genome matrix when given (it must give what ``score``
+    gives for the decoded specs), else by ``score`` on specs. Raises a clear error (naming the
+    best value seen per constraint) if none is feasible."""
+    res = _minimize(space, score, objectives, constraints, cfg, score_genomes)
     pop_X = np.asarray(res.pop.get("X"), dtype=np.int64)
     specs = [space.decode(x) for x in pop_X]
-    values = score(specs)
+    values = score_genomes(pop_X) if score_genomes is not None else score(specs)
     if constraints:
         feasible = np.all(constraint_matrix(values, constraints, len(specs)) <= 0, axis=1)
         if not feasible.any():

@@ -13,13 +13,18 @@ from nasq.space import SubnetSpec
 
 
 class CostScorer(Protocol):
+    """Optionally also ``score_genomes(genomes) -> dict`` (same metrics, one row per genome of the
+    space's integer matrix, canonical): predictor-scored searches then skip decoding
+    (:func:`nasq.search.linas.genome_scorer` looks for it with ``getattr``)."""
+
     def score(self, specs: list[SubnetSpec]) -> dict[str, np.ndarray]:
         """Per metric (``latency_ms``, ``size_mb``, ``bops_g``, ...), one value per spec."""
         ...
 
 
 class AccuracyModel(Protocol):
-    """A fitted accuracy predictor."""
+    """A fitted accuracy predictor. Optionally also ``predict_genomes(genomes)`` (and
+    ``predict_with_std_genomes``): a whole population's genome matrix in one call."""
 
     @property
     def has_uncertainty(self) -> bool: ...

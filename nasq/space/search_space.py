@@ -7,6 +7,7 @@ that two genomes describing the same subnet compare equal and share one :meth:`S
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from nasq.space.kinds import BLOCK_KINDS, check_family, head_shapes, stem_shapes
 from nasq.space.types import FORMAT_FIELDS, STEM_FORMAT, Gene, LayerChoice, LayerShape, SubnetSpec
 from nasq.specs import MAX_SUPERNET_PARAMS, SpaceConfig, StageSpec, load_model, validate
 
-__all__ = ["FORMAT_FIELDS", "Gene", "LayerChoice", "LayerShape", "SearchSpace", "SubnetSpec", "STEM_FORMAT"]
+__all__ = ["FORMAT_FIELDS", "Gene", "LayerChoice", "LayerShape", "LayerTable", "SearchSpace", "SubnetSpec", "STEM_FORMAT",
+           "ordered_sum"]
 
 
 def layer_fields(stage: StageSpec) -> tuple[str, ...]:
@@ -42,6 +44,7 @@ class SearchSpace:
         self.n_genes = len(self.genes)
         self.upper = np.array([len(g.choices) - 1 for g in self.genes], dtype=np.int64)
         self._index_genes()
+        self._index_batch()
         self._check_fits()
 
     # ------------------------------------------------------------ construction
@@ -181,7 +184,57 @@ class SearchSpace:
         return self.encode(self.decode(genome))
 
     def canonical_batch(self, genomes: np.ndarray) -> np.ndarray:
-        return np.stack([self.canonical(g) for g in np.asarray(genomes)])
+        """:meth:`canonical` of every row, as array operations: each gene's index mapped to the
+        first equal choice (what ``encode(decode(g))`` does), the genes of inactive layers zeroed."""
+        G = self._check_genomes(genomes)
+        out = self._first_index[self._gene_range, G]
+        out[~self.active_genes(out)] = 0
+        return out
+
+    def _check_genomes(self, genomes: np.ndarray | list[list[int]]) -> np.ndarray:
+        G = np.asarray(genomes, dtype=np.int64)
+        if G.ndim != 2 or G.shape[1] != self.n_genes:
+            raise ValueError(f"genomes must have {self.n_genes} genes per row, got shape {G.shape}")
+        bad = (G < 0) | (G > self.upper)
+        if bad.any():
+            row, k = (int(x[0]) for x in np.nonzero(bad))
+            raise ValueError(f"gene {self.genes[k].name} = {G[row, k]} is out of range 0..{self.upper[k]}")
+        return G
+
+    def depths_of(self, genomes: np.ndarray) -> np.ndarray:
+        """Active depth of every stage, one row per genome (valid genomes, unchecked)."""
+        G = np.asarray(genomes, dtype=np.int64)
+        return np.stack([self._depth_values[i][G[:, k]] for i, k in sorted(self._depth_gene.items())], axis=1)
+
+    def active_genes(self, genomes: np.ndarray) -> np.ndarray:
+        """Boolean matrix: which genes of each genome are active (layer genes beyond their stage's
+        depth are not); the network- and stage-level genes always are."""
+        depths = self.depths_of(genomes)
+        return ~self._slot_gene[None, :] | (self._gene_slot[None, :] < depths[:, self._gene_stage])
+
+    def _index_batch(self) -> None:
+        # Lookup arrays for the genome-matrix path (canonical_batch, depths_of, active_genes).
+        width = int(self.upper.max()) + 1
+        self._first_index = np.zeros((self.n_genes, width), dtype=np.int64)
+        for k, g in enumerate(self.genes):
+            self._first_index[k, : len(g.choices)] = [g.choices.index(c) for c in g.choices]
+        self._gene_range = np.arange(self.n_genes)[None, :]
+        self._slot_gene = np.array([g.slot is not None for g in self.genes], dtype=bool)
+        self._gene_slot = np.array([-1 if g.slot is None else g.slot for g in self.genes], dtype=np.int64)
+        self._gene_stage = np.array([max(g.stage, 0) for g in self.genes], dtype=np.int64)
+        self._depth_values = {i: np.array(self.genes[k].choices, dtype=np.int64) for i, k in self._depth_gene.items()}
+        self._table: LayerTable | None = None
+        self._table_built = False
+
+    def layer_table(self) -> LayerTable | None:
+        """The space's precomputed per-layer table (built on first use), or None for a space whose
+        table would be too large (more than ``MAX_TABLE_VARIANTS`` slot variants): callers then
+        decode genomes and take the per-spec path."""
+        if not self._table_built:
+            table = LayerTable(self) if LayerTable.variants(self) <= MAX_TABLE_VARIANTS else None
+            self._table = table if table is not None and table.exact else None
+            self._table_built = True
+        return self._table
 
     # ------------------------------------------------------------ sampling
     def sample(self, rng: np.random.Generator, n: int, weighted: bool = False) -> list[SubnetSpec]:
@@ -241,6 +294,21 @@ class SearchSpace:
         return float(total) if total.bit_length() <= 1023 else math.inf
 
     # ------------------------------------------------------------ analytics
+    def slot_inputs(self, spec: SubnetSpec, stage: int, slot: int) -> tuple[int, int, int, int]:
+        """``(cin, width, stride, res)`` that :meth:`layer_shapes` passes to the block kind for layer
+        ``slot`` of ``stage`` (``res``: tokens for transformer families); the slot must be active."""
+        cfg = self.config
+        _, cin, res = stem_shapes(cfg, self.input_resolution(spec), self.stage_width(spec, 0))
+        for i, (st, layers) in enumerate(zip(cfg.stages, spec.stages, strict=True)):
+            kind, width = BLOCK_KINDS.get(st.block), self.stage_width(spec, i)
+            for j, layer in enumerate(layers):
+                stride = st.stride if j == 0 else 1
+                if (i, j) == (stage, slot):
+                    return cin, width, stride, res
+                _, res = kind.shapes(f"stages.{i}.{j}", cin, width, stride, res, layer, st, j == 0)
+                cin = width
+        raise ValueError(f"layer {slot} of stage {stage} is not active in {spec.key()}")
+
     def layer_shapes(self, spec: SubnetSpec) -> list[LayerShape]:
         cfg = self.config
         shapes, cin, res = stem_shapes(cfg, self.input_resolution(spec), self.stage_width(spec, 0))
@@ -256,3 +324,176 @@ class SearchSpace:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "hash": self.hash, "genes": self.n_genes,
                 "subnets": self.size(), "formats": sorted(self.all_formats())}
+
+
+# ---------------------------------------------------------------- the genome-matrix layer table
+
+MAX_TABLE_VARIANTS = 250_000  # segment variants in all; a larger space scores per spec (decoded)
+
+
+class _Segment:
+    """A run of consecutive layers of a subnet decided by a few genes: the stem, one layer slot, or
+    the classifier. ``ids[v]`` are the layer ids of variant ``v = genomes[:, genes] @ strides``,
+    padded; a slot's layers count only while the slot is within its stage's depth."""
+
+    def __init__(self, genes: list[int], sizes: list[int], ids: list[list[int]], stage: int = -1, slot: int = -1):
+        self.genes = np.array(genes, dtype=np.int64)
+        self.strides = np.array([math.prod(sizes[k + 1:]) for k in range(len(sizes))], dtype=np.int64)
+        self.stage, self.slot = stage, slot
+        width = max(len(row) for row in ids)
+        self.ids = np.array([row + [-1] * (width - len(row)) for row in ids], dtype=np.int64)
+
+    def variant(self, genomes: np.ndarray) -> np.ndarray:
+        return genomes[:, self.genes] @ self.strides if len(self.genes) else np.zeros(len(genomes), dtype=np.int64)
+
+
+class LayerTable:
+    """Every layer shape a subnet of ``space`` can contain (``shapes``, numbered), and for each
+    segment of a subnet which of them it holds, so that the layers of a whole population of
+    genomes are one integer matrix (:meth:`ids`; rows: genomes, columns: layers in execution order,
+    ``pad`` where a row has fewer) and any per-layer quantity is an array lookup.
+
+    A slot's layers depend only on its own genes and its inputs, and those only on the input
+    resolution and the widths of its stage and the one before - never on other slots' choices
+    (what :func:`nasq.hardware.keys.space_keys` relies on too). So each slot is enumerated over
+    those genes alone, calling the block kind's own shape function with the inputs
+    :meth:`SearchSpace.slot_inputs` gives: the table is built from the same code as
+    :meth:`SearchSpace.layer_shapes`, and tests check the two agree on random subnets."""
+
+    def __init__(self, space: SearchSpace):
+        self.space = space
+        self.shapes: list[LayerShape] = []
+        self._numbers: dict[LayerShape, int] = {}
+        # False when a block kind breaks what the table assumes (a layer's output resolution
+        # depending on its genes, or a layer after a stage's first changing it): no table then.
+        self.exact = True
+        cfg = space.config
+        res = [space._res_gene] if space._res_gene is not None else []
+        self.segments = [self._stem(res + [space._width_gene[i] for i in (0,) if i in space._width_gene])]
+        for i, st in enumerate(cfg.stages):
+            for j in range(max(st.depth)):
+                self.segments.append(self._slot(i, j, res))
+        last = len(cfg.stages) - 1
+        self.segments.append(self._head([space._width_gene[i] for i in (last,) if i in space._width_gene]))
+        self.pad = len(self.shapes)
+        for seg in self.segments:
+            seg.ids[seg.ids < 0] = self.pad
+        del self._numbers
+        self.formats = sorted({s.a_format for s in self.shapes} | {s.w_format for s in self.shapes} | {STEM_FORMAT})
+        code = {f: n for n, f in enumerate(self.formats)}
+        self.fp32_code = code[STEM_FORMAT]  # the input image's format: where transitions start
+        self.a_code = self.column(lambda s: code[s.a_format], np.int64, -1)
+        self.macs = self.column(lambda s: s.macs, np.int64)
+        self.params = self.column(lambda s: s.params, np.int64)
+        self.w_bits = self.column(lambda s: FORMATS.get(s.w_format).bits, np.int64)
+        self.a_bits = self.column(lambda s: FORMATS.get(s.a_format).bits, np.int64)
+
+    @staticmethod
+    def variants(space: SearchSpace) -> int:
+        """How many segment variants the table of ``space`` would hold (to refuse a huge one)."""
+        sizes = [len(g.choices) for g in space.genes]
+        res = sizes[space._res_gene] if space._res_gene is not None else 1
+        widths = {i: sizes[k] for i, k in space._width_gene.items()}
+        total = res * widths.get(0, 1) + widths.get(len(space.config.stages) - 1, 1)
+        for i, st in enumerate(space.config.stages):
+            per_slot = math.prod(sizes[space._slot_base[(i, 0)] + n] for n in range(len(layer_fields(st))))
+            first = res * widths.get(i - 1, 1) * widths.get(i, 1) * per_slot
+            total += first + (max(st.depth) - 1) * res * widths.get(i, 1) * per_slot
+        return total
+
+    # ------------------------------------------------------------ construction
+    def _number(self, shapes: list[LayerShape]) -> list[int]:
+        out = []
+        for shape in shapes:
+            n = self._numbers.get(shape)
+            if n is None:
+                n = self._numbers[shape] = len(self.shapes)
+                self.shapes.append(shape)
+            out.append(n)
+        return out
+
+    def _spec(self, genes: list[int], combo: tuple[int, ...]) -> SubnetSpec:
+        """A subnet with every stage at its deepest and ``genes`` set to ``combo``."""
+        g = np.zeros(self.space.n_genes, dtype=np.int64)
+        for i, k in self.space._depth_gene.items():
+            g[k] = int(np.argmax(self.space._depth_values[i]))
+        g[genes] = combo
+        return self.space.decode(g)
+
+    def _stem(self, genes: list[int]) -> _Segment:
+        sizes = [len(self.space.genes[k].choices) for k in genes]
+        rows = []
+        for combo in itertools.product(*(range(n) for n in sizes)):
+            spec = self._spec(genes, combo)
+            shapes, _, _ = stem_shapes(self.space.config, self.space.input_resolution(spec), self.space.stage_width(spec, 0))
+            rows.append(self._number(shapes))
+        return _Segment(genes, sizes, rows)
+
+    def _head(self, genes: list[int]) -> _Segment:
+        sizes = [len(self.space.genes[k].choices) for k in genes]
+        last = len(self.space.config.stages) - 1
+        rows = [self._number(head_shapes(self.space.config, self.space.stage_width(self._spec(genes, combo), last)))
+                for combo in itertools.product(*(range(n) for n in sizes))]
+        return _Segment(genes, sizes, rows)
+
+    def _slot(self, i: int, j: int, res: list[int]) -> _Segment:
+        space, st = self.space, self.space.config.stages[i]
+        kind, fields = BLOCK_KINDS.get(st.block), layer_fields(st)
+        context = res + [space._width_gene[k] for k in ((i - 1,) if j == 0 and i > 0 else ()) + (i,)
+                         if k in space._width_gene]
+        base = space._slot_base[(i, j)]
+        own = list(range(base, base + len(fields)))
+        genes = context + own
+        sizes = [len(space.genes[k].choices) for k in genes]
+        choices = [LayerChoice.of(**{f: space.genes[base + n].choices[c[n]] for n, f in enumerate(fields)})
+                   for c in itertools.product(*(range(len(space.genes[k].choices)) for k in own))]
+        rows = []
+        for combo in itertools.product(*(range(n) for n in sizes[: len(context)])):
+            cin, width, stride, r = space.slot_inputs(self._spec(context, combo), i, j)
+            outs = set()
+            for choice in choices:
+                shapes, out = kind.shapes(f"stages.{i}.{j}", cin, width, stride, r, choice, st, j == 0)
+                rows.append(self._number(shapes))
+                outs.add(out)
+            self.exact &= len(outs) == 1 and (j == 0 or outs == {r})
+        return _Segment(genes, sizes, rows, i, j)
+
+    # ------------------------------------------------------------ use
+    def column(self, fn: Any, dtype: Any = np.float64, pad: Any = 0) -> np.ndarray:
+        """``fn(shape)`` of every layer, indexed by layer id; ``pad`` at :attr:`pad`."""
+        return np.array([fn(s) for s in self.shapes] + [pad], dtype=dtype)
+
+    def segment_rows(self, genomes: np.ndarray) -> list[np.ndarray]:
+        """Per segment, the layer ids of every genome (``pad`` for an inactive slot)."""
+        G = np.asarray(genomes, dtype=np.int64)
+        depths = self.space.depths_of(G)
+        out = []
+        for seg in self.segments:
+            rows = seg.ids[seg.variant(G)]
+            if seg.slot >= 0:
+                rows = np.where((seg.slot < depths[:, seg.stage])[:, None], rows, self.pad)
+            out.append(rows)
+        return out
+
+    def ids(self, genomes: np.ndarray) -> np.ndarray:
+        """Layer ids of valid genomes, rows in the order of :meth:`SearchSpace.layer_shapes`."""
+        return np.concatenate(self.segment_rows(genomes), axis=1)
+
+    def format_changes(self, ids: np.ndarray) -> np.ndarray:
+        """Where a layer's input format differs from the previous layer's (the image is fp32)."""
+        valid = ids != self.pad
+        a = self.a_code[ids]
+        n, width = ids.shape
+        last = np.maximum.accumulate(np.where(valid, np.arange(1, width + 1), 0), axis=1)
+        prev_at = np.concatenate([np.zeros((n, 1), dtype=np.int64), last[:, :-1]], axis=1)
+        a_ext = np.concatenate([np.full((n, 1), self.fp32_code, dtype=np.int64), a], axis=1)
+        return valid & (a != np.take_along_axis(a_ext, prev_at, axis=1))
+
+
+def ordered_sum(values: np.ndarray) -> np.ndarray:
+    """Row sums added left to right, as the per-spec loops add a subnet's layers (numpy's ``sum``
+    adds pairwise, which can differ in the last bit); padded zeros change nothing."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape[1] == 0:
+        return np.zeros(len(values))
+    return np.cumsum(values, axis=1)[:, -1]
