@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, fields
 
-from nasq.formats import get_format
 from nasq.space import LayerChoice, LayerShape, SearchSpace, SubnetSpec, layer_fields
 
 OPS = ("conv", "dwconv", "linear", "matmul")
@@ -122,41 +121,21 @@ def residual_adds(space: SearchSpace, spec: SubnetSpec) -> int:
     return count
 
 
-@dataclass(frozen=True)
-class OrtExecution:
-    """How onnxruntime runs one layer as nasq exports it (see :func:`ort_execution`)."""
-
-    compute: str  # the precision the convolution itself runs in
-    weights: str  # float | dequantize_each_run | prequantized_float
-    activations: str  # none | quantize_dequantize | rounding_ops
-
-
-def ort_execution(w_format: str, a_format: str) -> OrtExecution:
-    """What a (w_format, a_format) layer costs in onnxruntime with nasq's exporter.
-
-    onnxruntime only runs an integer conv (QLinearConv) when the conv's input, weight *and
-    output* pass through QuantizeLinear/DequantizeLinear. nasq's exporter quantizes each conv's
-    input and weight but never its output (a ReLU6 or the residual add sits in between), so
-    every conv computes in fp32 (observed with onnxruntime 1.32; each table row records the ops
-    that actually ran in its ``runtime_ops`` column). The formats still cost run time: int8
-    weights are dequantized on every run and stop the exporter from folding batch norm into the
-    conv; int8 activations add a QuantizeLinear/DequantizeLinear pair; other quantized
-    activations (int4, fp8) add elementwise rounding ops; other quantized weights are stored
-    pre-rounded as fp32 and cost nothing extra."""
-    w_mode, a_mode = get_format(w_format).export_mode, get_format(a_format).export_mode
-    weights = {"identity": "float", "qdq_int8": "dequantize_each_run"}.get(w_mode, "prequantized_float")
-    acts = {"identity": "none", "qdq_int8": "quantize_dequantize"}.get(a_mode, "rounding_ops")
-    return OrtExecution("fp32", weights, acts)
+def integer_kernel(w_format: str, a_format: str) -> bool:
+    """int8 weights on int8 inputs: the layer runs as an integer kernel (QLinearConv in
+    onnxruntime, an u8 Convolution in OpenVINO); everything else runs a float kernel."""
+    return w_format == "int8" and a_format == "int8"
 
 
 def execution_class(key: LayerKey) -> str:
-    """The group of layers that onnxruntime runs alike, for the predictor's correction:
-    ``w_dq`` when int8 weights are dequantized on every run (which also keeps the conv out of
-    onnxruntime's blocked NCHWc layout and its batch norm unfolded), ``w_float`` otherwise; then
-    the input's format, whose quantizer ops differ in kind and number (none, a QDQ pair, 4 or 17
-    rounding ops)."""
-    weights = ort_execution(key.w_format, key.a_format).weights
-    return f"{'w_dq' if weights == 'dequantize_each_run' else 'w_float'}.a_{key.a_format}"
+    """The group of layers a CPU runtime runs alike with nasq's lowering, for the latency
+    predictor's correction: the op (``conv``, ``dwconv``, ``linear``: layouts and reorders differ),
+    then ``int8`` for an integer kernel (measured alone with its input and output quantizers,
+    which vanish inside a chain of integer kernels) or ``a_<format>`` for a float kernel behind
+    that input format (none, a QuantizeLinear/DequantizeLinear pair, or rounding ops). Packed
+    weights cost nothing at run time: their Cast + Mul is folded when the model loads."""
+    kind = "int8" if integer_kernel(key.w_format, key.a_format) else f"a_{key.a_format}"
+    return f"{key.op}.{kind}"
 
 
 def execution_classes(space: SearchSpace) -> list[str]:

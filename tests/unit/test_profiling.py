@@ -14,7 +14,9 @@ from nasq.files import sha256_file
 from nasq.hardware import HardwareProfile
 from nasq.hardware.keys import (
     LayerKey,
-    ort_execution,
+    execution_class,
+    execution_classes,
+    integer_kernel,
     residual_adds,
     space_keys,
     subnet_keys,
@@ -143,13 +145,16 @@ def test_key_fields_activation_transitions_and_residuals(space):
     assert residual_adds(space, space.smallest()) == 1  # stage 0: 16 -> 16, stride 1
 
 
-def test_ort_execution_rule():
-    plain = ort_execution("fp32", "fp32")
-    assert (plain.compute, plain.weights, plain.activations) == ("fp32", "float", "none")
-    both = ort_execution("int8", "int8")
-    assert (both.compute, both.weights, both.activations) == ("fp32", "dequantize_each_run", "quantize_dequantize")
-    low = ort_execution("int4", "fp8_e4m3")
-    assert (low.weights, low.activations) == ("prequantized_float", "rounding_ops")
+def test_execution_class_rule(space):
+    """Integer kernels (int8 x int8) form one class per op; every other layer is a float kernel
+    classed by its input's format (its quantizer ops); packed weights cost nothing at run time."""
+    assert integer_kernel("int8", "int8") and not integer_kernel("int8", "fp32") and not integer_kernel("int4", "int8")
+    keys = space_keys(space)
+    by_formats = {(k.op, k.w_format, k.a_format): execution_class(k) for k in keys}
+    assert by_formats[("conv", "int8", "int8")] == "conv.int8"
+    assert by_formats[("dwconv", "int4", "fp8_e4m3")] == "dwconv.a_fp8_e4m3"
+    assert by_formats[("conv", "int8", "fp32")] == by_formats[("conv", "fp32", "fp32")] == "conv.a_fp32"
+    assert execution_classes(space) == sorted(set(by_formats.values()))
 
 
 # ---------------------------------------------------------------- predictor
@@ -163,8 +168,8 @@ def _truth(predictor: LatencyPredictor, specs) -> np.ndarray:
 
 def test_predictor_fit_predict_save_load_round_trip(space, table, tmp_path):
     predictor = LatencyPredictor(space, table, ridge=1e-9)
-    assert predictor.classes == sorted(f"{w}.a_{a}" for w in ("w_dq", "w_float")
-                                       for a in ("fp32", "fp8_e4m3", "int4", "int8"))
+    assert predictor.classes == execution_classes(space)
+    assert {c.split(".")[0] for c in predictor.classes} == {"conv", "dwconv", "linear"}
     rng = np.random.default_rng(0)
     train, test = space.sample(rng, 60), space.sample(rng, 20)
     with pytest.raises(NotFittedError):
