@@ -46,6 +46,7 @@ from nasq.hardware.keys import (
     LayerKey,
     execution_class,
     execution_classes,
+    integer_kernel,
     layer_key,
     space_keys,
     subnet_keys,
@@ -78,9 +79,36 @@ class ModelFile(Frozen):
     table_hash: str
 
 
-def feature_names(classes: list[str], transition_formats: list[str] | None = None) -> list[str]:
+CHAINS_FEATURE = "chains.int8"
+
+
+def feature_names(classes: list[str], transition_formats: list[str] | None = None, chains: bool = False) -> list[str]:
     return ([f"table_ms.{c}" for c in classes] + [f"layers.{c}" for c in classes]
-            + [f"{TRANSITION_PREFIX}to_{f}" for f in transition_formats or []])
+            + [f"{TRANSITION_PREFIX}to_{f}" for f in transition_formats or []] + ([CHAINS_FEATURE] if chains else []))
+
+
+def int8_chains(keys: list[LayerKey]) -> int:
+    """Runs of consecutive integer-kernel layers along ``keys`` (execution order). Each layer of the
+    table was timed alone, paying the quantizer into and the dequantizer out of its integer kernel;
+    inside a chain only the run's ends pay them, so the correction needs the number of runs."""
+    runs, prev = 0, False
+    for key in keys:
+        here = integer_kernel(key.w_format, key.a_format)
+        runs += here and not prev
+        prev = here
+    return runs
+
+
+def run_starts(ids: np.ndarray, flags: np.ndarray, pad: int) -> np.ndarray:
+    """:func:`int8_chains` of layer-id rows (``pad`` marks an absent layer): where a flagged layer
+    follows an unflagged one, skipping pads, per row."""
+    valid = ids != pad
+    here = flags[ids] & valid
+    n, width = ids.shape
+    last = np.maximum.accumulate(np.where(valid, np.arange(1, width + 1), 0), axis=1)
+    prev_at = np.concatenate([np.zeros((n, 1), dtype=np.int64), last[:, :-1]], axis=1)
+    here_ext = np.concatenate([np.zeros((n, 1), dtype=bool), here], axis=1)
+    return (here & ~np.take_along_axis(here_ext, prev_at, axis=1)).sum(axis=1)
 
 
 def transition_formats(space: SearchSpace) -> list[str]:
@@ -106,12 +134,14 @@ class LatencyPredictor:
     ``transitions=False`` leaves out the transition features (what a model file
     written before they existed holds; :meth:`load` decides from the file)."""
 
-    def __init__(self, space: SearchSpace, table: LatencyTable, ridge: float = 1e-3, transitions: bool = True):
+    def __init__(self, space: SearchSpace, table: LatencyTable, ridge: float = 1e-3, transitions: bool = True,
+                 chains: bool = True):
         table.check_covers(space)
         self.space, self.table, self.ridge = space, table, ridge
         self.classes = execution_classes(space)
         self.transition_formats = transition_formats(space) if transitions else []
-        self.features_names = feature_names(self.classes, self.transition_formats)
+        self.chains = chains
+        self.features_names = feature_names(self.classes, self.transition_formats, chains)
         self.coef: np.ndarray | None = None
         self.intercept = 0.0
         self.n_fit = 0
@@ -135,7 +165,9 @@ class LatencyPredictor:
             out[n + c] += 1
             out[-1] += ms
         if self.transition_formats:
-            out[2 * n:-1] = transition_counts(keys, self.transition_formats)
+            out[2 * n:2 * n + len(self.transition_formats)] = transition_counts(keys, self.transition_formats)
+        if self.chains:
+            out[-2] = int8_chains(keys)
         self._cache[spec.key()] = out
         return out
 
@@ -185,8 +217,14 @@ class LatencyPredictor:
             changed, fmt = table.format_changes(ids), fmt_col[ids]
             for f in range(len(self.transition_formats)):
                 out[:, 2 * n + f] = (changed & (fmt == f)).sum(axis=1)
+        if self.chains:
+            out[:, -2] = run_starts(ids, self._integer_kernels(table), table.pad)
         out[:, -1] = ordered_sum(ms)
         return out
+
+    def _integer_kernels(self, table: Any) -> np.ndarray:
+        """Per layer id of ``table`` (the pad included, False): whether it is an integer kernel."""
+        return np.array([integer_kernel(s.w_format, s.a_format) for s in table.shapes] + [False], dtype=bool)
 
     def features_genomes(self, genomes: np.ndarray) -> np.ndarray:
         """:meth:`features` of the decoded ``genomes`` (rows of gene indices), without decoding."""
@@ -250,7 +288,7 @@ class LatencyPredictor:
                                    f"({field} {show(getattr(data, field)[:12])} != {want[:12]})")
         # A file without transition features predates them: it loads as the model it was.
         has_transitions = any(f.startswith(TRANSITION_PREFIX) for f in data.features)
-        model = cls(space, table, data.ridge, transitions=has_transitions)
+        model = cls(space, table, data.ridge, transitions=has_transitions, chains=CHAINS_FEATURE in data.features)
         if list(data.features) != model.features_names or len(data.coef) != len(model.features_names):
             raise ConfigError(source, "features", f"expected the {len(model.features_names)} features of this "
                               f"space and table ({show(model.features_names)}), got {show(list(data.features))} "

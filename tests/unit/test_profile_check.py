@@ -266,15 +266,16 @@ def test_transition_features_count_format_changes_by_target_format(space, big_ta
     predictor = LatencyPredictor(space, big_table)
     assert transition_formats(space) == ["fp32", "fp8_e4m3", "int4", "int8"]
     names = predictor.features_names
-    first = names.index("transitions.to_fp32")
-    assert names[first:] == [f"transitions.to_{f}" for f in transition_formats(space)]
+    first, end = names.index("transitions.to_fp32"), names.index("chains.int8")
+    assert names[first:end] == [f"transitions.to_{f}" for f in transition_formats(space)]
     specs = space.sample(np.random.default_rng(5), 20)
-    counts = predictor.features(specs)[:, first:]
+    counts = predictor.features(specs)[:, first:end]
     assert counts.sum(axis=1).tolist() == [transitions(subnet_keys(space, s)) for s in specs]
     fp32 = _uniform(space.largest(), "fp32")
     assert not predictor.features([fp32])[0, first:].any()
-    # all-int8 convs: into int8 after the image, back to fp32 at the classifier (exported fp32 only)
-    assert predictor.features([_uniform(space.largest(), "int8")])[0, first:].tolist() == [1, 0, 0, 1]
+    # all-int8 convs: into int8 after the image, back to fp32 at the classifier (exported fp32 only),
+    # and one chain of integer kernels
+    assert predictor.features([_uniform(space.largest(), "int8")])[0, first:].tolist() == [1, 0, 0, 1, 1]
     spec = specs[0]
     a_formats = [k.a_format for k in subnet_keys(space, spec)]
     into_int8 = sum(b == "int8" and a != b for a, b in zip(["fp32", *a_formats[:-1]], a_formats, strict=True))
@@ -356,3 +357,17 @@ def test_the_search_stage_warns_for_each_drifted_target(catalog, cache, monkeypa
     roofline = HardwareProfile.from_yaml(Path(__file__).resolve().parents[2] / "hardware_profiles" / "cpu_roofline" / "profile.yaml")
     notes = drift_notes(SimpleNamespace(profiles=[roofline, profile]))
     assert len(notes) == 1 and "run `nasq profile check tiny_cpu`" in notes[0]
+
+
+def test_int8_chains_count_runs_of_integer_kernels(space, big_table):
+    """An isolated integer kernel pays its quantizer and dequantizer; inside a run of them only the
+    ends do: the correction sees the number of runs, the same on the per-spec and genome paths."""
+    predictor = LatencyPredictor(space, big_table)
+    col = predictor.features_names.index("chains.int8")
+    specs = space.sample(np.random.default_rng(7), 40)
+    for spec in specs:
+        flags = [k.w_format == "int8" and k.a_format == "int8" for k in subnet_keys(space, spec)]
+        runs = sum(f and not p for p, f in zip([False, *flags[:-1]], flags, strict=True))
+        assert predictor.features([spec])[0, col] == runs
+    genomes = np.stack([space.encode(s) for s in specs])
+    assert np.array_equal(predictor.features_genomes(genomes), predictor.features(specs))
