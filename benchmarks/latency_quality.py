@@ -143,13 +143,14 @@ def markdown(ctx: dict) -> str:
     return "\n".join(lines)
 
 
-WHY = ("Why int8 is still slower here: an int8-weight/int8-activation conv requantizes its output, so "
-       "onnxruntime fuses it into an integer kernel (QLinearConv). But these layers are tiny (batch 1, "
-       "4-192 channels, 14x14 and smaller): the QuantizeLinear/DequantizeLinear around every conv, the "
-       "NCHW<->NHWC Transposes QLinearConv needs, and batch norm left unfolded after the dequantize cost more "
-       "than the integer arithmetic saves. int4 and fp8 layers run fp32 convs on pre-rounded weights plus "
-       "elementwise rounding of their input (fp8: ~17 ops). The roofline profile `cpu_roofline` assumes "
-       "int8 is ~3x faster and so ranks formats the wrong way round for this runtime.")
+WHY = ("How the formats run (nasq's lowering, `docs/architecture.md`): int8 x int8 convs become integer "
+       "kernels (QLinearConv) that hand their output straight to the next one, batch norm folded, so an "
+       "int8 chain pays one quantize at its start and one dequantize at its end; the table times each layer "
+       "alone, with both, which the correction's `chains.int8` feature accounts for. Depthwise convs gain "
+       "little from int8 at these sizes (batch 1, 14x14 and smaller). int4 and fp8 layers run fp32 kernels "
+       "on packed weights unpacked at load, plus the rounding of their input: int4 as elementwise ops, fp8 "
+       "as FLOAT8 QuantizeLinear/DequantizeLinear, which onnxruntime runs slowly and whose time depends on "
+       "the data. The roofline profile `cpu_roofline` assumes int8 is ~3x faster than fp32 everywhere.")
 
 
 def measure_subnets(args, space, threads: int) -> dict:

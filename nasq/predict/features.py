@@ -20,6 +20,7 @@ import numpy as np
 
 from nasq.formats import FORMATS
 from nasq.hardware import CostModel, layer_bits
+from nasq.hardware.cost import size_mb_of
 from nasq.registry import Registry
 from nasq.space import SearchSpace, SubnetSpec, layer_fields
 from nasq.space.search_space import ordered_sum
@@ -134,7 +135,7 @@ def bops(space: SearchSpace, specs: list[SubnetSpec], cost_model: CostModel | No
         macs = sum(lay.macs for lay in layers)
         bit_ops = sum(lay.macs * FORMATS.get(lay.w_format).bits * FORMATS.get(lay.a_format).bits for lay in layers)
         if size_mb is None:
-            mb = sum(layer_bits(lay) for lay in layers) / 8e6
+            mb = size_mb_of(sum(layer_bits(lay) for lay in layers))
         else:
             mb = float(size_mb[r])
         rows.append([np.log(params), np.log(macs), np.log(bit_ops), mb])
@@ -224,7 +225,7 @@ def bops_genomes(space: SearchSpace, G: np.ndarray, cost_model: CostModel | None
     macs = table.macs[ids]
     bit_ops = (macs * table.w_bits[ids] * table.a_bits[ids]).sum(axis=1)
     if cost_model is None:
-        mb = ordered_sum(table.column(layer_bits)[ids]) / 8e6
+        mb = size_mb_of(ordered_sum(table.column(layer_bits)[ids]))
     elif hasattr(cost_model, "score_genomes"):
         mb = cost_model.score_genomes(G)["size_mb"]
     else:

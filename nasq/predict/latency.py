@@ -80,6 +80,7 @@ class ModelFile(Frozen):
 
 
 CHAINS_FEATURE = "chains.int8"
+PREDICTION_FLOOR = 0.2  # the least share of its table sum a prediction may be (see LatencyPredictor._apply)
 
 
 def feature_names(classes: list[str], transition_formats: list[str] | None = None, chains: bool = False) -> list[str]:
@@ -264,7 +265,13 @@ class LatencyPredictor:
     def _apply(self, x: np.ndarray) -> np.ndarray:
         finite = np.isfinite(x).all(axis=1)
         out = np.full(len(x), np.inf)
-        out[finite] = self.intercept + x[finite] @ self.coef
+        fitted = self.intercept + x[finite] @ self.coef
+        # The affine correction is unconstrained (a per-layer cost may be negative: isolated timings
+        # include overheads a whole subnet pays once), so far outside its fitting data it can
+        # extrapolate below anything physical, even below zero. Guard: never below a fixed share of
+        # the table sum (whole subnets measured 0.35-0.9x their table sum on the shipped profiles).
+        table_ms = x[finite, : len(self.classes)].sum(axis=1)
+        out[finite] = np.maximum(fitted, PREDICTION_FLOOR * table_ms)
         return out
 
     # ------------------------------------------------------------ persistence
