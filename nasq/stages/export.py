@@ -68,12 +68,18 @@ def measure_targets(model: Any, profiles: list[Any], splits: data_mod.Splits, ec
                     warmup: int = 10, repeats: int = 50) -> dict[str, float]:
     """The exported ``model`` on every measured target's own runtime (its backend, its threads,
     default options): ``latency_ms@<profile>`` (median, batch 1) and ``top1_val@<profile>`` on
-    the validation images the search measured. Modelled profiles (no runtime) are skipped."""
+    the validation images the search measured (modelled profiles have no runtime to run it);
+    and for every target ``emulated_layers@<profile>``, its layers in formats that target
+    only emulates."""
     import torch
 
+    from nasq.export.bundle import layer_formats
     from nasq.profiling.backend import get_backend
 
-    measured: dict[str, float] = {}
+    layers = layer_formats(model)
+    # how many of the exported layers each target only emulates (a format it has no kernel for)
+    measured: dict[str, float] = {f"emulated_layers@{p.name}": float(sum(
+        row["w_format"] in p.emulated or row["a_format"] in p.emulated for row in layers)) for p in profiles}
     n_val = min(ecfg.val_images or len(splits.val_y), len(splits.val_y))
     x_val, y_val = np.ascontiguousarray(splits.val_x[:n_val], np.float32), splits.val_y[:n_val]
     with tempfile.TemporaryDirectory(prefix="nasq-targets-") as tmp:

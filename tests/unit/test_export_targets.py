@@ -45,10 +45,33 @@ def test_every_measured_target_times_and_checks_the_export(tmp_path):
     profiles = [_profile(tmp_path, "ort_t", "onnxruntime"), _profile(tmp_path, "ov_t", "openvino"),
                 _profile(tmp_path, "model_t", "roofline")]
     got = measure_targets(model, profiles, splits, SimpleNamespace(val_images=None), warmup=1, repeats=3)
-    assert set(got) == {"latency_ms@ort_t", "top1_val@ort_t", "latency_ms@ov_t", "top1_val@ov_t"}
+    assert set(got) == {"latency_ms@ort_t", "top1_val@ort_t", "latency_ms@ov_t", "top1_val@ov_t",
+                        "emulated_layers@ort_t", "emulated_layers@ov_t", "emulated_layers@model_t"}
+    # the test profiles rate every format and list none as emulated
+    assert got["emulated_layers@ort_t"] == 0
     assert got["latency_ms@ort_t"] > 0 and got["latency_ms@ov_t"] > 0
     want = accuracy(model, x, y)
     assert abs(got["top1_val@ort_t"] - want) <= 100 / 64 and abs(got["top1_val@ov_t"] - want) <= 100 / 64
+
+
+def test_emulated_layers_are_counted_per_target(tmp_path):
+    space = SearchSpace.from_yaml(REPO / "search_spaces" / "mbconv_small.yaml")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = Supernet(space)
+    spec = space.sample(np.random.default_rng(3), 1)[0]
+    model = static_subnet(net, spec, torch.Generator().manual_seed(0))
+    cpu = HardwareProfile.from_yaml(REPO / "hardware_profiles" / "cpu_ort_epyc" / "profile.yaml")
+    roof = _profile(tmp_path, "model_t", "roofline")
+    x = np.zeros((4, 1, 28, 28), np.float32)
+    got = measure_targets(model, [roof], SimpleNamespace(val_x=x, val_y=np.zeros(4, int)),
+                          SimpleNamespace(val_images=None))
+    assert got == {"emulated_layers@model_t": 0.0}  # roofline: everything native, nothing run
+    want = sum(c.w_format in ("int4", "fp8_e4m3") or c.a_format in ("int4", "fp8_e4m3")
+               for st in spec.stages for c in st) * 3  # expand, dw, project per mbconv layer
+    got = measure_targets(model, [cpu], SimpleNamespace(val_x=x, val_y=np.zeros(4, int)),
+                          SimpleNamespace(val_images=None), warmup=0, repeats=1)
+    assert got["emulated_layers@cpu_ort_epyc"] == want > 0
 
 
 def test_a_run_whose_profile_has_gone_keeps_the_others(tmp_path):
