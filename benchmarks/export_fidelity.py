@@ -56,7 +56,7 @@ def latency_model():
 
     with tempfile.TemporaryDirectory() as tmp:
         exp_file = Path(tmp) / "e.yaml"
-        exp_file.write_text(yaml.safe_dump({"space": "mbconv_small", "hardware": [PROFILE],
+        exp_file.write_text(yaml.safe_dump({"space": "mbconv_small", "hardware": [PROFILE], "allow_emulated": True,
                                             "data": {"name": "digits"}}))
         return load_experiment(exp_file).cost_model()
 
@@ -136,11 +136,10 @@ def render(rows: list[dict], note: str, repeats: int) -> str:
                f"{rows[0]['val_images'] if rows else 0} validation images, same calibration). Latency within 15 % of "
                f"the prediction on `{PROFILE}`: {lat_ok}/{len(rows)}. Latency: onnxruntime 1 thread, batch 1, median of "
                f"{repeats} runs, timed like the profile; the machine is shared, so timings carry noise. "
-               "A speed ratio below 1x means the quantized point is slower than its fp32 twin: on this CPU int8 "
-               "speeds dense convolutions but slows depthwise ones, every format change adds "
-               "Quantize/Dequantize work, and formats other than int8/fp32 (fp8, int4 activations) are "
-               "exported as elementwise rounding ops that onnxruntime runs in fp32 - the measured profile "
-               f"predicts that cost too.\n\nSource: {note}. Command: `.venv/bin/python "
+               "A speed ratio below 1x means the quantized point is slower than its fp32 twin: int8 x int8 "
+               "layers run as integer kernels chained without round trips, but int4 and fp8 layers compute in "
+               "float here, and fp8 activations run as FLOAT8 QuantizeLinear/DequantizeLinear, which "
+               "onnxruntime executes slowly and at a data-dependent speed (see \"Deployment truth\").\n\nSource: {note}. Command: `.venv/bin/python "
                f"benchmarks/export_fidelity.py {' '.join(sys.argv[1:])}`.")
     return "\n".join(lines) + "\n" + summary
 

@@ -107,7 +107,21 @@ def catalog() -> None:
                 seen.setdefault(name, p)
         typer.echo(f"{folder}/")
         for name, p in seen.items():
-            typer.echo(f"  {name:<20} {p}")
+            typer.echo(f"  {name:<20} {p}{_profile_summary(p) if kind == 'hardware' else ''}")
+
+
+def _profile_summary(path: Path) -> str:
+    """`` [backend, status; emulates ...]`` for a profile that loads, nothing for one that does not
+    (``nasq validate`` is where a broken catalog file is reported)."""
+    from nasq.hardware import HardwareProfile
+
+    try:
+        profile = HardwareProfile.from_yaml(path)
+    except NasqError:
+        return ""
+    emulated = sorted(profile.emulated)
+    return (f"  [{profile.config.backend}, {profile.config.status}"
+            + (f"; emulates {', '.join(emulated)}" if emulated else "") + "]")
 
 
 profile_app = typer.Typer(help="Hardware profiles: measure per-layer latency tables, check and calibrate "

@@ -100,3 +100,11 @@ def test_profile_check_and_calibrate_bad_input_one_line_exit_2(tmp_path, args, e
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nasq: error: ") and expected in lines[0], out.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_catalog_says_each_profiles_runtime_and_what_it_emulates(tmp_path):
+    out = _nasq(["catalog"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = {line.split()[0]: line for line in out.stdout.splitlines() if line.startswith("  ")}
+    assert lines["cpu_ov_epyc"].endswith("[openvino, measured; emulates fp8_e4m3, int4]")
+    assert lines["cpu_roofline"].endswith("[roofline, modelled]")
