@@ -59,6 +59,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def first_line(err: BaseException) -> str:
+    """An exception as one short line (type and first line of its message), for table rows."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
+
+
 def summarize_us(samples_us: np.ndarray | list[float], runtime_ops: str = "") -> Row:
     """Median and 10th/90th percentiles of per-run times in microseconds."""
     us = np.asarray(samples_us, dtype=np.float64)
@@ -115,6 +121,23 @@ class LatencyBackend(abc.ABC):
         from nasq.export.bundle import export_onnx
 
         export_onnx(module, example, path, **self.export_options)
+
+    def _lower_layer(self, key: LayerKey, path: str | os.PathLike) -> Any:
+        """Build ``key``'s layer (:mod:`nasq.profiling.layer_models`, weights from ``seed``) and
+        :meth:`lower` it to ``path``. Returns its example input (a torch tensor), or an
+        unsupported Row with the reason when nasq never exports such a layer or the export fails."""
+        import torch
+
+        from nasq.profiling.layer_models import UnsupportedLayer, example_input, layer_module
+
+        try:
+            module, x = layer_module(key, self.seed), example_input(key, torch.Generator().manual_seed(self.seed))
+            self.lower(module, x, path)
+        except UnsupportedLayer as e:
+            return Row.unsupported(str(e))
+        except Exception as e:  # noqa: BLE001 - any exporter failure is recorded as the row's reason
+            return Row.unsupported(f"export failed: {first_line(e)}")
+        return x
 
     @abc.abstractmethod
     def check_available(self) -> None:

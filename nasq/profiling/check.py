@@ -186,35 +186,12 @@ def reference_specs(space: SearchSpace, k: int, seed: int = 0) -> list[SubnetSpe
 def time_subnets_ms(space: SearchSpace, specs: list[SubnetSpec], *, backend: str, threads: int,
                     warmup: int = 5, repeats: int = 50, rounds: int = 5, seed: int = 0,
                     progress: Any = None) -> np.ndarray:
-    """Median milliseconds of each whole subnet, built as the pipeline builds it (one seeded
-    Supernet, recalibrated, extracted), exported, loaded with ``backend``'s ``load_model`` and
-    timed with its ``time_model_ms`` in interleaved rounds (the profile's runtime, ``threads``
-    threads): :func:`nasq.profiling.measure.subnet_session` and
-    :func:`~nasq.profiling.measure.time_interleaved_ms`, as the shipped correction was fitted."""
-    import torch
+    """Median milliseconds of each whole subnet on the profile's runtime, built and timed as the
+    shipped correction was fitted (:func:`nasq.profiling.measure.time_subnets_ms`)."""
+    from nasq.profiling.measure import time_subnets_ms as time_whole
 
-    from nasq.profiling.layer_models import static_subnet
-    from nasq.profiling.measure import runner_for, subnet_session, time_interleaved_ms
-    from nasq.supernet.network import Supernet
-
-    runner = runner_for(backend, threads, seed)  # an unknown name: NasqError with the known ones
-    inp = space.config.input
-    shape = (1, inp.channels, inp.resolution, inp.resolution)
-    task = progress.add_task(f"build {len(specs)} subnets", total=len(specs)) if progress else None
-    sessions, torch_threads = [], torch.get_num_threads()
-    torch.set_num_threads(1)  # as fit_correction: torch's spinning threads would slow what is timed next
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net, gen = Supernet(space), torch.Generator().manual_seed(seed)
-            for spec in specs:
-                sessions.append(subnet_session(static_subnet(net, spec, gen), shape, threads, seed, runner))
-                if progress is not None:
-                    progress.advance(task)
-    finally:
-        torch.set_num_threads(torch_threads)
-    return time_interleaved_ms(sessions, warmup=warmup, repeats=repeats, rounds=rounds, progress=progress,
-                               label=f"time {len(specs)} subnets", backend=runner)
+    return time_whole(space, specs, backend=backend, threads=threads, warmup=warmup, repeats=repeats,
+                      rounds=rounds, seed=seed, progress=progress)
 
 
 # ---------------------------------------------------------------- scoring

@@ -120,13 +120,23 @@ def fit_correction(space: SearchSpace, table: LatencyTable, n_subnets: int, *, t
                    repeats: int = 100, warmup: int = 10, seed: int = 0, progress: Any = None,
                    backend: str | LatencyBackend = "onnxruntime") -> LatencyPredictor:
     """Fit the LatencyPredictor's correction on ``n_subnets`` subnets of ``space``
-    (:func:`correction_specs`), each built like the pipeline builds it (one seeded Supernet,
-    recalibrated, extracted), exported and timed on ``backend`` (:func:`time_interleaved_ms`)."""
-    runner = runner_for(backend, threads, seed)
+    (:func:`correction_specs`), timed with :func:`time_subnets_ms` on ``backend``."""
     specs = correction_specs(space, n_subnets, seed)
+    measured = time_subnets_ms(space, specs, backend=backend, threads=threads, warmup=warmup, repeats=repeats,
+                               seed=seed, progress=progress, what="whole subnets")
+    return LatencyPredictor(space, table).fit(specs, measured)
+
+
+def time_subnets_ms(space: SearchSpace, specs: list[SubnetSpec], *, backend: str | LatencyBackend,
+                    threads: int = 1, warmup: int = 10, repeats: int = 100, rounds: int = 5, seed: int = 0,
+                    progress: Any = None, what: str = "subnets") -> np.ndarray:
+    """Median milliseconds of each whole subnet, built as the pipeline builds it (one seeded
+    Supernet, recalibrated, extracted), lowered and loaded by ``backend``
+    (:func:`subnet_session`) and timed in interleaved rounds (:func:`time_interleaved_ms`)."""
+    runner = runner_for(backend, threads, seed)  # an unknown name: NasqError with the known ones
     inp = space.config.input
     shape = (1, inp.channels, inp.resolution, inp.resolution)
-    task = progress.add_task(f"build {len(specs)} whole subnets", total=len(specs)) if progress else None
+    task = progress.add_task(f"build {len(specs)} {what}", total=len(specs)) if progress else None
     sessions, torch_threads = [], torch.get_num_threads()
     # One torch thread: on a busy machine torch's OpenMP spinning slows calibration tenfold, and
     # the runtime is timed next. The caller's global RNG and thread count are restored.
@@ -141,9 +151,8 @@ def fit_correction(space: SearchSpace, table: LatencyTable, n_subnets: int, *, t
                     progress.advance(task)
     finally:
         torch.set_num_threads(torch_threads)
-    measured = time_interleaved_ms(sessions, warmup=warmup, repeats=repeats, progress=progress,
-                                   label=f"time {len(specs)} whole subnets", backend=runner)
-    return LatencyPredictor(space, table).fit(specs, measured)
+    return time_interleaved_ms(sessions, warmup=warmup, repeats=repeats, rounds=rounds, progress=progress,
+                               label=f"time {len(specs)} {what}", backend=runner)
 
 
 # ---------------------------------------------------------------- roofline parameters from a table

@@ -27,8 +27,7 @@ from nasq.errors import NasqError
 from nasq.export.bundle import INPUT_NAME, ort_session
 from nasq.hardware.keys import LayerKey
 from nasq.hardware.table import Row
-from nasq.profiling.backend import LatencyBackend, Prepared, cpu_model, emulated_rest
-from nasq.profiling.layer_models import UnsupportedLayer, example_input, layer_module
+from nasq.profiling.backend import LatencyBackend, Prepared, cpu_model, emulated_rest, first_line
 
 
 def time_session_us(session: Any, feed: dict[str, np.ndarray], warmup: int, repeats: int) -> np.ndarray:
@@ -53,11 +52,6 @@ def _feed(session: Any, x: np.ndarray) -> dict[str, np.ndarray]:
     return {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)}
 
 
-def first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
-
-
 # Formats the CPU runtimes (onnxruntime's CPU provider, OpenVINO's CPU plugin) compute with
 # kernels of their own: fp32, and int8 x int8 integer convolutions. int4 and fp8 weights are
 # stored packed (INT4/FLOAT8 behind DequantizeLinear, nasq.export.lower.native_onnx_formats) but
@@ -75,16 +69,11 @@ class OnnxRuntimeBackend(LatencyBackend):
         """Nothing to check: onnx and onnxruntime are dependencies of nasq (imported above)."""
 
     def _prepare(self, key: LayerKey) -> Prepared | Row:
-        gen = torch.Generator().manual_seed(self.seed)
         with tempfile.TemporaryDirectory(prefix="nasq-profile-") as tmp:
             model_path, opt_path = Path(tmp) / "layer.onnx", Path(tmp) / "layer.opt.onnx"
-            try:
-                module, x = layer_module(key, self.seed), example_input(key, gen)
-                self.lower(module, x, model_path)
-            except UnsupportedLayer as e:
-                return Row.unsupported(str(e))
-            except Exception as e:  # noqa: BLE001 - any exporter failure is recorded as the row's reason
-                return Row.unsupported(f"export failed: {first_line(e)}")
+            x = self._lower_layer(key, model_path)
+            if isinstance(x, Row):
+                return x
             try:
                 session = ort_session(model_path, self.threads, optimized_to=opt_path)
                 feed = {INPUT_NAME: x.numpy()}

@@ -33,9 +33,8 @@ import torch
 from nasq.errors import MissingDependencyError, NasqError
 from nasq.hardware.keys import LayerKey
 from nasq.hardware.table import Row
-from nasq.profiling.backend import LatencyBackend, Prepared, cpu_model, emulated_rest
-from nasq.profiling.layer_models import UnsupportedLayer, example_input, layer_module
-from nasq.profiling.onnxruntime_backend import CPU_ONNX_NATIVE, first_line
+from nasq.profiling.backend import LatencyBackend, Prepared, cpu_model, emulated_rest, first_line
+from nasq.profiling.onnxruntime_backend import CPU_ONNX_NATIVE
 
 DEVICE = "CPU"
 # The CPU plugin's default inference precision is bf16 wherever the CPU has bf16 instructions
@@ -126,16 +125,11 @@ class OpenVinoBackend(LatencyBackend):
 
     # ------------------------------------------------------------ single layers
     def _prepare(self, key: LayerKey) -> Prepared | Row:
-        gen = torch.Generator().manual_seed(self.seed)
         with tempfile.TemporaryDirectory(prefix="nasq-profile-") as tmp:
             path = Path(tmp) / "layer.onnx"
-            try:
-                module, x = layer_module(key, self.seed), example_input(key, gen)
-                self.lower(module, x, path)
-            except UnsupportedLayer as e:
-                return Row.unsupported(str(e))
-            except Exception as e:  # noqa: BLE001 - any exporter failure is recorded as the row's reason
-                return Row.unsupported(f"export failed: {first_line(e)}")
+            x = self._lower_layer(key, path)
+            if isinstance(x, Row):
+                return x
             try:
                 compiled, request = self._compiled(OvModel(self.core().read_model(str(path))), x.numpy())
                 time_request_us(request, 1, 1)  # fails here, not mid-measurement, if it cannot run

@@ -9,11 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from nasq import data as data_mod
-from nasq.experiment import Experiment, remove_own_folder
-from nasq.export.bundle import HASHED_FILES, MANIFEST_JSON, ExportResult
+from nasq.errors import ConfigError
+from nasq.experiment import Experiment, remove_own_folder, resolve
+from nasq.export.bundle import HASHED_FILES, MANIFEST_JSON, ExportResult, layer_formats
 from nasq.export.checks import calibrated_subnet, export_checked
+from nasq.hardware import HardwareProfile
+from nasq.profiling.backend import get_backend
 from nasq.search.pareto import Front
 from nasq.stages.runs import FinishedRun
 from nasq.supernet import checkpoint
@@ -51,10 +55,6 @@ def run(exp: Experiment, upstream: ExportUpstream, workdir: Path) -> ExportResul
 def run_profiles(names: tuple[str, ...], folder: Path) -> list[Any]:
     """The run's hardware profiles that can still be found from here (catalog names resolve as the
     experiment did; a profile that has gone is skipped: the export still checks onnxruntime)."""
-    from nasq.errors import ConfigError
-    from nasq.experiment import resolve
-    from nasq.hardware import HardwareProfile
-
     found = []
     for i, name in enumerate(names):
         try:
@@ -71,11 +71,6 @@ def measure_targets(model: Any, profiles: list[Any], splits: data_mod.Splits, ec
     the validation images the search measured (modelled profiles have no runtime to run it);
     and for every target ``emulated_layers@<profile>``, its layers in formats that target
     only emulates."""
-    import torch
-
-    from nasq.export.bundle import layer_formats
-    from nasq.profiling.backend import get_backend
-
     layers = layer_formats(model)
     # how many of the exported layers each target only emulates (a format it has no kernel for)
     measured: dict[str, float] = {f"emulated_layers@{p.name}": float(sum(

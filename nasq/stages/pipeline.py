@@ -36,6 +36,7 @@ from nasq.errors import NasqError
 from nasq.experiment import Experiment
 from nasq.files import atomic_write_json
 from nasq.predict.fit import FitReport
+from nasq.profiling.check import drift_note
 from nasq.search.pareto import Front
 from nasq.stages import data, evaluate, export, predict, search, track, train
 from nasq.stages.progress import Reporter
@@ -202,8 +203,6 @@ def evaluate_and_search(exp: Experiment, net: Supernet, splits: data_mod.Splits,
 def drift_notes(exp: Experiment) -> list[str]:
     """One line per target whose latency predictions may not hold on this machine (see
     :func:`nasq.profiling.check.drift_note`): a check here found them off, or the CPU differs."""
-    from nasq.profiling.check import drift_note
-
     return [note for p in exp.profiles if (note := drift_note(p)) is not None]
 
 

@@ -13,10 +13,14 @@ import numpy as np
 import torch
 
 from nasq.errors import NasqError
+from nasq.export.bundle import export_onnx
 from nasq.formats import FORMATS
 from nasq.hardware.keys import LayerKey
 from nasq.profiling.backend import LatencyBackend, get_backend
+from nasq.profiling.layer_models import static_subnet
+from nasq.profiling.measure import uniform_formats
 from nasq.space import SearchSpace
+from nasq.supernet.network import Supernet
 
 # A space small enough to build, export and run a whole subnet in well under a second.
 TOY_SPACE = {
@@ -73,11 +77,6 @@ def toy_export(folder: Path, formats: tuple[str, str] = ("fp32", "fp32"), seed: 
                batch: int = 4, backend: LatencyBackend | None = None) -> tuple[Path, np.ndarray, np.ndarray]:
     """The toy space's largest subnet with every layer in ``formats`` (w, a), exported to
     ``folder/model.onnx``; returns the path, a seeded sample and the torch logits on it."""
-    from nasq.export.bundle import export_onnx
-    from nasq.profiling.layer_models import static_subnet
-    from nasq.profiling.measure import uniform_formats
-    from nasq.supernet.network import Supernet
-
     space = SearchSpace.from_dict(TOY_SPACE)
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
