@@ -2,8 +2,10 @@
 
 :func:`export_bundle` writes a folder holding
 
-* ``model.onnx`` - the static subnet lowered to standard ONNX operators (opset 21): int8 and fp8
-  activations as QuantizeLinear/DequantizeLinear pairs, int8/int4/fp8 weights stored packed,
+* ``model.onnx`` - the static subnet lowered to standard ONNX operators (opset 21): int8
+  activations as QuantizeLinear/DequantizeLinear pairs, fp8 activations as branch-free
+  elementwise rounding (or FLOAT8 QuantizeLinear/DequantizeLinear on request), int8/int4/fp8
+  weights stored packed,
   other formats as pre-quantized fp32 weights and elementwise rounding
   ("emulated"), batch axis dynamic;
 * ``model.safetensors`` - the static subnet's un-prepared state dict (no pickle anywhere);
@@ -56,7 +58,6 @@ from torch.onnx import symbolic_helper, symbolic_opset13
 import nasq
 from nasq.errors import ConfigError, MissingDependencyError, NasqError
 from nasq.export.lower import (
-    ELEMENTWISE_FP8_OPSET,
     LOWERED_OPSET,
     fold_batch_norms,
     lower_onnx,
@@ -66,6 +67,7 @@ from nasq.export.lower import (
 )
 from nasq.files import read_json_object, sha256_file
 from nasq.formats import get_format
+from nasq.formats.floating import fp8_activations_as_qdq
 from nasq.formats.packing import packed_formats, packed_state, unpack_state
 from nasq.space import SearchSpace, SubnetSpec
 from nasq.specs import SpaceConfig, validate
@@ -225,14 +227,17 @@ def _save_weights(model: torch.nn.Module, path: Path) -> None:
 
 def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str | os.PathLike, *, opset: int = LOWERED_OPSET,
                 input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME,
-                fp8_activation_qdq: bool = True) -> None:
+                fp8_activation_qdq: bool = False) -> None:
     """Write ``module`` (a StaticSubnet, one layer, or any module) to ``path`` as lowered ONNX
     (see :mod:`nasq.export.lower`: batch norms folded, native weights packed, opset 21), in export
     mode where it has ``prepare_export``; batch axis dynamic, traced with ``example``. ``opset``
     is the TorchScript exporter's (clamped to 19..20); the written model is opset 21.
-    ``fp8_activation_qdq=False`` writes FP8 activations as elementwise rounding instead of FLOAT8
-    QuantizeLinear/DequantizeLinear (same values): OpenVINO 2026.4's CPU plugin refuses FP8
-    activation tensors ("unsupported src_prc: f8e4m3"), FP8 weights behind DequantizeLinear it runs.
+    FP8 activations are branch-free elementwise rounding (bit-exact with torch, and in
+    onnxruntime faster than FLOAT8 QuantizeLinear/DequantizeLinear, at a speed that does not
+    depend on the data, which a latency table measured on random inputs needs; OpenVINO 2026.4's
+    CPU plugin refuses FP8 activation tensors, "unsupported src_prc: f8e4m3");
+    ``fp8_activation_qdq=True`` writes them as FLOAT8 QuantizeLinear/DequantizeLinear (same
+    values), for runtimes with FP8 kernels. FP8 weights are FLOAT8 initializers either way.
     ``module`` itself is not modified."""
     import onnx
 
@@ -247,8 +252,9 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str | os.P
         for sub in m.modules():
             if isinstance(sub, StaticQConv):
                 sub.prepare_export()
-    traced_opset = torch_opset(opset) if fp8_activation_qdq else ELEMENTWISE_FP8_OPSET
-    with warnings.catch_warnings(), _any_range_fake_quant_symbolic(traced_opset):
+    traced_opset = torch_opset(opset)
+    with (warnings.catch_warnings(), _any_range_fake_quant_symbolic(traced_opset),
+          fp8_activations_as_qdq(fp8_activation_qdq)):
         # The TorchScript exporter warns about its own deprecation and about tracing
         # float(tensor) in the quantizers; neither is actionable here.
         warnings.simplefilter("ignore")

@@ -54,9 +54,8 @@ from nasq.supernet.layers import (
 )
 
 LOWERED_OPSET = 21  # INT4 QuantizeLinear/DequantizeLinear and DequantizeLinear's block_size
-# The TorchScript exporter writes at most opset 20; FP8 activation QDQ needs at least 19.
+# The TorchScript exporter writes at most opset 20; FP8 activation QDQ (when asked for) needs 19.
 TORCH_OPSET_RANGE = (19, 20)
-ELEMENTWISE_FP8_OPSET = 18  # traced below 19, FP8 activations become elementwise rounding ops
 _FP8_ONNX = {"float8_e4m3fn": 17, "float8_e5m2": 19}  # torch dtype name -> onnx.TensorProto enum
 
 
@@ -70,8 +69,8 @@ def _native_weight(fmt: NumericFormat) -> bool:
 def native_onnx_formats() -> frozenset[str]:
     """Weight formats stored in model.onnx in a real ONNX type (fp32; INT8, INT4, FLOAT8E4M3FN,
     FLOAT8E5M2 + DequantizeLinear). The others are "emulated": fp32 initializers holding the
-    quantized values. Activations: int8 and fp8 are QuantizeLinear/DequantizeLinear pairs; the
-    rest (int4 included) elementwise rounding ops."""
+    quantized values. Activations: int8 are QuantizeLinear/DequantizeLinear pairs, fp8 too when
+    exported with ``fp8_activation_qdq``; the rest (int4 included) elementwise rounding ops."""
     return frozenset(n for n in FORMATS.names() if get_format(n).is_identity or _native_weight(get_format(n)))
 
 

@@ -19,7 +19,7 @@ BIAS_BITS = 32  # folded batch-norm bias, one fp32 per output channel
 # A float-kernel conv reading a QuantizeLinear/DequantizeLinear activation reads it through its own
 # per-channel DequantizeLinear: an fp32 scale and an 8-bit zero point per input channel.
 QDQ_INPUT_BITS = 32 + 8
-FP8_ONNX_DTYPES = ("float8_e4m3fn", "float8_e5m2")  # FP8 activations export as QuantizeLinear pairs
+FP8_ONNX_DTYPES = ("float8_e4m3fn", "float8_e5m2")  # FP8 weights are stored as FLOAT8 initializers
 # One ONNX node with its short value names and the scalar constants it reads (scale, zero
 # point, clip bounds), as model.onnx stores it: about 48 bytes.
 NODE_BITS = 48 * 8
@@ -28,6 +28,7 @@ NODE_BITS = 48 * 8
 # the demo front's exports: file bytes ~= 1.008 x counted bytes + 1,411 (13 subnets, 12-236 KB).
 GRAPH_OVERHEAD_BYTES = 1400
 ELEMENTWISE_ROUNDING_NODES = 4  # x * (1/s), Round, Clip, * s: an activation format without QDQ
+FP8_ELEMENTWISE_NODES = 12  # fp8 activations: Div, Clip x2, Mul x4, Round, Sub x3, Add (formats.floating)
 
 
 def size_mb_of(bits: float | np.ndarray) -> float | np.ndarray:
@@ -60,9 +61,9 @@ def layer_bits(layer: LayerShape) -> float:
 
 
 def _qdq(fmt: object) -> bool:
-    """Activations in ``fmt`` export as one QuantizeLinear/DequantizeLinear pair (int8, FP8)."""
-    fp8 = isinstance(fmt, ScaledFloat) and fmt.dtype_name in FP8_ONNX_DTYPES
-    return fp8 or fmt.export_mode == "qdq_int8"
+    """Activations in ``fmt`` export as one QuantizeLinear/DequantizeLinear pair (int8; fp8
+    activations are branch-free elementwise rounding, see nasq.formats.floating)."""
+    return fmt.export_mode == "qdq_int8"
 
 
 def _packed(fmt: object) -> bool:
@@ -89,6 +90,8 @@ def layer_nodes(layer: LayerShape) -> int:
     nodes = 1
     if _qdq(a):
         nodes += 2
+    elif isinstance(a, ScaledFloat) and a.dtype_name in FP8_ONNX_DTYPES:
+        nodes += FP8_ELEMENTWISE_NODES
     elif not a.is_identity:
         nodes += ELEMENTWISE_ROUNDING_NODES
     if _integer(layer):
