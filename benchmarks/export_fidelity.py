@@ -138,8 +138,8 @@ def render(rows: list[dict], note: str, repeats: int) -> str:
                f"{repeats} runs, timed like the profile; the machine is shared, so timings carry noise. "
                "A speed ratio below 1x means the quantized point is slower than its fp32 twin: int8 x int8 "
                "layers run as integer kernels chained without round trips, but int4 and fp8 layers compute in "
-               "float here, and fp8 activations run as FLOAT8 QuantizeLinear/DequantizeLinear, which "
-               "onnxruntime executes slowly and at a data-dependent speed (see \"Deployment truth\").\n\nSource: {note}. Command: `.venv/bin/python "
+               "float here, and their activations are rounded by elementwise ops (see \"Deployment truth\")."
+               f"\n\nSource: {note}. Command: `.venv/bin/python "
                f"benchmarks/export_fidelity.py {' '.join(sys.argv[1:])}`.")
     return "\n".join(lines) + "\n" + summary
 

@@ -148,9 +148,9 @@ WHY = ("How the formats run (nasq's lowering, `docs/architecture.md`): int8 x in
        "int8 chain pays one quantize at its start and one dequantize at its end; the table times each layer "
        "alone, with both, which the correction's `chains.int8` feature accounts for. Depthwise convs gain "
        "little from int8 at these sizes (batch 1, 14x14 and smaller). int4 and fp8 layers run fp32 kernels "
-       "on packed weights unpacked at load, plus the rounding of their input: int4 as elementwise ops, fp8 "
-       "as FLOAT8 QuantizeLinear/DequantizeLinear, which onnxruntime runs slowly and whose time depends on "
-       "the data. The roofline profile `cpu_roofline` assumes int8 is ~3x faster than fp32 everywhere.")
+       "on packed weights unpacked at load, plus the rounding of their input as branch-free elementwise ops "
+       "(fp8: 12, bit-exact with torch's float8 cast, at a speed independent of the data). The roofline "
+       "profile `cpu_roofline` assumes int8 is ~3x faster than fp32 everywhere.")
 
 
 def measure_subnets(args, space, threads: int) -> dict:
