@@ -237,24 +237,21 @@ class TargetsCostModel(CostModel):
         self._cache = first._cache  # one cache for the first target's rows
 
     def score(self, specs: list[SubnetSpec]) -> dict[str, np.ndarray]:
-        out = super().score(specs)
-        if not self.per_target:
-            return out
-        out["throughput_ips"] = throughput_ips(out["latency_ms"], self.profile.max_batch)
-        for i, model in enumerate(self.models):
-            latency = out["latency_ms"] if i == 0 else model.score(specs)["latency_ms"]
-            out[f"latency_ms@{model.profile.name}"] = latency
-            out[f"throughput_ips@{model.profile.name}"] = throughput_ips(latency, model.profile.max_batch)
-        return out
+        return self._with_targets(super().score(specs), lambda model: model.score(specs))
 
     def score_genomes(self, genomes: np.ndarray) -> dict[str, np.ndarray]:
         """:meth:`score` of the decoded ``genomes``, on the genome path of every target's model."""
-        out = super().score_genomes(genomes)
+        return self._with_targets(super().score_genomes(genomes), lambda model: model.score_genomes(genomes))
+
+    def _with_targets(self, out: dict[str, np.ndarray],
+                      score: Callable[[CostModel], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """``out`` (the first target's scores) plus, with ``per_target``, every target's latency
+        and throughput (``score(model)`` scores with a target's own model; the first is reused)."""
         if not self.per_target:
             return out
         out["throughput_ips"] = throughput_ips(out["latency_ms"], self.profile.max_batch)
         for i, model in enumerate(self.models):
-            latency = out["latency_ms"] if i == 0 else model.score_genomes(genomes)["latency_ms"]
+            latency = out["latency_ms"] if i == 0 else score(model)["latency_ms"]
             out[f"latency_ms@{model.profile.name}"] = latency
             out[f"throughput_ips@{model.profile.name}"] = throughput_ips(latency, model.profile.max_batch)
         return out

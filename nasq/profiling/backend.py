@@ -59,6 +59,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def write_identity_model(path: Path) -> Path:
+    """A one-node (Identity, 1x1 float) ONNX model at ``path``: timing it gives a runtime's fixed
+    cost per call, which every isolated layer measurement includes once."""
+    import onnx
+
+    h = onnx.helper
+    graph = h.make_graph([h.make_node("Identity", ["x"], ["y"])], "overhead",
+                         [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1])])
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), str(path))
+    return path
+
+
 def first_line(err: BaseException) -> str:
     """An exception as one short line (type and first line of its message), for table rows."""
     text = str(err).strip().splitlines()

@@ -27,7 +27,14 @@ from nasq.errors import NasqError
 from nasq.export.bundle import INPUT_NAME, ort_session
 from nasq.hardware.keys import LayerKey
 from nasq.hardware.table import Row
-from nasq.profiling.backend import LatencyBackend, Prepared, cpu_model, emulated_rest, first_line
+from nasq.profiling.backend import (
+    LatencyBackend,
+    Prepared,
+    cpu_model,
+    emulated_rest,
+    first_line,
+    write_identity_model,
+)
 
 
 def time_session_us(session: Any, feed: dict[str, np.ndarray], warmup: int, repeats: int) -> np.ndarray:
@@ -102,14 +109,8 @@ class OnnxRuntimeBackend(LatencyBackend):
     def session_overhead_us(self) -> float:
         """Median time of one ``session.run`` of a one-node (Identity) model: the fixed cost
         every isolated layer measurement includes once and a whole subnet pays once in total."""
-        h = onnx.helper
-        graph = h.make_graph([h.make_node("Identity", ["x"], ["y"])], "overhead",
-                             [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1])],
-                             [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1])])
-        model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
         with tempfile.TemporaryDirectory(prefix="nasq-profile-") as tmp:
-            onnx.save(model, str(Path(tmp) / "identity.onnx"))
-            session = ort_session(Path(tmp) / "identity.onnx", self.threads)
+            session = ort_session(write_identity_model(Path(tmp) / "identity.onnx"), self.threads)
             feed = {"x": np.zeros((1, 1), dtype=np.float32)}
             return float(np.median(time_session_us(session, feed, self.warmup, max(self.repeats, 100))))
 

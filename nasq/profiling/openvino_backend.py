@@ -33,7 +33,14 @@ import torch
 from nasq.errors import MissingDependencyError, NasqError
 from nasq.hardware.keys import LayerKey
 from nasq.hardware.table import Row
-from nasq.profiling.backend import LatencyBackend, Prepared, cpu_model, emulated_rest, first_line
+from nasq.profiling.backend import (
+    LatencyBackend,
+    Prepared,
+    cpu_model,
+    emulated_rest,
+    first_line,
+    write_identity_model,
+)
 from nasq.profiling.onnxruntime_backend import CPU_ONNX_NATIVE
 
 DEVICE = "CPU"
@@ -178,14 +185,8 @@ class OpenVinoBackend(LatencyBackend):
     def session_overhead_us(self) -> float:
         """Median time of one ``infer()`` of a one-node (Identity) model: the fixed cost every
         isolated layer measurement includes once and a whole subnet pays once in total."""
-        h = onnx.helper
-        graph = h.make_graph([h.make_node("Identity", ["x"], ["y"])], "overhead",
-                             [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1])],
-                             [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1])])
-        model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
         with tempfile.TemporaryDirectory(prefix="nasq-profile-") as tmp:
-            onnx.save(model, str(Path(tmp) / "identity.onnx"))
-            handle = self.load_model(Path(tmp) / "identity.onnx")
+            handle = self.load_model(write_identity_model(Path(tmp) / "identity.onnx"))
         _, request = self._compiled(handle, np.zeros((1, 1), dtype=np.float32))
         return float(np.median(time_request_us(request, self.warmup, max(self.repeats, 100))))
 

@@ -231,14 +231,10 @@ class ElasticConvBlock(ConvChainBlock):
         return StaticFusedMBConv(parts, residual(cin, self.cout, self.stride))
 
 
-class StaticFusedMBConv(nn.Module):
+class StaticFusedMBConv(StaticMBConv):
     """Static fused-MBConv: ``expand`` (kxk) -> ReLU6 -> ``project`` (1x1), or a single ``conv``
-    (kxk) -> ReLU6, which is also what a plain ``conv`` block extracts to."""
-
-    def __init__(self, parts: dict[str, nn.Module], residual: bool):
-        super().__init__()
-        self.parts = nn.ModuleDict(parts)
-        self.residual = residual
+    (kxk) -> ReLU6, which is also what a plain ``conv`` block extracts to. Its parts and residual
+    flag are held as StaticMBConv holds them; only the arithmetic differs."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.parts
