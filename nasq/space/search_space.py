@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -294,31 +295,34 @@ class SearchSpace:
         return float(total) if total.bit_length() <= 1023 else math.inf
 
     # ------------------------------------------------------------ analytics
-    def slot_inputs(self, spec: SubnetSpec, stage: int, slot: int) -> tuple[int, int, int, int]:
-        """``(cin, width, stride, res)`` that :meth:`layer_shapes` passes to the block kind for layer
-        ``slot`` of ``stage`` (``res``: tokens for transformer families); the slot must be active."""
+    def _walk(self, spec: SubnetSpec) -> Iterator[tuple[int, int, tuple[int, int, int, int], list[LayerShape]]]:
+        """Each active layer of ``spec`` in execution order: ``(stage, slot, (cin, width, stride,
+        res), shapes)`` — what the block kind is given (``res``: tokens for transformer families)
+        and the layer shapes it returns. The stem and head are :meth:`layer_shapes`' own."""
         cfg = self.config
         _, cin, res = stem_shapes(cfg, self.input_resolution(spec), self.stage_width(spec, 0))
         for i, (st, layers) in enumerate(zip(cfg.stages, spec.stages, strict=True)):
             kind, width = BLOCK_KINDS.get(st.block), self.stage_width(spec, i)
             for j, layer in enumerate(layers):
                 stride = st.stride if j == 0 else 1
-                if (i, j) == (stage, slot):
-                    return cin, width, stride, res
-                _, res = kind.shapes(f"stages.{i}.{j}", cin, width, stride, res, layer, st, j == 0)
-                cin = width
+                block, res_out = kind.shapes(f"stages.{i}.{j}", cin, width, stride, res, layer, st, j == 0)
+                yield i, j, (cin, width, stride, res), block
+                cin, res = width, res_out
+
+    def slot_inputs(self, spec: SubnetSpec, stage: int, slot: int) -> tuple[int, int, int, int]:
+        """``(cin, width, stride, res)`` that :meth:`layer_shapes` passes to the block kind for layer
+        ``slot`` of ``stage`` (``res``: tokens for transformer families); the slot must be active."""
+        for i, j, inputs, _ in self._walk(spec):
+            if (i, j) == (stage, slot):
+                return inputs
         raise ValueError(f"layer {slot} of stage {stage} is not active in {spec.key()}")
 
     def layer_shapes(self, spec: SubnetSpec) -> list[LayerShape]:
         cfg = self.config
-        shapes, cin, res = stem_shapes(cfg, self.input_resolution(spec), self.stage_width(spec, 0))
-        for i, (st, layers) in enumerate(zip(cfg.stages, spec.stages, strict=True)):
-            kind, width = BLOCK_KINDS.get(st.block), self.stage_width(spec, i)
-            for j, layer in enumerate(layers):
-                stride = st.stride if j == 0 else 1
-                block, res = kind.shapes(f"stages.{i}.{j}", cin, width, stride, res, layer, st, j == 0)
-                shapes += block
-                cin = width
+        shapes, cin, _ = stem_shapes(cfg, self.input_resolution(spec), self.stage_width(spec, 0))
+        for _, _, (_, width, _, _), block in self._walk(spec):
+            shapes += block
+            cin = width
         return shapes + head_shapes(cfg, cin)
 
     def describe(self) -> dict[str, Any]:
