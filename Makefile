@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	# torch first: the pinned CPU wheel lies on disk; anything else downloads a CUDA build
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[all,dev]"
+	$(BIN)/pip install -q --no-deps aeon==1.3.0
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install nasq with pinned versions

@@ -15,7 +15,6 @@ LAZY_ALLOWED = {
     "formats": "torch is loaded only to quantize: the space, hardware and search metadata stay torch-free",
     "cluster": "Ray is imported only after its loopback environment is set",
     "supernet/train.py": "training must import with torch and numpy alone (GPU machines)",
-    "data.py": "the scikit-learn digits fallback: data must import with torch and numpy alone",
     "export": "onnx is imported only to write or read ONNX: load_export works on a machine that only trains",
     "profiling/backend.py": "listing the registered backends imports no runtime and no torch",
     "profiling/check.py": "drift_note runs before every search: it stays free of torch and the runtimes",

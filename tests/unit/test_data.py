@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from nasq import data
+from nasq.data import idx
 from nasq.errors import ConfigError
 from nasq.specs import DataConfig
 
@@ -47,9 +48,9 @@ def test_named_folder_without_files_is_an_error(tmp_path):
 
 
 def test_fallback_to_digits_is_announced(monkeypatch, tmp_path):
-    monkeypatch.setattr(data, "FASHION_MNIST_DIRS", (str(tmp_path / "absent"),))
+    monkeypatch.setattr(idx, "FASHION_MNIST_DIRS", (str(tmp_path / "absent"),))
     splits = data.load(DataConfig(val_size=200))
-    assert splits.name == "digits" and "using scikit-learn digits" in splits.note
+    assert splits.name == "digits" and splits.fallback and "using scikit-learn digits" in splits.note
     assert splits.train_x.shape[1:] == (1, 28, 28)
     with pytest.raises(ConfigError):
         data.load(DataConfig(fallback="none"))
@@ -60,3 +61,27 @@ def test_bad_idx_header(tmp_path):
     p.write_bytes(b"\x01\x02\x03\x04")
     with pytest.raises(ConfigError, match="not an unsigned-byte IDX file"):
         data.read_idx(p)
+
+
+def test_fashion_split_is_the_one_runs_were_made_with(fake_fashion):
+    """Validation = the first val_size of a seeded permutation of the training file, as before
+    sources became kinds: earlier runs' data and the demo's figures stay reproducible."""
+    s = data.load(DataConfig(path=str(fake_fashion), val_size=100, seed=3))
+    labels = data.read_idx(fake_fashion / "train-labels-idx1-ubyte.gz")
+    order = np.random.default_rng(3).permutation(600)
+    assert np.array_equal(s.val_y, labels[order[:100]]) and np.array_equal(s.train_y, labels[order[100:]])
+
+
+def test_idx_quadruple_with_test_spelling_and_plain_files(fake_fashion, tmp_path):
+    """KMNIST/EMNIST-style names ('test' for 't10k', a prefix, not gzipped) are found; the check
+    reads headers only and agrees with the load."""
+    folder = tmp_path / "k"
+    folder.mkdir()
+    for f in fake_fashion.glob("*.gz"):
+        name = "kmnist-" + f.name.removesuffix(".gz").replace("t10k", "test")
+        (folder / name).write_bytes(gzip.decompress(f.read_bytes()))
+    cfg = DataConfig(source="idx", path=str(folder), val_size=100)
+    probe = data.check_available(cfg, "exp.yaml")
+    s = data.load(cfg, "exp.yaml")
+    assert probe.shape == s.shape == (1, 28, 28) and s.name == "idx" and len(s.test_y) == 100
+    assert data.read_idx_header(folder / "kmnist-test-images-idx3-ubyte") == [100, 28, 28]
