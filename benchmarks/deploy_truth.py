@@ -231,14 +231,14 @@ def fused_twins(args, profiles, folder: Path) -> list[list[str]]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         net = Supernet(space)
-    c, r = space.config.input.channels, space.config.input.resolution
+    shape = space.config.input_shape
     statics = {fmt: static_subnet(net, with_formats(largest, fmt), gen) for fmt in ("fp32", "int8")}
-    example = torch.randn(1, c, r, r, generator=gen)
+    example = torch.randn(1, *shape, generator=gen)
     for name, (profile, _) in profiles.items():
         backend = backend_for(profile)
         paths = {fmt: export(m, example, folder, f"fused {fmt}", backend) for fmt, m in statics.items()}
         for batch in TWIN_BATCHES:
-            x = np.random.default_rng(args.seed).standard_normal((batch, c, r, r)).astype(np.float32)
+            x = np.random.default_rng(args.seed).standard_normal((batch, *shape)).astype(np.float32)
             fp32_ms, int8_ms = time_all(backend, [paths["fp32"], paths["int8"]], x, args)
             rows.append([name, profile.config.backend, str(batch), f"{fp32_ms:.3f}", f"{int8_ms:.3f}",
                          f"{fp32_ms / int8_ms:.2f}x"])

@@ -77,8 +77,8 @@ def static_subnet(net: Supernet, spec: SubnetSpec, gen: torch.Generator, calib_b
     """Activate ``spec`` on ``net``, recalibrate on random data from ``gen`` and extract it, as
     the pipeline does before exporting (the weights do not change run time)."""
     space: SearchSpace = net.space
-    c, r = space.config.input.channels, space.config.input.resolution
+    shape = space.config.input_shape
     net.set_active(spec)
-    net.calibrate([torch.randn(batch, c, r, r, generator=gen) for _ in range(calib_batches)])
+    net.calibrate([torch.randn(batch, *shape, generator=gen) for _ in range(calib_batches)])
     net.eval()
     return net.extract()

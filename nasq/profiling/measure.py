@@ -134,8 +134,7 @@ def time_subnets_ms(space: SearchSpace, specs: list[SubnetSpec], *, backend: str
     Supernet, recalibrated, extracted), lowered and loaded by ``backend``
     (:func:`subnet_session`) and timed in interleaved rounds (:func:`time_interleaved_ms`)."""
     runner = runner_for(backend, threads, seed)  # an unknown name: NasqError with the known ones
-    inp = space.config.input
-    shape = (1, inp.channels, inp.resolution, inp.resolution)
+    shape = (1, *space.config.input_shape)
     task = progress.add_task(f"build {len(specs)} {what}", total=len(specs)) if progress else None
     sessions, torch_threads = [], torch.get_num_threads()
     # One torch thread: on a busy machine torch's OpenMP spinning slows calibration tenfold, and

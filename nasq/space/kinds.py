@@ -124,6 +124,15 @@ BLOCK_KINDS.add("vit", BlockKind("vit", ("vit", "sequence"), ("heads", "mlp_rati
                                  "pre-norm transformer encoder layer: multi-head self-attention and an MLP"))
 
 
+def _dense_shapes(p: str, cin: int, cout: int, stride: int, res: int, c: LayerChoice, st: StageSpec,
+                  first: bool) -> tuple[list[LayerShape], int]:
+    return [LayerShape(f"{p}.fc", "linear", cin, cout, 1, 1, 1, 1, c.w_format, c.a_format)], res
+
+
+BLOCK_KINDS.add("dense", BlockKind("dense", ("mlp",), (), _dense_shapes,
+                                   "layer norm, linear to the stage width, ReLU; identity skip when the width is kept"))
+
+
 
 # ---------------------------------------------------------------- families: stem and head
 
@@ -131,16 +140,34 @@ def tokenized(config: SpaceConfig) -> bool:
     return config.family in ("vit", "sequence")
 
 
+IMAGE_FAMILIES = ("mbconv", "resnet", "vit")
+
+
+def sequence_layout(config: SpaceConfig) -> tuple[int, int, int]:
+    """``(channels, steps, patch)`` the sequence stem reads: a series is C channels over T steps;
+    an image is read by rows, a series of C*W channels over H steps. Each token is ``patch`` =
+    ``stem.kernel`` consecutive steps (``channels * patch`` features), ``steps // patch`` tokens
+    in all (``stem.kernel: 1``: one token per step; the patch must divide the steps)."""
+    inp, patch = config.input, config.stem.kernel
+    if inp.length is not None:
+        return inp.channels, inp.length, patch
+    return inp.channels * inp.resolution, inp.resolution, patch
+
+
 def stem_shapes(config: SpaceConfig, res: int, width: int) -> tuple[list[LayerShape], int, int]:
-    """The stem's layers, its output channels and its output resolution (tokens for transformers)."""
+    """The stem's layers, its output channels and its output resolution (tokens for transformers,
+    1 for a table row)."""
     f, cfg = STEM_FORMAT, config
     if cfg.family == "vit":
         patch = cfg.stem.kernel
         tokens = (res // patch) ** 2
         return [LayerShape("stem", "conv", cfg.input.channels, width, patch, patch, res, res // patch, f, f)], width, tokens
     if cfg.family == "sequence":
-        rows, feat = res, cfg.input.channels * res
-        return [LayerShape("stem", "linear", feat, width, 1, 1, 1, 1, f, f, rows)], width, rows
+        channels, steps, patch = sequence_layout(cfg)
+        tokens = steps // patch
+        return [LayerShape("stem", "linear", channels * patch, width, 1, 1, 1, 1, f, f, tokens)], width, tokens
+    if cfg.family == "mlp":
+        return [LayerShape("stem", "linear", cfg.input.features, cfg.stem.channels, 1, 1, 1, 1, f, f)], cfg.stem.channels, 1
     out_res = conv_out(res, cfg.stem.stride)
     return [LayerShape("stem", "conv", cfg.input.channels, cfg.stem.channels, cfg.stem.kernel, cfg.stem.stride,
                        res, out_res, f, f)], cfg.stem.channels, out_res
@@ -171,11 +198,34 @@ def check_family(config: SpaceConfig) -> list[tuple[str, str]]:
             problems.append((f"stages[{i}].se", f"only mbconv blocks have squeeze-excite, got se: true on '{st.block}'"))
         if st.block == "vit" and st.heads and st.max_width % max(st.heads):
             problems.append((f"stages[{i}].heads", f"max width {st.max_width} must divide by the most heads, got {max(st.heads)}"))
-    if tokenized(config):
-        if len(config.stages) != 1:
-            problems.append(("stages", f"a {config.family} space has one stage of encoder layers, got {len(config.stages)}"))
-        if config.input.resolution_choices:
-            problems.append(("input.resolution_choices", f"elastic resolution is for conv families, got {list(config.input.resolution_choices)}"))
-    if config.family == "vit" and config.input.resolution % config.stem.kernel:
-        problems.append(("stem.kernel", f"the patch size must divide the resolution {config.input.resolution}, got {config.stem.kernel}"))
+    if tokenized(config) and len(config.stages) != 1:
+        problems.append(("stages", f"a {config.family} space has one stage of encoder layers, got {len(config.stages)}"))
+    return problems + _check_input(config)
+
+
+def _check_input(config: SpaceConfig) -> list[tuple[str, str]]:
+    """The input a family reads: images (conv families, vit), an image or a series (sequence),
+    a table row (mlp); elastic resolution for the conv families only; patches that fit."""
+    inp, family, problems = config.input, config.family, []
+    given = "resolution" if inp.resolution is not None else "length" if inp.length is not None else "features"
+    wanted = {"sequence": ("resolution", "length"), "mlp": ("features",)}.get(family, ("resolution",))
+    if given not in wanted:
+        what = {"resolution": "an image", "length": "a series", "features": "a table row"}
+        takes = " or ".join(f"input.{w} ({what[w]})" for w in wanted)
+        problems.append((f"input.{given}", f"a {family} space takes {takes}, got {given}: {getattr(inp, given)}"))
+        return problems
+    if inp.resolution_choices and family not in ("mbconv", "resnet"):
+        problems.append(("input.resolution_choices", f"elastic resolution is for conv families, got {list(inp.resolution_choices)}"))
+    if family == "vit" and inp.resolution % config.stem.kernel:
+        problems.append(("stem.kernel", f"the patch size must divide the resolution {inp.resolution}, got {config.stem.kernel}"))
+    if family == "sequence":
+        _, steps, patch = sequence_layout(config)
+        if steps % patch:
+            problems.append(("stem.kernel", f"the patch (time steps per token) must divide the {given} {steps}, got {patch}"))
+    if family == "mlp":  # not model_fields_set: a config dumped and validated again sets every field
+        fields = type(config.stem).model_fields
+        for name in ("kernel", "stride"):
+            if getattr(config.stem, name) != fields[name].default:
+                problems.append((f"stem.{name}", f"the mlp stem is one linear layer to stem.channels (no {name}), "
+                                 f"got {name}: {getattr(config.stem, name)}"))
     return problems

@@ -354,3 +354,31 @@ class StaticEncoderLayer(nn.Module):
         p = self.parts
         x = x + p["proj"](attention(p["qkv"](p["norm1"](x)), self.heads))
         return x + p["fc2"](F.gelu(p["fc1"](p["norm2"](x))))
+
+
+# ---------------------------------------------------------------- dense (mlp family)
+@BLOCKS.register("dense")
+class ElasticDense(ElasticBlock):
+    """One MLP layer over table rows (B, F): layer norm, linear to the elastic stage width with the
+    layer's formats, ReLU; an identity skip where the width is kept. A layer norm, not a batch
+    norm: it needs no recalibration per subnet and exports as it is."""
+
+    def __init__(self, cin: int, stage: StageSpec, first: bool):
+        super().__init__()
+        self.norm = ElasticLayerNorm(cin)
+        self.fc = QLinear(cin, stage.max_width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.fc(self.norm(x), self.cout))
+        return x + h if x.shape[-1] == self.cout else h
+
+    def extract(self, cin: int) -> StaticDense:
+        return StaticDense({"norm": self.norm.static(cin), "fc": self.fc.extract(cin, self.cout)}, cin == self.cout)
+
+
+class StaticDense(StaticMBConv):
+    """Static dense layer: ``norm`` -> ``fc`` -> ReLU, plus the input where ``residual``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.parts["fc"](self.parts["norm"](x)))
+        return x + h if self.residual else h

@@ -1,6 +1,9 @@
-"""The supernet of a space (any family: mbconv, resnet, vit, sequence) and the static subnets
-extracted from it. Blocks live in :mod:`nasq.supernet.blocks`; this module adds the family's stem
-and head, elastic input resolution and width, calibration and extraction."""
+"""The supernet of a space (any family: mbconv, resnet, vit, sequence, mlp) and the static
+subnets extracted from it. Blocks live in :mod:`nasq.supernet.blocks`; this module adds the
+family's stem and head, elastic input resolution and width, calibration and extraction.
+
+Inputs: an image (N, C, H, W) for mbconv, resnet and vit; a series (N, C, T) - or an image read
+by rows - for sequence; a table (N, F) for mlp (``SpaceConfig.input_shape`` per example)."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from torch import nn
 
 from nasq.formats import get_format
 from nasq.space import SearchSpace, SubnetSpec
-from nasq.space.kinds import tokenized
+from nasq.space.kinds import sequence_layout, tokenized
 from nasq.supernet.blocks import BLOCKS, ElasticMBConv
 from nasq.supernet.layers import (
     ActQuant,
@@ -51,27 +54,58 @@ class PatchEmbed(nn.Module):
         return out
 
 
-class RowEmbed(nn.Module):
-    """Sequence stem: each image row (channels x width features) is one token; a linear embeds it
-    to the elastic width and a learned position embedding marks its place in the sequence."""
+class TokenEmbed(nn.Module):
+    """Sequence stem: a series (B, C, T) cut into tokens of ``patch`` consecutive steps (C*patch
+    features each); a linear embeds each token to the elastic width and a learned position
+    embedding marks its place. An image (B, C, H, W) is read by rows: a series of C*W channels
+    over H steps (with patch 1, each row is one token)."""
 
-    def __init__(self, features: int, dim: int, tokens: int):
+    def __init__(self, channels: int, patch: int, dim: int, tokens: int):
         super().__init__()
-        self.linear = ElasticLinear(features, dim)
+        self.channels, self.patch = channels, patch
+        self.linear = ElasticLinear(channels * patch, dim)
         self.pos = nn.Parameter(torch.zeros(1, tokens, dim))
         nn.init.trunc_normal_(self.pos, std=0.02)
 
-    def forward(self, x: torch.Tensor, dim: int) -> torch.Tensor:
-        b, c, h, w = x.shape
-        rows = x.permute(0, 2, 1, 3).reshape(b, h, c * w)
-        return self.linear(rows, dim, FP32) + self.pos[:, :, :dim]
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:  # an image: rows are the steps, (channel, column) the features
+            b, c, h, w = x.shape
+            x = x.permute(0, 1, 3, 2).reshape(b, c * w, h)
+        b, c, t = x.shape
+        n = t // self.patch
+        return x.reshape(b, c, n, self.patch).permute(0, 2, 1, 3).reshape(b, n, c * self.patch)
 
-    def static(self, dim: int) -> RowEmbed:
-        out = RowEmbed(self.linear.fin, dim, self.pos.shape[1])
+    def forward(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        return self.linear(self.tokens(x), dim, FP32) + self.pos[:, :, :dim]
+
+    def static(self, dim: int) -> TokenEmbed:
+        out = TokenEmbed(self.channels, self.patch, dim, self.pos.shape[1])
         out.linear.weight.data.copy_(self.linear.active_weight(self.linear.fin, dim))
         out.linear.bias.data.copy_(self.linear.active_bias(dim))
         out.pos.data.copy_(self.pos[:, :, :dim])
         return out
+
+
+class TableStem(nn.Module):
+    """MLP stem: a linear from the table's features to ``stem.channels``, batch norm, ReLU; kept
+    fp32 like every stem. The batch norm standardises the learned features, so columns of very
+    different scales train alike; ``static`` folds it into the linear."""
+
+    def __init__(self, features: int, channels: int):
+        super().__init__()
+        self.linear, self.bn = nn.Linear(features, channels), nn.BatchNorm1d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.linear(x)))
+
+    @torch.no_grad()
+    def static(self) -> nn.Sequential:
+        bn, lin = self.bn, self.linear
+        scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
+        plain = nn.Linear(lin.in_features, lin.out_features)
+        plain.weight.copy_(lin.weight * scale[:, None])
+        plain.bias.copy_((lin.bias - bn.running_mean) * scale + bn.bias)
+        return nn.Sequential(plain, nn.ReLU())
 
 
 class Supernet(nn.Module):
@@ -81,15 +115,19 @@ class Supernet(nn.Module):
     def __init__(self, space: SearchSpace):
         super().__init__()
         cfg = space.config
-        self.space, self.tokens = space, tokenized(cfg)
+        self.space, self.tokens, self.table = space, tokenized(cfg), cfg.family == "mlp"
         first = cfg.stages[0]
         if cfg.family == "vit":
             n_tok = (cfg.input.resolution // cfg.stem.kernel) ** 2
             self.stem = PatchEmbed(cfg.input.channels, first.max_width, cfg.stem.kernel, n_tok)
             cin = first.max_width
         elif cfg.family == "sequence":
-            self.stem = RowEmbed(cfg.input.channels * cfg.input.resolution, first.max_width, cfg.input.resolution)
+            channels, steps, patch = sequence_layout(cfg)
+            self.stem = TokenEmbed(channels, patch, first.max_width, steps // patch)
             cin = first.max_width
+        elif self.table:
+            self.stem = TableStem(cfg.input.features, cfg.stem.channels)
+            cin = cfg.stem.channels
         else:
             self.stem = nn.Conv2d(cfg.input.channels, cfg.stem.channels, cfg.stem.kernel, cfg.stem.stride,
                                   cfg.stem.kernel // 2, bias=False)
@@ -119,7 +157,7 @@ class Supernet(nn.Module):
         """Tell each active block where it sits in the int8 chain (see nasq.supernet.blocks): its
         input width, whether its input is a ReLU6 output (the stem's is) and whether the next
         block quantizes its output to int8 (the last block's output goes to the fp32 pooling)."""
-        if self.tokens:
+        if self.tokens or self.table:
             return
         active = self.active_blocks()
         cin, relu6_input = self.space.config.stem.channels, True
@@ -143,17 +181,22 @@ class Supernet(nn.Module):
         x = self._resize(x)
         if self.tokens:
             h = self.stem(x, self.space.stage_width(self.spec, 0))
+        elif self.table:
+            h = self.stem(x)
         else:
             h = F.relu6(self.stem_bn(self.stem(x)))
         for block in self.active_blocks():
             h = block(h)
-        pooled = self.norm(h).mean(dim=1) if self.tokens else h.mean(dim=(2, 3))
-        return self.classifier(pooled, self.classifier.fout, FP32)
+        if self.tokens:
+            h = self.norm(h).mean(dim=1)
+        elif not self.table:
+            h = h.mean(dim=(2, 3))
+        return self.classifier(h, self.classifier.fout, FP32)
 
     @torch.no_grad()
     def calibrate(self, batches: list[torch.Tensor]) -> None:
         """Recompute batch-norm statistics and activation ranges of the active subnet."""
-        bns = [m for m in self.modules() if isinstance(m, nn.BatchNorm2d)]
+        bns = [m for m in self.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
         quants = [m for m in self.modules() if isinstance(m, ActQuant)]
         was_training = self.training
         self.train()
@@ -178,8 +221,12 @@ class Supernet(nn.Module):
     def extract(self) -> StaticSubnet:
         spec, space = self.spec, self.space
         width0 = space.stage_width(spec, 0)
-        stem = self.stem.static(width0) if self.tokens else nn.Sequential(self.stem, self.stem_bn)
-        cin = width0 if self.tokens else space.config.stem.channels
+        if self.tokens:
+            stem, cin = self.stem.static(width0), width0
+        elif self.table:
+            stem, cin = self.stem.static(), space.config.stem.channels
+        else:
+            stem, cin = nn.Sequential(self.stem, self.stem_bn), space.config.stem.channels
         blocks = []
         for i, block in enumerate(self.active_blocks_by_stage()):
             for b in block:
@@ -187,7 +234,7 @@ class Supernet(nn.Module):
                 cin = space.stage_width(spec, i)
         norm = self.norm.static(cin) if self.tokens else None
         classifier = self.classifier.static(cin, self.classifier.fout)
-        return copy.deepcopy(StaticSubnet(stem, blocks, classifier, norm, spec.resolution)).eval()
+        return copy.deepcopy(StaticSubnet(stem, blocks, classifier, norm, spec.resolution, self.table)).eval()
 
     def active_blocks_by_stage(self) -> list[list[nn.Module]]:
         return [list(blocks[: len(layers)]) for blocks, layers in zip(self.stages, self.spec.stages, strict=True)]
@@ -195,8 +242,9 @@ class Supernet(nn.Module):
 
 class StaticSubnet(nn.Module):
     def __init__(self, stem: nn.Module, blocks: list[nn.Module], classifier: nn.Linear,
-                 norm: nn.LayerNorm | None = None, resolution: int = 0):
+                 norm: nn.LayerNorm | None = None, resolution: int = 0, table: bool = False):
         super().__init__()
+        self.table = table  # an mlp: (N, F) in, no pooling
         self.stem = stem
         self.blocks = nn.Sequential(*blocks)
         self.norm = norm
@@ -206,6 +254,8 @@ class StaticSubnet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.resolution and x.shape[-1] != self.resolution:
             x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
+        if self.table:
+            return self.classifier(self.blocks(self.stem(x)))
         if self.norm is not None:
             h = self.blocks(self.stem(x, self.stem.pos.shape[-1]))
             return self.classifier(self.norm(h).mean(dim=1))

@@ -15,9 +15,9 @@ def check_extract_equals_supernet(space: SearchSpace, n_specs: int = 4, seed: in
     torch.manual_seed(seed)
     net = Supernet(space)
     gen = torch.Generator().manual_seed(seed)
-    c, r = space.config.input.channels, space.config.input.resolution
-    calib = [torch.randn(32, c, r, r, generator=gen) for _ in range(2)]
-    x = torch.randn(16, c, r, r, generator=gen)
+    shape = space.config.input_shape  # (C, H, W) image, (C, T) series, (F,) table row
+    calib = [torch.randn(32, *shape, generator=gen) for _ in range(2)]
+    x = torch.randn(16, *shape, generator=gen)
     rng = np.random.default_rng(seed)
     worst = 0.0
     for spec in [space.largest(), space.smallest(), *space.sample(rng, n_specs)]:

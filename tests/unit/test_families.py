@@ -1,4 +1,4 @@
-"""Every catalog space (mbconv, resnet, vit, sequence; conv and fused_mbconv blocks): codec,
+"""Every catalog space (mbconv, resnet, vit, sequence, mlp; conv, fused_mbconv and dense blocks): codec,
 canonical keys, shapes, sampling, validation of family rules, export to onnxruntime and back."""
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))
 # one space per family, plus fused_fmnist for the dense-conv block kinds (conv, fused_mbconv)
 FAMILY_SPACES = ["mbconv_fmnist", "resnet_fmnist", "vit_fmnist", "seq_fmnist", "fused_fmnist"]
+# the spaces for other input shapes: a table (mlp), series (sequence), colour images (mbconv)
+SHAPE_SPACES = ["mlp_table", "seq_series", "seq_motions", "mbconv_rgb32"]
 
 
 def _space(name: str) -> SearchSpace:
@@ -23,7 +25,7 @@ def _space(name: str) -> SearchSpace:
 
 
 def test_every_family_has_a_catalog_space():
-    assert {SearchSpace.from_yaml(p).family for p in SPACES} >= {"mbconv", "resnet", "vit", "sequence"}
+    assert {SearchSpace.from_yaml(p).family for p in SPACES} >= {"mbconv", "resnet", "vit", "sequence", "mlp"}
 
 
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.stem)
@@ -44,7 +46,7 @@ def test_codec_round_trip_and_canonical_keys(path):
     assert space.largest().key() != space.smallest().key()
 
 
-@pytest.mark.parametrize("name", FAMILY_SPACES)
+@pytest.mark.parametrize("name", FAMILY_SPACES + SHAPE_SPACES)
 def test_larger_subnets_cost_more(name, profile):
     from nasq.hardware import CostModel
 
@@ -64,6 +66,18 @@ def test_transformer_shapes_count_attention_and_tokens():
     assert att.params == 0 and att.macs == 2 * 64 * 49 * 49
     seq = {s.name: s for s in _space("seq_fmnist").layer_shapes(spec)}
     assert seq["stem"].tokens == 28 and seq["stem"].cin == 28
+
+
+@pytest.mark.parametrize("name, shape", [("seq_fmnist", (1, 28, 28)), ("seq_series", (1, 150)),
+                                         ("seq_motions", (6, 100)), ("mlp_table", (13,)), ("mbconv_rgb32", (3, 32, 32))])
+def test_input_shape_is_what_the_supernet_reads(name, shape):
+    from nasq.supernet.network import Supernet
+
+    space = _space(name)
+    assert space.config.input_shape == shape
+    net = Supernet(space).eval()
+    with torch.no_grad():
+        assert net(torch.randn(2, *shape)).shape == (2, space.config.input.num_classes)
 
 
 def test_weighted_format_sampling_follows_the_menu():
