@@ -14,6 +14,10 @@ __version__ = "0.1.0"
 _API = {
     "SearchSpace": "nasq.space",
     "SubnetSpec": "nasq.space",
+    "GenericSpace": "nasq.space",
+    "load_space": "nasq.space",
+    "search_generic": "nasq.search.generic",
+    "costs_from_functions": "nasq.search.generic",
     "LayerChoice": "nasq.space",
     "HardwareProfile": "nasq.hardware",
     "CostModel": "nasq.hardware",

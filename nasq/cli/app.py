@@ -36,6 +36,20 @@ def fail(err: Exception) -> NoReturn:
     raise typer.Exit(2)
 
 
+# what `pip install nasq` leaves out: the torch-free core and `nasq[search]` lack these
+EXTRA_MODULES = ("torch", "ray", "mlflow", "onnx", "onnxruntime", "onnxscript", "openvino", "pandas",
+                 "safetensors", "matplotlib", "plotly", "PIL", "pymoo", "optuna", "sklearn", "scipy")
+
+
+def missing_extra(err: ModuleNotFoundError) -> str | None:
+    """The one-line error for a command that needs a package of ``nasq[all]``; None for any other
+    missing module (a real bug, which keeps its traceback)."""
+    top = (err.name or "").split(".")[0]
+    if top not in EXTRA_MODULES:
+        return None
+    return f"nasq: error: this command needs {top}, which is not installed: pip install 'nasq[all]'"
+
+
 def main() -> None:
     from nasq.cli.supervise import supervise, wanted
 
@@ -45,6 +59,12 @@ def main() -> None:
         code = app(standalone_mode=False, prog_name="nasq")
     except NasqError as e:  # anything that slipped past a command's own handling
         typer.echo(f"nasq: error: {e}", err=True)
+        sys.exit(2)
+    except ModuleNotFoundError as e:  # the child of a supervised run/search ends here too
+        line = missing_extra(e)
+        if line is None:
+            raise
+        typer.echo(line, err=True)
         sys.exit(2)
     except typer.Abort:
         typer.echo("nasq: aborted", err=True)

@@ -22,7 +22,7 @@ from nasq.formats import FORMATS
 from nasq.hardware import CostModel, layer_bits
 from nasq.hardware.cost import size_mb_of
 from nasq.registry import Registry
-from nasq.space import SearchSpace, SubnetSpec, layer_fields
+from nasq.space import GenericSpace, SearchSpace, SubnetSpec, layer_fields
 from nasq.space.search_space import ordered_sum
 
 Encoder = Callable[[SearchSpace, list[SubnetSpec], CostModel | None], np.ndarray]
@@ -60,7 +60,11 @@ def _active_mask(space: SearchSpace, spec: SubnetSpec) -> np.ndarray:
 
 @FEATURES.register("costs")
 def costs(space: SearchSpace, specs: list[SubnetSpec], cost_model: CostModel | None) -> np.ndarray:
-    """Parameters, MACs, BOPs and the share of MACs run at each bit width of weights and activations."""
+    """Parameters, MACs, BOPs and the share of MACs run at each bit width of weights and activations
+    (what the network's layers are, read from the space); for a generic space, which has no layers,
+    the injected cost model's own columns instead."""
+    if isinstance(space, GenericSpace):
+        return injected_costs(specs, cost_model)
     bit_levels = sorted({f.bits for f in (FORMATS.get(n) for n in space.all_formats())})
     rows = []
     for spec in specs:
@@ -75,6 +79,18 @@ def costs(space: SearchSpace, specs: list[SubnetSpec], cost_model: CostModel | N
         row += [float(wb.min()), float(ab.min())]
         rows.append(row)
     return np.asarray(rows, dtype=np.float64).reshape(len(specs), 5 + 2 * len(bit_levels))
+
+
+def injected_costs(specs: list[Any], cost_model: Any) -> np.ndarray:
+    """Every column the cost model gives (sorted by name: the same for every batch); none without one."""
+    if cost_model is None or not specs:
+        return np.zeros((len(specs), 0))
+    values = cost_model.score(specs)
+    return np.column_stack([np.asarray(values[k], dtype=np.float64) for k in sorted(values)]).reshape(len(specs), -1)
+
+
+# what a generic space (no layers) can be encoded with
+GENERIC_FEATURES = ("onehot", "costs")
 
 
 @FEATURES.register("layerwise")
@@ -143,6 +159,11 @@ def bops(space: SearchSpace, specs: list[SubnetSpec], cost_model: CostModel | No
 
 
 def encode(names: tuple[str, ...], space: SearchSpace, specs: list[SubnetSpec], cost_model: CostModel | None) -> np.ndarray:
+    if isinstance(space, GenericSpace):
+        bad = [n for n in names if n not in GENERIC_FEATURES]
+        if bad:
+            raise ValueError(f"feature {bad[0]!r} describes a network's layers; generic space {space.name!r} "
+                             f"has none (use {', '.join(GENERIC_FEATURES)})")
     return np.hstack([FEATURES.get(n)(space, specs, cost_model) for n in names])
 
 

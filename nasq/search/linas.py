@@ -4,6 +4,7 @@ NSGA-II on predicted top1 + cost model, evaluate the most promising new candidat
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -35,11 +36,14 @@ class Linas(Strategy):
         predictor = task.fit_predictor(specs, np.array([known[key] for key in ok]), cfg.seed)
 
         def score(batch: list[SubnetSpec]) -> dict[str, np.ndarray]:
-            return {"top1": predictor.predict(batch), **task.cost.score(batch)}
+            return task.with_quality({"top1": predictor.predict(batch), **task.cost.score(batch)})
 
         nsga_cfg = cfg.model_copy(update={"seed": derived_seed(cfg.seed, state.iteration)})
+        by_genome = genome_scorer(predictor, task.cost)
+        if by_genome is not None and task.quality != "top1":
+            by_genome = _finished(by_genome, task.with_quality)
         pool = [c for c in nsga2_population(task.space, score, task.objectives, task.constraints, nsga_cfg,
-                                            genome_scorer(predictor, task.cost))
+                                            by_genome)
                 if c.spec.key() not in known]
         chosen = self._choose(predictor, pool, k)
         if len(chosen) < k:  # the predicted population is exhausted: explore at random
@@ -64,6 +68,10 @@ class Linas(Strategy):
                 rest[i].predicted["top1_std"] = float(std[i])
                 chosen.append(rest[i])
         return chosen[:k]
+
+
+def _finished(score: GenomeScoreFn, finish: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]) -> GenomeScoreFn:
+    return lambda genomes: finish(score(genomes))
 
 
 def genome_scorer(predictor: AccuracyModel, cost: object) -> GenomeScoreFn | None:

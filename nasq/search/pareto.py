@@ -7,7 +7,7 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from nasq.errors import ConfigError
 from nasq.files import atomic_write_json, atomic_write_text, read_json_object
 from nasq.search.state import decode_saved_spec
-from nasq.space import SubnetSpec
+from nasq.space import GenericSpec, SubnetSpec
 from nasq.specs import check_metric, metric_base, validate
 
 # +1: larger is better; -1: smaller is better
@@ -24,10 +24,58 @@ FRONT_CSV = "front.csv"
 DIRECTION = {"top1": 1, "latency_ms": -1, "throughput_ips": 1, "size_mb": -1, "bops_g": -1}
 
 
+GOALS = {"max": 1, "min": -1}
+
+
+class Objective(str):
+    """A user-named objective with a declared goal (``{name: auc, goal: max}``). A ``str`` (its
+    name), so every table keyed by metric name works unchanged; :func:`direction` reads the goal."""
+
+    goal: str
+
+    def __new__(cls, name: str, goal: str) -> Objective:
+        if goal not in GOALS:
+            raise ValueError(f"objective {name!r}: goal must be 'max' or 'min', got {goal!r}")
+        obj = super().__new__(cls, name)
+        obj.goal = goal
+        return obj
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": str(self), "goal": self.goal}
+
+
+def objective(value: Any) -> str:
+    """An objective from a metric name (nasq's own: its built-in direction) or ``{name, goal}``
+    (any name); a declared goal on a built-in metric must agree with it. ValueError otherwise."""
+    if isinstance(value, Objective):
+        return value
+    if isinstance(value, str):
+        if not is_metric(value):
+            raise ValueError(f"objective {value[:40]!r} is not a metric nasq knows: declare its goal, "
+                             f"{{'name': {value[:40]!r}, 'goal': 'max'}} (or 'min')")
+        return value
+    if not isinstance(value, dict) or set(value) != {"name", "goal"} or not isinstance(value["name"], str):
+        raise ValueError(f"an objective is a metric name or {{'name': ..., 'goal': 'max'|'min'}}, got {value!r:.80}")
+    name, goal = value["name"], value["goal"]
+    if is_metric(name):
+        if GOALS.get(goal) != direction(name):
+            raise ValueError(f"objective {name!r} is nasq's own metric and goes {'max' if direction(name) > 0 else 'min'}, "
+                             f"got goal {goal!r}")
+        return name
+    return Objective(name, goal)
+
+
+def objective_entry(o: str) -> str | dict[str, str]:
+    """How an objective is written to a file: its name, or ``{name, goal}`` for a declared one."""
+    return o.to_dict() if isinstance(o, Objective) else str(o)
+
+
 def direction(metric: str) -> int:
-    """+1 when larger is better, -1 when smaller is; a per-target metric (``latency_ms@cpu_x``) goes
-    the way of its base. KeyError for a metric nasq does not know."""
-    return DIRECTION[metric_base(metric)]
+    """+1 when larger is better, -1 when smaller is: a declared goal (:class:`Objective`), else
+    nasq's own; a per-target metric (``latency_ms@cpu_x``) goes the way of its base. KeyError for a
+    metric nasq does not know and no goal declared."""
+    declared = GOALS.get(getattr(metric, "goal", ""))
+    return declared if declared is not None else DIRECTION[metric_base(metric)]
 
 
 def is_metric(metric: str) -> bool:
@@ -79,7 +127,9 @@ def objective_bounds(space: Any, cost: Any, objectives: tuple[str, ...], n_probe
         values = cost.score(probe)
     bounds = {"top1": (0.0, 100.0)}
     for o in objectives:
-        if o != "top1":
+        if o not in values:  # the quality objective (top1 or a user-named one): stored in 0-100
+            bounds[o] = (0.0, 100.0)
+        elif o != "top1":
             lo, hi = float(values[o].min()), float(values[o].max())
             bounds[o] = (lo, hi if hi > lo else lo + 1.0)
     return bounds
@@ -105,7 +155,7 @@ class FrontPoint:
     emulated_layers: int | None = None
 
     def value(self, metric: str) -> float:
-        return self.measured.get(metric, self.predicted[metric])
+        return self.measured[metric] if metric in self.measured else self.predicted[metric]
 
     def formats_summary(self) -> str:
         layers = self.spec.layers()
@@ -138,8 +188,11 @@ class Front:
     def rows(self) -> list[dict[str, Any]]:
         out = []
         for i, p in enumerate(self.points):
-            row: dict[str, Any] = {"point": i, "key": p.spec.key(), "short_key": p.spec.short_key(),
-                                   "depths": "-".join(map(str, p.spec.depths)), "formats": p.formats_summary()}
+            row: dict[str, Any] = {"point": i, "key": p.spec.key(), "short_key": p.spec.short_key()}
+            if isinstance(p.spec, GenericSpec):  # no network: the chosen value of every gene
+                row.update(p.spec.as_dict())
+            else:
+                row.update({"depths": "-".join(map(str, p.spec.depths)), "formats": p.formats_summary()})
             row.update({f"{k}_pred": v for k, v in sorted(p.predicted.items())})
             row.update({f"{k}": v for k, v in sorted(p.measured.items())})
             if p.emulated_layers is not None:
@@ -148,7 +201,7 @@ class Front:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"objectives": list(self.objectives), "lineage": self.lineage,
+        return {"objectives": [objective_entry(o) for o in self.objectives], "lineage": self.lineage,
                 "points": [{"spec": p.spec.to_dict(), "key": p.spec.key(), "genome": [int(g) for g in p.genome],
                             "predicted": p.predicted, "measured": p.measured,
                             **({} if p.emulated_layers is None else {"emulated_layers": p.emulated_layers})}
@@ -160,10 +213,12 @@ class Front:
         the shape, an unknown objective, a value that is not finite (a predicted one may be NaN: not
         predicted), a measured top1 outside [0, 100], a spec that does not decode."""
         saved = validate(_FrontFile, data, source)
-        unknown = [o for o in saved.objectives if not is_metric(o)]
+        unknown = [o for o in saved.objectives if isinstance(o, str) and not is_metric(o)]
         if unknown:
             raise ConfigError(source, "objectives", f"unknown objective {unknown[0][:40]!r} (known: "
-                              f"{', '.join(DIRECTION)}, or latency_ms/throughput_ips@<profile>)")
+                              f"{', '.join(DIRECTION)}, or latency_ms/throughput_ips@<profile>, or "
+                              "{name, goal} of a declared one)")
+        objectives = tuple(objective(o if isinstance(o, str) else o.model_dump()) for o in saved.objectives)
         points = []
         for i, p in enumerate(saved.points):
             where = f"points[{i}]"
@@ -173,9 +228,9 @@ class Front:
                 raise ConfigError(source, f"{where}.spec", str(e)) from None
             if p.key is not None and spec.key() != p.key:
                 raise ConfigError(source, f"{where}.key", f"{p.key[:40]!r} is not the key of its spec ({spec.key()[:40]!r})")
-            _check_values(p, saved.objectives, source, where)
+            _check_values(p, list(objectives), source, where)
             points.append(FrontPoint(spec, list(p.genome), dict(p.predicted), dict(p.measured), p.emulated_layers))
-        return cls(tuple(saved.objectives), points, dict(saved.lineage))
+        return cls(objectives, points, dict(saved.lineage))
 
     def to_csv(self) -> str:
         rows = self.rows()
@@ -207,9 +262,15 @@ class _PointFile(BaseModel):
     emulated_layers: int | None = Field(default=None, ge=0)  # written since allow_emulated was added
 
 
+class _ObjectiveFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100)
+    goal: Literal["max", "min"]
+
+
 class _FrontFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    objectives: list[str] = Field(min_length=1)
+    objectives: list[str | _ObjectiveFile] = Field(min_length=1)
     lineage: dict[str, Any] = {}
     points: list[_PointFile]
 

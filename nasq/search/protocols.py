@@ -5,11 +5,57 @@ process or on Ray); tests inject cheap stand-ins with the same shape."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from nasq.space import SubnetSpec
+
+
+class Candidate(Protocol):
+    """What the search needs of one candidate: a :class:`nasq.space.SubnetSpec` of a network space,
+    a :class:`nasq.space.GenericSpec` of a generic one."""
+
+    def key(self) -> str: ...
+
+    def short_key(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Space(Protocol):
+    """What the search uses of a search space; :class:`nasq.space.SearchSpace` (a network) and
+    :class:`nasq.space.GenericSpace` (named categorical genes) both satisfy it. ``upper``: the
+    largest choice index of each gene; ``canonical_batch``: one representative genome per distinct
+    candidate; ``layer_table()``: None where the space has no per-layer table (a generic one), and
+    vectorised cost/feature paths fall back to the per-spec one."""
+
+    name: str
+    hash: str
+    n_genes: int
+    upper: np.ndarray
+
+    @property
+    def gene_names(self) -> list[str]: ...
+
+    def decode(self, genome: Any) -> Any: ...
+
+    def encode(self, spec: Any) -> np.ndarray: ...
+
+    def canonical(self, genome: Any) -> np.ndarray: ...
+
+    def canonical_batch(self, genomes: np.ndarray) -> np.ndarray: ...
+
+    def sample(self, rng: np.random.Generator, n: int, weighted: bool = False) -> list[Any]: ...
+
+    def sample_unique(self, rng: np.random.Generator, n: int, exclude: set[str] | None = None) -> list[Any]: ...
+
+    def smallest(self) -> Any: ...
+
+    def largest(self) -> Any: ...
+
+    def layer_table(self) -> Any: ...
 
 
 class CostScorer(Protocol):

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nasq.errors import ConfigError, NasqError
 from nasq.files import atomic_write_json, read_json_object
-from nasq.space import SearchSpace, SubnetSpec
+from nasq.space import GenericSpec, SearchSpace, SubnetSpec
 from nasq.specs import one_line, validate
 
 STATE_FORMAT = "nasq.search_state/1"
@@ -149,7 +149,8 @@ def decode_saved_spec(data: Any, space: SearchSpace | None = None) -> SubnetSpec
     """A spec as a state file, ledger or front stores it (``SubnetSpec.to_dict``); given ``space``,
     one of its subnets in canonical form. Anything else is a ValueError with a one-line message."""
     try:
-        spec = SubnetSpec.from_dict(data)
+        # a generic space's candidate is {"genes": {...}}; a network's subnet has stages
+        spec = GenericSpec.from_dict(data) if isinstance(data, dict) and "genes" in data else SubnetSpec.from_dict(data)
         key = spec.key()
         hash(spec)
         if space is not None and space.decode(space.encode(spec)).key() != key:

@@ -1,7 +1,10 @@
 """The search space as data: per-layer genes (types), the block kinds' torch-free metadata (kinds),
-and the genome codec over a catalog space (search_space)."""
+the genome codec over a catalog space (search_space), and a generic categorical space with no
+network (generic)."""
 
+from nasq.space.generic import GenericSpace, GenericSpec, load_space
 from nasq.space.search_space import SearchSpace, layer_fields
 from nasq.space.types import Gene, LayerChoice, LayerShape, SubnetSpec
 
-__all__ = ["Gene", "LayerChoice", "LayerShape", "SearchSpace", "SubnetSpec", "layer_fields"]
+__all__ = ["GenericSpace", "GenericSpec", "Gene", "LayerChoice", "LayerShape", "SearchSpace", "SubnetSpec",
+           "layer_fields", "load_space"]

@@ -62,3 +62,41 @@ def test_front_round_trip(space):
     assert [p.spec for p in back.points] == specs and back.lineage == {"nasq.space": "x"}
     assert f.pick("max-top1") == 2 and f.pick("min-latency") == 0
     assert f.to_csv().splitlines()[0].startswith("point,key")
+
+
+def _mutated(upper, kind, n=4000):
+    from pymoo.core.population import Population
+    from pymoo.core.problem import Problem
+
+    from nasq.search.operators import genes_changed, make_mutation
+
+    problem = Problem(n_var=len(upper), xl=np.zeros(len(upper)), xu=upper.astype(float), vtype=int)
+    X = np.random.default_rng(0).integers(0, upper + 1, size=(n, len(upper)))
+    out = make_mutation(upper, kind).do(problem, Population.new("X", X.copy()), random_state=np.random.default_rng(1))
+    Y = np.clip(np.rint(out.get("X").astype(float)), 0, upper).astype(np.int64)
+    return genes_changed(X, Y)
+
+
+def test_mutation_changes_about_one_varying_gene():
+    # a NAS-Bench-201-like cell (6 genes x 5 choices) padded with 24 one-choice genes
+    upper = np.array([4] * 6 + [0] * 24)
+    changed = _mutated(upper, "varying")
+    assert 0.9 < changed.mean() < 1.1
+    old = _mutated(upper, "pm")  # pymoo's PM at 1/n_var: the padding dilutes it
+    assert old.mean() < 0.3
+
+
+def test_mutation_never_touches_one_choice_genes_and_is_seeded():
+    from pymoo.core.population import Population
+    from pymoo.core.problem import Problem
+
+    from nasq.search.operators import VaryingGeneMutation
+
+    upper = np.array([0, 3, 0, 1, 0])
+    problem = Problem(n_var=5, xl=np.zeros(5), xu=upper.astype(float), vtype=int)
+    X = np.zeros((500, 5), dtype=np.int64)
+    a = VaryingGeneMutation(upper).do(problem, Population.new("X", X.copy()), random_state=np.random.default_rng(7))
+    b = VaryingGeneMutation(upper).do(problem, Population.new("X", X.copy()), random_state=np.random.default_rng(7))
+    Y = np.asarray(a.get("X"))
+    assert np.array_equal(Y, np.asarray(b.get("X")))
+    assert (Y[:, [0, 2, 4]] == 0).all() and (Y <= upper).all() and (Y[:, 1] > 0).any()
