@@ -18,7 +18,7 @@ import numpy as np
 
 from nasq.errors import NasqError
 from nasq.predict.models import kendall_tau
-from nasq.search import baselines, linas  # noqa: F401 - importing them registers the strategies
+from nasq.search import baselines, ilp, linas  # noqa: F401 - importing them registers the strategies
 from nasq.search.ledger import Ledger
 from nasq.search.nsga import hypervolume
 from nasq.search.pareto import Front, FrontPoint, non_dominated
@@ -142,10 +142,11 @@ def build_front(task: SearchTask, state: SearchState, known: dict[str, float]) -
     costs = task.cost.score(specs)
     points = []
     for i, (spec, key) in enumerate(zip(specs, keys, strict=True)):
-        predicted = {"top1": math.nan, **state.predicted.get(key, {}), **{m: float(v[i]) for m, v in costs.items()}}
+        predicted = task.with_quality({"top1": math.nan, **state.predicted.get(key, {}),
+                                       **{m: float(v[i]) for m, v in costs.items()}})
         emulated = None if task.emulated_layers is None else len(task.emulated_layers(spec))
-        points.append(FrontPoint(spec, [int(g) for g in task.space.encode(spec)], predicted, {"top1": known[key]},
-                                 emulated))
+        points.append(FrontPoint(spec, [int(g) for g in task.space.encode(spec)], predicted,
+                                 task.with_quality({"top1": known[key]}), emulated))
     front = Front(task.objectives, points, task.lineage)
     nd = non_dominated(front.matrix())
     front.points = sorted((points[i] for i in nd), key=lambda p: (-p.value("top1"), p.spec.key()))

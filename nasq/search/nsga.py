@@ -11,11 +11,11 @@ from pymoo.core.problem import Problem
 from pymoo.core.repair import Repair
 from pymoo.indicators.hv import HV
 from pymoo.operators.crossover.sbx import SBX
-from pymoo.operators.mutation.pm import PM
 from pymoo.operators.sampling.rnd import IntegerRandomSampling
 from pymoo.optimize import minimize
 
 from nasq.errors import NasqError
+from nasq.search.operators import make_mutation
 from nasq.search.pareto import normalise, to_minimisation
 from nasq.space import SearchSpace, SubnetSpec
 from nasq.specs import ConstraintSpec, SearchConfig
@@ -92,20 +92,23 @@ def _problem_class():
     return CanonicalRepair, SubnetProblem
 
 
-def make_algorithm(space: SearchSpace, pop_size: int):
-    """pymoo NSGA-II over the integer genome (the recipe in STACK_NOTES: SBX + PM, rounded and made
-    canonical by the repair, duplicates eliminated)."""
+def make_algorithm(space: SearchSpace, pop_size: int, initial: np.ndarray | None = None):
+    """pymoo NSGA-II over the integer genome (the recipe in STACK_NOTES: SBX, rounded and made
+    canonical by the repair, duplicates eliminated), mutating only genes with more than one choice
+    (:mod:`nasq.search.operators`: one-choice genes would dilute pymoo's 1/n_var rate)."""
     CanonicalRepair, _ = _problem_class()
-    return NSGA2(pop_size=pop_size, sampling=IntegerRandomSampling(),
-                 crossover=SBX(prob=0.9, eta=3.0, vtype=float), mutation=PM(eta=3.0, vtype=float),
+    # initial: genomes of the first population (pymoo takes an array as sampling), else random
+    return NSGA2(pop_size=pop_size, sampling=IntegerRandomSampling() if initial is None else initial,
+                 crossover=SBX(prob=0.9, eta=3.0, vtype=float), mutation=make_mutation(space.upper),
                  repair=CanonicalRepair(space), eliminate_duplicates=True)
 
 
 def _minimize(space: SearchSpace, score: ScoreFn, objectives: tuple[str, ...],
-              constraints: tuple[ConstraintSpec, ...], cfg: SearchConfig, score_genomes: GenomeScoreFn | None = None):
+              constraints: tuple[ConstraintSpec, ...], cfg: SearchConfig, score_genomes: GenomeScoreFn | None = None,
+              initial: np.ndarray | None = None):
     _, SubnetProblem = _problem_class()
     problem = SubnetProblem(space, score, objectives, constraints, score_genomes)
-    return minimize(problem, make_algorithm(space, cfg.population), ("n_gen", cfg.generations), seed=cfg.seed,
+    return minimize(problem, make_algorithm(space, cfg.population, initial), ("n_gen", cfg.generations), seed=cfg.seed,
                     verbose=False)
 
 
@@ -119,13 +122,14 @@ def run_nsga2(space: SearchSpace, score: ScoreFn, objectives: tuple[str, ...],
 
 def nsga2_population(space: SearchSpace, score: ScoreFn, objectives: tuple[str, ...],
                      constraints: tuple[ConstraintSpec, ...], cfg: SearchConfig,
-                     score_genomes: GenomeScoreFn | None = None) -> list[Candidate]:
-    """Run NSGA-II; return the feasible members of the final population (canonical, unique),
+                     score_genomes: GenomeScoreFn | None = None, initial: np.ndarray | None = None) -> list[Candidate]:
+    """Run NSGA-II (from the ``initial`` genomes when given, else a random population); return
+    the feasible members of the final population (canonical, unique),
     best non-domination rank first, then most crowded-apart first. The whole population is scored
     in one call: by ``score_genomes`` on the genome matrix when given (it must give what ``score``
     gives for the decoded specs), else by ``score`` on specs. Raises a clear error (naming the
     best value seen per constraint) if none is feasible."""
-    res = _minimize(space, score, objectives, constraints, cfg, score_genomes)
+    res = _minimize(space, score, objectives, constraints, cfg, score_genomes, initial)
     pop_X = np.asarray(res.pop.get("X"), dtype=np.int64)
     specs = [space.decode(x) for x in pop_X]
     values = score_genomes(pop_X) if score_genomes is not None else score(specs)

@@ -17,10 +17,10 @@ import numpy as np
 from nasq.errors import NasqError
 from nasq.registry import Registry
 from nasq.search.nsga import constraint_matrix, describe
-from nasq.search.pareto import objective_bounds
+from nasq.search.pareto import Objective, objective, objective_bounds, objective_entry
 from nasq.search.protocols import CostScorer, PredictorFitter
 from nasq.search.state import SearchState
-from nasq.space import SearchSpace, SubnetSpec
+from nasq.space import GenericSpace, SearchSpace, SubnetSpec
 from nasq.specs import ConstraintSpec, SearchConfig
 
 Proposal = tuple[list[SubnetSpec], list[dict[str, float]] | None]
@@ -35,8 +35,8 @@ class SearchTask:
     ``warm``: subnets already in the ledger (e.g. the predictor's training sample) - known to every
     strategy, not counted against the budget; ``bounds``: fixed normalisation for the hypervolume."""
 
-    space: SearchSpace
-    objectives: tuple[str, ...]
+    space: SearchSpace | GenericSpace  # anything satisfying nasq.search.protocols.Space
+    objectives: tuple[str, ...]  # names, or {name, goal} (made Objective by __post_init__)
     constraints: tuple[ConstraintSpec, ...]
     cost: CostScorer
     config: SearchConfig
@@ -46,24 +46,50 @@ class SearchTask:
     lineage: dict[str, str] = field(default_factory=dict)
     # names of a subnet's layers whose format some target only emulates (front column emulated_layers)
     emulated_layers: Callable[[SubnetSpec], list[str]] | None = None
+    # layer slot -> format -> estimated top-1 loss (points), from ``nasq sensitivity`` (strategies
+    # ilp and sensitivity_seeded; without it they estimate it with the accuracy predictor)
+    sensitivity: dict[str, dict[str, float]] | None = None
 
     def __post_init__(self) -> None:
-        self._check_scored()
+        try:
+            self.objectives = tuple(objective(o) for o in self.objectives)
+        except ValueError as e:
+            raise NasqError(str(e)) from None
+        self.quality = self._check_scored()
         if self.bounds is None:
             self.bounds = objective_bounds(self.space, self.cost, self.objectives)
 
-    def _check_scored(self) -> None:
+    def _check_scored(self) -> str:
         """Every objective and constraint must be a column the cost model gives (any metric names,
-        e.g. ``latency_ms@<profile>`` per target): one line now rather than a KeyError mid-search."""
-        scored = {"top1", *self.cost.score([self.space.smallest()])}
+        e.g. ``latency_ms@<profile>`` per target), except the quality objective - what the evaluator
+        returns and the accuracy predictor learns: ``top1``, or one user-named objective with
+        ``goal: max`` that no cost function gives. One line now rather than a KeyError mid-search.
+        Returns the quality objective's name."""
+        costs = set(self.cost.score([self.space.smallest()]))
+        own = [o for o in self.objectives if o not in costs and o != "top1" and isinstance(o, Objective)]
+        if len(own) > 1 or (own and "top1" in self.objectives):
+            raise NasqError(f"objectives {[str(o) for o in own]} are not scored by the cost functions: only one "
+                            "objective can be what the evaluator returns")
+        if own and own[0].goal != "max":
+            raise NasqError(f"objective {str(own[0])!r} is what the evaluator returns (no cost function gives it), "
+                            "so it must be maximised (goal: max); negate a loss")
+        quality = own[0] if own else "top1"
+        scored = {"top1", quality, *costs}
         for what, metric in [*(("objective", o) for o in self.objectives),
                              *(("constraint", c.key) for c in self.constraints)]:
             if metric not in scored:
                 raise NasqError(f"{what} {metric!r} is not scored by the cost model (it gives: "
                                 f"{', '.join(sorted(scored))})")
+        return quality
+
+    def with_quality(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``values`` (``top1`` + costs) with the quality objective's column under its own name too."""
+        if self.quality != "top1" and "top1" in values:
+            values[str(self.quality)] = values["top1"]
+        return values
 
     def score(self, specs: list[SubnetSpec], top1: np.ndarray) -> dict[str, np.ndarray]:
-        return {"top1": np.asarray(top1, dtype=np.float64), **self.cost.score(specs)}
+        return self.with_quality({"top1": np.asarray(top1, dtype=np.float64), **self.cost.score(specs)})
 
     def feasible(self, specs: list[SubnetSpec]) -> np.ndarray:
         if not self.constraints or not specs:
@@ -79,7 +105,7 @@ class SearchTask:
         # the budget is not part of it: a finished search may be extended (run_search checks the
         # budget itself, and refuses a smaller one or a strategy whose proposals depend on it)
         what = {"search": c.model_dump(mode="json", exclude={"cache_dir", "max_true_evals"}),
-                "objectives": list(self.objectives),
+                "objectives": [objective_entry(o) for o in self.objectives],
                 "constraints": [x.model_dump(mode="json") for x in self.constraints], "space": self.space.hash,
                 "warm": sorted(s.key() for s in self.warm)}
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()

@@ -20,6 +20,7 @@ from nasq.search.protocols import CostScorer
 from nasq.search.state import STATE_FILE, SearchState
 from nasq.search.strategy import SearchTask
 from nasq.space import SubnetSpec
+from nasq.stages import sensitivity as sensitivity_stage
 from nasq.stages.evaluate import Samples
 from nasq.stages.progress import Reporter
 
@@ -34,9 +35,13 @@ class SearchUpstream:
     samples: Samples  # the warm set: evaluated already, known to every strategy
     predictor: AccuracyPredictor | None = None
     tune_evaluate: TuneEvaluate | None = None  # given when Ray is up: the optuna strategies run on Tune
+    # ilp / sensitivity_seeded: layer -> format -> estimated top-1 loss (nasq.stages.sensitivity.for_search);
+    # None: sensitivity.json of the workdir when there is one, else the strategies use the predictor
+    sensitivity: dict[str, dict[str, float]] | None = None
 
 
-def task(exp: Experiment, predictor: AccuracyPredictor | None, warm: list[SubnetSpec]) -> SearchTask:
+def task(exp: Experiment, predictor: AccuracyPredictor | None, warm: list[SubnetSpec],
+         sensitivity: dict[str, dict[str, float]] | None = None) -> SearchTask:
     cfg = exp.config
     cost = predictor.cost_model if predictor is not None else exp.cost_model()
 
@@ -44,7 +49,7 @@ def task(exp: Experiment, predictor: AccuracyPredictor | None, warm: list[Subnet
         return AccuracyPredictor(exp.recipe, exp.space, cost, seed).fit(specs, top1)
 
     return SearchTask(exp.space, cfg.objectives, cfg.constraints, cost, cfg.search, fit_predictor, warm,
-                      lineage=exp.lineage(), emulated_layers=exp.emulated_layers)
+                      lineage=exp.lineage(), emulated_layers=exp.emulated_layers, sensitivity=sensitivity)
 
 
 def run(exp: Experiment, upstream: SearchUpstream, workdir: Path, rep: Reporter | None = None,
@@ -58,7 +63,10 @@ def run(exp: Experiment, upstream: SearchUpstream, workdir: Path, rep: Reporter 
         rep.say(f"      iteration {row['iteration']}: {row['true_evals']}/{cfg.max_true_evals} true evaluations, "
                 f"hypervolume {row['hypervolume']:.4f}{tau}")
 
-    search_task = task(exp, upstream.predictor, upstream.samples.specs)
+    table = upstream.sensitivity
+    if table is None and cfg.strategy in sensitivity_stage.STRATEGIES:
+        table = sensitivity_stage.saved_table(exp.space, workdir)
+    search_task = task(exp, upstream.predictor, upstream.samples.specs, table)
     if cfg.strategy.startswith("optuna") and upstream.tune_evaluate is not None:
         return run_tune_search(search_task, upstream.ledger, upstream.tune_evaluate, workdir / TUNE_DIR, resume=resume)
     if resume:

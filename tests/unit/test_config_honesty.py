@@ -16,7 +16,7 @@ from nasq.experiment import load_experiment
 from nasq.search.loop import SearchTask
 from nasq.specs import ExperimentConfig, SearchConfig
 
-STRATEGIES = "linas, nsga2_true, random, optuna_nsga2, optuna_tpe"
+STRATEGIES = "linas, nsga2_true, random, optuna_nsga2, optuna_tpe, ilp, sensitivity_seeded"
 ALGORITHM_MSG = ("search.algorithm: not accepted (it was never used), got 'nsga2'; "
                  f"set search.strategy instead, one of {STRATEGIES}")
 HARDWARE_MSG = "hardware[1]: no hardware named 'no_such_profile' in hardware_profiles/"
