@@ -39,6 +39,7 @@ def print_summary(result: Any, console: Any) -> None:
                       *([str(p.emulated_layers or 0)] if emulated else []),
                       "-".join(map(str, p.spec.depths)), format_mix(p))
     console.print(table)
+    print_baselines(result, console)
     console.print(f"[dim]* knee point. {result.evaluated} subnets evaluated for real; predictor cross-validated "
                   f"Kendall tau {result.fit_report.kendall_tau:.3f}.[/]")
     if result.data_note:
@@ -56,3 +57,21 @@ def print_summary(result: Any, console: Any) -> None:
                       f"onnxruntime vs torch max |diff| {e.max_abs_diff:.2e}, top-1 agreement {100 * e.top1_agreement:.1f} %")
     total = sum(result.timings.values())
     console.print(f"Time:        {total:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in result.timings.items()) + ")")
+
+
+def print_baselines(result: Any, console: Any) -> None:
+    """The uniform-precision twins (baselines.csv) under the front, and the equal-top-1 summary."""
+    from nasq.stages import baselines as base
+
+    rows = getattr(result, "baselines", None) or []
+    if not rows:
+        return
+    lat = [k for k in rows[0] if k.startswith("latency_ms@")]
+    table = Table(title="Uniform-precision baselines (truly evaluated; latency and size from the same cost model)")
+    for col in ("of", "format", "top1 %", *(f"latency ms @{k.split('@', 1)[1]}" for k in lat), "size MB"):
+        table.add_column(col, justify="left" if col in ("of", "format") else "right")
+    for r in rows:
+        table.add_row(r["of"], r["format"], f"{r['top1']:.2f}", *(f"{r[k]:.3f}" for k in lat), f"{r['size_mb']:.4f}")
+    console.print(table)
+    console.print(base.summary_line(base.summary(result.experiment, result.front, rows)))
+

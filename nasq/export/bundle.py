@@ -113,6 +113,12 @@ class _Verification:
 
 
 # ---------------------------------------------------------------- optional dependencies
+REFINE_ATTR = "refine_report"  # a refined subnet's report (a dict), written as the manifest's "refine"
+# the input transform the model expects (a dict: scale, mean, std, axis; nasq.data.Splits.normalisation),
+# written as the manifest's "input_normalisation" so serving feeds (raw / scale - mean) / std
+NORMALISATION_ATTR = "input_normalisation"
+
+
 def _require_onnx() -> tuple[Any, Any]:
     """onnx and onnxruntime are imported here, not at module level, so that importing nasq.export.bundle
     (e.g. for load_export) works on a machine that only trains."""
@@ -162,9 +168,8 @@ def _refuse_non_empty(out_dir: Path) -> None:
 
 def _check_sample(sample_input: np.ndarray, space: SearchSpace) -> np.ndarray:
     sample = np.ascontiguousarray(sample_input, dtype=np.float32)
-    inp = space.config.input
-    expected = (inp.channels, inp.resolution, inp.resolution)
-    if sample.ndim != 4 or sample.shape[1:] != expected or len(sample) == 0:
+    expected = space.config.input_shape
+    if sample.ndim != 1 + len(expected) or sample.shape[1:] != expected or len(sample) == 0:
         raise NasqError(f"sample_input must have shape (N>0, {', '.join(map(str, expected))}), "
                         f"got {sample.shape}")
     return sample
@@ -371,6 +376,9 @@ def _manifest(model: torch.nn.Module, *, lineage: dict[str, str], predicted: dic
         "predicted": dict(predicted),
         "measured": measured,
         "formats": layer_formats(model),
+        # a subnet refined before export (nasq.export.refine) carries what was done and what it gave
+        **({"refine": dict(getattr(model, REFINE_ATTR))} if hasattr(model, REFINE_ATTR) else {}),
+        **({NORMALISATION_ATTR: dict(getattr(model, NORMALISATION_ATTR))} if hasattr(model, NORMALISATION_ATTR) else {}),
         "files": files,
         "onnx": {"opset": opset, "traced_opset": traced_opset, "input": INPUT_NAME,
                  "output": OUTPUT_NAME, "qdq_nodes": qdq_nodes,

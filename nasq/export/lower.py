@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nasq.formats import FORMATS, NumericFormat, ScaledFloat, SymmetricInt, get_format
+from nasq.formats import FORMATS, NumericFormat, ScaledFloat, SymmetricInt, Ternary, get_format
 from nasq.supernet.layers import (
     StaticQConv,
     StaticQLinear,
@@ -61,6 +61,8 @@ _FP8_ONNX = {"float8_e4m3fn": 17, "float8_e5m2": 19}  # torch dtype name -> onnx
 
 # ---------------------------------------------------------------- formats
 def _native_weight(fmt: NumericFormat) -> bool:
+    if isinstance(fmt, Ternary):  # codes -1..1 fit INT4; the absmean scale is its per-channel scale
+        return True
     if isinstance(fmt, SymmetricInt):
         return fmt.bits in (4, 8)
     return isinstance(fmt, ScaledFloat) and fmt.dtype_name in _FP8_ONNX
@@ -147,9 +149,9 @@ def weight_codes(model: nn.Module) -> dict[str, WeightCodes]:
 def _codes(fmt: NumericFormat, w: torch.Tensor) -> WeightCodes | None:
     import onnx
 
-    if isinstance(fmt, SymmetricInt) and fmt.bits in (4, 8):
+    if _native_weight(fmt) and isinstance(fmt, SymmetricInt):
         enc = fmt.encode(w, per_channel_amax(w))
-        dtype = onnx.TensorProto.INT4 if fmt.bits == 4 else onnx.TensorProto.INT8
+        dtype = onnx.TensorProto.INT8 if fmt.bits == 8 else onnx.TensorProto.INT4
         return WeightCodes(enc.codes.numpy(), dtype, enc.scale.flatten().float().numpy())
     if isinstance(fmt, ScaledFloat) and fmt.dtype_name in _FP8_ONNX:
         from nasq.formats import MIN_AMAX, round_float

@@ -11,6 +11,7 @@ Registered names (``FORMATS.names()``; docs/formats.md has the table):
   scale per tensor (activations) or per output channel (weights);
 * ``int2`` .. ``int8``: symmetric, narrow range, scale from the max; ``int2_mse``, ``int4_mse``
   clip at the MSE-optimal ratio; ``int4_lsq`` learns its step (LSQ) when given a trainable range;
+* ``ternary``: BitNet b1.58, codes {-1, 0, +1} x an absmean scale per channel (weight-only);
 * ``int4_asym``, ``int8_asym``: unsigned codes with a zero point (suffix ``_asym``);
 * ``int4_g32``, ``int4_g128``, ``int8_g128``: symmetric with one scale per group of N elements
   (suffix ``_gN``);
@@ -48,11 +49,12 @@ from nasq.formats.floatbits import (
 )
 from nasq.formats.floating import ScaledFloat, fp8_qdq
 from nasq.formats.integer import AsymmetricInt, GroupInt, IntCodes, IntegerFormat, SymmetricInt
+from nasq.formats.ternary import Ternary
 
 __all__ = [
     "FORMATS", "MIN_AMAX", "SCALE_BITS", "AsymmetricInt", "BlockFloat", "CastFloat", "ExportMode",
     "FloatLayout", "FormatKind", "GroupInt", "IntCodes", "IntegerFormat", "MXFloat", "NVFP4",
-    "NumericFormat", "Passthrough", "ScaledFloat", "SymmetricInt", "bits_of", "fp8_qdq",
+    "NumericFormat", "Passthrough", "ScaledFloat", "SymmetricInt", "Ternary", "bits_of", "fp8_qdq",
     "from_blocks", "get_format", "highest_bits", "log2_levels", "lowest_bits", "round_float",
     "size_bits", "to_blocks",
 ]
@@ -72,6 +74,7 @@ def _builtin_formats() -> list[NumericFormat]:
         SymmetricInt("int2_mse", 2, scale_method="mse"),
         SymmetricInt("int4_mse", 4, scale_method="mse"),
         SymmetricInt("int4_lsq", 4, lsq=True),
+        Ternary("ternary"),
         AsymmetricInt("int4_asym", 4),
         AsymmetricInt("int8_asym", 8),
         GroupInt("int4_g32", 4, 32),

@@ -66,6 +66,10 @@ class SearchSpace:
             for j, name in enumerate(getattr(self.config.precision, field)):
                 if name not in FORMATS:
                     raise ConfigError(self.source, f"precision.{field}[{j}]", FORMATS.miss_message(name))
+        for j, name in enumerate(self.config.precision.a_format):
+            if getattr(FORMATS.get(name), "weight_only", False):
+                raise ConfigError(self.source, f"precision.a_format[{j}]", f"'{name}' is a weight-only format "
+                                  "(its scale is a statistic of the whole tensor): use it in w_format, got it in a_format")
         for name in self.config.precision.weights:
             if name not in self.config.precision.w_format + self.config.precision.a_format:
                 raise ConfigError(self.source, f"precision.weights.{name}", f"not a format of this menu, got '{name}'")
@@ -163,7 +167,8 @@ class SearchSpace:
         return spec.widths[i] if spec.widths else self.config.stages[i].width[-1]
 
     def input_resolution(self, spec: SubnetSpec) -> int:
-        return spec.resolution or self.config.input.resolution
+        inp = self.config.input  # a series: its length (the sequence stem reads steps); a table row: 1
+        return spec.resolution or inp.resolution or inp.length or 1
 
     def _index(self, gene: int, value: Any) -> int:
         try:

@@ -14,13 +14,15 @@ import torch
 from nasq import data as data_mod
 from nasq.errors import ConfigError
 from nasq.experiment import Experiment, remove_own_folder, resolve
-from nasq.export.bundle import HASHED_FILES, MANIFEST_JSON, ExportResult, layer_formats
+from nasq.export.bundle import HASHED_FILES, MANIFEST_JSON, NORMALISATION_ATTR, REFINE_ATTR, ExportResult, layer_formats
 from nasq.export.checks import calibrated_subnet, export_checked
+from nasq.export.refine import NoQuantizedLayerError, refine_subnet
 from nasq.hardware import HardwareProfile
 from nasq.profiling.backend import get_backend
 from nasq.search.pareto import Front
 from nasq.stages.runs import FinishedRun
 from nasq.supernet import checkpoint
+from nasq.supernet.evaluate import accuracy, calibration_batches
 from nasq.supernet.network import Supernet
 from nasq.tracking import client as tracking
 
@@ -42,6 +44,8 @@ def run(exp: Experiment, upstream: ExportUpstream, workdir: Path) -> ExportResul
     i = front.pick(exp.config.export.pick)
     point = front.points[i]
     model = calibrated_subnet(upstream.net, point.spec, upstream.splits.train_x, exp.config.evaluate)
+    setattr(model, NORMALISATION_ATTR, upstream.splits.normalisation())
+    refine(model, exp.config.export.refine, upstream.splits, exp.config.evaluate, exp.source, "export.refine")
     out = workdir / EXPORT_DIR
     remove_own_folder(out, (*HASHED_FILES, MANIFEST_JSON))  # a previous run's bundle, nothing else
     targets = measure_targets(model, exp.profiles, upstream.splits, exp.config.evaluate)
@@ -96,15 +100,44 @@ def measure_targets(model: Any, profiles: list[Any], splits: data_mod.Splits, ec
     return measured
 
 
-def from_run(run: FinishedRun, index: int, out: Path, register: str | None = None) -> tuple[ExportResult, dict]:
+def refine(model: Any, kind: str, splits: data_mod.Splits, ecfg: Any, source: str, field: str) -> dict | None:
+    """Refine ``model`` in place with ``kind`` (``nasq.export.refine``; "none": nothing) on the
+    images its calibration used, measuring top-1 before and after on the validation images the
+    search measured; the report travels with the model into manifest.json ("refine"). A subnet
+    without a quantized layer is ``source``'s error at ``field``."""
+    if kind == "none":
+        return None
+    n_val = min(ecfg.val_images or len(splits.val_y), len(splits.val_y))
+    x_val, y_val = np.ascontiguousarray(splits.val_x[:n_val], np.float32), splits.val_y[:n_val]
+    before = accuracy(model, x_val, y_val, ecfg.batch_size)
+    calib = calibration_batches(splits.train_x, ecfg.calib_images, ecfg.batch_size, ecfg.seed)
+    try:
+        report = refine_subnet(model, calib, kind, seed=ecfg.seed)
+    except NoQuantizedLayerError as e:
+        raise ConfigError(source, field, f"'{kind}': {e}") from None
+    after = accuracy(model, x_val, y_val, ecfg.batch_size)
+    summary = {**report.to_dict(), "top1_before": before, "top1_after": after, "val_images": n_val,
+               "calib_images": sum(len(b) for b in calib)}
+    setattr(model, REFINE_ATTR, summary)
+    return summary
+
+
+def from_run(run: FinishedRun, index: int, out: Path, register: str | None = None,
+             refine_kind: str | None = None) -> tuple[ExportResult, dict]:
     """``nasq export``: rebuild the run's supernet, export point ``index``, check it, and with
-    ``register`` log and register it in the MLflow Model Registry of the run's tracking URI."""
+    ``register`` log and register it in the MLflow Model Registry of the run's tracking URI.
+    ``refine_kind`` (``--refine``) overrides the run's ``export.refine``."""
     cfg, space = run.experiment_config(), run.space()
     point = run.front.points[index]
-    splits = data_mod.load(cfg.data, run.name)
+    splits = data_mod.load(cfg.data, run.name, space.config)
     # a folder downloaded from MLflow holds the weights without supernet.json
     net, _ = checkpoint.load(run.folder, space, require_record=False)
     model = calibrated_subnet(net, point.spec, splits.train_x, cfg.evaluate)
+    setattr(model, NORMALISATION_ATTR, splits.normalisation())
+    if refine_kind is None:
+        refine(model, cfg.export.refine, splits, cfg.evaluate, f"{run.name}: experiment", "export.refine")
+    else:
+        refine(model, refine_kind, splits, cfg.evaluate, "command line", "--refine")
 
     def register_bundle(bundle: Path) -> dict[str, Any]:
         version = tracking.register_onnx(run.uri, run.run_id, bundle, register, index)

@@ -49,7 +49,13 @@ from nasq.files import atomic_write_json, atomic_write_text
 from nasq.search.pareto import FRONT_CSV, FRONT_JSON, Front, FrontPoint
 from nasq.tracking import view as mlflow_view
 from nasq.tracking.names import _chunks, clean_key, flatten_params, point_metrics, point_params  # noqa: F401
-from nasq.tracking.plots import pareto_html, pareto_png
+from nasq.tracking.plots import (
+    BASELINES_CSV,
+    baseline_metrics,
+    pareto_html,
+    pareto_png,
+    read_baselines,
+)
 from nasq.tracking.view import view_url
 
 log = logging.getLogger(__name__)
@@ -226,10 +232,11 @@ def _log_history(client: Any, run_id: str, history: Sequence[dict[str, Any]]) ->
         client.log_batch(run_id, metrics=list(chunk))
 
 
-def _write_artifacts(front: Front, folder: Path, title: str, others: Any, modelled: bool) -> list[Path]:
+def _write_artifacts(front: Front, folder: Path, title: str, others: Any, modelled: bool,
+                     baselines: list[dict[str, Any]] | None = None) -> list[Path]:
     return [atomic_write_text(folder / FRONT_CSV, front.to_csv()),
             atomic_write_json(folder / FRONT_JSON, front.to_dict()),
-            pareto_png(front, folder / PARETO_PNG, title=title, others=others, modelled=modelled),
+            pareto_png(front, folder / PARETO_PNG, title=title, others=others, modelled=modelled, baselines=baselines),
             pareto_html(front, folder / PARETO_HTML, title=title, modelled=modelled)]
 
 
@@ -241,7 +248,11 @@ def _log_artifacts(client: Any, run_id: str, front: Front, title: str, artifacts
         raise FileNotFoundError(f"extra files to log do not exist: {missing}")
     with tempfile.TemporaryDirectory(prefix="nasq-mlflow-") as tmp:
         folder = Path(artifacts_dir) if artifacts_dir is not None else Path(tmp)
-        for path in _write_artifacts(front, folder, title, others, modelled) + extra:
+        baselines = read_baselines(folder / BASELINES_CSV)  # written by the search stage, if any
+        if baselines:  # the CSV, and its values as parent-run metrics
+            extra.append(folder / BASELINES_CSV)
+            _log_batch(client, run_id, {}, baseline_metrics(baselines))
+        for path in _write_artifacts(front, folder, title, others, modelled, baselines) + extra:
             client.log_artifact(run_id, str(path))
 
 

@@ -7,6 +7,7 @@ backend switch), so importing this module costs nothing and works on headless ma
 
 from __future__ import annotations
 
+import csv
 import os
 import tempfile
 from pathlib import Path
@@ -22,6 +23,45 @@ from nasq.search.pareto import Front
 OTHERS_COLUMNS = ("top1", "latency_ms", "size_mb")
 LABELS = {"top1": "top-1 accuracy (%)", "latency_ms": "latency (ms)", "size_mb": "size (MB)",
           "bops_g": "BOPs (G)", "throughput_ips": "throughput (images/s)"}
+
+
+BASELINES_CSV = "baselines.csv"  # uniform-precision twins beside the front (nasq.stages.baselines)
+# marker of each uniform format's baselines; the largest subnet's are drawn bigger
+BASELINE_MARKERS = {"int8": "s", "int4": "^", "fp8_e4m3": "D"}
+
+
+def read_baselines(path: Path) -> list[dict[str, Any]]:
+    """The rows of a baselines.csv (numbers as floats); [] when there is none."""
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    keep = {"of", "format", "key"}
+    return [{k: (v if k in keep else float(v)) for k, v in r.items()} for r in rows]
+
+
+def baseline_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """``baseline.<of>.<format>.<metric>`` (e.g. ``baseline.largest.int8.top1``) of each row."""
+    return {f"baseline.{r['of'].replace(' ', '')}.{r['format']}.{k}": float(v)
+            for r in rows for k, v in r.items() if k not in ("of", "format", "key") and v == v}
+
+
+def _baseline_value(row: dict[str, Any], metric: str) -> float:
+    if metric in row:
+        return float(row[metric])
+    found = [v for k, v in row.items() if k.startswith(f"{metric}@")]  # the first target's latency
+    return float(found[0]) if found else float("nan")
+
+
+def _draw_baselines(ax: Any, rows: list[dict[str, Any]], x_metric: str, y_metric: str) -> None:
+    for fmt in sorted({r["format"] for r in rows}):
+        mine = [r for r in rows if r["format"] == fmt]
+        xs = [_baseline_value(r, x_metric) for r in mine]
+        ys = [_baseline_value(r, y_metric) for r in mine]
+        sizes = [90 if r["of"] == "largest" else 30 for r in mine]
+        ax.scatter(xs, ys, s=sizes, marker=BASELINE_MARKERS.get(fmt, "x"), facecolors="none",
+                   edgecolors="tab:green" if fmt == "int8" else "tab:orange" if fmt == "int4" else "tab:purple",
+                   linewidths=1.0, label=f"uniform {fmt} ({len(mine)}; big: largest)", zorder=2)
 
 
 def _figure_classes() -> tuple[Any, Any]:
@@ -52,11 +92,13 @@ def _check_others(others: np.ndarray | None) -> np.ndarray | None:
 
 
 def _draw_panel(ax: Any, front: Front, x_metric: str, y_metric: str, others: np.ndarray | None,
-                knee: int | None, modelled: bool) -> None:
+                knee: int | None, modelled: bool, baselines: list[dict[str, Any]] | None = None) -> None:
     if others is not None and x_metric in OTHERS_COLUMNS and y_metric in OTHERS_COLUMNS:
         xs = others[:, OTHERS_COLUMNS.index(x_metric)]
         ys = others[:, OTHERS_COLUMNS.index(y_metric)]
         ax.scatter(xs, ys, s=14, c="0.75", label=f"evaluated ({len(others)})", zorder=1)
+    if baselines:
+        _draw_baselines(ax, baselines, x_metric, y_metric)
     px = np.array([p.value(x_metric) for p in front.points], dtype=np.float64)
     py = np.array([p.value(y_metric) for p in front.points], dtype=np.float64)
     if len(px):
@@ -88,11 +130,12 @@ def _save_atomic(fig: Any, path: Path) -> Path:
 
 
 def pareto_png(front: Front, path: Path, title: str = "", *, others: np.ndarray | None = None,
-               modelled: bool = False) -> Path:
+               modelled: bool = False, baselines: list[dict[str, Any]] | None = None) -> Path:
     """Write the front as a PNG: one panel per (top1, other objective), knee point starred.
 
     ``others`` are (top1, latency_ms, size_mb) rows of every evaluated subnet, drawn in grey
-    behind the front; ``modelled`` labels latency as modelled rather than measured.
+    behind the front; ``modelled`` labels latency as modelled rather than measured;
+    ``baselines`` (rows of baselines.csv) are drawn as hollow markers, one shape per format.
     """
     Figure, FigureCanvasAgg = _figure_classes()
     objectives = list(front.objectives)
@@ -104,7 +147,7 @@ def pareto_png(front: Front, path: Path, title: str = "", *, others: np.ndarray 
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(x_metrics), squeeze=False)[0]
     for ax, x_metric in zip(axes, x_metrics, strict=True):
-        _draw_panel(ax, front, x_metric, y_metric, others_arr, knee, modelled)
+        _draw_panel(ax, front, x_metric, y_metric, others_arr, knee, modelled, baselines)
     if title:
         fig.suptitle(title)
     return _save_atomic(fig, Path(path))

@@ -121,6 +121,9 @@ def test_export_writes_a_checked_bundle_that_loads_back(run_folder: Path, tmp_pa
     assert 0 <= m["onnx_top1_val"] <= 100 and m["onnx_val_images"] == 100
     assert 0 <= m["onnx_top1_test"] <= 100 and m["onnx_test_images"] > 100
     assert m["onnx_latency_ms_batch1"] > 0
+    norm = manifest["input_normalisation"]  # measured on the training split: serving reproduces it
+    assert norm["axis"] == 1 and norm["scale"] > 0 and len(norm["mean"]) == len(norm["std"]) >= 1
+    assert all(s > 0 for s in norm["std"])
     for name, digest in manifest["files"].items():
         assert sha256_file(out_dir / name) == digest
     front = Front.load(run_folder / "front.json")

@@ -207,3 +207,40 @@ def test_block_formats_ignore_amax_but_nvfp4_uses_it_per_tensor():
 def test_casts_saturate_instead_of_overflowing():
     x = torch.tensor([1e5, -1e6, 70000.0])
     assert torch.equal(get_format("fp16").quantize(x), torch.tensor([65504.0, -65504.0, 65504.0]))
+
+
+def test_ternary_is_absmean_per_channel():
+    """BitNet b1.58: codes {-1, 0, 1} times the channel's mean |w|, 2-bit storage + fp32 scale."""
+    fmt = get_format("ternary")
+    w = torch.randn(4, 3, 3, 3, generator=torch.Generator().manual_seed(0))
+    amax = w.abs().amax(dim=(1, 2, 3), keepdim=True)
+    q = fmt.quantize(w, amax)
+    s = w.abs().mean(dim=(1, 2, 3), keepdim=True)
+    assert torch.allclose(q, (w / s).round().clamp(-1, 1) * s)
+    assert set(torch.unique((q / s).round()).tolist()) <= {-1.0, 0.0, 1.0}
+    assert torch.equal(fmt.quantize(q, amax), q)  # a ternary tensor keeps its own scale
+    assert fmt.bits == 2 and math.isclose(log2_levels("ternary"), math.log2(3))
+    assert size_bits("ternary", 1000, 10) == 2_000 + 320
+    assert getattr(fmt, "weight_only", False) and not getattr(get_format("int2"), "weight_only", False)
+
+
+def test_ternary_weights_lower_to_int4_storage(tmp_path):
+    import onnx
+
+    from nasq.export.bundle import export_onnx
+    from nasq.export.lower import native_onnx_formats
+    from nasq.supernet.layers import StaticQConv
+
+    assert "ternary" in native_onnx_formats()
+    conv = torch.nn.Conv2d(4, 6, 3, padding=1, bias=False)
+    layer = torch.nn.Sequential(StaticQConv(conv, "ternary", "fp32", torch.tensor(0.0))).eval()
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    export_onnx(layer, x, tmp_path / "t.onnx")
+    model = onnx.load(str(tmp_path / "t.onnx"))
+    assert onnx.TensorProto.INT4 in {t.data_type for t in model.graph.initializer}
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(str(tmp_path / "t.onnx")).run(None, {model.graph.input[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        want = layer(x).numpy()
+    assert abs(got - want).max() < 1e-4

@@ -77,3 +77,23 @@ def test_largest_smallest(space):
     assert big.depths == (2, 3, 3) and small.depths == (1, 1, 1)
     assert {layer.w_format for layer in big.layers()} == {"fp32"}
     assert {layer.w_format for layer in small.layers()} == {"int4"}
+
+
+def test_weight_only_format_refused_as_activation_format(tmp_path):
+    from pathlib import Path
+
+    import yaml
+
+    from nasq.errors import ConfigError
+    from nasq.space import SearchSpace
+
+    data = yaml.safe_load((Path(__file__).parents[2] / "search_spaces" / "mbconv_small.yaml").read_text())
+    data["precision"]["a_format"] = [*data["precision"]["a_format"], "ternary"]
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    try:
+        SearchSpace.from_yaml(path)
+    except ConfigError as e:
+        assert "precision.a_format" in str(e) and "ternary" in str(e) and "weight-only" in str(e)
+    else:
+        raise AssertionError("ternary accepted as an activation format")
