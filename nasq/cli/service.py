@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from nasq.cli.app import fail
-from nasq.errors import NasqError
+from nasq.errors import ConfigError, NasqError
 
 RunArg = Annotated[str, typer.Argument(help="A run folder (e.g. runs/demo) or an MLflow run id "
                                        "(of a search run or one of its point runs).", show_default=False)]
@@ -89,6 +89,9 @@ def export(run: RunArg,
            pick: PickOpt = None, where: WhereOpt = None, tracking_uri: UriOpt = None, experiment: ExpOpt = None,
            register: Annotated[Optional[str], typer.Option(  # noqa: UP045
                "--register", help="Register the ONNX model under this name in the MLflow Model Registry.")] = None,
+           refine: Annotated[Optional[str], typer.Option(  # noqa: UP045
+               "--refine", help="Refine the quantized layers before export: none, bias_correction, adaround, "
+                                "flexround or quantease (default: the run's export.refine).")] = None,
            ) -> None:
     """Export one point of a finished run: ONNX + safetensors + arch + manifest, checked in onnxruntime."""
     from nasq.cli import options
@@ -99,6 +102,8 @@ def export(run: RunArg,
         options.count(point, "--point", 0, 1_000_000)
         if register is not None:
             options.name(register, "--register")
+        if refine is not None:
+            _check_refine(refine)
         _check_query_options(run, where, pick, tracking_uri)
         with open_run(run, tracking_uri, experiment) as found:
             index = _choose(found, point, pick, where)
@@ -106,7 +111,7 @@ def export(run: RunArg,
                 _check_register(found, register)
             from nasq.stages.export import from_run as export_from_run
 
-            result, manifest = export_from_run(found, index, out, register)
+            result, manifest = export_from_run(found, index, out, register, refine)
     except NasqError as e:
         fail(e)
     m = manifest["measured"]
@@ -116,9 +121,24 @@ def export(run: RunArg,
     pred = manifest["predicted"].get("latency_ms")
     typer.echo(f"  latency: onnxruntime {m['onnx_latency_ms_batch1']:.3f} ms (1 image, 1 thread)"
                + (f", predicted {pred:.3f} ms" if pred is not None else ""))
+    if "refine" in manifest:
+        r = manifest["refine"]
+        typer.echo(f"  refined ({r['kind']}, {r['layers_refined']} layers, {r['seconds']:.1f} s): top-1 "
+                   f"{r['top1_before']:.2f} % -> {r['top1_after']:.2f} % on {r['val_images']} validation images")
     if "registry" in manifest:
         r = manifest["registry"]
         typer.echo(f"  registered: {r['name']} version {r['version']} at {r['tracking_uri']}")
+
+
+def _check_refine(kind: str) -> None:
+    from typing import get_args
+
+    from nasq.errors import ConfigError
+    from nasq.specs import ExportConfig
+
+    known = get_args(ExportConfig.model_fields["refine"].annotation)
+    if kind not in known:
+        raise ConfigError("command line", "--refine", f"unknown refinement '{kind}' (known: {', '.join(known)})")
 
 
 def _check_query_options(run: str, where: str | None, pick: str | None, tracking_uri: str | None) -> None:
@@ -159,6 +179,9 @@ def submit(experiment: Annotated[Path, typer.Argument(help="Experiment YAML to r
     try:
         options.text(address, "--address")
         job_id = service.submit(experiment, address)
+        note = service.tracking_warning(experiment)
+        if note:
+            typer.echo(note, err=True)
         typer.echo(job_id)
         if wait:
             state = service.wait(address, job_id)
@@ -168,6 +191,103 @@ def submit(experiment: Annotated[Path, typer.Argument(help="Experiment YAML to r
                 raise typer.Exit(1)
     except NasqError as e:
         fail(e)
+
+
+SWEEP_KEYS = ("experiment", "runs", "grid")
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """``over`` deep-merged into ``base`` (mappings merge key by key; anything else replaces)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _mapping(value: object, source: str, field: str) -> dict:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ConfigError(source, field, f"expected a mapping, got {str(value)[:80]!r}")
+    return value
+
+
+def sweep_entries(sweep: Path) -> tuple[Path, dict, list[tuple[str, dict]]]:
+    """The base experiment file, its content and the sweep's ``(name, overrides)`` entries: the
+    explicit ``runs`` then the cross product of the ``grid`` axes (each a mapping name -> overrides)."""
+    import itertools
+
+    import yaml
+
+    src = str(sweep)
+    try:
+        doc = _mapping(yaml.safe_load(sweep.read_text(encoding="utf-8")), src, "")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(src, "", f"cannot read the sweep file ({type(e).__name__})") from None
+    if extra := sorted(set(doc) - set(SWEEP_KEYS)):
+        raise ConfigError(src, extra[0], f"unknown key; a sweep has {', '.join(SWEEP_KEYS)}")
+    if not isinstance(doc.get("experiment"), str):
+        raise ConfigError(src, "experiment", "give the base experiment file, relative to the sweep file")
+    base_path = (sweep.parent / doc["experiment"]).resolve()
+    try:
+        base = _mapping(yaml.safe_load(base_path.read_text(encoding="utf-8")), str(base_path), "")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(src, "experiment", f"cannot read {doc['experiment']!r} ({type(e).__name__})") from None
+    entries: list[tuple[str, dict]] = []
+    for i, run in enumerate(doc.get("runs") or []):
+        run = _mapping(run, src, f"runs[{i}]")
+        if not isinstance(run.get("name"), str) or set(run) - {"name", "set"}:
+            raise ConfigError(src, f"runs[{i}]", "expected {name: NAME, set: {overrides}}")
+        entries.append((run["name"], _mapping(run.get("set") or {}, src, f"runs[{i}].set")))
+    axes = [list(_mapping(axis, src, f"grid[{i}]").items()) for i, axis in enumerate(doc.get("grid") or [])]
+    for combo in itertools.product(*axes) if axes else ():
+        over: dict = {}
+        for j, (_, part) in enumerate(combo):
+            over = _merge(over, _mapping(part, src, f"grid[{j}]"))
+        entries.append(("-".join(n for n, _ in combo), over))
+    if len(entries) < 1 or len({n for n, _ in entries}) != len(entries):
+        raise ConfigError(src, "runs", "give one or more entries with distinct names")
+    for name, over in entries:
+        if {"name", "workdir"} & set(over):
+            raise ConfigError(src, name, "an entry may not set name or workdir (each is named <base>-<entry>)")
+    return base_path, base, entries
+
+
+def sweep(sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML: experiment (the base file), runs "
+                                                    "[{name, set}] and/or grid [{name: overrides}, ...].")],
+          quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summaries.")] = False) -> None:
+    """Run several variants of one experiment (targets x constraints ...) in one driver: the
+    supernet trained once, one shared ledger of evaluations, one MLflow run each. Each variant is
+    written as .<sweep>.<entry>.yaml beside the base file and runs as <base name>-<entry>."""
+    import sys
+
+    import yaml
+    from rich.console import Console
+
+    from nasq.cli.report import print_summary
+    from nasq.experiment import load_experiment
+    from nasq.files import atomic_write_text
+
+    try:
+        base_path, base, entries = sweep_entries(sweep_file)
+        exps: list = []
+        for name, over in entries:
+            cfg = _merge(base, {**over, "name": f"{base.get('name', 'nasq')}-{name}"})
+            if exps and not (cfg.get("search") or {}).get("cache_dir"):  # one ledger for all of them
+                cfg = _merge(cfg, {"search": {"cache_dir": str(exps[0].workdir.resolve() / "cache")}})
+            # beside the base file, so its relative references and catalog lookups hold as written
+            path = base_path.parent / f".{sweep_file.stem}.{name}.yaml"
+            atomic_write_text(path, yaml.safe_dump(cfg, sort_keys=False))
+            exps.append(load_experiment(path))
+        from nasq.stages.pipeline import Interrupted, run_sweep
+
+        console = Console(width=None if sys.stdout.isatty() else 150)
+        results = run_sweep(exps, None if quiet else console)
+    except NasqError as e:
+        fail(e)
+    except Interrupted as e:
+        typer.echo(f"nasq: stopped by {e.name}", err=True)
+        raise typer.Exit(e.exit_code) from None
+    for result in results:
+        print_summary(result, console)
 
 
 jobs_app = typer.Typer(help="Ray jobs of a cluster: list, status, logs, stop.", no_args_is_help=True)
@@ -223,4 +343,5 @@ def register(app: typer.Typer) -> None:
     app.command("front")(front)
     app.command("export")(export)
     app.command("submit")(submit)
+    app.command("sweep")(sweep)
     app.add_typer(jobs_app, name="jobs")

@@ -7,8 +7,12 @@ the user's file name never reaches the shell Ray runs the entrypoint with (a nam
 ``x.yaml;touch INJECTED;.yaml`` is shipped as ``experiment.yaml`` and kept only as metadata).
 Only regular files on an allow-list are shipped from a profile folder, never a symlink, and every
 shipped file must lie inside the catalog folder it was found in. ``entrypoint_num_cpus=0`` keeps the
-driver off a CPU; no user code or user runtime_env is sent. The cluster runs ``nasq`` from its own
-Python environment.
+driver off a CPU; no user code or user runtime_env is sent, only one environment variable,
+``NASQ_RAY_ADDRESS=auto``: the job evaluates on the cluster it runs on whatever ``ray.address`` the
+file says (nasq.cluster.tasks.job_address). The cluster runs ``nasq`` from its own Python environment.
+The job's driver runs on the head node: a ``tracking.uri`` that is unset or a local path (file,
+sqlite) is resolved there, inside the job's temporary working_dir when relative, so ``nasq submit``
+warns about it.
 
 Authentication follows Ray: with ``RAY_AUTH_MODE=token`` the client sends the token Ray finds
 (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``); unset, nasq sets
@@ -26,8 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
-from nasq.cluster.tasks import configure_env
+from nasq.cluster.tasks import ADDRESS_ENV, configure_env
 from nasq.errors import MissingDependencyError, NasqError
 from nasq.experiment import load_experiment
 
@@ -47,10 +52,21 @@ def client(address: str) -> Any:
         from ray.job_submission import JobSubmissionClient
     except ImportError as e:  # pragma: no cover - ray is a core dependency
         raise MissingDependencyError("job submission needs Ray: pip install 'ray[default]'") from e
+    from ray.exceptions import AuthenticationError
+
     try:
         return JobSubmissionClient(address)
+    except AuthenticationError as e:
+        raise _auth_error(address, e) from None
     except (ConnectionError, RuntimeError, ValueError, OSError) as e:
         raise NasqError(f"cannot reach the Ray Jobs API at {address}: {_first_line(e)}") from e
+
+
+def _auth_error(address: str, e: Exception) -> NasqError:
+    """Ray's token refusal (a paragraph of help) as one line saying what to set."""
+    what = " ".join(str(getattr(e, "message", "") or "authentication failed").split())[:200].rstrip(".")
+    return NasqError(f"Ray at {address} refused the request: {what}; the cluster uses token authentication: "
+                     "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH, a file holding the token)")
 
 
 def _first_line(e: BaseException) -> str:
@@ -99,23 +115,44 @@ def assemble(experiment: Path, dest: Path) -> str:
     return JOB_EXPERIMENT
 
 
+def tracking_warning(experiment: Path) -> str | None:
+    """One line when the experiment's ``tracking.uri`` is unset or a local store: the job's driver
+    resolves it on the head node, where nothing off the head can read it."""
+    uri = load_experiment(Path(experiment)).config.tracking.uri
+    if uri and urlparse(uri).scheme not in ("", "file", "sqlite"):
+        return None
+    what = f"tracking.uri {uri!r} is a local path" if uri else "tracking.uri is unset (a sqlite file in the workdir)"
+    return (f"warning: {experiment}: {what}: the job's driver runs on the cluster's head node, so the MLflow "
+            "runs are written there (a relative path inside the job's temporary working_dir) where other "
+            "nodes and this machine cannot read them; use an MLflow server URL (http://HOST:PORT)")
+
+
 def submit(experiment: Path, address: str, submission_id: str | None = None) -> str:
     """Submit ``nasq run`` of ``experiment`` to the cluster at ``address``; returns the job id."""
     jobs = client(address)
     with tempfile.TemporaryDirectory(prefix="nasq-job-") as tmp:
         name = assemble(Path(experiment), Path(tmp))
+        runtime_env = {"working_dir": tmp, "env_vars": {ADDRESS_ENV: "auto"}}
+        from ray.exceptions import AuthenticationError
+
         try:
-            return jobs.submit_job(entrypoint=ENTRYPOINT, runtime_env={"working_dir": tmp},
+            return jobs.submit_job(entrypoint=ENTRYPOINT, runtime_env=runtime_env,
                                    entrypoint_num_cpus=0, submission_id=submission_id,
                                    metadata={"nasq.experiment": Path(experiment).name[:200], "nasq.shipped": name})
+        except AuthenticationError as e:
+            raise _auth_error(address, e) from None
         except (RuntimeError, ValueError, ConnectionError) as e:
             raise NasqError(f"Ray at {address} refused the job: {_first_line(e)}") from e
 
 
 def _call(address: str, what: str, fn: str, *args: Any) -> Any:
+    from ray.exceptions import AuthenticationError
+
     jobs = client(address)
     try:
         return getattr(jobs, fn)(*args)
+    except AuthenticationError as e:
+        raise _auth_error(address, e) from None
     except (RuntimeError, ValueError, ConnectionError) as e:
         raise NasqError(f"{what} at {address}: {_first_line(e)}") from e
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from nasq import data as data_mod
-from nasq.cluster.tasks import eval_chunk, evaluate_on_ray
+from nasq.cluster.tasks import Fanout, eval_specs
 from nasq.cluster.tune import TuneEvaluate
 from nasq.errors import NasqError
 from nasq.experiment import Experiment
@@ -63,12 +63,20 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def evaluator(ray: Any, data: EvalPayload, rep: Reporter) -> Evaluator:
-    """True evaluations as Ray tasks when ``ray`` is up, else in this process."""
+def evaluator(ray: Any, data: EvalPayload, rep: Reporter, chunk: int | None = None,
+              max_in_flight: int | None = None) -> Evaluator:
+    """True evaluations as Ray tasks when ``ray`` is up (one :class:`Fanout` for the whole search:
+    the payload is put once; each batch ends with a line saying where its tasks ran), else in this
+    process."""
     if ray is not None:
+        fanout = Fanout(ray, data, chunk=chunk, max_in_flight=max_in_flight)
+
         def evaluate_remote(specs: list[SubnetSpec]) -> list[float | None]:
             with rep.bar("evaluating", len(specs)) as bar:
-                return evaluate_on_ray(ray, data, specs, progress=bar)
+                out = fanout(specs, progress=bar)
+            for line in fanout.stats.summary():
+                rep.say(f"      {line}")
+            return out
         return evaluate_remote
 
     local = SubnetEvaluator(data, threads=None)
@@ -88,7 +96,7 @@ def evaluator(ray: Any, data: EvalPayload, rep: Reporter) -> Evaluator:
 
 def tune_evaluator(data: EvalPayload) -> TuneEvaluate:
     """What a Ray Tune trial needs to evaluate one subnet: (function, payload)."""
-    return eval_chunk, data
+    return eval_specs, data
 
 
 def run(exp: Experiment, ledger: Ledger, workdir: Path | None = None, rep: Reporter | None = None) -> Samples:

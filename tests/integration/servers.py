@@ -6,6 +6,7 @@ the Ray head is stopped by the PIDs of the processes whose command line names it
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -26,13 +27,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
+def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None, token: str | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before {url} answered")
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -115,11 +117,11 @@ class RayHead:
         env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
                "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": str(temp_dir)}
         env["PATH"] = f"{BIN}:{env.get('PATH', '')}"  # jobs run `nasq` from this venv
-        dash = free_port()
-        ports = {"--port": free_port(), "--dashboard-port": dash, "--ray-client-server-port": free_port(),
-                 "--node-manager-port": free_port(), "--object-manager-port": free_port(),
-                 "--dashboard-agent-grpc-port": free_port(), "--dashboard-agent-listen-port": free_port(),
-                 "--metrics-export-port": free_port(), "--runtime-env-agent-port": free_port()}
+        flags = ("--port", "--dashboard-port", "--ray-client-server-port", "--node-manager-port",
+                 "--object-manager-port", "--dashboard-agent-grpc-port", "--dashboard-agent-listen-port",
+                 "--metrics-export-port", "--runtime-env-agent-port")
+        ports = dict(zip(flags, free_ports(len(flags)), strict=True))  # distinct: Ray refuses a port twice
+        dash = ports["--dashboard-port"]
         cmd = [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--dashboard-host",
                "127.0.0.1", "--num-cpus", str(num_cpus), "--temp-dir", str(temp_dir), "--include-dashboard", "true",
                "--disable-usage-stats", *[str(x) for kv in ports.items() for x in kv]]
@@ -152,3 +154,110 @@ class RayHead:
 
     def stop(self) -> None:
         _stop_pids(self.pids())
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (all bound at once, so none is handed out twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+NODE_PORT_FLAGS = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-grpc-port",
+                   "--dashboard-agent-listen-port", "--metrics-export-port", "--runtime-env-agent-port")
+WORKER_PORTS = 12  # per node: Ray's default worker port range is shared by the nodes of one machine
+
+
+def _node_ports(ports: list[int]) -> list[str]:
+    """The flags for the ports one node binds, taken from ``ports`` (two nodes share none)."""
+    flags = [x for flag in NODE_PORT_FLAGS for x in (flag, str(ports.pop()))]
+    return [*flags, "--worker-port-list", ",".join(str(ports.pop()) for _ in range(WORKER_PORTS))]
+
+
+# `ray start --address ...` (Ray's own CLI) for a node on loopback: Ray's guard against multi-node
+# clusters in loopback mode is lifted, and the local address stays 127.0.0.1 instead of the address
+# Ray would find by routing towards 8.8.8.8 (not allowed on these machines).
+JOIN_SHIM = """
+import sys
+import ray._private.ray_constants as constants
+import ray._private.services as services
+constants.ENABLE_RAY_CLUSTER = True
+services.get_node_ip_address = lambda address=None: "127.0.0.1"
+from ray.scripts.scripts import main
+sys.argv[0] = "ray"
+sys.exit(main())
+"""
+
+
+@dataclass
+class RayCluster(RayHead):
+    """A head (``ray start --head``) and more nodes (``ray start --address``) on this machine, on
+    loopback, optionally with Ray's token authentication (a token file under the cluster's temp dir,
+    never ~/.ray). Node i has the custom resource ``node<i>: 1`` so tests can tell them apart.
+
+    Every node runs with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (every socket on 127.0.0.1, see
+    STACK_NOTES). Ray's CLI refuses ``ray start --address`` in that mode, and with it at 1 rewrites
+    the 127.0.0.1 head address to the machine's external one; so a joining node runs Ray's own
+    ``ray start`` through :data:`JOIN_SHIM`, which lifts only that guard. Every node's temp dir lies
+    below the head's, so :meth:`RayHead.pids` finds all of their processes."""
+
+    token: str | None = None
+    token_file: Path | None = None
+
+    def client_env(self, with_token: bool = True) -> dict[str, str]:
+        """The environment a client (nasq CLI) needs: auth mode, and the token unless told not to."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_")}
+        env.update({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
+                    "RAY_AUTH_MODE": "token" if self.token else "disabled"})
+        if self.token and with_token:
+            env["RAY_AUTH_TOKEN_PATH"] = str(self.token_file)
+        return env
+
+    @classmethod
+    def start(cls, nodes: tuple[int, ...] = (1, 1), token: bool = True) -> RayCluster:  # type: ignore[override]
+        import secrets
+
+        temp_dir = Path(tempfile.mkdtemp(prefix="nqc", dir="/tmp"))
+        ports = free_ports(3 + len(nodes) * (len(NODE_PORT_FLAGS) + WORKER_PORTS))
+        dash, gcs = ports.pop(), ports.pop()
+        cluster = cls(f"http://127.0.0.1:{dash}", temp_dir, {}, f"127.0.0.1:{gcs}")
+        if token:
+            cluster.token = secrets.token_hex(32)
+            cluster.token_file = temp_dir / "auth_token"
+            cluster.token_file.write_text(cluster.token)
+            cluster.token_file.chmod(0o600)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_")}
+        env.update({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
+                    "RAY_AUTH_MODE": "token" if token else "disabled", "RAY_TMPDIR": str(temp_dir),
+                    "PATH": f"{BIN}:{os.environ.get('PATH', '')}"})  # jobs run `nasq` from this venv
+        if token:
+            env["RAY_AUTH_TOKEN_PATH"] = str(cluster.token_file)
+        cluster.env = env
+        common = ["--node-ip-address", "127.0.0.1", "--disable-usage-stats", "--object-store-memory",
+                  str(200 * 1024 * 1024)]
+        head = [str(BIN / "ray"), "start", "--head", "--port", str(gcs), "--dashboard-host", "127.0.0.1",
+                "--dashboard-port", str(dash), "--ray-client-server-port", str(ports.pop()), "--include-dashboard",
+                "true", "--temp-dir", str(temp_dir)]
+        try:
+            for i, cpus in enumerate(nodes):
+                # each joining node has its own temp dir below the head's: sharing the head's session
+                # dir, its runtime-env agent would unpack (and clean up) the job's working_dir in the
+                # very folder the job's driver runs in
+                cmd = (head if i == 0 else [sys.executable, "-c", JOIN_SHIM, "start", "--address", cluster.gcs_address,
+                                            "--temp-dir", str(temp_dir / f"n{i}")])
+                cmd = [*cmd, *common, "--num-cpus", str(cpus), "--resources", json.dumps({f"node{i}": 1}),
+                       *_node_ports(ports)]
+                out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+                if out.returncode != 0:
+                    raise RuntimeError(f"ray start (node {i}) failed: {out.stderr[-2000:]}")
+                if i == 0:
+                    wait_http(cluster.address + "/api/version", 90, token=cluster.token)
+        except BaseException:
+            cluster.stop()
+            raise
+        return cluster

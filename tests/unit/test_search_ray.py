@@ -166,3 +166,95 @@ def test_a_foreign_journal_is_refused_in_one_line(space, profile, tmp_path):
         with pytest.raises(NasqError) as err:
             read_journal(path, task)
         assert "\n" not in str(err.value) and str(path) in str(err.value) and "line 1" in str(err.value)
+
+
+def test_bounded_scheduler_keeps_the_bound_and_the_order():
+    """run_bounded with a fake backend of our own that finishes pending work in a scrambled order."""
+    from nasq.cluster.tasks import chunk_size, run_bounded
+
+    rng = np.random.default_rng(0)
+    for n_parts, bound in ((0, 3), (1, 3), (7, 1), (50, 4), (200, 16)):
+        in_flight: set[int] = set()
+        seen_max, results = 0, [None] * n_parts
+
+        def submit(i, in_flight=in_flight):
+            in_flight.add(i)
+            return i
+
+        def wait(pending, in_flight=in_flight):
+            nonlocal seen_max
+            seen_max = max(seen_max, len(in_flight))
+            assert set(pending) == in_flight
+            ready = list(rng.permutation(pending)[: int(rng.integers(1, len(pending) + 1))])
+            in_flight.difference_update(ready)
+            return ready
+
+        def done(i, handle, results=results):
+            assert results[i] is None and handle == i
+            results[i] = i * i
+
+        peak = run_bounded(n_parts, submit, wait, done, bound)
+        assert seen_max <= bound and peak == min(bound, n_parts) == (seen_max if n_parts else 0)
+        assert results == [i * i for i in range(n_parts)]
+    assert chunk_size(10, 2) == 1 and chunk_size(10_000, 2) == 16 and chunk_size(100, 2) == 7
+    assert chunk_size(1, 8) == 1 and chunk_size(200, 2) == 13
+
+
+def _tiny_task():
+    def task(payload, spec_dicts):
+        return [float(sum(b["kernel"] for st in d["stages"] for b in st)) for d in spec_dicts]
+    return task
+
+
+def test_fanout_many_tiny_evaluations_in_order_with_one_put(ray, space):
+    """Real embedded Ray: 300 tiny evaluations in two batches through one Fanout: results in input
+    order, never more than max_in_flight tasks pending, the payload put once and fetched once per
+    worker process."""
+    from nasq.cluster.tasks import Fanout
+    from nasq.supernet.evaluate import EvalPayload
+
+    specs = space.sample_unique(np.random.default_rng(1), 300, set())
+    payload = EvalPayload({}, {"w": np.arange(1000.0)}, np.zeros(1), np.zeros(1), np.zeros(1), 1)
+    fanout = Fanout(ray, payload, max_in_flight=3, task=_tiny_task())
+    seen = []
+    out = fanout(specs[:200], progress=lambda k, n: seen.append((k, n))) + fanout(specs[200:])
+    expected = [float(sum(b.kernel for st in s.stages for b in st)) for s in specs]
+    assert out == expected
+    st = fanout.stats
+    assert st.evaluations == 300 and st.puts == 1 and st.peak_in_flight <= 3
+    assert sum(st.tasks.values()) == math.ceil(200 / 13) + math.ceil(100 / 7)  # chunk_size(200|100, 2 CPUs)
+    assert set(st.pid_fetches.values()) == {1}  # each worker process fetched the payload once
+    assert seen[-1] == (200, 200) and [k for k, _ in seen] == sorted(k for k, _ in seen)
+    assert 0.0 <= st.ray_share() <= 1.0 and "payload put 1x" in st.summary()[0]
+
+
+def test_a_job_evaluates_on_its_own_cluster(monkeypatch, capsys):
+    from nasq.cluster.tasks import ADDRESS_ENV, RAY_JOB_ENV, job_address
+
+    monkeypatch.delenv(ADDRESS_ENV, raising=False)
+    monkeypatch.delenv(RAY_JOB_ENV, raising=False)
+    assert job_address("local") == "local" and capsys.readouterr().err == ""  # not in a job: as written
+    monkeypatch.setenv(RAY_JOB_ENV, "{}")  # what Ray sets for a job's driver
+    assert job_address("local") == "auto" and job_address("127.0.0.1:6379") == "127.0.0.1:6379"
+    assert job_address("none") == "none"
+    monkeypatch.setenv(ADDRESS_ENV, "auto")  # what `nasq submit` sets: wins whatever the file says
+    assert [job_address(a) for a in ("local", "none", "10.0.0.1:6379")] == ["auto"] * 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all("-> 'auto'" in line and "cluster this job runs on" in line for line in err)
+
+
+def test_submit_warns_when_tracking_stays_on_the_head(tmp_path):
+    import yaml
+
+    from nasq.cluster.jobs import tracking_warning
+
+    base = {"name": "w", "data": {"name": "digits", "val_size": 200}, "space": "mbconv_small",
+            "hardware": ["cpu_roofline"], "search": {"max_true_evals": 6}}
+    for uri, warns in ((None, True), ("sqlite:///tmp/x.db", True), ("mlruns", True), ("file:///tmp/m", True),
+                       ("http://127.0.0.1:5000", False), ("https://mlflow.example.org", False)):
+        path = tmp_path / "e.yaml"
+        path.write_text(yaml.safe_dump({**base, "tracking": {"uri": uri}}))
+        note = tracking_warning(path)
+        assert (note is not None) == warns, (uri, note)
+        if note:
+            assert "\n" not in note and "head node" in note and str(path) in note
