@@ -16,6 +16,7 @@ import os
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from nasq.files import sha256_bytes, temp_target
 from nasq.hardware import CostModel, HardwareProfile, TargetsCostModel
 from nasq.predict.fit import Recipe
 from nasq.predict.latency import load_profile_predictor
-from nasq.space import SearchSpace, SubnetSpec
+from nasq.space import SearchSpace, SubnetSpec, load_space
 from nasq.specs import ExperimentConfig, load_model, one_line, show, workdir_path
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -101,11 +102,17 @@ class Experiment:
         return out
 
 
+def packaged_catalog() -> Path:
+    """The catalogs shipped inside the package (``nasq/_catalog/<folder>``: symlinks in a source
+    checkout, plain files in an installed wheel), so an installed nasq finds them without a checkout."""
+    return Path(str(resources.files("nasq") / "_catalog"))
+
+
 def search_roots(base_dir: Path) -> list[Path]:
     roots = [base_dir, base_dir.parent]
     if os.environ.get("NASQ_CATALOG"):
         roots.append(Path(os.environ["NASQ_CATALOG"]))
-    roots += [Path.cwd(), PACKAGE_ROOT]
+    roots += [Path.cwd(), PACKAGE_ROOT, packaged_catalog()]
     out: list[Path] = []
     for r in roots:
         if r not in out:
@@ -181,7 +188,10 @@ def load_experiment(path: str | Path | None = None) -> Experiment:
         config, digest = load_model(ExperimentConfig, p, source)
         base = p.resolve().parent
     space_path = resolve("space", config.space, base, source, "space")
-    space = SearchSpace.from_yaml(space_path, _display(space_path))
+    space = load_space(space_path, _display(space_path))
+    if not isinstance(space, SearchSpace):  # no network to train: the pipeline cannot run it
+        raise ConfigError(source, "space", f"{config.space!r} is a family: generic space (named genes, no "
+                          "network): search it from Python with nasq.search_generic, got a pipeline experiment")
     profiles, latency = [], []
     for i, name in enumerate(config.hardware):
         prof_path = resolve("hardware", name, base, source, f"hardware[{i}]")
@@ -194,7 +204,7 @@ def load_experiment(path: str | Path | None = None) -> Experiment:
     rec_path = resolve("predictor", config.predictor, base, source, "predictor")
     recipe = Recipe.from_yaml(rec_path, _display(rec_path))
     _check_cross(config, space, profiles, source)
-    data_mod.check_available(config.data, source)
+    data_mod.check_available(config.data, source, space.config)
     return Experiment(config, source, digest, space, profiles, recipe, base, latency)
 
 

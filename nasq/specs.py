@@ -21,6 +21,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -227,9 +231,22 @@ def _positive_values(v: dict[str, float], what: str, high: float = MAX_RATE) -> 
 
 
 # ---------------------------------------------------------------- search spaces
+MAX_LENGTH = 1 << 20  # time steps of one series (a day of 1 Hz samples is 86,400)
+MAX_FEATURES = 1 << 20  # columns of one table row
+INPUT_SIZES = ("resolution", "length", "features")
+
+
 class InputSpec(Frozen):
-    channels: int = Field(ge=1, le=MAX_CHANNELS)
-    resolution: int = Field(ge=4, le=MAX_RESOLUTION)
+    """What the network reads, one of three shapes (:attr:`shape`): an image of ``channels`` x
+    ``resolution`` x ``resolution`` (mbconv, resnet, vit; sequence reads its rows as tokens), a
+    series of ``channels`` x ``length`` time steps (sequence) or a table row of ``features``
+    (mlp). Exactly one of ``resolution``, ``length`` and ``features`` is given; which one a
+    family takes is checked with the family (``nasq.space.kinds.check_family``)."""
+
+    channels: int = Field(default=1, ge=1, le=MAX_CHANNELS)
+    resolution: int | None = Field(default=None, ge=4, le=MAX_RESOLUTION)
+    length: int | None = Field(default=None, ge=1, le=MAX_LENGTH)
+    features: int | None = Field(default=None, ge=1, le=MAX_FEATURES)
     num_classes: int = Field(ge=2, le=MAX_CLASSES)
     # elastic input resolution (mbconv, resnet): the image is resized to the chosen size
     resolution_choices: tuple[int, ...] = ()
@@ -244,10 +261,29 @@ class InputSpec(Frozen):
             _within("resolution_choices", v, 4, MAX_RESOLUTION)
         return tuple(sorted(v))
 
+    @model_validator(mode="after")
+    def _one_size(self) -> InputSpec:
+        given = [name for name in INPUT_SIZES if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give one of resolution (an image), length (a series) or features (a table row), "
+                             f"got {show(given)}")
+        if self.features is not None and self.channels != 1:  # 1: the default (and a dumped config)
+            raise ValueError(f"a table row has features, not channels, got channels: {self.channels}")
+        return self
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One example's shape: (C, H, W) for an image, (C, T) for a series, (F,) for a table row."""
+        if self.features is not None:
+            return (self.features,)
+        if self.length is not None:
+            return (self.channels, self.length)
+        return (self.channels, self.resolution, self.resolution)
+
 
 class StemSpec(Frozen):
     channels: int = Field(ge=1, le=MAX_CHANNELS)
-    kernel: int = Field(default=3, ge=1, le=MAX_KERNEL + 1)  # vit: the patch size (kernel = stride = patch)
+    kernel: int = Field(default=3, ge=1, le=MAX_KERNEL + 1)  # vit: the patch size (kernel = stride = patch); sequence: time steps per token
     stride: Literal[1, 2] = 1
 
 
@@ -335,7 +371,7 @@ class PrecisionMenu(Frozen):
         return _positive_values(v, "sampling weight", high=1e6)
 
 
-Family = Literal["mbconv", "resnet", "vit", "sequence"]
+Family = Literal["mbconv", "resnet", "vit", "sequence", "mlp"]
 
 
 class SpaceConfig(Frozen):
@@ -347,6 +383,49 @@ class SpaceConfig(Frozen):
     stem: StemSpec
     stages: tuple[StageSpec, ...] = Field(min_length=1, max_length=MAX_STAGES)
     precision: PrecisionMenu
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One example's shape, what the data must hold: (C, H, W) for an image, (C, T) for a
+        series, (F,) for a table row (see :class:`InputSpec`)."""
+        return self.input.shape
+
+
+# A foreign problem's genes: no network, only named categorical choices (nasq.space.generic).
+GeneValue = Annotated[StrictStr | StrictBool | StrictInt | StrictFloat, Field(union_mode="left_to_right")]
+MAX_GENERIC_GENES = 4096
+
+
+class GenericGene(Frozen):
+    name: Name
+    choices: tuple[GeneValue, ...] = Field(min_length=1, max_length=MAX_CHOICES)
+
+    @field_validator("choices")
+    @classmethod
+    def _distinct(cls, v: tuple[Any, ...]) -> tuple[Any, ...]:
+        seen = [(type(c).__name__, c) for c in v]
+        if len(set(seen)) != len(seen):
+            raise ValueError(f"choices must be distinct, got {show(list(v))}")
+        return v
+
+
+class GenericSpaceConfig(Frozen):
+    """``family: generic``: named genes with listed choices and no network."""
+
+    name: Name
+    version: Version = 1
+    family: Literal["generic"]
+    description: str = ""
+    genes: tuple[GenericGene, ...] = Field(min_length=1, max_length=MAX_GENERIC_GENES)
+
+    @field_validator("genes")
+    @classmethod
+    def _unique_names(cls, v: tuple[GenericGene, ...]) -> tuple[GenericGene, ...]:
+        names = [g.name for g in v]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup is not None:
+            raise ValueError(f"gene names must be unique, {show(dup)} appears {names.count(dup)} times")
+        return v
 
 
 # ---------------------------------------------------------------- hardware profiles
@@ -470,13 +549,33 @@ Metric = Annotated[str, AfterValidator(check_metric)]
 
 
 class DataConfig(Frozen):
-    name: Literal["fashion_mnist", "digits"] = "fashion_mnist"
+    """``source``: a registered data-source kind (``nasq.data.SOURCES``: idx, npz, image_folder,
+    table, series and the presets fashion_mnist, digits); the name is checked, and the source's own
+    fields against its files, by ``nasq.data.check_available``. The old key ``name`` still works."""
+
+    source: Name = "fashion_mnist"
     path: PathText | None = None
-    fallback: Literal["digits", "none"] = "digits"
+    fallback: Literal["digits", "none"] = "digits"  # fashion_mnist only: what to use without its files
+    label: str = Field(default="label", min_length=1, max_length=256)  # table: the label column
+    length: int | None = Field(default=None, ge=1, le=MAX_LENGTH)  # series: pad/cut to it
     train_limit: int | None = Field(default=None, ge=100, le=MAX_IMAGES)
     val_size: int = Field(default=5000, ge=50, le=MAX_IMAGES)
     test_limit: int | None = Field(default=None, ge=50, le=MAX_IMAGES)
     seed: Seed = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_name(cls, v: Any) -> Any:
+        if isinstance(v, dict) and "name" in v:  # schema 1 files say `data: {name: digits}`
+            if "source" in v:
+                raise ValueError("give `source` or its old name `name`, not both")
+            v = {("source" if k == "name" else k): val for k, val in v.items()}
+        return v
+
+    @property
+    def name(self) -> str:
+        """The old name of ``source``, kept for code and files written before sources were kinds."""
+        return self.source
 
 
 class TrainConfig(Frozen):
@@ -529,12 +628,15 @@ class ConstraintSpec(Frozen):
         return f"{self.metric}@{self.profile}"
 
 
-Strategy = Literal["linas", "nsga2_true", "random", "optuna_nsga2", "optuna_tpe"]
+Strategy = Literal["linas", "nsga2_true", "random", "optuna_nsga2", "optuna_tpe", "ilp", "sensitivity_seeded"]
 
 
 class SearchConfig(Frozen):
     """``strategy``: linas (NSGA-II on predictors, refitted on each batch of true evaluations),
-    or a baseline on true evaluations only: nsga2_true, random, optuna_nsga2, optuna_tpe.
+    or a baseline on true evaluations only: nsga2_true, random, optuna_nsga2, optuna_tpe; or a
+    quantization-literature strategy: ilp (per-layer formats chosen by a mixed-integer program
+    (scipy milp) from the per-layer sensitivity table, or the predictor without one, swept over
+    budgets), sensitivity_seeded (LINAS whose inner NSGA-II starts from ILP allocations).
     ``max_true_evals``: true evaluations the search may spend (the sampled training set is extra);
     ``batch_size``: true evaluations per iteration; ``uncertain_fraction``: share of each LINAS
     batch picked by predictor uncertainty (where the predictor has one); ``initial_evals``: random
@@ -565,8 +667,16 @@ class TrackingConfig(Frozen):
 
 
 class RayConfig(Frozen):
+    """``address``: ``local`` (an embedded Ray), ``none`` (in this process), ``auto`` or a cluster's
+    address; inside a Ray job (``nasq submit``) the job's own cluster is used whatever it says.
+    ``max_in_flight``: evaluation tasks pending at once (backpressure; default twice the cluster's
+    CPUs); ``chunk``: subnets per evaluation task (default about 8 tasks per CPU per batch, 1..16;
+    see nasq.cluster.tasks)."""
+
     address: str = "local"
     num_cpus: int | None = Field(default=None, ge=1, le=MAX_THREADS)
+    max_in_flight: int | None = Field(default=None, ge=1, le=100_000)
+    chunk: int | None = Field(default=None, ge=1, le=1_000)
 
 
 class ExportConfig(Frozen):
@@ -575,6 +685,9 @@ class ExportConfig(Frozen):
     # The written model's opset: 21, where INT4 storage and DequantizeLinear's block_size exist
     # (nasq traces at the exporter's highest opset and converts; see nasq.export.lower).
     opset: int = Field(default=21, ge=21, le=21)
+    # Layer-wise refinement of the picked subnet's quantized weights on the calibration images
+    # before it is written (nasq.export.refine; these are its registered REFINERS).
+    refine: Literal["none", "bias_correction", "adaround", "flexround", "quantease"] = "none"
 
 
 class ExperimentConfig(Frozen):

@@ -31,15 +31,26 @@ from typing import Any
 import numpy as np
 
 from nasq import data as data_mod
-from nasq.cluster.tasks import ray_session
+from nasq.cluster.tasks import job_address, ray_session
 from nasq.errors import NasqError
 from nasq.experiment import Experiment
-from nasq.files import atomic_write_json
+from nasq.files import atomic_write_bytes, atomic_write_json
 from nasq.predict.fit import FitReport
 from nasq.profiling.check import drift_note
 from nasq.search.pareto import Front
-from nasq.stages import data, evaluate, export, predict, search, track, train
+from nasq.stages import (
+    baselines,
+    data,
+    evaluate,
+    export,
+    predict,
+    search,
+    sensitivity,
+    track,
+    train,
+)
 from nasq.stages.progress import Reporter
+from nasq.supernet import checkpoint
 from nasq.supernet.network import Supernet
 from nasq.tracking.lifecycle import DEFAULT_WAIT_S, TrackedRun, TrackingLost
 
@@ -128,6 +139,7 @@ class PipelineResult:
     # one row per search iteration: {"iteration", "true_evals", "hypervolume", "predictor_tau"}
     # (predictor_tau: Kendall tau of the predictor on that iteration's batch, None where not defined)
     history: list[dict] = field(default_factory=list)
+    baselines: list[dict] = field(default_factory=list)  # nasq.stages.baselines rows (baselines.csv)
 
 
 def _train_header(exp: Experiment) -> str:
@@ -179,7 +191,7 @@ def evaluate_and_search(exp: Experiment, net: Supernet, splits: data_mod.Splits,
     run_dir = run_dir or workdir
     payload = evaluate.payload(exp, net, splits)
     with ray_session(cfg.ray.address, cfg.ray.num_cpus) as ray:
-        ledger = evaluate.open_ledger(exp, evaluate.evaluator(ray, payload, rep), workdir)
+        ledger = evaluate.open_ledger(exp, evaluate.evaluator(ray, payload, rep, cfg.ray.chunk, cfg.ray.max_in_flight), workdir)
         with rep.stage("evaluate", f"evaluate: {cfg.evaluate.num_subnets} sampled subnets ({_where(cfg.ray.address)})"):
             samples = evaluate.run(exp, ledger, workdir, rep)
         with rep.stage("predict", f"predictor: {exp.recipe.config.kind} on {len(samples.specs)} subnets"):
@@ -189,15 +201,20 @@ def evaluate_and_search(exp: Experiment, net: Supernet, splits: data_mod.Splits,
             rep.say(f"warning: {note}")
         with rep.stage("search", f"search: {s.strategy}, {s.max_true_evals} true evaluations in batches of {s.batch_size}"):
             on_tune = ray is not None and s.strategy.startswith("optuna")
+            # ilp / sensitivity_seeded: the per-layer loss table first (reused when sensitivity.json fits)
+            table = sensitivity.for_search(exp, net, splits, workdir)
             upstream = search.SearchUpstream(ledger, samples, fitted.predictor,
-                                             evaluate.tune_evaluator(payload) if on_tune else None)
+                                             evaluate.tune_evaluator(payload) if on_tune else None, sensitivity=table)
             outcome = search.run(exp, upstream, run_dir, rep, resume=resume)
+        # uniform INT8/INT4(/FP8) twins of the largest subnet and of each front point, truly evaluated
+        uniform = baselines.run(exp, ledger, outcome.front, run_dir)
+        rep.say(f"      {baselines.summary_line(baselines.summary(exp, outcome.front, uniform))}")
     keys = search.used_keys(samples.specs, outcome, ledger)
     search.write_artifacts(run_dir, ledger, keys, outcome)
     return PipelineResult(exp, outcome.front, fitted.report, run_dir, len(keys), rep.timings, data_note=splits.note,
                           train_info=train_info,
                           evaluations=search.evaluation_matrix(ledger, keys, fitted.predictor.cost_model),
-                          history=outcome.history)
+                          history=outcome.history, baselines=uniform)
 
 
 def drift_notes(exp: Experiment) -> list[str]:
@@ -218,5 +235,26 @@ def run_training(exp: Experiment, console: Any = None, fresh: bool = False) -> d
     return {**trained.info, "seconds_total": sum(rep.timings.values())}
 
 
+def run_sweep(exps: list[Experiment], console: Any = None,
+              tracking_wait_s: float = DEFAULT_WAIT_S) -> list[PipelineResult]:
+    """Several experiments in one driver (``nasq sweep``), each a whole :func:`run_pipeline` with its
+    own MLflow parent run (siblings) and workdir, sharing one Ray session (the first experiment's
+    ``ray`` settings) and what they can reuse: the supernet the first one trained is copied into
+    the others' workdirs before they start, and the train stage reuses it wherever the fingerprint
+    (space, data, training config) matches; the ledger is shared through one ``search.cache_dir``
+    (the caller sets it)."""
+    results: list[PipelineResult] = []
+    with ray_session(exps[0].config.ray.address, exps[0].config.ray.num_cpus):
+        for exp in exps:
+            trained = results[0].workdir if results else None
+            if trained is not None and not (exp.workdir / checkpoint.WEIGHTS).exists():
+                exp.workdir.mkdir(parents=True, exist_ok=True)
+                for name in (checkpoint.WEIGHTS, checkpoint.RECORD):  # weights first: the record names them
+                    atomic_write_bytes(exp.workdir / name, (trained / name).read_bytes())
+            results.append(run_pipeline(exp, console, tracking_wait_s))
+    return results
+
+
 def _where(address: str) -> str:
-    return {"local": "embedded Ray", "none": "in-process"}.get(address, f"Ray at {address}")
+    address = job_address(address, say=False)  # inside a Ray job: the job's cluster
+    return {"local": "embedded Ray", "none": "in-process", "auto": "the cluster this job runs on"}.get(address, f"Ray at {address}")
