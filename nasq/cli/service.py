@@ -168,17 +168,32 @@ def _check_register(found: object, name: str) -> None:
     tracking.check_reachable(found.uri)
 
 
-def submit(experiment: Annotated[Path, typer.Argument(help="Experiment YAML to run on the cluster.")],
+def submit(experiment: Annotated[Path, typer.Argument(help="Experiment YAML to run on the cluster "
+                                                   "(with --sweep: a sweep YAML, see `nasq sweep --help`).")],
            address: AddressOpt,
            wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to finish and print its logs.")] = False,
+           sweep: Annotated[bool, typer.Option("--sweep", help="Submit a sweep file as one job (`nasq sweep` on "
+                                               "the cluster: one supernet, one ledger, an MLflow run per entry).")] = False,
            ) -> None:
-    """Run an experiment as a Ray job: ships the experiment and its catalog files, runs `nasq run`."""
+    """Run an experiment as a Ray job: ships the experiment and its catalog files, runs `nasq run`
+    (with --sweep: the base experiment, every entry's catalog files and the entries, runs `nasq sweep`)."""
+    import tempfile
+
     from nasq.cli import options
     from nasq.cluster import jobs as service
 
     try:
         options.text(address, "--address")
-        job_id = service.submit(experiment, address)
+        if sweep:
+            base_path, base, entries = sweep_entries(experiment)
+            # the variants are written only to check them and find their catalog files; the
+            # cluster merges the entries itself
+            with tempfile.TemporaryDirectory(dir=base_path.parent, prefix=".nasq-sweep-") as tmp:
+                variants = [_variant_file(base, name, over, Path(tmp) / f"{name}.yaml") for name, over in entries]
+                job_id = service.submit(base_path, address, sweep=(variants, entries))
+            experiment = base_path
+        else:
+            job_id = service.submit(experiment, address)
         note = service.tracking_warning(experiment)
         if note:
             typer.echo(note, err=True)
@@ -202,6 +217,20 @@ def _merge(base: dict, over: dict) -> dict:
     for k, v in over.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def _variant_file(base: dict, name: str, over: dict, path: Path, cache_dir: str | None = None) -> Path:
+    """Write one sweep entry's experiment (``over`` merged into ``base``, named ``<base>-<name>``;
+    ``cache_dir``: the ledger folder it shares) to ``path``."""
+    import yaml
+
+    from nasq.files import atomic_write_text
+
+    cfg = _merge(base, {**over, "name": f"{base.get('name', 'nasq')}-{name}"})
+    if cache_dir and not (cfg.get("search") or {}).get("cache_dir"):
+        cfg = _merge(cfg, {"search": {"cache_dir": cache_dir}})
+    atomic_write_text(path, yaml.safe_dump(cfg, sort_keys=False))
+    return path
 
 
 def _mapping(value: object, source: str, field: str) -> dict:
@@ -259,23 +288,18 @@ def sweep(sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML: experimen
     written as .<sweep>.<entry>.yaml beside the base file and runs as <base name>-<entry>."""
     import sys
 
-    import yaml
     from rich.console import Console
 
     from nasq.cli.report import print_summary
     from nasq.experiment import load_experiment
-    from nasq.files import atomic_write_text
 
     try:
         base_path, base, entries = sweep_entries(sweep_file)
         exps: list = []
         for name, over in entries:
-            cfg = _merge(base, {**over, "name": f"{base.get('name', 'nasq')}-{name}"})
-            if exps and not (cfg.get("search") or {}).get("cache_dir"):  # one ledger for all of them
-                cfg = _merge(cfg, {"search": {"cache_dir": str(exps[0].workdir.resolve() / "cache")}})
+            shared = str(exps[0].workdir.resolve() / "cache") if exps else None  # one ledger for all
             # beside the base file, so its relative references and catalog lookups hold as written
-            path = base_path.parent / f".{sweep_file.stem}.{name}.yaml"
-            atomic_write_text(path, yaml.safe_dump(cfg, sort_keys=False))
+            path = _variant_file(base, name, over, base_path.parent / f".{sweep_file.stem}.{name}.yaml", shared)
             exps.append(load_experiment(path))
         from nasq.stages.pipeline import Interrupted, run_sweep
 

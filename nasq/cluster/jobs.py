@@ -38,6 +38,9 @@ from nasq.experiment import load_experiment
 
 JOB_EXPERIMENT = "experiment.yaml"  # the shipped experiment's fixed name in the job's working_dir
 ENTRYPOINT = "nasq run " + shlex.quote(JOB_EXPERIMENT)
+# a sweep job: the base experiment as experiment.yaml, its entries (grid expanded) as sweep.yaml
+JOB_SWEEP = "sweep.yaml"
+SWEEP_ENTRYPOINT = "nasq sweep " + shlex.quote(JOB_SWEEP)
 # what a hardware profile folder may hold; anything else beside profile.yaml (a .env, keys) stays home
 PROFILE_FILES = ("profile.yaml", "latency.csv", "latency_model.json", "measurement.json")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -85,9 +88,10 @@ def _inside(path: Path, root: Path, what: str, experiment: Path) -> Path:
     return resolved
 
 
-def assemble(experiment: Path, dest: Path) -> str:
-    """Copy the experiment (as ``experiment.yaml``) and the catalog files it names into ``dest``
-    (validated first, with the same loader ``nasq run`` uses); returns the shipped file's name."""
+def assemble(experiment: Path, dest: Path, ship_experiment: bool = True) -> str:
+    """Copy the experiment (as ``experiment.yaml``; not with ``ship_experiment=False``, used for a
+    sweep's variants, which bring only their catalog files) and the catalog files it names into
+    ``dest`` (validated first, with the same loader ``nasq run`` uses); returns the shipped name."""
     experiment = Path(experiment)
     exp = load_experiment(experiment)  # a bad experiment fails here, before anything is sent
     for ref in (exp.config.space, exp.config.predictor, *exp.config.hardware):
@@ -96,7 +100,7 @@ def assemble(experiment: Path, dest: Path) -> str:
                             "(e.g. space: mbconv_small), not paths")
     space_src, recipe_src = Path(exp.space.source), Path(exp.recipe.source)
     files: dict[Path, Path] = {
-        experiment.resolve(): dest / JOB_EXPERIMENT,
+        **({experiment.resolve(): dest / JOB_EXPERIMENT} if ship_experiment else {}),
         _inside(space_src, space_src.parent, "space", experiment): dest / "search_spaces" / f"{exp.config.space}.yaml",
         _inside(recipe_src, recipe_src.parent, "predictor", experiment): dest / "predictors" / f"{exp.config.predictor}.yaml",
     }
@@ -127,16 +131,36 @@ def tracking_warning(experiment: Path) -> str | None:
             "nodes and this machine cannot read them; use an MLflow server URL (http://HOST:PORT)")
 
 
-def submit(experiment: Path, address: str, submission_id: str | None = None) -> str:
-    """Submit ``nasq run`` of ``experiment`` to the cluster at ``address``; returns the job id."""
+def assemble_sweep(base: Path, variants: list[Path], entries: list[tuple[str, dict]], dest: Path) -> str:
+    """A sweep job's folder: the base experiment and its catalog files, every variant's catalog
+    files (a variant may name other targets), and ``sweep.yaml`` listing the entries (data only:
+    names and overrides, merged by ``nasq sweep`` on the cluster); returns the sweep file's name."""
+    import yaml
+
+    assemble(base, dest)
+    for variant in variants:
+        assemble(variant, dest, ship_experiment=False)
+    doc = {"experiment": JOB_EXPERIMENT, "runs": [{"name": name, "set": over} for name, over in entries]}
+    (dest / JOB_SWEEP).write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return JOB_SWEEP
+
+
+def submit(experiment: Path, address: str, submission_id: str | None = None,
+           sweep: tuple[list[Path], list[tuple[str, dict]]] | None = None) -> str:
+    """Submit ``nasq run`` of ``experiment`` to the cluster at ``address``; returns the job id.
+    With ``sweep`` (its variants' files and its ``(name, overrides)`` entries), the job is one
+    ``nasq sweep`` of them instead: one driver, one supernet, one ledger, an MLflow run each."""
     jobs = client(address)
     with tempfile.TemporaryDirectory(prefix="nasq-job-") as tmp:
-        name = assemble(Path(experiment), Path(tmp))
+        if sweep is None:
+            name, entrypoint = assemble(Path(experiment), Path(tmp)), ENTRYPOINT
+        else:
+            name, entrypoint = assemble_sweep(Path(experiment), *sweep, Path(tmp)), SWEEP_ENTRYPOINT
         runtime_env = {"working_dir": tmp, "env_vars": {ADDRESS_ENV: "auto"}}
         from ray.exceptions import AuthenticationError
 
         try:
-            return jobs.submit_job(entrypoint=ENTRYPOINT, runtime_env=runtime_env,
+            return jobs.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
                                    entrypoint_num_cpus=0, submission_id=submission_id,
                                    metadata={"nasq.experiment": Path(experiment).name[:200], "nasq.shipped": name})
         except AuthenticationError as e:

@@ -131,21 +131,22 @@ def test_status_logs_stop_with_token(cluster, job):
     assert state == "STOPPED"
 
 
-def test_sweep_runs_two_entries_in_one_driver(tmp_path):
-    """`nasq sweep`: two constraint variants of a tiny experiment on embedded Ray: two MLflow search
-    runs, the supernet trained once (the second entry reuses it), one shared ledger."""
+def test_sweep_submitted_as_one_job_runs_two_entries_in_one_driver(cluster, tmp_path):
+    """`nasq submit --sweep`: two constraint variants of a tiny experiment as one job on the
+    cluster: two MLflow search runs, the supernet trained once (the second entry reuses it), one
+    shared ledger. (The store is a sqlite file on this machine, which is also the head node.)"""
     from mlflow.tracking import MlflowClient
 
-    base = {**TINY, "name": "sw", "ray": {"address": "local", "num_cpus": 2}, "export": {"enabled": False},
+    base = {**TINY, "name": "sw", "workdir": f"{tmp_path}/runs/{{name}}", "export": {"enabled": False},
             "tracking": {"experiment": "nasq-sweep", "uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"experiment": "base.yaml", "grid": [
         {"loose": {"constraints": [{"metric": "size_mb", "max": 10.0}]},
          "tight": {"constraints": [{"metric": "size_mb", "max": 0.2}]}}]}))
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    res = subprocess.run([sys.executable, "-m", "nasq.cli", "sweep", "sweep.yaml"], cwd=tmp_path,
-                         capture_output=True, text=True, env={**env, "RAY_AUTH_MODE": "disabled"}, timeout=400)
+    res = cli(cluster, "submit", "sweep.yaml", "--sweep", "--address", cluster.address, "--wait", cwd=tmp_path,
+              timeout=400)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert "ray.address 'local' -> 'auto'" in res.stdout  # evaluated on the cluster, not a second Ray
     assert res.stdout.count("reusing the finished supernet") == 1  # trained by the first entry only
     client = MlflowClient(tracking_uri=base["tracking"]["uri"])
     exp = client.get_experiment_by_name("nasq-sweep")
@@ -153,3 +154,25 @@ def test_sweep_runs_two_entries_in_one_driver(tmp_path):
     assert sorted(r.info.run_name for r in runs) == ["sw-loose", "sw-tight"]
     assert all(r.info.status == "FINISHED" for r in runs)
     assert len(list((tmp_path / "runs").glob("*/cache/*/ledger.csv"))) == 1  # one ledger, in the first workdir
+    assert not list(tmp_path.glob(".nasq-sweep-*"))  # the variants written to check them are gone
+
+
+def test_sweep_job_folder_holds_data_only(tmp_path):
+    """What `nasq submit --sweep` ships: the base experiment, every entry's catalog files and the
+    entries (grid expanded) as sweep.yaml, which reads back as the same entries."""
+    from nasq.cli.service import _variant_file, sweep_entries
+    from nasq.cluster.jobs import JOB_SWEEP, assemble_sweep
+
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**TINY, "name": "sw"}))
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"experiment": "base.yaml", "grid": [
+        {"roof": {"hardware": ["cpu_roofline"]}, "ort": {"hardware": ["cpu_ort_epyc"], "allow_emulated": True}}]}))
+    base_path, base, entries = sweep_entries(tmp_path / "sweep.yaml")
+    variants = [_variant_file(base, n, o, tmp_path / f"v-{n}.yaml") for n, o in entries]
+    dest = tmp_path / "job"
+    dest.mkdir()
+    assert assemble_sweep(base_path, variants, entries, dest) == JOB_SWEEP
+    shipped = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert "experiment.yaml" in shipped and "sweep.yaml" in shipped
+    assert "hardware_profiles/cpu_ort_epyc/profile.yaml" in shipped  # named by an entry only
+    assert not [p for p in shipped if p.startswith("v-")]  # the variants themselves stay home
+    assert sweep_entries(dest / JOB_SWEEP)[2] == entries
