@@ -32,6 +32,23 @@ def profile():
     return HardwareProfile.from_yaml(REPO / "hardware_profiles" / "cpu_roofline" / "profile.yaml")
 
 
+@pytest.fixture(scope="session")
+def cost(space, profile):
+    """The demo space's cost model on the roofline profile (search tests with synthetic evaluators)."""
+    from nasq.hardware import CostModel
+
+    return CostModel(space, profile)
+
+
+@pytest.fixture(scope="session")
+def fit_predictor(space, cost, repo):
+    """The gbdt_onehot recipe's predictor fitter, as the pipeline injects it into a search."""
+    from nasq.predict.fit import AccuracyPredictor, Recipe
+
+    recipe = Recipe.from_yaml(repo / "predictors" / "gbdt_onehot.yaml")
+    return lambda specs, top1, seed: AccuracyPredictor(recipe, space, cost, seed).fit(specs, top1)
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import torch

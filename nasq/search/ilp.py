@@ -31,11 +31,11 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 
 from nasq.errors import NasqError
 from nasq.formats import highest_bits
-from nasq.search.linas import Linas, genome_scorer
-from nasq.search.nsga import Candidate, describe, nsga2_population
+from nasq.search.linas import Linas
+from nasq.search.nsga import describe
 from nasq.search.pareto import direction, non_dominated
 from nasq.search.protocols import AccuracyModel
-from nasq.search.state import SearchState, derived_seed
+from nasq.search.state import SearchState
 from nasq.search.strategy import STRATEGIES, Proposal, SearchTask, Strategy, spec_of
 from nasq.space import LayerChoice, SearchSpace, SubnetSpec
 
@@ -259,32 +259,13 @@ class SensitivitySeeded(Linas):
     name = "sensitivity_seeded"
     initial_ilp_share: ClassVar[float] = 1.0  # of each batch before the predictor's first fit
 
-    def propose(self, state: SearchState, known: dict[str, float], rng: np.random.Generator, k: int) -> Proposal:
-        task, cfg = self.task, self.task.config
-        ok = [key for key, v in known.items() if math.isfinite(v)]
-        if len(ok) < max(cfg.initial_evals, 4):  # before the predictor: ILP allocations, the rest random
-            if task.sensitivity is None:
-                return self.random_feasible(rng, k, set(known)), None
-            chosen = ilp_proposals(self, state, known, rng, int(math.ceil(self.initial_ilp_share * k)))
-            return chosen + self.random_feasible(rng, k - len(chosen), set(known) | {s.key() for s in chosen}), None
-        if task.fit_predictor is None:
-            raise NasqError("strategy 'sensitivity_seeded' needs an accuracy predictor (fit_predictor)")
-        predictor = task.fit_predictor([spec_of(task, state, key) for key in ok],
-                                       np.array([known[key] for key in ok]), cfg.seed)
+    def _before_predictor(self, state: SearchState, known: dict[str, float], rng: np.random.Generator,
+                          k: int) -> list[SubnetSpec]:
+        if self.task.sensitivity is None:  # nothing to allocate from yet: random, as LINAS
+            return super()._before_predictor(state, known, rng, k)
+        chosen = ilp_proposals(self, state, known, rng, int(math.ceil(self.initial_ilp_share * k)))
+        return chosen + self.random_feasible(rng, k - len(chosen), set(known) | {s.key() for s in chosen})
 
-        def score(batch: list[SubnetSpec]) -> dict[str, np.ndarray]:
-            return {"top1": predictor.predict(batch), **task.cost.score(batch)}
-
-        initial = seed_genomes(task, state, known, predictor, rng, cfg.population)
-        nsga_cfg = cfg.model_copy(update={"seed": derived_seed(cfg.seed, state.iteration)})
-        pool = [c for c in nsga2_population(task.space, score, task.objectives, task.constraints, nsga_cfg,
-                                            genome_scorer(predictor, task.cost), initial=initial)
-                if c.spec.key() not in known]
-        chosen = self._choose(predictor, pool, k)
-        if len(chosen) < k:
-            extra = self.random_feasible(rng, k - len(chosen), set(known) | {c.spec.key() for c in chosen})
-            if extra:
-                values = score(extra)
-                chosen += [Candidate(task.space.encode(s), s, {m: float(v[i]) for m, v in values.items()})
-                           for i, s in enumerate(extra)]
-        return [c.spec for c in chosen], [c.predicted for c in chosen]
+    def _initial_population(self, state: SearchState, known: dict[str, float], predictor: AccuracyModel,
+                            rng: np.random.Generator) -> np.ndarray | None:
+        return seed_genomes(self.task, state, known, predictor, rng, self.task.config.population)

@@ -28,10 +28,10 @@ class Linas(Strategy):
     def propose(self, state: SearchState, known: dict[str, float], rng: np.random.Generator, k: int) -> Proposal:
         task, cfg = self.task, self.task.config
         ok = [key for key, v in known.items() if math.isfinite(v)]
-        if len(ok) < max(cfg.initial_evals, 4):  # whole batches of random subnets until the predictor can fit
-            return self.random_feasible(rng, k, set(known)), None
+        if len(ok) < max(cfg.initial_evals, 4):  # too few evaluations for the predictor to fit
+            return self._before_predictor(state, known, rng, k), None
         if task.fit_predictor is None:
-            raise NasqError("strategy 'linas' needs an accuracy predictor (fit_predictor)")
+            raise NasqError(f"strategy '{self.name}' needs an accuracy predictor (fit_predictor)")
         specs = [spec_of(task, state, key) for key in ok]
         predictor = task.fit_predictor(specs, np.array([known[key] for key in ok]), cfg.seed)
 
@@ -42,8 +42,9 @@ class Linas(Strategy):
         by_genome = genome_scorer(predictor, task.cost)
         if by_genome is not None and task.quality != "top1":
             by_genome = _finished(by_genome, task.with_quality)
+        initial = self._initial_population(state, known, predictor, rng)
         pool = [c for c in nsga2_population(task.space, score, task.objectives, task.constraints, nsga_cfg,
-                                            by_genome)
+                                            by_genome, initial=initial)
                 if c.spec.key() not in known]
         chosen = self._choose(predictor, pool, k)
         if len(chosen) < k:  # the predicted population is exhausted: explore at random
@@ -53,6 +54,18 @@ class Linas(Strategy):
                 chosen += [Candidate(task.space.encode(s), s, {m: float(v[i]) for m, v in values.items()})
                            for i, s in enumerate(extra)]
         return [c.spec for c in chosen], [c.predicted for c in chosen]
+
+    def _before_predictor(self, state: SearchState, known: dict[str, float], rng: np.random.Generator,
+                          k: int) -> list[SubnetSpec]:
+        """The batch proposed while too few evaluations are known to fit the predictor: ``k``
+        random feasible subnets (a subclass may seed it)."""
+        return self.random_feasible(rng, k, set(known))
+
+    def _initial_population(self, state: SearchState, known: dict[str, float], predictor: AccuracyModel,
+                            rng: np.random.Generator) -> np.ndarray | None:
+        """The inner NSGA-II's first population as genomes, called once per iteration after the
+        predictor is fitted; None: pymoo's uniform random sampling."""
+        return None
 
     def _choose(self, predictor: AccuracyModel, pool: list[Candidate], k: int) -> list[Candidate]:
         n_uncertain = int(round(k * self.task.config.uncertain_fraction)) if predictor.has_uncertainty else 0

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from nasq.files import sha256_bytes
-from nasq.space.search_space import SearchSpace
+from nasq.space.search_space import SearchSpace, unique_samples
 from nasq.space.types import Gene
 from nasq.specs import GenericSpaceConfig, SpaceConfig, load_model, read_yaml, validate
 
@@ -168,16 +168,7 @@ class GenericSpace:
         return [self.decode(g) for g in rng.integers(0, self.upper + 1, size=(n, self.n_genes))]
 
     def sample_unique(self, rng: np.random.Generator, n: int, exclude: set[str] | None = None) -> list[GenericSpec]:
-        seen = set(exclude or ())
-        out: list[GenericSpec] = []
-        for _ in range(100 * n):
-            spec = self.sample(rng, 1)[0]
-            if spec.key() not in seen:
-                seen.add(spec.key())
-                out.append(spec)
-            if len(out) == n:
-                break
-        return out
+        return unique_samples(lambda: self.sample(rng, 1)[0], n, exclude)
 
     def smallest(self) -> GenericSpec:
         """Every gene at its first choice (the choices' order is the user's: no size is implied)."""

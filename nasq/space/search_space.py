@@ -253,16 +253,7 @@ class SearchSpace:
         return [self.decode(g) for g in raw]
 
     def sample_unique(self, rng: np.random.Generator, n: int, exclude: set[str] | None = None) -> list[SubnetSpec]:
-        seen = set(exclude or ())
-        out: list[SubnetSpec] = []
-        for _ in range(100 * n):
-            spec = self.sample(rng, 1)[0]
-            if spec.key() not in seen:
-                seen.add(spec.key())
-                out.append(spec)
-            if len(out) == n:
-                break
-        return out
+        return unique_samples(lambda: self.sample(rng, 1)[0], n, exclude)
 
     def _extreme(self, pick: Any, fmt: str) -> SubnetSpec:
         stages = []
@@ -497,6 +488,21 @@ class LayerTable:
         prev_at = np.concatenate([np.zeros((n, 1), dtype=np.int64), last[:, :-1]], axis=1)
         a_ext = np.concatenate([np.full((n, 1), self.fp32_code, dtype=np.int64), a], axis=1)
         return valid & (a != np.take_along_axis(a_ext, prev_at, axis=1))
+
+
+def unique_samples(draw: Any, n: int, exclude: set[str] | None = None) -> list[Any]:
+    """Up to ``n`` candidates from ``draw()`` whose ``key()`` is new (not in ``exclude``, not drawn
+    before); gives up after 100 draws per wanted candidate (a small space may have fewer)."""
+    seen = set(exclude or ())
+    out: list[Any] = []
+    for _ in range(100 * n):
+        spec = draw()
+        if spec.key() not in seen:
+            seen.add(spec.key())
+            out.append(spec)
+        if len(out) == n:
+            break
+    return out
 
 
 def ordered_sum(values: np.ndarray) -> np.ndarray:

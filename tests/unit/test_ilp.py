@@ -10,7 +10,6 @@ import pytest
 
 from nasq.errors import NasqError
 from nasq.hardware import CostModel
-from nasq.predict.fit import AccuracyPredictor, Recipe
 from nasq.search import ilp
 from nasq.search.ledger import Ledger
 from nasq.search.loop import SearchTask, run_search
@@ -60,15 +59,6 @@ class Synthetic:
         return out
 
 
-@pytest.fixture(scope="module")
-def cost(space, profile):
-    return CostModel(space, profile)
-
-
-@pytest.fixture(scope="module")
-def fit_predictor(space, cost, repo):
-    recipe = Recipe.from_yaml(repo / "predictors" / "gbdt_onehot.yaml")
-    return lambda specs, top1, seed: AccuracyPredictor(recipe, space, cost, seed).fit(specs, top1)
 
 
 def table(space) -> dict[str, dict[str, float]]:

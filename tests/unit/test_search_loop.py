@@ -39,15 +39,6 @@ class Synthetic:
                 for i, v in enumerate(top1)]
 
 
-@pytest.fixture(scope="module")
-def cost(space, profile):
-    return CostModel(space, profile)
-
-
-@pytest.fixture(scope="module")
-def fit_predictor(space, cost, repo):
-    recipe = Recipe.from_yaml(repo / "predictors" / "gbdt_onehot.yaml")
-    return lambda specs, top1, seed: AccuracyPredictor(recipe, space, cost, seed).fit(specs, top1)
 
 
 def _task(space, cost, fit_predictor, strategy="linas", budget=32, constraints=SIZE_CAP, **kw):
