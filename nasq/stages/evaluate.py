@@ -22,6 +22,7 @@ from nasq.experiment import Experiment
 from nasq.files import sha256_bytes, sha256_file
 from nasq.search.ledger import Evaluator, Ledger, ledger_identity
 from nasq.space import SubnetSpec
+from nasq.stages import baselines
 from nasq.stages.progress import Reporter
 from nasq.supernet import checkpoint
 from nasq.supernet.evaluate import EvalPayload, SubnetEvaluator
@@ -100,10 +101,19 @@ def tune_evaluator(data: EvalPayload) -> TuneEvaluate:
 
 
 def run(exp: Experiment, ledger: Ledger, workdir: Path | None = None, rep: Reporter | None = None) -> Samples:
-    """Evaluate the predictor's training sample through ``ledger`` (reusing what it holds)."""
+    """Evaluate the predictor's training sample through ``ledger`` (reusing what it holds): the
+    largest and smallest subnets, the largest at each uniform baseline format (INT8, INT4, fp8
+    where a target runs it: a strong point mixed precision must beat, on the front from the start
+    and known to the predictor), then seeded random subnets up to ``evaluate.num_subnets``."""
     ecfg = exp.config.evaluate
     rng = np.random.default_rng(ecfg.seed)
-    fixed = [exp.space.largest(), exp.space.smallest()]
+    largest = exp.space.largest()
+    fixed = [largest, exp.space.smallest()]
+    for fmt in baselines.uniform_formats(exp):
+        twin = baselines.uniform(exp, largest, fmt)
+        if twin is not None and twin.key() not in {s.key() for s in fixed}:
+            fixed.append(twin)
+    fixed = fixed[: ecfg.num_subnets]
     specs = fixed + exp.space.sample_unique(rng, ecfg.num_subnets - len(fixed), {s.key() for s in fixed})
     top1 = ledger(specs, "sample")
     ok = np.isfinite(top1)
