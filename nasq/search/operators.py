@@ -1,4 +1,4 @@
-"""NSGA-II variation operators over the integer genome.
+"""NSGA-II operators over the integer genome: the mutation, and the generation's bookkeeping.
 
 Why not pymoo's polynomial mutation alone: it picks each gene with probability ``1/n_var`` over the
 whole genome, and genes with a single choice (``upper == 0``: a fixed format, a one-kernel stage, a
@@ -7,13 +7,23 @@ with one-choice genes, ~0.24 genes changed per child instead of ~1. And on a gen
 a picked gene often rounds back to its own value. :class:`VaryingGeneMutation` picks each gene
 that has more than one choice with probability ``1/n_varying`` and moves it to a different choice,
 so a child differs from its parent in about one gene, whatever the padding.
+
+Bookkeeping (issue 17: predictor-scored searches spend most of a generation in pymoo itself):
+pymoo's duplicate elimination builds a pairwise distance matrix, and its survival and binary
+tournament read attributes one individual at a time through ``Individual.get``. The classes below
+fill the same pymoo hooks array-at-once, making the same decisions with the same random draws.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from pymoo.algorithms.moo.nsga2 import binary_tournament as pymoo_binary_tournament
+from pymoo.core.duplicate import DefaultDuplicateElimination, DuplicateElimination
 from pymoo.core.mutation import Mutation
+from pymoo.core.population import Population
 from pymoo.operators.mutation.pm import PM
+from pymoo.operators.selection.tournament import TournamentSelection
+from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
 
 # "varying": VaryingGeneMutation (the default); "pm": pymoo's PM over the whole genome, the operator
 # used before - kept reachable so benchmarks/search_quality.py can measure both side by side.
@@ -61,3 +71,117 @@ def make_mutation(upper: np.ndarray, kind: str | None = None) -> Mutation:
 def genes_changed(parents: np.ndarray, children: np.ndarray) -> np.ndarray:
     """How many genes each child differs from its parent in (rows paired)."""
     return np.sum(np.asarray(parents) != np.asarray(children), axis=1)
+
+
+# The generation's bookkeeping operators: "nasq" (the default) fills pymoo's hooks with the
+# array-at-once versions below (duplicates by hashed rows, the survival's feasibility split and the
+# binary tournament read straight from the individuals); "pymoo" uses pymoo's own, the operators
+# used before - kept so benchmarks/scoring_throughput.py can measure both side by side. Both give
+# the same search.
+OPERATOR_SETS = ("nasq", "pymoo")
+operator_set = "nasq"
+
+
+def genome_rows(pop) -> np.ndarray:
+    """The X matrix of a pymoo population, read attribute by attribute: ``Population.get("X")``
+    goes through ``Individual.get``'s generic lookup per individual and was most of the time
+    pymoo spent finding duplicates."""
+    rows = [ind.X for ind in pop]
+    return np.array(rows, dtype=np.float64).reshape(len(rows), -1) if rows else np.zeros((0, 0))
+
+
+def _row_keys(X: np.ndarray) -> list[bytes]:
+    # + 0.0 turns -0.0 into 0.0, so byte-equal rows are exactly the numerically equal ones
+    X = np.ascontiguousarray(np.asarray(X, dtype=np.float64) + 0.0)
+    if X.size == 0:  # no rows, or rows of no genes (all equal)
+        return [b""] * len(X)
+    # one void item per row: tolist() gives each row's bytes in one C call
+    return X.view(np.dtype((np.void, X.itemsize * X.shape[1]))).ravel().tolist()
+
+
+class RowDuplicateElimination(DuplicateElimination):
+    """Duplicates are rows with exactly equal genes, found by hashing each row's bytes: linear in
+    the population instead of pymoo's pairwise distance matrix (which with its 1e-16 epsilon also
+    only matched equal rows). As in pymoo, a row repeating an earlier row of the same population
+    is the duplicate (the first is kept), and with ``other`` every row found in ``other`` is."""
+
+    def _do(self, pop, other, is_duplicate):
+        keys = _row_keys(genome_rows(pop))
+        seen = set() if other is None else set(_row_keys(genome_rows(other)))
+        for i, k in enumerate(keys):
+            if k in seen:
+                is_duplicate[i] = True
+            elif other is None:
+                seen.add(k)
+        return is_duplicate
+
+
+def _operator_set(kind: str | None) -> str:
+    kind = kind or operator_set
+    if kind not in OPERATOR_SETS:
+        raise ValueError(f"unknown operator set {kind!r} (known: {', '.join(OPERATOR_SETS)})")
+    return kind
+
+
+def make_duplicates(kind: str | None = None) -> DuplicateElimination:
+    """The duplicate elimination of operator set ``kind`` (default: :data:`operator_set`)."""
+    return RowDuplicateElimination() if _operator_set(kind) == "nasq" else DefaultDuplicateElimination()
+
+
+class FeasibleFirstRankAndCrowding(RankAndCrowding):
+    """pymoo's NSGA-II survival with the feasible/infeasible split read straight from each
+    individual's cached ``CV``: ``Survival.do`` gets ``F``, ``CV`` and ``FEAS`` through
+    ``Population.get``, whose generic lookup evaluates every property twice and recomputes
+    ``FEAS`` each time - the largest single cost of a generation. The split is pymoo's
+    (``split_by_feasibility``: feasible in order, infeasible sorted by violation with the same
+    argsort), then pymoo's own ranking; anything else goes to pymoo's ``do`` unchanged."""
+
+    def do(self, problem, pop, *args, n_survive=None, random_state=None, return_indices=False, **kwargs):
+        if (random_state is None or return_indices or len(pop) == 0 or not self.filter_infeasible
+                or not problem.has_constraints()):
+            return super().do(problem, pop, *args, n_survive=n_survive, random_state=random_state,
+                              return_indices=return_indices, **kwargs)
+        n_survive = len(pop) if n_survive is None else min(n_survive, len(pop))
+        CV = np.array([ind.CV for ind in pop])
+        eps = np.array([ind.config.get("cv_eps", 0.0) for ind in pop]).reshape(-1, *([1] * (CV.ndim - 1)))
+        feasible, infeasible = np.where(CV <= eps)[0], np.where(~(CV <= eps))[0]
+        infeasible = infeasible[np.argsort(CV[infeasible, 0])]
+        survivors = Population() if len(feasible) == 0 else self._do(
+            problem, pop[feasible], *args, n_survive=min(len(feasible), n_survive), random_state=random_state, **kwargs)
+        n_remaining = n_survive - len(survivors)
+        return Population.merge(survivors, pop[infeasible[:n_remaining]]) if n_remaining > 0 else survivors
+
+
+def make_survival(kind: str | None = None) -> RankAndCrowding:
+    """NSGA-II's survival in operator set ``kind`` (default: :data:`operator_set`)."""
+    return FeasibleFirstRankAndCrowding() if _operator_set(kind) == "nasq" else RankAndCrowding()
+
+
+def binary_tournament(pop, P, algorithm, **kwargs):
+    """pymoo's NSGA-II binary tournament, decided for all pairs at once: the lower constraint
+    violation wins if either is infeasible, else the dominating one, else the larger crowding
+    distance. Ties are drawn exactly as pymoo draws them (``algorithm.random_state.choice`` per
+    tied pair, in pair order), so the random stream - and the search - is the same. pymoo's
+    version reads four attributes per pair through ``Individual.get``."""
+    if P.shape[1] != 2 or algorithm.tournament_type != "comp_by_dom_and_crowding":
+        return pymoo_binary_tournament(pop, P, algorithm, **kwargs)
+    cv = np.array([ind.CV[0] for ind in pop], dtype=np.float64)
+    F = np.array([ind.F for ind in pop], dtype=np.float64)
+    crowd = np.array([ind.get("crowding") for ind in pop], dtype=np.float64)
+    a, b = P[:, 0], P[:, 1]
+    infeasible = (cv[a] > 0.0) | (cv[b] > 0.0)
+    a_better, b_better = (F[a] < F[b]).any(axis=1), (F[b] < F[a]).any(axis=1)
+    dom = np.where(a_better & ~b_better, 1, np.where(b_better & ~a_better, -1, 0))
+    S = np.where(infeasible,
+                 np.where(cv[a] < cv[b], a, np.where(cv[b] < cv[a], b, -1)),
+                 np.where(dom == 1, a, np.where(dom == -1, b,
+                          np.where(crowd[a] > crowd[b], a, np.where(crowd[a] < crowd[b], b, -1)))))
+    for i in np.flatnonzero(S < 0):  # ties: one draw each, in pymoo's order
+        S[i] = algorithm.random_state.choice([a[i], b[i]])
+    return S[:, None].astype(int, copy=False)
+
+
+def make_selection(kind: str | None = None) -> TournamentSelection:
+    """NSGA-II's binary tournament in operator set ``kind`` (default: :data:`operator_set`)."""
+    nasq = _operator_set(kind) == "nasq"
+    return TournamentSelection(func_comp=binary_tournament if nasq else pymoo_binary_tournament)
