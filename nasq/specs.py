@@ -592,6 +592,8 @@ class TrainConfig(Frozen):
     amp: Literal["auto", "off", "bf16"] = "auto"  # auto: bf16 autocast on a GPU, off on CPU
     compile: Literal["auto", "off", "on"] = "auto"  # auto: torch.compile on a GPU only
     checkpoint_every: int = Field(default=200, ge=1, le=MAX_STEPS)  # steps between checkpoints
+    # >1: data-parallel on Ray Train (nasq.cluster.train), the batch split across the workers
+    workers: int = Field(default=1, ge=1, le=MAX_THREADS)
     seed: Seed = 0
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from nasq import data as data_mod
+from nasq.errors import ConfigError
 from nasq.experiment import Experiment, remove_own_folder
 from nasq.stages.progress import Reporter
 from nasq.supernet import checkpoint
@@ -18,6 +19,7 @@ from nasq.supernet.network import Supernet
 from nasq.supernet.train import (
     CHECKPOINT_STATE,
     CHECKPOINT_WEIGHTS,
+    TrainResult,
     checkpoint_finished,
     train_supernet,
 )
@@ -58,9 +60,13 @@ def run(exp: Experiment, splits: data_mod.Splits, workdir: Path, rep: Reporter |
     if ckpt.exists() and (fresh or checkpoint_finished(ckpt)):
         remove_own_folder(ckpt, (CHECKPOINT_WEIGHTS, CHECKPOINT_STATE))  # a finished run's checkpoint is nothing to resume
     with rep.bar("training", 1) as bar:
-        res = train_supernet(net, exp.space, splits.train_x, splits.train_y, cfg,
-                             progress=lambda s, n, loss: bar(s / n, info=f"step {s}/{n} loss {loss:.3f}"),
-                             checkpoint_dir=ckpt, resume=not fresh)
+        if cfg.workers > 1:
+            res = _train_on_ray(exp, net, splits, ckpt, resume=not fresh)
+            bar(1.0, info=f"step {res.steps}/{res.steps} loss {res.losses[-1]:.3f}")
+        else:
+            res = train_supernet(net, exp.space, splits.train_x, splits.train_y, cfg,
+                                 progress=lambda s, n, loss: bar(s / n, info=f"step {s}/{n} loss {loss:.3f}"),
+                                 checkpoint_dir=ckpt, resume=not fresh)
     if res.resumed_from:
         rep.say(f"      resumed from the checkpoint at step {res.resumed_from}")
     info = {"steps": res.steps, "seconds": round(res.seconds, 2), "images_per_s": round(res.images_per_s, 1),
@@ -69,8 +75,29 @@ def run(exp: Experiment, splits: data_mod.Splits, workdir: Path, rep: Reporter |
                                    "fingerprint": fingerprint(exp), "device": res.device,
                                    "train": cfg.model_dump(), "result": info,
                                    "losses": [round(v, 5) for v in res.losses]})
-    rep.say(f"      {res.steps} steps on {res.device}, {res.images_per_s:.0f} images/s, final loss {info['final_loss']:.3f}")
+    on = f"{res.device}" if cfg.workers == 1 else f"{cfg.workers} Ray Train workers ({res.device})"
+    rep.say(f"      {res.steps} steps on {on}, {res.images_per_s:.0f} images/s, final loss {info['final_loss']:.3f}")
     return TrainedSupernet(net, info)
+
+
+def check_workers(exp: Experiment) -> None:
+    """``train.workers`` > 1 needs Ray and at least two images per worker in every batch
+    (batch-norm statistics of one image are undefined)."""
+    cfg, address = exp.config.train, exp.config.ray.address
+    if cfg.workers > 1 and address == "none":
+        raise ConfigError(exp.source, "train.workers", f"{cfg.workers} workers run on Ray Train, but ray.address is 'none'")
+    if cfg.workers * 2 > cfg.batch_size:
+        raise ConfigError(exp.source, "train.workers", f"{cfg.workers} workers need train.batch_size >= "
+                          f"{2 * cfg.workers} (two images per worker), got {cfg.batch_size}")
+
+
+def _train_on_ray(exp: Experiment, net: Supernet, splits: data_mod.Splits, ckpt: Path, resume: bool) -> TrainResult:
+    from nasq.cluster.tasks import ray_session  # lazy: ray only where it is used
+    from nasq.cluster.train import train_distributed
+
+    check_workers(exp)
+    with ray_session(exp.config.ray.address, exp.config.ray.num_cpus) as ray:
+        return train_distributed(ray, net, exp.space, splits.train_x, splits.train_y, exp.config.train, ckpt, resume=resume)
 
 
 def load(exp: Experiment) -> TrainedSupernet:

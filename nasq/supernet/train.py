@@ -7,6 +7,13 @@ Importable with torch and numpy alone (the GPU machine has nothing else).
 Every random draw of step ``s`` comes from generators seeded by ``(seed, s)`` (subnets) and
 ``(seed, epoch)`` (data order), never from a stream carried across steps: a run resumed at step
 ``s`` draws exactly what the uninterrupted run drew.
+
+Data-parallel (a :class:`Shard` of ``world`` > 1 processes in an initialised ``torch.distributed``
+group; nasq.cluster.train starts them on Ray Train): every rank draws the same subnets and the same
+global batch (the generators above depend on neither rank nor world), trains on its contiguous
+part of the batch with its loss weighted by its share, and one all-reduce (sum) of the gradients
+and the loss per step gives every rank the global batch's mean gradient, so all ranks take the
+same optimizer step. Only batch-norm statistics differ from one process: they are per shard.
 """
 
 from __future__ import annotations
@@ -31,6 +38,20 @@ from nasq.supernet.network import Supernet
 ProgressFn = Callable[[int, int, float], None]
 CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
 CHECKPOINT_STATE = "checkpoint.json"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's place in a data-parallel training (``world`` 1: a single process)."""
+
+    rank: int = 0
+    world: int = 1
+
+
+def shard_bounds(n: int, shard: Shard) -> tuple[int, int]:
+    """The contiguous part ``[lo, hi)`` of a global batch of ``n`` that ``shard`` trains on; the
+    parts cover the batch once, their sizes differ by at most one."""
+    return shard.rank * n // shard.world, (shard.rank + 1) * n // shard.world
 
 
 @dataclass
@@ -72,12 +93,13 @@ def epoch_order(cfg: TrainConfig, n: int, epoch: int) -> np.ndarray:
 
 def train_supernet(net: Supernet, space: SearchSpace, x: np.ndarray, y: np.ndarray, cfg: TrainConfig,
                    progress: ProgressFn | None = None, checkpoint_dir: str | Path | None = None,
-                   resume: bool = False, stop_after: int | None = None) -> TrainResult:
+                   resume: bool = False, stop_after: int | None = None, shard: Shard = Shard()) -> TrainResult:
     """Each step trains the largest subnet on the labels, then the smallest and random ones on
     the largest's soft predictions; gradients accumulate and one SGD step follows. With
     ``checkpoint_dir`` a checkpoint is written every ``cfg.checkpoint_every`` steps and at the
     end; ``resume`` continues from one there. ``stop_after`` ends the run after that many steps
-    (in total), as an interruption would, leaving a resumable checkpoint."""
+    (in total), as an interruption would, leaving a resumable checkpoint. With a ``shard`` of
+    several processes (see the module docstring) only rank 0 writes checkpoints."""
     device = resolve_device(cfg)
     net.to(device)
     total, per_epoch = total_steps(cfg, len(y))
@@ -86,6 +108,7 @@ def train_supernet(net: Supernet, space: SearchSpace, x: np.ndarray, y: np.ndarr
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     if resume and ckpt is not None and (ckpt / CHECKPOINT_STATE).is_file():
         start, losses = load_checkpoint(net, opt, ckpt, cfg, space)
+    _broadcast(net, shard)  # every rank starts from rank 0's weights, however it was initialised
     model = _maybe_compile(net, cfg, device)
     autocast = _autocast(cfg, device)
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
@@ -98,12 +121,15 @@ def train_supernet(net: Supernet, space: SearchSpace, x: np.ndarray, y: np.ndarr
         epoch, lo = divmod(step, per_epoch)
         if epoch != order_epoch:
             order, order_epoch = epoch_order(cfg, len(y), epoch), epoch
-        idx = torch.from_numpy(order[lo * cfg.batch_size:(lo + 1) * cfg.batch_size]).to(device)
+        batch = order[lo * cfg.batch_size:(lo + 1) * cfg.batch_size]
+        a, b = shard_bounds(len(batch), shard)
+        idx = torch.from_numpy(batch[a:b]).to(device)
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, step, total)
         with autocast:
             others = [smallest, *step_subnets(space, cfg, step)]
-            loss = _sandwich_step(net, model, xt[idx], yt[idx], largest, others, cfg.distill)
+            loss = _sandwich_step(net, model, xt[idx], yt[idx], largest, others, cfg.distill, (b - a) / len(batch))
+        loss = _all_reduce(net, loss, shard)
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -111,7 +137,9 @@ def train_supernet(net: Supernet, space: SearchSpace, x: np.ndarray, y: np.ndarr
         if progress:
             progress(step + 1, total, loss)
         if ckpt is not None and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == end):
-            save_checkpoint(net, opt, ckpt, cfg, space, step + 1, total, losses)
+            _average_buffers(net, shard)  # every rank, so that all keep the same statistics
+            if shard.rank == 0:
+                save_checkpoint(net, opt, ckpt, cfg, space, step + 1, total, losses)
     seconds = time.perf_counter() - t0
     done = end - start
     net.to("cpu")
@@ -125,18 +153,61 @@ def make_optimizer(net: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimi
 
 
 def _sandwich_step(net: Supernet, model: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor,
-                   largest: SubnetSpec, others: list[SubnetSpec], distill: bool) -> float:
+                   largest: SubnetSpec, others: list[SubnetSpec], distill: bool, share: float = 1.0) -> float:
+    """Backward of every subnet's loss times ``share`` (this shard's part of the global batch);
+    returns the largest subnet's loss times ``share``."""
     net.set_active(largest)
     logits = model(xb).float()
-    loss = F.cross_entropy(logits, yb)
+    loss = F.cross_entropy(logits, yb) * share
     loss.backward()
     soft = F.softmax(logits.detach(), dim=1)
     for spec in others:
         net.set_active(spec)
         out = model(xb).float()
         sub = F.cross_entropy(out, soft) if distill else F.cross_entropy(out, yb)
-        sub.backward()
+        (sub * share).backward()
     return float(loss.detach())
+
+
+def _all_reduce(net: torch.nn.Module, loss: float, shard: Shard) -> float:
+    """Sum the gradients and the (share-weighted) loss over the ranks, in one flat all-reduce:
+    each rank's share-weighted mean adds up to the global batch's mean. Every rank trained the same
+    subnets, so the same parameters have gradients everywhere; the others keep None, as in one
+    process (SGD then leaves them, weight decay included, untouched)."""
+    if shard.world == 1:
+        return loss
+    import torch.distributed as dist
+
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads] + [torch.tensor([loss], device=grads[0].device)])
+    dist.all_reduce(flat)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+    return float(flat[-1])
+
+
+def _average_buffers(net: torch.nn.Module, shard: Shard) -> None:
+    """Batch-norm running statistics, averaged over the ranks (each saw only its shards)."""
+    if shard.world == 1:
+        return
+    import torch.distributed as dist
+
+    for buf in net.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf)
+            buf.div_(shard.world)
+
+
+def _broadcast(net: torch.nn.Module, shard: Shard) -> None:
+    """Rank 0's weights and statistics to every rank."""
+    if shard.world == 1:
+        return
+    import torch.distributed as dist
+
+    for t in [*net.parameters(), *net.buffers()]:
+        dist.broadcast(t.data, src=0)
 
 
 def _autocast(cfg: TrainConfig, device: torch.device):
@@ -154,8 +225,10 @@ def _maybe_compile(net: Supernet, cfg: TrainConfig, device: torch.device) -> tor
 
 # ---------------------------------------------------------------- checkpoints
 def weights_config(cfg: TrainConfig) -> dict:
-    """The training settings that decide the weights (threads and checkpoint spacing do not)."""
-    return cfg.model_dump(mode="json", exclude={"threads", "checkpoint_every"})
+    """The training settings that decide the weights (threads, checkpoint spacing and the number of
+    data-parallel workers do not: workers change only batch-norm statistics, within noise, and a
+    checkpoint resumes with another worker count)."""
+    return cfg.model_dump(mode="json", exclude={"threads", "checkpoint_every", "workers"})
 
 
 def checkpoint_finished(folder: Path) -> bool:
@@ -210,3 +283,20 @@ def load_checkpoint(net: Supernet, opt: torch.optim.Optimizer, folder: Path, cfg
             key, name = k[4:].split(".", 1)
             opt.state[params[name]][key] = v if key == "step" else v.to(device)
     return int(state["step"]), [float(v) for v in state["losses"]]
+
+
+def read_checkpoint_state(folder: Path) -> dict | None:
+    """The JSON half of the checkpoint in ``folder`` (step, total_steps, losses), or None."""
+    try:
+        return json.loads((Path(folder) / CHECKPOINT_STATE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def load_checkpoint_weights(net: Supernet, folder: Path) -> None:
+    """The weights and statistics of the checkpoint in ``folder`` into ``net`` (a data-parallel
+    run's rank 0 leaves its final weights there for the driver)."""
+    from safetensors.torch import load_file  # lazy: training must import with torch and numpy alone
+
+    tensors = load_file(str(Path(folder) / CHECKPOINT_WEIGHTS))
+    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
