@@ -73,7 +73,7 @@ class NumericFormat(abc.ABC):
         q = self._quantize(x.detach(), amax.detach().clamp_min(MIN_AMAX))
         if not x.requires_grad:  # evaluation: skip the straight-through bookkeeping
             return q
-        return x + (q - x).detach()
+        return straight_through(x, q)
 
     def quantize(self, x: torch.Tensor, amax: torch.Tensor | None = None) -> torch.Tensor:
         """Quantize-dequantize without autograd (for weight export and tests)."""
@@ -144,7 +144,7 @@ class CastFloat(NumericFormat):
         q = self._quantize(x.detach(), None)
         if not x.requires_grad:
             return q
-        return x + (q - x).detach()
+        return straight_through(x, q)
 
     def _quantize(self, x, amax):
         import torch
@@ -157,6 +157,37 @@ class CastFloat(NumericFormat):
 
     def dynamic_range_db(self) -> float:
         return 20 * math.log10(self.layout.max_value / self.layout.min_subnormal)
+
+
+def plain_ops() -> bool:
+    """True while torch traces for ONNX or compiles (torch.compile): the quantizers then take their
+    plain out-of-place form (what the exporter was checked on; the compiler fuses it anyway)
+    instead of the in-place one that saves allocations in eager mode."""
+    import torch
+
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
+def scale_back(q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """``q * s``, in place on ``q`` (a fresh tensor of the caller's) where that gives the same
+    dtype and values: not while exporting or compiling, nor when ``s`` would promote ``q``."""
+    import torch
+
+    if plain_ops() or torch.result_type(q, s) != q.dtype:
+        return q * s
+    return q.mul_(s)
+
+
+def straight_through(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``x + (q - x).detach()``: the values of ``q``, the gradient of ``x``. ``q - x`` is taken in
+    place when ``q`` is a tensor of its own (one full-size allocation fewer per call); the values
+    are the same bit for bit."""
+    xd = x.detach()
+    if plain_ops():
+        return x + (q - xd)
+    own = (not q.requires_grad and q.is_contiguous() and q.dtype == xd.dtype and q.shape == xd.shape
+           and q.untyped_storage().data_ptr() != xd.untyped_storage().data_ptr())
+    return x + (q.sub_(xd) if own else q - xd)
 
 
 def to_blocks(x: torch.Tensor, block: int) -> tuple[torch.Tensor, int]:

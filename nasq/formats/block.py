@@ -16,7 +16,14 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from nasq.formats.base import SCALE_BITS, FormatKind, NumericFormat, from_blocks, to_blocks
+from nasq.formats.base import (
+    SCALE_BITS,
+    FormatKind,
+    NumericFormat,
+    from_blocks,
+    scale_back,
+    to_blocks,
+)
 from nasq.formats.floatbits import E2M1, E4M3, E8M0_BITS, FloatLayout, floor_log2, round_float
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,7 +73,7 @@ class MXFloat(BlockFloat):
         blocks, n = to_blocks(x, self.block)
         s = self.block_scales(blocks)
         # Dividing and multiplying by a power of two is exact: all rounding is the element's.
-        return from_blocks(round_float(blocks / s, self.element) * s, n, x)
+        return from_blocks(scale_back(round_float(blocks / s, self.element), s), n, x)
 
 
 class NVFP4(BlockFloat):
@@ -99,4 +106,4 @@ class NVFP4(BlockFloat):
         y = blocks / torch.where(s > 0, s * t, torch.ones_like(s))
         # (code × block scale) is exact; one rounding when the tensor scale is applied, which a
         # second pass reproduces exactly (idempotence).
-        return from_blocks(round_float(y, E2M1) * s * t, n, x)
+        return from_blocks(scale_back(scale_back(round_float(y, E2M1), s), t), n, x)

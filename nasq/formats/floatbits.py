@@ -89,6 +89,13 @@ E3M2 = FloatLayout(3, 2, 3, "finite")
 E2M3 = FloatLayout(2, 3, 1, "finite")
 E2M1 = FloatLayout(2, 1, 1, "finite")
 E8M0_BITS = 8  # OCP MX shared scale: a bare power of two, 2**-127 .. 2**127
+_SIGN_BIT = -(2**31)  # fp32's sign bit as an int32 mask
+_MAGNITUDE = 2**31 - 1
+_EXP_FIELD = 0xFF << 23
+# torch casts fp32 to these with vectorised CPU kernels; its FP8 casts convert one value at a time,
+# slower than the bit arithmetic (which is bit-equal to them, see the tests)
+_VECTORISED_CASTS = ("float16", "bfloat16")
+_FP32_BIAS = 127
 
 
 def floor_log2(a: torch.Tensor) -> torch.Tensor:
@@ -103,16 +110,18 @@ def floor_log2(a: torch.Tensor) -> torch.Tensor:
 def round_float(y: torch.Tensor, layout: FloatLayout, *, cast: bool = True) -> torch.Tensor:
     """Round ``y`` to the nearest value of ``layout``, ties to even, saturating at
     ``±max_value`` (infinities too); NaN stays NaN. In eager mode this takes torch's own cast
-    where the layout has one and ``cast`` is set (bit-exact with it, and fastest), else fp32 bit
+    where the layout has one and ``cast`` is set (bit-exact with it), except FP8 from fp32 (torch
+    converts to FP8 one value at a time on CPU: the bit arithmetic is faster), else fp32 bit
     arithmetic; while exporting to ONNX it is :func:`round_float_ops`. All three agree exactly."""
     import torch
 
     m = layout.max_value
     if torch.onnx.is_in_onnx_export():
         return round_float_ops(y, layout)
-    if cast and layout.torch_dtype:
+    fp32_bits = y.dtype == torch.float32 and layout.man_bits < 23
+    if cast and layout.torch_dtype and not (fp32_bits and layout.torch_dtype not in _VECTORISED_CASTS):
         return y.clamp(-m, m).to(getattr(torch, layout.torch_dtype)).to(y.dtype)
-    if y.dtype == torch.float32 and layout.man_bits < 23:
+    if fp32_bits:
         return _round_float32_bits(y.clamp(-m, m), layout)
     return round_float_ops(y, layout)
 
@@ -131,18 +140,44 @@ def round_float_ops(y: torch.Tensor, layout: FloatLayout) -> torch.Tensor:
 
 
 def _round_float32_bits(y: torch.Tensor, layout: FloatLayout) -> torch.Tensor:
-    """:func:`round_float` for fp32 in eager mode, on the bits: no transcendental functions, so
-    faster than the log2 path (the tests hold the two bit-equal). ``y`` is already clamped."""
+    """:func:`round_float` for fp32 in eager mode, on the bits: no transcendental functions and no
+    ``where`` (slow on CPU), in place on ``y`` (already clamped, and the caller's own), since on a
+    CPU each pass costs about what a fresh output costs. Bit-equal to :func:`round_float_ops` and
+    to the former select-based version (the tests keep it)."""
+    if layout.emin + _FP32_BIAS - layout.man_bits >= 1:
+        return _round_by_step(y, layout)
+    return _round_by_fields(y, layout)
+
+
+def _round_by_step(y: torch.Tensor, layout: FloatLayout) -> torch.Tensor:
+    """Each value's step, ``2**(exponent - man_bits)`` but never below the subnormal step, is built
+    from its exponent field; then ``round(y / step) · step`` is exact (powers of two) and rounds
+    half to even, keeps the sign (zeros included) and NaN. Needs that step to be a normal fp32."""
+    import torch
+
+    field = y.view(torch.int32) & _EXP_FIELD
+    step = field.clamp_min_((layout.emin + _FP32_BIAS) << 23).sub_(layout.man_bits << 23).view(torch.float32)
+    return y.div_(step).round_().mul_(step)
+
+
+def _round_by_fields(y: torch.Tensor, layout: FloatLayout) -> torch.Tensor:
+    """Layouts whose subnormal step is an fp32 subnormal (bf16): round the mantissa bits, after
+    moving values below the smallest normal onto their fixed-step grid."""
     import torch
 
     drop = 23 - layout.man_bits  # fp32 mantissa bits below the layout's
-    bits = y.view(torch.int32)
-    odd = (bits >> drop) & 1  # ties go to the even neighbour
-    normal = ((bits + ((1 << (drop - 1)) - 1) + odd) & ~((1 << drop) - 1)).view(torch.float32)
-    # Below the smallest normal the step is fixed: plain rounding on a scaled copy (exact).
     step = layout.min_subnormal
-    small = torch.round(y / step) * step
-    return torch.where(y.abs() < layout.min_normal, small, normal)
+    bits = y.view(torch.int32)
+    sign = bits & _SIGN_BIT  # the result keeps the input's sign, zeros and NaNs included
+    # Below the smallest normal: y - (y - q) with q = round(y / step) · step (each step exact;
+    # elsewhere the difference is +0). On-grid values have at most man_bits significant bits, so
+    # the bit rounding below leaves them alone.
+    t = y.clamp(-layout.min_normal, layout.min_normal).div_(step)
+    r = torch.round(t)
+    y.sub_(t.sub_(r).mul_(step))
+    odd = torch.bitwise_right_shift(bits, drop, out=r.view(torch.int32)).bitwise_and_(1)
+    bits.add_(odd.add_((1 << (drop - 1)) - 1)).bitwise_and_(~((1 << drop) - 1))  # ties to even
+    return bits.bitwise_and_(_MAGNITUDE).bitwise_or_(sign).view(torch.float32)
 
 
 def snap_significand(s: torch.Tensor, bits: int, *, down: bool = False) -> torch.Tensor:

@@ -21,7 +21,7 @@ import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from nasq.formats.base import MIN_AMAX, FormatKind, NumericFormat
+from nasq.formats.base import MIN_AMAX, FormatKind, NumericFormat, scale_back
 from nasq.formats.floatbits import E4M3, E5M2, FloatLayout, round_float
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,7 +61,7 @@ class ScaledFloat(NumericFormat):
 
     def _quantize(self, x, amax):
         s = amax / self.max_value
-        return round_float(x / s, self.layout) * s
+        return scale_back(round_float(x / s, self.layout), s)  # round_float's output is a new tensor
 
     def export_activation(self, x, amax):
         s = amax.clamp_min(MIN_AMAX) / self.max_value
@@ -75,8 +75,8 @@ class ScaledFloat(NumericFormat):
 
 def fp8_qdq(x: torch.Tensor, scale: torch.Tensor, layout: FloatLayout) -> torch.Tensor:
     """Scale, round to an FP8 ``layout`` (saturating) and scale back. In eager mode this is the
-    torch cast; exported it is the same rounding in elementwise ops, or inside
-    :func:`fp8_activations_as_qdq` at opset >= 19 one QuantizeLinear/DequantizeLinear pair with an
+    torch cast, bit for bit (computed on the fp32 bits, faster on CPU); exported it is the same
+    rounding in elementwise ops, or inside :func:`fp8_activations_as_qdq` at opset >= 19 one QuantizeLinear/DequantizeLinear pair with an
     FP8 zero point."""
     if layout.torch_dtype not in _ONNX_FP8:
         raise ValueError(f"fp8_qdq: {layout} is not an FP8 layout ONNX knows")

@@ -22,6 +22,7 @@ from nasq.formats.base import (
     FormatKind,
     NumericFormat,
     from_blocks,
+    plain_ops,
     to_blocks,
 )
 from nasq.formats.floatbits import snap_significand
@@ -120,9 +121,16 @@ class SymmetricInt(IntegerFormat):
         import torch
 
         ratios = torch.tensor(MSE_RATIOS, dtype=amax.dtype)
+        # one scratch tensor for all ratios (the same values as the plain expression, in place)
+        buf = None if plain_ops() or amax.dtype != x.dtype else torch.empty_like(x)
         errors = []
         for i in range(len(MSE_RATIOS)):
-            err = (self._rounded(x, self.scale(amax * ratios[i])) - x).pow(2)
+            s = self.scale(amax * ratios[i])
+            if buf is None:
+                err = (self._rounded(x, s) - x).pow(2)
+            else:
+                err = torch.mul(x, s.reciprocal(), out=buf).round_().clamp_(-self.qmax, self.qmax)
+                err = err.mul_(s).sub_(x).pow_(2)
             errors.append(_per_scale(err, amax).sum(1).reshape(amax.shape))
         best = torch.stack(errors).argmin(0)
         return amax * ratios[best]
@@ -134,13 +142,23 @@ class SymmetricInt(IntegerFormat):
         import torch
 
         s = self.scale(self.clip_amax(x, amax)).to(torch.float32)
-        if s.numel() == 1:  # one fused kernel instead of five elementwise passes
-            zero = torch.zeros((), dtype=torch.int32)
-            return torch.fake_quantize_per_tensor_affine(x, s.reshape(()), zero, -self.qmax, self.qmax)
-        if s.dim() == x.dim() and all(d == 1 for d in s.shape[1:]):  # per output channel
-            zero = torch.zeros(s.numel(), dtype=torch.int32)
+        per_channel = s.dim() == x.dim() and all(d == 1 for d in s.shape[1:])
+        if x.dtype != torch.float32 and (s.numel() == 1 or per_channel):  # bf16/fp16 under autocast
+            zero = torch.zeros(s.numel(), dtype=torch.int32, device=x.device)
+            if s.numel() == 1:
+                return torch.fake_quantize_per_tensor_affine(x, s.reshape(()), zero[0], -self.qmax, self.qmax)
             return torch.fake_quantize_per_channel_affine(x, s.flatten(), zero, 0, -self.qmax, self.qmax)
+        if s.numel() == 1 or per_channel:
+            return self._fake_quantize(x, s)
         return self._rounded(x, s)
+
+    def _fake_quantize(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """torch's fake_quantize_per_tensor/per_channel_affine (zero point 0), bit for bit, as four
+        in-place passes: on a CPU that kernel, which also builds a gradient mask we do not use,
+        took several times as long. Its codes pass through int64, so a zero comes out +0 (the
+        ``+ 0.0`` here); like it, inputs are finite and within 2**63 steps of zero."""
+        q = x * s.reciprocal()
+        return q.round_().add_(0.0).clamp_(-self.qmax, self.qmax).mul_(s)
 
     def _learned_step(self, x, amax):
         """LSQ (Esser et al. 2020): the step gets gradient ``round(v) - v`` inside the range and
@@ -214,7 +232,10 @@ class GroupInt(IntegerFormat):
     def _quantize(self, x, amax):
         blocks, n = to_blocks(x, self.group_size)
         s = self._scales(blocks)
-        return from_blocks(self._codes(blocks, s) * s, n, x)
+        if plain_ops():
+            return from_blocks(self._codes(blocks, s) * s, n, x)
+        q = (blocks * s.reciprocal()).round_().clamp_(-self.qmax, self.qmax)  # _codes, in place
+        return from_blocks(q.mul_(s), n, x)
 
     def encode(self, x, amax=None):
         import torch
@@ -268,7 +289,10 @@ class AsymmetricInt(IntegerFormat):
 
     def _quantize(self, x, amax):
         s, z = self._params(x, amax)
-        return (self._codes(x, s, z) - z) * s
+        if plain_ops():
+            return (self._codes(x, s, z) - z) * s
+        q = (x * s.reciprocal()).round_().add_(z).clamp_(0, self.qmax)  # _codes, in place
+        return q.sub_(z).mul_(s)
 
     def encode(self, x, amax=None):
         import torch

@@ -1,0 +1,152 @@
+"""The fast fake-quantization paths equal the implementations they replaced, bit for bit: the
+in-place bit rounding against the former select-based one, the in-place integer rounding against
+torch's fused fake-quantize kernels, and the in-place straight-through step against the plain
+expression. Edge inputs: signed zeros, fp32 and layout subnormals, ties, saturation, NaN."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nasq.formats import get_format, round_float
+from nasq.formats.base import straight_through
+from nasq.formats.floatbits import (
+    BF16,
+    E2M1,
+    E2M3,
+    E3M2,
+    E4M3,
+    E5M2,
+    FP16,
+    _round_by_fields,
+    _round_by_step,
+    _round_float32_bits,
+)
+
+LAYOUTS = [E2M1, E2M3, E3M2, E4M3, E5M2, FP16, BF16]
+
+
+def edge_values(layout) -> torch.Tensor:
+    mags = torch.tensor(layout.finite_magnitudes(), dtype=torch.float64)
+    ties = (mags[:-1] + mags[1:]) / 2
+    grid = torch.cat([mags, ties]).float()
+    near = torch.cat([torch.nextafter(grid, torch.tensor(0.0)), torch.nextafter(grid, torch.tensor(1e38))])
+    tiny = torch.tensor([0.0, 1e-45, 1e-40, 2.0**-126, 2.0**-127, layout.min_subnormal / 2,
+                         layout.min_normal, layout.max_value, 3.0e38])
+    pos = torch.cat([grid, near, tiny])
+    return torch.cat([pos, -pos])
+
+
+def random_values(layout, n: int = 20_000) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(layout.bits * 31 + layout.man_bits)
+    exp = torch.empty(n).uniform_(layout.emin - layout.man_bits - 6, np.log2(layout.max_value) + 1, generator=gen)
+    sign = torch.randint(0, 2, (n,), generator=gen) * 2 - 1
+    return (torch.exp2(exp) * sign).float()
+
+
+def _round_float32_select(y: torch.Tensor, layout) -> torch.Tensor:
+    """The former bit rounding (a ``where`` between two roundings): the reference."""
+    drop = 23 - layout.man_bits
+    b = y.view(torch.int32)
+    odd = (b >> drop) & 1
+    normal = ((b + ((1 << (drop - 1)) - 1) + odd) & ~((1 << drop) - 1)).view(torch.float32)
+    step = layout.min_subnormal
+    small = torch.round(y / step) * step
+    return torch.where(y.abs() < layout.min_normal, small, normal)
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view(torch.int32)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda lay: f"e{lay.exp_bits}m{lay.man_bits}")
+def test_inplace_bit_rounding_equals_select_version(layout):
+    m = layout.max_value
+    y = torch.cat([edge_values(layout), random_values(layout)]).clamp(-m, m)
+    old = _round_float32_select(y.clone(), layout)
+    assert torch.equal(bits(_round_float32_bits(y.clone(), layout)), bits(old))
+    assert torch.equal(bits(_round_by_fields(y.clone(), layout)), bits(old))
+    if layout is not BF16:  # its subnormal step is no normal fp32: only the field route takes it
+        assert torch.equal(bits(_round_by_step(y.clone(), layout)), bits(old))
+    nan = torch.tensor([float("nan"), -float("nan")]).clamp(-m, m)
+    for route in (_round_by_step, _round_by_fields):
+        assert torch.isnan(route(nan.clone(), layout)).all()
+
+
+@pytest.mark.parametrize("name", ["int2", "int4", "int8", "int4_lsq", "ternary"])
+def test_integer_rounding_equals_torch_fake_quantize(name):
+    fmt = get_format(name)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(16, 8, 3, 3, generator=gen) * 2
+    x[0, 0, 0] = torch.tensor([0.0, -0.0, -1e-9])  # a negative value rounding to zero comes out +0
+    for amax in (x.abs().amax(), x.abs().amax(dim=(1, 2, 3), keepdim=True)):
+        s = fmt.scale(fmt.clip_amax(x, amax)).float()
+        if s.numel() == 1:
+            zero = torch.zeros((), dtype=torch.int32)
+            ref = torch.fake_quantize_per_tensor_affine(x, s.reshape(()), zero, -fmt.qmax, fmt.qmax)
+        else:
+            zero = torch.zeros(s.numel(), dtype=torch.int32)
+            ref = torch.fake_quantize_per_channel_affine(x, s.flatten(), zero, 0, -fmt.qmax, fmt.qmax)
+        assert torch.equal(bits(fmt.quantize(x, amax)), bits(ref))
+
+
+def test_straight_through_values_and_gradient():
+    gen = torch.Generator().manual_seed(4)
+    x = (torch.randn(64, generator=gen) * 1e3).requires_grad_()
+    q = torch.round(x.detach())
+    expected = (x + (q - x).detach()).detach()
+    y = straight_through(x, q.clone())
+    assert torch.equal(bits(y.detach()), bits(expected))
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+
+
+def test_straight_through_leaves_an_aliased_input_alone():
+    x = torch.linspace(-2, 2, 9).requires_grad_()
+    before = x.detach().clone()
+    y = straight_through(x, x.detach())  # a format whose _quantize returns its input
+    assert torch.equal(x.detach(), before)
+    assert torch.equal(y.detach(), before)
+
+
+@pytest.mark.parametrize("name", ["fp4_e2m1", "fp6_e3m2", "mxfp4", "nvfp4", "int4", "int4_g32"])
+def test_training_and_evaluation_paths_agree(name):
+    fmt = get_format(name)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 8, 5, 5, generator=gen)
+    xg = x.clone().requires_grad_()
+    out = fmt.fake_quant(xg)
+    assert torch.equal(out.detach(), fmt.quantize(x))
+    assert torch.equal(xg.detach(), x)  # the in-place steps never touch the input
+
+
+@pytest.mark.parametrize("name", ["int2_mse", "int4_mse"])
+def test_mse_search_in_place_equals_plain_expression(name):
+    fmt = get_format(name)
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(8, 4, 3, 3, generator=gen) * torch.rand(8, 1, 1, 1, generator=gen)
+    for amax in (x.abs().amax(), x.abs().amax(dim=(1, 2, 3), keepdim=True)):
+        ratios = torch.tensor([1.0 - 0.05 * i for i in range(19)])
+        errors = torch.stack([(fmt._rounded(x, fmt.scale(amax * r)) - x).pow(2).reshape(amax.numel(), -1).sum(1)
+                              for r in ratios])
+        expected = amax * ratios[errors.argmin(0)].reshape(amax.shape)
+        assert torch.equal(fmt.clip_amax(x, amax), expected)
+
+
+def test_half_precision_inputs_keep_their_former_paths():
+    """Under autocast activations arrive in bf16: the integer formats keep torch's fused kernel
+    (it computes in fp32), and a per-channel fp32 scale still promotes the result as before."""
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(8, 4, 3, 3, generator=gen).to(torch.bfloat16)
+    fmt = get_format("int4")
+    s = fmt.scale(x.float().abs().amax()).reshape(())
+    ref = torch.fake_quantize_per_tensor_affine(x, s, torch.zeros((), dtype=torch.int32), -7, 7)
+    got = fmt.quantize(x, x.float().abs().amax())
+    assert got.dtype == torch.bfloat16 and torch.equal(got, ref)
+    amax = x.float().abs().amax(dim=(1, 2, 3), keepdim=True)
+    fp6 = get_format("fp6_e3m2")
+    out = fp6.quantize(x, amax)
+    s6 = amax / fp6.max_value
+    assert out.dtype == torch.float32  # bf16 values times an fp32 per-channel scale, as before
+    assert torch.equal(out, round_float(x / s6, fp6.layout) * s6)
