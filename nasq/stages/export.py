@@ -14,7 +14,14 @@ import torch
 from nasq import data as data_mod
 from nasq.errors import ConfigError
 from nasq.experiment import Experiment, remove_own_folder, resolve
-from nasq.export.bundle import HASHED_FILES, MANIFEST_JSON, NORMALISATION_ATTR, REFINE_ATTR, ExportResult, layer_formats
+from nasq.export.bundle import (
+    HASHED_FILES,
+    MANIFEST_JSON,
+    NORMALISATION_ATTR,
+    REFINE_ATTR,
+    ExportResult,
+    layer_formats,
+)
 from nasq.export.checks import calibrated_subnet, export_checked
 from nasq.export.refine import NoQuantizedLayerError, refine_subnet
 from nasq.hardware import HardwareProfile
