@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.stats import kendalltau
 from sklearn.compose import TransformedTargetRegressor
+from sklearn.dummy import DummyRegressor
 from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
@@ -154,8 +155,6 @@ class _TreeArrays:
     story: a loss with a non-identity link or an init estimator other than the default mean."""
 
     def __init__(self, model: Any):
-        from sklearn.dummy import DummyRegressor
-
         self.model = model
         init = model.init_
         self.exact = (model.estimators_.shape[1] == 1 and model.loss in ("squared_error", "absolute_error", "huber",

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 
 from nasq import data as data_mod
+from nasq.cluster.tasks import ray_session
+from nasq.cluster.train import train_distributed
 from nasq.errors import ConfigError
 from nasq.experiment import Experiment, remove_own_folder
 from nasq.stages.progress import Reporter
@@ -92,9 +94,6 @@ def check_workers(exp: Experiment) -> None:
 
 
 def _train_on_ray(exp: Experiment, net: Supernet, splits: data_mod.Splits, ckpt: Path, resume: bool) -> TrainResult:
-    from nasq.cluster.tasks import ray_session  # lazy: ray only where it is used
-    from nasq.cluster.train import train_distributed
-
     check_workers(exp)
     with ray_session(exp.config.ray.address, exp.config.ray.num_cpus) as ray:
         return train_distributed(ray, net, exp.space, splits.train_x, splits.train_y, exp.config.train, ckpt, resume=resume)
