@@ -108,6 +108,8 @@ class SearchTask:
                 "objectives": [objective_entry(o) for o in self.objectives],
                 "constraints": [x.model_dump(mode="json") for x in self.constraints], "space": self.space.hash,
                 "warm": sorted(s.key() for s in self.warm)}
+        if self.sensitivity is not None:  # ilp / sensitivity_seeded propose from it: a new table, a new search
+            what["sensitivity"] = self.sensitivity
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 

@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,9 +171,13 @@ def _stages(exp: Experiment, rep: Reporter, run: TrackedRun) -> PipelineResult:
     cfg, workdir = exp.config, exp.workdir
     with rep.stage("data", f"data: {cfg.data.name}"):
         splits = data.run(exp, None, workdir, rep)
-    with rep.stage("train", _train_header(exp)):
-        trained = train.run(exp, splits, workdir, rep)
-    result = evaluate_and_search(exp, trained.net, splits, rep, trained.info)
+    # train.workers > 1 trains on Ray Train: one Ray for the training and the evaluations (the
+    # stages' own sessions join it), not two started one after the other
+    shared = cfg.train.workers > 1 and job_address(cfg.ray.address) != "none"
+    with ray_session(cfg.ray.address, cfg.ray.num_cpus) if shared else nullcontext():
+        with rep.stage("train", _train_header(exp)):
+            trained = train.run(exp, splits, workdir, rep)
+        result = evaluate_and_search(exp, trained.net, splits, rep, trained.info)
     with rep.stage("track", "tracking: MLflow"):
         result.tracking = track.run(exp, result, workdir, run)
     with rep.stage("export", f"export: the {cfg.export.pick} point"):

@@ -88,6 +88,17 @@ def test_ilp_strategy_runs_in_the_loop_same_seed_same_front(space, cost, fit_pre
     assert task.feasible(first).all()
 
 
+def test_a_new_sensitivity_table_is_a_new_search(space, cost, fit_predictor):
+    """A checkpoint of a search seeded by one table must not be resumed with another."""
+    base = _task(space, cost, fit_predictor, "ilp", table(space)).fingerprint()
+    other = table(space)
+    first = next(iter(other))
+    other[first] = {f: v + 1.0 for f, v in other[first].items()}
+    assert _task(space, cost, fit_predictor, "ilp", table(space)).fingerprint() == base
+    assert _task(space, cost, fit_predictor, "ilp", other).fingerprint() != base
+    assert _task(space, cost, fit_predictor, "ilp").fingerprint() != base
+
+
 def test_ilp_without_sensitivity_uses_the_predictor(space, cost, fit_predictor):
     out = run_search(_task(space, cost, fit_predictor, "ilp"), Ledger(Synthetic(cost)))
     later = [out.state.specs[k] for k in out.state.keys[8:16]]
