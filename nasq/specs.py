@@ -522,6 +522,8 @@ class RecipeConfig(Frozen):
 # it is the first profile's. ``throughput_ips``: images per second (see nasq.hardware.cost).
 METRICS = ("top1", "latency_ms", "throughput_ips", "size_mb", "bops_g")
 PER_TARGET_METRICS = ("latency_ms", "throughput_ips")
+# each metric's goal: what an experiment's ``{name, goal}`` objective must agree with
+METRIC_GOALS = {"top1": "max", "latency_ms": "min", "throughput_ips": "max", "size_mb": "min", "bops_g": "min"}
 
 
 def check_metric(value: str) -> str:
@@ -795,6 +797,26 @@ def _first_error(err: ValidationError, model: type[BaseModel]) -> tuple[str, str
 
 
 def validate(model: type[M], data: Any, source: str) -> M:
+    @field_validator("objectives", mode="before")
+    @classmethod
+    def _declared_goals(cls, v: Any) -> Any:
+        """``{name: top1, goal: max}`` (the form generic searches use) is accepted for nasq's own
+        metrics when the goal is the metric's own; the entry becomes the metric's name."""
+        if not isinstance(v, list | tuple):
+            return v
+        out = []
+        for i, entry in enumerate(v):
+            if isinstance(entry, dict):
+                name, goal = entry.get("name"), entry.get("goal")
+                if set(entry) != {"name", "goal"} or not isinstance(name, str):
+                    raise ValueError(f"objectives[{i}]: a metric name or {{name, goal}}, got {show(entry)}")
+                own = METRIC_GOALS.get(metric_base(name))
+                if own is not None and goal != own:
+                    raise ValueError(f"objectives[{i}].goal: {name} is a metric to {own}imise, got {show(goal)}")
+                entry = name
+            out.append(entry)
+        return out
+
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -124,6 +124,24 @@ def test_bad_metric_names_are_one_line(tmp_path, metric, detail):
     assert f"{p}: objectives[1]: " in str(e.value) and detail in str(e.value), str(e.value)
 
 
+def test_objectives_with_their_own_goals_are_accepted(tmp_path):
+    p = _write(tmp_path, "e.yaml", {"objectives": [{"name": "top1", "goal": "max"}, "size_mb",
+                                                   {"name": "latency_ms@cpu_ort_epyc", "goal": "min"}]})
+    assert load_model(ExperimentConfig, p)[0].objectives == ("top1", "size_mb", "latency_ms@cpu_ort_epyc")
+
+
+@pytest.mark.parametrize("entry, detail", [
+    ({"name": "top1", "goal": "min"}, "objectives[0].goal: top1 is a metric to maximise, got 'min'"),
+    ({"name": "top1"}, "objectives[0]: a metric name or {name, goal}"),
+    ({"name": "auc", "goal": "max"}, "unknown metric"),
+])
+def test_objectives_with_a_wrong_goal_are_one_line(tmp_path, entry, detail):
+    p = _write(tmp_path, "e.yaml", {"objectives": [entry, "size_mb"]})
+    with pytest.raises(ConfigError) as e:
+        load_model(ExperimentConfig, p)
+    assert str(e.value).startswith(f"{p}: objectives") and detail in str(e.value), str(e.value)
+
+
 def test_constraint_profile_means_metric_at_profile():
     from nasq.specs import ConstraintSpec
 
