@@ -745,6 +745,26 @@ class ExperimentConfig(Frozen):
     def _unique_profiles(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return _sorted_unique("hardware", v)
 
+    @field_validator("objectives", mode="before")
+    @classmethod
+    def _declared_goals(cls, v: Any) -> Any:
+        """``{name: top1, goal: max}`` (the form generic searches use) is accepted for nasq's own
+        metrics when the goal is the metric's own; the entry becomes the metric's name."""
+        if not isinstance(v, list | tuple):
+            return v
+        out = []
+        for i, entry in enumerate(v):
+            if isinstance(entry, dict):
+                name, goal = entry.get("name"), entry.get("goal")
+                if set(entry) != {"name", "goal"} or not isinstance(name, str):
+                    raise ValueError(f"objectives[{i}]: a metric name or {{name, goal}}, got {show(entry)}")
+                own = METRIC_GOALS.get(metric_base(name))
+                if own is not None and goal != own:
+                    raise ValueError(f"objectives[{i}].goal: {name} is a metric to {own}imise, got {show(goal)}")
+                entry = name
+            out.append(entry)
+        return out
+
     @field_validator("objectives")
     @classmethod
     def _objectives(cls, v: tuple[str, ...]) -> tuple[str, ...]:
@@ -797,26 +817,6 @@ def _first_error(err: ValidationError, model: type[BaseModel]) -> tuple[str, str
 
 
 def validate(model: type[M], data: Any, source: str) -> M:
-    @field_validator("objectives", mode="before")
-    @classmethod
-    def _declared_goals(cls, v: Any) -> Any:
-        """``{name: top1, goal: max}`` (the form generic searches use) is accepted for nasq's own
-        metrics when the goal is the metric's own; the entry becomes the metric's name."""
-        if not isinstance(v, list | tuple):
-            return v
-        out = []
-        for i, entry in enumerate(v):
-            if isinstance(entry, dict):
-                name, goal = entry.get("name"), entry.get("goal")
-                if set(entry) != {"name", "goal"} or not isinstance(name, str):
-                    raise ValueError(f"objectives[{i}]: a metric name or {{name, goal}}, got {show(entry)}")
-                own = METRIC_GOALS.get(metric_base(name))
-                if own is not None and goal != own:
-                    raise ValueError(f"objectives[{i}].goal: {name} is a metric to {own}imise, got {show(goal)}")
-                entry = name
-            out.append(entry)
-        return out
-
     if data is None:
         data = {}
     if not isinstance(data, dict):
