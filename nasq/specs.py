@@ -647,7 +647,9 @@ class SearchConfig(Frozen):
     evaluations before LINAS first fits, when fewer are known; ``cache_dir``: where evaluation
     ledgers are kept, keyed by the supernet's identity (default ``<workdir>/cache``; like the
     workdir, a relative path without ``..`` below the current directory, or an absolute path);
-    ``seed``: 0 to 2**31 - 1."""
+    ``seed``: 0 to 2**31 - 1; ``engine``: the NSGA-II loop of predictor-scored searches, "array"
+    (nasq/search/engine.py, the population as arrays), "pymoo" (pymoo's ``minimize``) or "auto"
+    (array when the search is scored on genome matrices, else pymoo)."""
 
     strategy: Strategy = "linas"
     population: int = Field(default=64, ge=4, le=MAX_POPULATION)
@@ -658,6 +660,8 @@ class SearchConfig(Frozen):
     initial_evals: int = Field(default=16, ge=0, le=MAX_EVALS)
     cache_dir: str | None = None
     seed: Seed = 0
+    # which NSGA-II loop runs (issue 17: pymoo's object-per-individual population caps the loop)
+    engine: Literal["auto", "array", "pymoo"] = "auto"
 
     @field_validator("cache_dir")
     @classmethod

@@ -149,6 +149,7 @@ class LatencyPredictor:
         self.fit_rmse_ms = math.nan
         self._cache: dict[str, np.ndarray] = {}
         self._columns: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._kernels: tuple[Any, np.ndarray] | None = None  # (layer table, its integer-kernel flags)
 
     # ------------------------------------------------------------ features
     def _features_one(self, spec: SubnetSpec) -> np.ndarray:
@@ -224,8 +225,12 @@ class LatencyPredictor:
         return out
 
     def _integer_kernels(self, table: Any) -> np.ndarray:
-        """Per layer id of ``table`` (the pad included, False): whether it is an integer kernel."""
-        return np.array([integer_kernel(s.w_format, s.a_format) for s in table.shapes] + [False], dtype=bool)
+        """Per layer id of ``table`` (the pad included, False): whether it is an integer kernel.
+        Kept per table: rebuilding it was a Python call per layer on every scoring call (issue 17)."""
+        if self._kernels is None or self._kernels[0] is not table:
+            self._kernels = (table, np.array([integer_kernel(s.w_format, s.a_format) for s in table.shapes] + [False],
+                                             dtype=bool))
+        return self._kernels[1]
 
     def features_genomes(self, genomes: np.ndarray) -> np.ndarray:
         """:meth:`features` of the decoded ``genomes`` (rows of gene indices), without decoding."""

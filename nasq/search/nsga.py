@@ -1,4 +1,5 @@
-"""NSGA-II (pymoo) over the integer genome, with objectives scored in one vectorised call."""
+"""NSGA-II over the integer genome, with objectives scored in one vectorised call: pymoo's
+``minimize``, or nasq's array engine (:mod:`nasq.search.engine`) as ``SearchConfig.engine`` says."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pymoo.operators.sampling.rnd import IntegerRandomSampling
 from pymoo.optimize import minimize
 
 from nasq.errors import NasqError
-from nasq.search import operators
+from nasq.search import engine, operators
 from nasq.search.operators import make_duplicates, make_mutation, make_selection, make_survival
 from nasq.search.pareto import normalise, to_minimisation
 from nasq.space import SearchSpace, SubnetSpec
@@ -68,8 +69,7 @@ def _problem_class():
             self.space = space
 
         def _do(self, problem, X, **kwargs):
-            X = np.clip(np.rint(np.asarray(X, dtype=np.float64)), 0, self.space.upper).astype(np.int64)
-            return self.space.canonical_batch(X)
+            return operators.canonical_rows(self.space, X)
 
     class SubnetProblem(Problem):
         def __init__(self, space: SearchSpace, score: ScoreFn, objectives, constraints,
@@ -133,27 +133,63 @@ def nsga2_population(space: SearchSpace, score: ScoreFn, objectives: tuple[str, 
     best non-domination rank first, then most crowded-apart first. The whole population is scored
     in one call: by ``score_genomes`` on the genome matrix when given (it must give what ``score``
     gives for the decoded specs), else by ``score`` on specs. Raises a clear error (naming the
-    best value seen per constraint) if none is feasible."""
+    best value seen per constraint) if none is feasible. ``cfg.engine`` picks the loop
+    (:func:`use_array_engine`); the result has the same form either way."""
+    if use_array_engine(cfg, score_genomes):
+        return _array_population(space, score, objectives, constraints, cfg, score_genomes, initial)
     res = _minimize(space, score, objectives, constraints, cfg, score_genomes, initial)
     pop_X = np.asarray(res.pop.get("X"), dtype=np.int64)
-    specs = [space.decode(x) for x in pop_X]
-    values = score_genomes(pop_X) if score_genomes is not None else score(specs)
+    values = score_genomes(pop_X) if score_genomes is not None else score([space.decode(x) for x in pop_X])
+    rank = np.asarray(res.pop.get("rank"), dtype=np.float64).reshape(-1)
+    crowd = np.asarray(res.pop.get("crowding"), dtype=np.float64).reshape(-1)
+    return _candidates(space, pop_X, values, rank, crowd, constraints)
+
+
+def use_array_engine(cfg: SearchConfig, score_genomes: GenomeScoreFn | None) -> bool:
+    """``cfg.engine``: "auto" runs the array engine when the search is scored on genomes (pymoo's
+    per-individual population would dominate its time), pymoo's ``minimize`` otherwise."""
+    return cfg.engine == "array" or (cfg.engine == "auto" and score_genomes is not None)
+
+
+def _array_population(space: SearchSpace, score: ScoreFn, objectives: tuple[str, ...],
+                      constraints: tuple[ConstraintSpec, ...], cfg: SearchConfig,
+                      score_genomes: GenomeScoreFn | None, initial: np.ndarray | None) -> list[Candidate]:
+    """nsga2_population on :mod:`nasq.search.engine`; without ``score_genomes`` rows are decoded
+    and scored by ``score``. The final population's values are the ones it was scored with."""
+    by_genome = score_genomes or (lambda X: score([space.decode(x) for x in X]))
+
+    def evaluate(X: np.ndarray):
+        values = by_genome(X)
+        F = to_minimisation(np.column_stack([values[o] for o in objectives]), objectives)
+        return values, F, constraint_matrix(values, constraints, len(X))
+
+    pop = engine.run(space, evaluate, cfg.population, cfg.generations, cfg.seed, initial)
+    return _candidates(space, pop.X, pop.values, pop.rank, pop.crowding, constraints)
+
+
+def _candidates(space: SearchSpace, X: np.ndarray, values: dict[str, np.ndarray], rank: np.ndarray,
+                crowd: np.ndarray, constraints: tuple[ConstraintSpec, ...]) -> list[Candidate]:
+    """The feasible rows of a final population as candidates (unique canonical specs), best rank
+    first, then most crowded-apart first; a clear error if none is feasible."""
     if constraints:
-        feasible = np.all(constraint_matrix(values, constraints, len(specs)) <= 0, axis=1)
+        feasible = np.all(constraint_matrix(values, constraints, len(X)) <= 0, axis=1)
         if not feasible.any():
             raise NasqError(_infeasible_message(values, constraints))
     else:
-        feasible = np.ones(len(specs), dtype=bool)
-    rank = np.asarray(res.pop.get("rank"), dtype=np.float64).reshape(-1)
-    crowd = np.nan_to_num(np.asarray(res.pop.get("crowding"), dtype=np.float64).reshape(-1), posinf=1e9)
+        feasible = np.ones(len(X), dtype=bool)
+    crowd = np.nan_to_num(crowd, posinf=1e9)
     order = np.lexsort((-crowd, rank))
     out, seen = [], set()
     for i in order:
-        if not feasible[i] or specs[i].key() in seen:
+        if not feasible[i]:
             continue
-        seen.add(specs[i].key())
-        out.append(Candidate(space.encode(specs[i]), specs[i], {k: float(a[i]) for k, a in values.items()},
-                             int(rank[i])))
+        spec = space.decode(X[i])
+        key = spec.key()
+        if key in seen:
+            continue
+        seen.add(key)
+        # rows are canonical (the repair made them so): the genome is the row, no re-encoding
+        out.append(Candidate(X[i].copy(), spec, {k: float(a[i]) for k, a in values.items()}, int(rank[i])))
     return out
 
 

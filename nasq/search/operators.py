@@ -12,6 +12,8 @@ Bookkeeping (issue 17: predictor-scored searches spend most of a generation in p
 pymoo's duplicate elimination builds a pairwise distance matrix, and its survival and binary
 tournament read attributes one individual at a time through ``Individual.get``. The classes below
 fill the same pymoo hooks array-at-once, making the same decisions with the same random draws.
+Their array functions (``mutate_varying``, ``tournament_winners``, ``canonical_rows``, ``row_keys``
+with ``duplicate_flags``) are also the array engine's (:mod:`nasq.search.engine`): one rule each.
 """
 
 from __future__ import annotations
@@ -43,18 +45,26 @@ class VaryingGeneMutation(Mutation):
         self.varying = np.flatnonzero(self.upper > 0)
 
     def _do(self, problem, X, *args, random_state=None, **kwargs):
-        X = np.rint(np.asarray(X, dtype=np.float64)).astype(np.int64)
-        if len(self.varying) == 0 or len(X) == 0:
-            return X
-        n = len(self.varying)
-        pick = random_state.random((len(X), n)) < 1.0 / n
-        sizes = self.upper[self.varying] + 1
-        # a step of 1..size-1 modulo size: a different choice, uniformly
-        step = np.floor(random_state.random((len(X), n)) * (sizes - 1)).astype(np.int64) + 1
-        cols = X[:, self.varying]
-        cols = np.where(pick, (cols + step) % sizes, cols)
-        X[:, self.varying] = cols
+        return mutate_varying(X, self.upper, random_state, self.varying)
+
+
+def mutate_varying(X: np.ndarray, upper: np.ndarray, rng: np.random.Generator,
+                   varying: np.ndarray | None = None) -> np.ndarray:
+    """:class:`VaryingGeneMutation`'s rule on a genome matrix (rounded to int64 first), drawing from
+    ``rng``: the one implementation, shared by pymoo's operator and nasq's array engine."""
+    X = np.rint(np.asarray(X, dtype=np.float64)).astype(np.int64)
+    upper = np.asarray(upper, dtype=np.int64)
+    varying = np.flatnonzero(upper > 0) if varying is None else varying
+    if len(varying) == 0 or len(X) == 0:
         return X
+    n = len(varying)
+    pick = rng.random((len(X), n)) < 1.0 / n
+    sizes = upper[varying] + 1
+    # a step of 1..size-1 modulo size: a different choice, uniformly
+    step = np.floor(rng.random((len(X), n)) * (sizes - 1)).astype(np.int64) + 1
+    cols = X[:, varying]
+    X[:, varying] = np.where(pick, (cols + step) % sizes, cols)
+    return X
 
 
 def make_mutation(upper: np.ndarray, kind: str | None = None) -> Mutation:
@@ -66,6 +76,13 @@ def make_mutation(upper: np.ndarray, kind: str | None = None) -> Mutation:
     if kind == "pm":
         return PM(eta=3.0, vtype=float)
     raise ValueError(f"unknown mutation {kind!r} (known: {', '.join(MUTATIONS)})")
+
+
+def canonical_rows(space, X: np.ndarray) -> np.ndarray:
+    """Offspring made genomes: rounded, clipped to each gene's choices, then canonical
+    (``space.canonical_batch``: inactive layers' genes zeroed) so duplicates are recognised."""
+    X = np.clip(np.rint(np.asarray(X, dtype=np.float64)), 0, space.upper).astype(np.int64)
+    return space.canonical_batch(X)
 
 
 def genes_changed(parents: np.ndarray, children: np.ndarray) -> np.ndarray:
@@ -90,7 +107,7 @@ def genome_rows(pop) -> np.ndarray:
     return np.array(rows, dtype=np.float64).reshape(len(rows), -1) if rows else np.zeros((0, 0))
 
 
-def _row_keys(X: np.ndarray) -> list[bytes]:
+def row_keys(X: np.ndarray) -> list[bytes]:
     # + 0.0 turns -0.0 into 0.0, so byte-equal rows are exactly the numerically equal ones
     X = np.ascontiguousarray(np.asarray(X, dtype=np.float64) + 0.0)
     if X.size == 0:  # no rows, or rows of no genes (all equal)
@@ -106,14 +123,21 @@ class RowDuplicateElimination(DuplicateElimination):
     is the duplicate (the first is kept), and with ``other`` every row found in ``other`` is."""
 
     def _do(self, pop, other, is_duplicate):
-        keys = _row_keys(genome_rows(pop))
-        seen = set() if other is None else set(_row_keys(genome_rows(other)))
-        for i, k in enumerate(keys):
-            if k in seen:
-                is_duplicate[i] = True
-            elif other is None:
-                seen.add(k)
-        return is_duplicate
+        seen = set() if other is None else set(row_keys(genome_rows(other)))
+        return is_duplicate | duplicate_flags(row_keys(genome_rows(pop)), seen, remember=other is None)
+
+
+def duplicate_flags(keys: list[bytes], seen: set[bytes], remember: bool) -> np.ndarray:
+    """Which of ``keys`` (from :func:`row_keys`) are already in ``seen``; with ``remember`` each
+    new key is added to ``seen`` as it goes, so a later repeat of an earlier row is flagged too
+    (the first is kept)."""
+    flags = np.zeros(len(keys), dtype=bool)
+    for i, k in enumerate(keys):
+        if k in seen:
+            flags[i] = True
+        elif remember:
+            seen.add(k)
+    return flags
 
 
 def _operator_set(kind: str | None) -> str:
@@ -169,16 +193,24 @@ def binary_tournament(pop, P, algorithm, **kwargs):
     F = np.array([ind.F for ind in pop], dtype=np.float64)
     crowd = np.array([ind.get("crowding") for ind in pop], dtype=np.float64)
     a, b = P[:, 0], P[:, 1]
-    infeasible = (cv[a] > 0.0) | (cv[b] > 0.0)
-    a_better, b_better = (F[a] < F[b]).any(axis=1), (F[b] < F[a]).any(axis=1)
-    dom = np.where(a_better & ~b_better, 1, np.where(b_better & ~a_better, -1, 0))
-    S = np.where(infeasible,
-                 np.where(cv[a] < cv[b], a, np.where(cv[b] < cv[a], b, -1)),
-                 np.where(dom == 1, a, np.where(dom == -1, b,
-                          np.where(crowd[a] > crowd[b], a, np.where(crowd[a] < crowd[b], b, -1)))))
+    S = tournament_winners(a, b, cv, F, crowd)
     for i in np.flatnonzero(S < 0):  # ties: one draw each, in pymoo's order
         S[i] = algorithm.random_state.choice([a[i], b[i]])
     return S[:, None].astype(int, copy=False)
+
+
+def tournament_winners(a: np.ndarray, b: np.ndarray, cv: np.ndarray, F: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    """NSGA-II's binary tournament of the pairs (``a[i]``, ``b[i]``) (indices into ``cv``: total
+    constraint violation, ``F``: minimised objectives, ``crowd``: crowding distance): the lower
+    violation wins if either is infeasible, else the dominating one, else the larger crowding
+    distance; -1 where tied (the caller draws: pymoo's hook per pair, the array engine at once)."""
+    infeasible = (cv[a] > 0.0) | (cv[b] > 0.0)
+    a_better, b_better = (F[a] < F[b]).any(axis=1), (F[b] < F[a]).any(axis=1)
+    dom = np.where(a_better & ~b_better, 1, np.where(b_better & ~a_better, -1, 0))
+    return np.where(infeasible,
+                    np.where(cv[a] < cv[b], a, np.where(cv[b] < cv[a], b, -1)),
+                    np.where(dom == 1, a, np.where(dom == -1, b,
+                             np.where(crowd[a] > crowd[b], a, np.where(crowd[a] < crowd[b], b, -1)))))
 
 
 def make_selection(kind: str | None = None) -> TournamentSelection:

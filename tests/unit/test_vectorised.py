@@ -171,7 +171,6 @@ def test_search_gives_the_same_front_on_both_paths(repo, space):
     specs = space.sample_unique(np.random.default_rng(0), 80)
     top1 = 80 + 5 * np.log(cost.score(specs)["bops_g"] + 1e-3)
     pred = AccuracyPredictor(Recipe.from_yaml(repo / "predictors" / "gbdt_onehot.yaml"), space, cost, 0).fit(specs, top1)
-    cfg = SearchConfig(population=24, generations=6, seed=3)
     objectives, constraints = ("top1", "latency_ms", "size_mb"), (ConstraintSpec(metric="size_mb", max=0.25),)
 
     def score(batch):
@@ -180,10 +179,12 @@ def test_search_gives_the_same_front_on_both_paths(repo, space):
     def score_genomes(G):
         return {"top1": pred.predict_genomes(G), **cost.score_genomes(G)}
 
-    by_spec = run_nsga2(space, score, objectives, constraints, cfg)
-    by_genome = run_nsga2(space, score, objectives, constraints, cfg, score_genomes=score_genomes)
-    assert [c.spec.key() for c in by_genome] == [c.spec.key() for c in by_spec]
-    assert [c.predicted for c in by_genome] == [c.predicted for c in by_spec]
+    for engine in ("pymoo", "array"):  # either NSGA-II loop, scored either way
+        cfg = SearchConfig(population=24, generations=6, seed=3, engine=engine)
+        by_spec = run_nsga2(space, score, objectives, constraints, cfg)
+        by_genome = run_nsga2(space, score, objectives, constraints, cfg, score_genomes=score_genomes)
+        assert [c.spec.key() for c in by_genome] == [c.spec.key() for c in by_spec]
+        assert [c.predicted for c in by_genome] == [c.predicted for c in by_spec]
 
 
 def test_linas_search_is_the_same_on_both_paths(repo, space, monkeypatch):
@@ -203,15 +204,15 @@ def test_linas_search_is_the_same_on_both_paths(repo, space, monkeypatch):
         c = cost.score(specs)
         return [float(v) for v in 90 - 1.0 / (c["bops_g"] + 0.05) + 0.5 * np.sin(c["size_mb"] * 100)]
 
-    def search():
+    def search(engine):
         cfg = SearchConfig(strategy="linas", population=24, generations=6, max_true_evals=32, batch_size=8,
-                           initial_evals=12, seed=0)
+                           initial_evals=12, seed=0, engine=engine)
         task = SearchTask(space, ("top1", "latency_ms", "size_mb"), (ConstraintSpec(metric="size_mb", max=0.25),),
                           cost, cfg, fit)
         out = run_search(task, Ledger(evaluate))
         return out.state.keys, [(p.spec.key(), p.predicted) for p in out.front.points], out.history
 
     assert linas.genome_scorer(fit([space.smallest(), space.largest()], np.array([1.0, 2.0]), 0), cost) is not None
-    by_genome = search()
+    by_genome = {engine: search(engine) for engine in ("pymoo", "array")}
     monkeypatch.setattr(linas, "genome_scorer", lambda predictor, cost: None)
-    assert search() == by_genome
+    assert {engine: search(engine) for engine in ("pymoo", "array")} == by_genome
