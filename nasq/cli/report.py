@@ -18,6 +18,12 @@ def format_mix(point: Any) -> str:
     return ", ".join(k + (f" x{n}" if n > 1 else "") for k, n in counts.most_common())
 
 
+def top1_interval_text(point: Any) -> str:
+    """``[82.1, 84.3]``: the measured top-1's 95 % interval, ``-`` where the front has none."""
+    low, high = point.measured.get("top1_ci_low"), point.measured.get("top1_ci_high")
+    return "-" if low is None or high is None else f"[{low:.1f}, {high:.1f}]"
+
+
 def print_summary(result: Any, console: Any) -> None:
     front = result.front
     modelled = result.experiment.profile.config.status == "modelled"
@@ -27,19 +33,22 @@ def print_summary(result: Any, console: Any) -> None:
     # further targets (hardware: [a, b, ...]) get a latency column each; emulated layers are counted
     others = [prof.name for prof in result.experiment.profiles[1:]]
     emulated = any(p.emulated_layers for p in front.points)
-    columns = ["#", "top1 %", "pred top1 %", "latency ms", *(f"latency ms @{n}" for n in others), "size MB",
+    columns = ["#", "top1 %", "95 % interval", "pred top1 %", "latency ms", *(f"latency ms @{n}" for n in others), "size MB",
                *(["emulated layers"] if emulated else []), "depths", "layer formats (w/a)"]
     for col in columns:
         table.add_column(col, justify="right" if col not in ("layer formats (w/a)", "depths") else "left")
     knee = front.pick("knee") if front.points else -1
     for i, p in enumerate(front.points):
         extra = [f"{p.predicted.get(f'latency_ms@{n}', float('nan')):.3f}" for n in others]
-        table.add_row(f"{i}{'*' if i == knee else ''}", f"{p.value('top1'):.2f}", f"{p.predicted['top1']:.2f}",
+        table.add_row(f"{i}{'*' if i == knee else ''}", f"{p.value('top1'):.2f}", top1_interval_text(p),
+                      f"{p.predicted['top1']:.2f}",
                       f"{p.value('latency_ms'):.3f}", *extra, f"{p.value('size_mb'):.4f}",
                       *([str(p.emulated_layers or 0)] if emulated else []),
                       "-".join(map(str, p.spec.depths)), format_mix(p))
     console.print(table)
     print_baselines(result, console)
+    console.print("[dim]95 % interval: Wilson on the validation images counted, widened by the calibration-set "
+                  "std (nasq.search.uncertainty); two points measured on the same images differ more surely.[/]")
     console.print(f"[dim]* knee point. {result.evaluated} subnets evaluated for real; predictor cross-validated "
                   f"Kendall tau {result.fit_report.kendall_tau:.3f}.[/]")
     if result.data_note:

@@ -208,7 +208,8 @@ def evaluate_and_search(exp: Experiment, net: Supernet, splits: data_mod.Splits,
             # ilp / sensitivity_seeded: the per-layer loss table first (reused when sensitivity.json fits)
             table = sensitivity.for_search(exp, net, splits, workdir)
             upstream = search.SearchUpstream(ledger, samples, fitted.predictor,
-                                             evaluate.tune_evaluator(payload) if on_tune else None, sensitivity=table)
+                                             evaluate.tune_evaluator(payload) if on_tune else None, sensitivity=table,
+                                             val_images=len(payload.val_y))
             outcome = search.run(exp, upstream, run_dir, rep, resume=resume)
         # uniform INT8/INT4(/FP8) twins of the largest subnet and of each front point, truly evaluated
         uniform = baselines.run(exp, ledger, outcome.front, run_dir)

@@ -16,9 +16,11 @@ from nasq.files import atomic_write_json, atomic_write_text
 from nasq.predict.fit import AccuracyPredictor
 from nasq.search.ledger import Ledger
 from nasq.search.loop import SearchOutcome, run_search
+from nasq.search.pareto import Front
 from nasq.search.protocols import CostScorer
 from nasq.search.state import STATE_FILE, SearchState
 from nasq.search.strategy import SearchTask
+from nasq.search.uncertainty import annotate_front, calibration_std
 from nasq.space import SubnetSpec
 from nasq.stages import sensitivity as sensitivity_stage
 from nasq.stages.evaluate import Samples
@@ -38,6 +40,9 @@ class SearchUpstream:
     # ilp / sensitivity_seeded: layer -> format -> estimated top-1 loss (nasq.stages.sensitivity.for_search);
     # None: sensitivity.json of the workdir when there is one, else the strategies use the predictor
     sensitivity: dict[str, dict[str, float]] | None = None
+    # the validation images each true evaluation counted (len(payload.val_y)): the front's top-1
+    # intervals; None: the configured number (evaluate.val_images, else data.val_size)
+    val_images: int | None = None
 
 
 def task(exp: Experiment, predictor: AccuracyPredictor | None, warm: list[SubnetSpec],
@@ -68,10 +73,24 @@ def run(exp: Experiment, upstream: SearchUpstream, workdir: Path, rep: Reporter 
         table = sensitivity_stage.saved_table(exp.space, workdir)
     search_task = task(exp, upstream.predictor, upstream.samples.specs, table)
     if cfg.strategy.startswith("optuna") and upstream.tune_evaluate is not None:
-        return run_tune_search(search_task, upstream.ledger, upstream.tune_evaluate, workdir / TUNE_DIR, resume=resume)
-    if resume:
-        check_resumable(exp, search_task, upstream.ledger, workdir)
-    return run_search(search_task, upstream.ledger, checkpoint_dir=workdir, resume=resume, progress=say)
+        outcome = run_tune_search(search_task, upstream.ledger, upstream.tune_evaluate, workdir / TUNE_DIR,
+                                  resume=resume)
+    else:
+        if resume:
+            check_resumable(exp, search_task, upstream.ledger, workdir)
+        outcome = run_search(search_task, upstream.ledger, checkpoint_dir=workdir, resume=resume, progress=say)
+    with_intervals(exp, outcome.front, upstream.val_images)
+    return outcome
+
+
+def with_intervals(exp: Experiment, front: Front, val_images: int | None = None) -> Front:
+    """The front's measured top-1 with its 95 % interval (``top1_ci_low``/``top1_ci_high``, see
+    :mod:`nasq.search.uncertainty`): Wilson on the validation images counted, widened by the
+    calibration-set std measured for ``evaluate.calib_images``. Before the artifacts are written,
+    so front.csv/front.json, MLflow and the export manifest all carry them."""
+    ecfg, data = exp.config.evaluate, exp.config.data
+    n = val_images or min(ecfg.val_images or data.val_size, data.val_size)
+    return annotate_front(front, n, calibration_std(ecfg.calib_images))
 
 
 def check_resumable(exp: Experiment, search_task: SearchTask, ledger: Ledger, workdir: Path) -> None:

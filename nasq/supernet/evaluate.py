@@ -34,6 +34,18 @@ def accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, batch_size: i
     return 100.0 * correct / max(1, len(y))
 
 
+@torch.no_grad()
+def correct_mask(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """Per-image correctness (bool, one per image): what :func:`accuracy` averages, kept so a
+    benchmark can score any subset of the images, or two subnets image by image, from one pass."""
+    model.eval()
+    out = np.empty(len(y), dtype=bool)
+    for lo in range(0, len(y), batch_size):
+        logits = model(torch.from_numpy(x[lo : lo + batch_size]))
+        out[lo : lo + batch_size] = logits.argmax(1).numpy() == y[lo : lo + batch_size]
+    return out
+
+
 def evaluate_spec(net: Supernet, spec: SubnetSpec, calib: list[torch.Tensor], x: np.ndarray, y: np.ndarray,
                   batch_size: int = 500) -> float:
     """Top-1 (percent) of ``spec`` after recalibration on ``calib``."""

@@ -101,6 +101,10 @@ def _draw_panel(ax: Any, front: Front, x_metric: str, y_metric: str, others: np.
         _draw_baselines(ax, baselines, x_metric, y_metric)
     px = np.array([p.value(x_metric) for p in front.points], dtype=np.float64)
     py = np.array([p.value(y_metric) for p in front.points], dtype=np.float64)
+    bars = top1_error_bars(front) if y_metric == "top1" else None
+    if len(px) and bars is not None:
+        ax.errorbar(px, py, yerr=bars, fmt="none", ecolor="tab:blue", elinewidth=1, capsize=2, alpha=0.7,
+                    label="95 % interval", zorder=2)
     if len(px):
         ax.scatter(px, py, s=36, c="tab:blue", edgecolors="black", linewidths=0.5,
                    label=f"front ({len(px)})", zorder=3)
@@ -114,6 +118,18 @@ def _draw_panel(ax: Any, front: Front, x_metric: str, y_metric: str, others: np.
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best", fontsize=8)
+
+
+def top1_error_bars(front: Front) -> np.ndarray | None:
+    """(2, n) distances below and above each point's top-1 to its 95 % interval
+    (``top1_ci_low``/``top1_ci_high``); None when some point has none (an older front)."""
+    if not front.points or not all("top1_ci_low" in p.measured and "top1_ci_high" in p.measured
+                                   for p in front.points):
+        return None
+    top1 = np.array([p.value("top1") for p in front.points], dtype=np.float64)
+    low = np.array([p.measured["top1_ci_low"] for p in front.points], dtype=np.float64)
+    high = np.array([p.measured["top1_ci_high"] for p in front.points], dtype=np.float64)
+    return np.stack([np.maximum(top1 - low, 0.0), np.maximum(high - top1, 0.0)])
 
 
 def _save_atomic(fig: Any, path: Path) -> Path:
@@ -158,6 +174,8 @@ def _hover(front: Front, i: int) -> str:
     values = "<br>".join(f"{m}: {p.value(m):.4g}" + (f" (pred {p.predicted[m]:.4g})" if m in p.measured
                                                      and m in p.predicted else "")
                          for m in front.objectives)
+    if "top1_ci_low" in p.measured and "top1_ci_high" in p.measured:
+        values += f"<br>top1 95 % interval: [{p.measured['top1_ci_low']:.2f}, {p.measured['top1_ci_high']:.2f}]"
     return (f"<b>point {i}</b> {p.spec.short_key()}<br>{values}<br>depths "
             f"{'-'.join(map(str, p.spec.depths))}<br>formats (w/a): {p.formats_summary()}")
 
@@ -179,8 +197,11 @@ def pareto_html(front: Front, path: Path, title: str = "", *, modelled: bool = F
     fig: PlotlyFigure = make_subplots(rows=1, cols=len(x_metrics))
     knee = front.pick("knee") if front.points else None
     hover = [_hover(front, i) for i in range(len(front.points))]
+    bars = top1_error_bars(front) if y_metric == "top1" else None
+    error_y = None if bars is None else {"type": "data", "symmetric": False, "array": bars[1].tolist(),
+                                         "arrayminus": bars[0].tolist(), "thickness": 1}
     for col, x_metric in enumerate(x_metrics, start=1):
-        fig.add_trace(Scatter(
+        fig.add_trace(Scatter(error_y=error_y,
             x=[p.value(x_metric) for p in front.points], y=[p.value(y_metric) for p in front.points],
             mode="markers+text", text=[str(i) for i in range(len(front.points))], textposition="top right",
             hovertext=hover, hoverinfo="text", name=f"front ({len(front.points)})", showlegend=col == 1,

@@ -3,6 +3,7 @@ real onnxruntime. Same seed -> same front, whether evaluations run on Ray or in-
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -49,6 +50,9 @@ def test_front_artifacts(ray_result):
     assert [p["key"] for p in saved["points"]] == [p.spec.key() for p in r.front.points]
     assert saved["lineage"]["nasq.space"] == "mbconv_small"
     assert (r.workdir / "supernet.safetensors").stat().st_size > 10_000
+    with (r.workdir / "front.csv").open() as fh:  # each point's top-1 with its 95 % interval
+        rows = list(csv.DictReader(fh))
+    assert rows and all(float(x["top1_ci_low"]) <= float(x["top1"]) <= float(x["top1_ci_high"]) for x in rows)
     lines = (r.workdir / "evaluations.csv").read_text().splitlines()
     assert len(lines) - 1 == r.evaluated == len({line.split(",")[0] for line in lines[1:]})  # each subnet once
 
@@ -66,7 +70,9 @@ def test_mlflow_runs(ray_result):
     children = client.search_runs([t.experiment_id], f"tags.mlflow.parentRunId = '{t.run_id}' and "
                                   "tags.`nasq.kind` = 'pareto_point'")
     assert len(children) == len(ray_result.front.points)
-    assert {"top1", "top1_pred", "latency_ms_pred"} <= set(children[0].data.metrics)
+    assert {"top1", "top1_pred", "latency_ms_pred", "top1_ci_low", "top1_ci_high"} <= set(children[0].data.metrics)
+    assert all(c.data.metrics["top1_ci_low"] <= c.data.metrics["top1"] <= c.data.metrics["top1_ci_high"]
+               for c in children)
     assert children[0].data.tags["nasq.supernet_run_id"] == parent.data.tags["nasq.supernet_run_id"]
     names = {a.path for a in client.list_artifacts(t.run_id)}
     assert {"front.csv", "front.json", "pareto.png", "pareto.html", "experiment.json"} <= names

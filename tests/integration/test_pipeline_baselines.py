@@ -61,6 +61,8 @@ def test_baselines_are_evaluated_and_shown(result):
     print_summary(result, console)
     out = console.export_text()
     assert "Uniform-precision baselines" in out and "mixed precision vs uniform INT8 of the largest subnet" in out
+    p0 = result.front.points[0].measured  # the front's top-1 is printed with its 95 % interval
+    assert "95 % interval" in out and f"[{p0['top1_ci_low']:.1f}, {p0['top1_ci_high']:.1f}]" in out
     client = MlflowClient(result.tracking.uri)
     metrics = client.get_run(result.tracking.run_id).data.metrics
     assert "baseline.largest.int8.top1" in metrics

@@ -101,8 +101,10 @@ def test_runs_metrics_artifacts_in_mlflow(job):
     assert kinds.count("supernet") == 1 and kinds.count("predictor") == 1 and len(points) >= 1
     assert all(k.info.status == "FINISHED" for k in kids)
     for p in points:
-        assert {"top1", "top1_pred", "latency_ms", "latency_ms_pred", "size_mb", "size_mb_pred"} <= set(p.data.metrics)
-        assert p.data.tags["nasq.measured"] == "top1"
+        assert {"top1", "top1_pred", "latency_ms", "latency_ms_pred", "size_mb", "size_mb_pred",
+                "top1_ci_low", "top1_ci_high"} <= set(p.data.metrics)
+        assert p.data.metrics["top1_ci_low"] <= p.data.metrics["top1"] <= p.data.metrics["top1_ci_high"]
+        assert p.data.tags["nasq.measured"] == "top1,top1_ci_high,top1_ci_low"  # the interval is measured too
         assert p.data.tags["nasq.supernet_run_id"] == parent.data.tags["nasq.supernet_run_id"]
         assert "s0.l0.kernel" in p.data.params
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}

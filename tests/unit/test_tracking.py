@@ -77,7 +77,9 @@ def test_flatten_params_dots_stringifies_and_truncates() -> None:
 
 
 def test_log_search_parent_children_and_artifacts(store: dict, tmp_path: Path) -> None:
-    front = make_front()
+    from nasq.search.uncertainty import annotate_front
+
+    front = annotate_front(make_front(), n_images=2000, calib_std=0.3)  # top1_ci_low/high, as the search stage adds
     extra = tmp_path / "notes.txt"
     extra.write_text("hello")
     params = {"search": {"population": 16, "seed": 0}, "space": "mbconv_small", "long": "x" * 900,
@@ -124,6 +126,9 @@ def test_log_search_parent_children_and_artifacts(store: dict, tmp_path: Path) -
         for name in ("top1", "latency_ms", "size_mb"):
             assert kid.data.metrics[f"{name}_pred"] == pytest.approx(front.points[i].predicted[name])
             assert kid.data.metrics[name] == pytest.approx(front.points[i].measured[name])
+        m = kid.data.metrics
+        assert m["top1_ci_low"] < m["top1"] < m["top1_ci_high"]
+        assert m["top1_ci_low"] == pytest.approx(front.points[i].measured["top1_ci_low"])
 
     names = {a.path for a in c.list_artifacts(res.run_id)}
     assert {"front.csv", "front.json", "pareto.png", "notes.txt"} <= names
@@ -186,6 +191,20 @@ def test_pareto_png_writes_png(tmp_path: Path) -> None:
     assert out == tmp_path / "figs" / "pareto.png"
     assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
     assert [p.name for p in out.parent.iterdir()] == ["pareto.png"]  # no temp file left behind
+
+
+def test_front_plots_draw_top1_intervals(tmp_path: Path) -> None:
+    from nasq.search.uncertainty import annotate_front
+    from nasq.tracking.plots import pareto_html, pareto_png, top1_error_bars
+
+    assert top1_error_bars(make_front(3)) is None  # an older front without intervals: no bars
+    front = annotate_front(make_front(3), n_images=500)
+    bars = top1_error_bars(front)
+    assert bars.shape == (2, 3) and (bars > 0).all()
+    assert bars[0, 0] == pytest.approx(front.points[0].measured["top1"] - front.points[0].measured["top1_ci_low"])
+    assert pareto_png(front, tmp_path / "p.png").read_bytes().startswith(PNG_SIGNATURE)
+    html = pareto_html(front, tmp_path / "p.html").read_text()
+    assert '"arrayminus"' in html and "95 % interval" in html
 
 
 def test_pareto_png_empty_front_and_bad_others(tmp_path: Path) -> None:
