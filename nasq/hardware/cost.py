@@ -60,6 +60,11 @@ def layer_bits(layer: LayerShape) -> float:
     return bits + layer_nodes(layer) * NODE_BITS + (QDQ_INPUT_BITS * layer.cin if _float_on_qdq(layer) else 0.0)
 
 
+def layer_bops(layer: LayerShape) -> int:
+    """Bit operations of one layer: MACs x weight bits x activation bits."""
+    return layer.macs * FORMATS.get(layer.w_format).bits * FORMATS.get(layer.a_format).bits
+
+
 def _qdq(fmt: object) -> bool:
     """Activations in ``fmt`` export as one QuantizeLinear/DequantizeLinear pair (int8; fp8
     activations are branch-free elementwise rounding, see nasq.formats.floating)."""
@@ -165,7 +170,7 @@ class CostModel:
             latency_us += self.layer_latency_us(layer, prev)
             prev = layer.a_format
             bits += layer_bits(layer)
-            bops += layer.macs * FORMATS.get(layer.w_format).bits * FORMATS.get(layer.a_format).bits
+            bops += layer_bops(layer)
         out = (latency_us / 1e3, size_mb_of(bits), bops / 1e9)
         self._cache[key] = out
         return out
@@ -178,16 +183,22 @@ class CostModel:
 
     def layer_columns(self) -> dict[str, np.ndarray] | None:
         """Per layer of the space's table (indexed by layer id, 0 at the pad): stored bits
-        (:func:`layer_bits`), BOPs, and the roofline time with and without a format change before
-        the layer - each from the per-layer function itself, so its changes flow in. None for a
-        space too large for a table."""
+        (:func:`layer_bits`) and BOPs - from the per-layer functions themselves, so their changes
+        flow in; built once per table (:meth:`LayerTable.shared_column`), not per cost model. None
+        for a space too large for a table."""
         table = self.space.layer_table()
         if table is None:
             return None
+        return {"bits": table.shared_column("cost.layer_bits", layer_bits),
+                "bops": table.shared_column("cost.layer_bops", layer_bops)}
+
+    def roofline_columns(self) -> dict[str, np.ndarray]:
+        """Per layer of the space's table: the roofline time with and without a format change
+        before the layer (:meth:`layer_latency_us`); built on first use, by a model that scores
+        the roofline latency (a measured profile's never needs it)."""
         if self._columns is None:
-            bops = table.column(lambda s: s.macs * FORMATS.get(s.w_format).bits * FORMATS.get(s.a_format).bits)
-            self._columns = {"bits": table.column(layer_bits), "bops": bops,
-                             "us_same": table.column(lambda s: self.layer_latency_us(s, s.a_format)),
+            table = self.space.layer_table()
+            self._columns = {"us_same": table.column(lambda s: self.layer_latency_us(s, s.a_format)),
                              # any name that is not the layer's own format counts as a change
                              "us_change": table.column(lambda s: self.layer_latency_us(s, "\0"))}
         return self._columns
@@ -196,16 +207,17 @@ class CostModel:
         """:meth:`score` of the decoded ``genomes`` (rows of gene indices), without decoding them:
         the same values, added in the same order."""
         table, cols = self.space.layer_table(), self.layer_columns()
-        G = self.space.canonical_batch(genomes)
         if table is None or cols is None:
-            return self.score([self.space.decode(g) for g in G])
-        ids = table.ids(G)
+            return self.score([self.space.decode(g) for g in self.space.canonical_batch(genomes)])
+        batch = self.space.batch(genomes)  # the tables the scoring call's other consumers share
+        G, ids = batch.G, batch.ids
         if self.latency_genomes is not None:
             latency = np.asarray(self.latency_genomes(G), dtype=np.float64)
         elif self.latency_ms is not None:
             latency = np.asarray(self.latency_ms([self.space.decode(g) for g in G]), dtype=np.float64)
         else:
-            us = np.where(table.format_changes(ids), cols["us_change"][ids], cols["us_same"][ids])
+            roofline = self.roofline_columns()
+            us = np.where(batch.format_changes, roofline["us_change"][ids], roofline["us_same"][ids])
             latency = ordered_sum(us) / 1e3
         return {"latency_ms": latency, "size_mb": size_mb_of(ordered_sum(cols["bits"][ids])),
                 "bops_g": ordered_sum(cols["bops"][ids]) / 1e9}

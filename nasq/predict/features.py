@@ -168,7 +168,9 @@ def encode(names: tuple[str, ...], space: SearchSpace, specs: list[SubnetSpec], 
 
 
 # ---------------------------------------------------------------- the same encoders on genome matrices
-# Each takes canonical genomes (encode_genomes canonicalises) and a space with a layer table.
+# Each takes canonical genomes (encode_genomes canonicalises) and a space with a layer table, and
+# reads the matrix's tables from ``space.batch(G)``: the ones the other encoders and the cost and
+# latency models of the same scoring call read (nasq.space.batch), computed once.
 
 def _onehot_offsets(space: SearchSpace) -> tuple[np.ndarray, int]:
     widths = space.upper + 1
@@ -179,36 +181,55 @@ def _onehot_offsets(space: SearchSpace) -> tuple[np.ndarray, int]:
 def onehot_genomes(space: SearchSpace, G: np.ndarray, costs: CostModel | None) -> np.ndarray:
     offsets, width = _onehot_offsets(space)
     out = np.zeros((len(G), width), dtype=np.float64)
-    rows, genes = np.nonzero(space.active_genes(G))
+    rows, genes = np.nonzero(space.batch(G).active)
     out[rows, offsets[genes] + G[rows, genes]] = 1.0
     return out
 
 
 def _layer_matrix(space: SearchSpace, G: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
-    table = space.layer_table()
-    ids = table.ids(G)
-    return table, ids, ids != table.pad
+    batch = space.batch(G)
+    return batch.table, batch.ids, batch.ids != batch.table.pad
+
+
+def _cost_columns(space: SearchSpace, table: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per layer id, one row per quantity (kept by the table): what ``costs`` sums (params, MACs,
+    BOPs, then MACs at each weight and at each activation bit width of the space; 0 at the pad)
+    and what it minimises (weight and activation bits; the int64 maximum at the pad). Rows of
+    quantities, so a gather copies each quantity's layers side by side and the sums run along
+    contiguous memory: ~2x faster than a column per quantity."""
+    def sums() -> np.ndarray:
+        macs, wb, ab = table.macs, table.w_bits, table.a_bits
+        levels = sorted({f.bits for f in (FORMATS.get(n) for n in space.all_formats())})
+        return np.stack([table.params, macs, macs * wb * ab] + [np.where(wb == b, macs, 0) for b in levels]
+                        + [np.where(ab == b, macs, 0) for b in levels])
+
+    def mins() -> np.ndarray:
+        out = np.stack([table.w_bits, table.a_bits])
+        out[:, table.pad] = np.iinfo(np.int64).max
+        return out
+
+    return table.shared("features.costs.sums", sums), table.shared("features.costs.mins", mins)
 
 
 @GENOME_FEATURES.register("costs")
 def costs_genomes(space: SearchSpace, G: np.ndarray, cost_model: CostModel | None) -> np.ndarray:
-    bit_levels = sorted({f.bits for f in (FORMATS.get(n) for n in space.all_formats())})
-    table, ids, valid = _layer_matrix(space, G)
+    batch = space.batch(G)
+    sum_rows, min_rows = _cost_columns(space, batch.table)
     # integer sums: exact, so the same as the per-spec sums whatever the order
-    macs, wb, ab = table.macs[ids], table.w_bits[ids], table.a_bits[ids]
-    total = macs.sum(axis=1).astype(np.float64)
-    cols = [np.log(table.params[ids].sum(axis=1)), np.log(total), np.log((macs * wb * ab).sum(axis=1))]
-    cols += [np.where(wb == b, macs, 0).sum(axis=1) / total for b in bit_levels]
-    cols += [np.where(ab == b, macs, 0).sum(axis=1) / total for b in bit_levels]
-    big = np.iinfo(np.int64).max
-    cols += [np.where(valid, wb, big).min(axis=1).astype(np.float64), np.where(valid, ab, big).min(axis=1).astype(np.float64)]
-    return np.column_stack(cols).astype(np.float64).reshape(len(G), 5 + 2 * len(bit_levels))
+    sums = sum_rows.take(batch.ids, axis=1).sum(axis=2)  # (quantity, genome)
+    total = sums[1].astype(np.float64)
+    levels = (len(sum_rows) - 3) // 2
+    out = np.empty((len(G), 5 + 2 * levels))
+    out[:, 0], out[:, 1], out[:, 2] = np.log(sums[0]), np.log(total), np.log(sums[2])
+    out[:, 3:3 + 2 * levels] = (sums[3:] / total).T
+    out[:, 3 + 2 * levels:] = min_rows.take(batch.ids, axis=1).min(axis=2).T
+    return out
 
 
 @GENOME_FEATURES.register("layerwise")
 def layerwise_genomes(space: SearchSpace, G: np.ndarray, cost_model: CostModel | None) -> np.ndarray:
-    stages, table = space.config.stages, space.layer_table()
-    rows = table.segment_rows(G)
+    stages, table, batch = space.config.stages, space.layer_table(), space.batch(G)
+    rows = table.segment_rows(G, batch.depths)
     seg_macs = [table.macs[r].sum(axis=1) for r in rows]
     total = np.sum(seg_macs, axis=0).astype(np.float64)
     cols: list[np.ndarray] = []
@@ -218,7 +239,7 @@ def layerwise_genomes(space: SearchSpace, G: np.ndarray, cost_model: CostModel |
         if len(st.width) > 1:
             k = space._width_gene[i]
             cols.append(np.array(space.genes[k].choices, dtype=np.float64)[G[:, k]])
-    depths = space.depths_of(G)
+    depths = batch.depths
     for seg, macs in zip(table.segments, seg_macs, strict=True):
         if seg.slot < 0:
             continue
@@ -246,7 +267,7 @@ def bops_genomes(space: SearchSpace, G: np.ndarray, cost_model: CostModel | None
     macs = table.macs[ids]
     bit_ops = (macs * table.w_bits[ids] * table.a_bits[ids]).sum(axis=1)
     if cost_model is None:
-        mb = size_mb_of(ordered_sum(table.column(layer_bits)[ids]))
+        mb = size_mb_of(ordered_sum(table.shared_column("cost.layer_bits", layer_bits)[ids]))
     elif hasattr(cost_model, "score_genomes"):
         mb = cost_model.score_genomes(G)["size_mb"]
     else:
@@ -258,7 +279,7 @@ def bops_genomes(space: SearchSpace, G: np.ndarray, cost_model: CostModel | None
 def encode_genomes(names: tuple[str, ...], space: SearchSpace, genomes: np.ndarray,
                    cost_model: CostModel | None) -> np.ndarray:
     """:func:`encode` of the decoded ``genomes`` (rows of gene indices), from the genome twins."""
-    G = space.canonical_batch(genomes)
     if space.layer_table() is None or any(n not in GENOME_FEATURES for n in names):
-        return encode(names, space, [space.decode(g) for g in G], cost_model)
+        return encode(names, space, [space.decode(g) for g in space.canonical_batch(genomes)], cost_model)
+    G = space.batch(genomes).G
     return np.hstack([GENOME_FEATURES.get(n)(space, G, cost_model) for n in names])

@@ -112,6 +112,17 @@ def run_starts(ids: np.ndarray, flags: np.ndarray, pad: int) -> np.ndarray:
     return (here & ~np.take_along_axis(here_ext, prev_at, axis=1)).sum(axis=1)
 
 
+def per_row_bins(bins: np.ndarray, n_bins: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """For a (rows, layers) matrix of bin indices ``0 .. n_bins - 1``: per row and bin, how many
+    layers fall in it, or with ``weights`` (same shape) the sum of theirs. ``np.bincount`` adds
+    element after element in the order given, from 0.0 - what the per-spec loop does layer after
+    layer - so the sums are the same to the last bit."""
+    rows = len(bins)
+    flat = (bins + (np.arange(rows, dtype=np.int64) * n_bins)[:, None]).ravel()
+    return np.bincount(flat, weights=None if weights is None else weights.ravel(),
+                       minlength=rows * n_bins).reshape(rows, n_bins)
+
+
 def transition_formats(space: SearchSpace) -> list[str]:
     """Every activation format a layer of ``space`` can take, sorted: one transition feature each."""
     return sorted({k.a_format for k in space_keys(space)})
@@ -202,25 +213,25 @@ class LatencyPredictor:
     def _matrix_genomes(self, genomes: np.ndarray) -> np.ndarray:
         """:meth:`_matrix` of the decoded genomes, by table lookups; sums run in execution order
         as :meth:`_features_one` adds them, so the values are the same to the last bit."""
-        G = self.space.canonical_batch(genomes)
         table = self.space.layer_table()
         if table is None:  # a space too large for a table: the per-spec path
-            return self._matrix([self.space.decode(g) for g in G])
+            return self._matrix([self.space.decode(g) for g in self.space.canonical_batch(genomes)])
+        batch = self.space.batch(genomes)  # the tables the scoring call's other consumers share
+        G, ids = batch.G, batch.ids
         ms_col, cls_col, fmt_col = self._layer_columns()
-        ids = table.ids(G)
-        ms, cls = ms_col[ids], cls_col[ids]
-        n = len(self.classes)
+        ms = ms_col[ids]
+        n, n_formats = len(self.classes), len(self.transition_formats)
         out = np.zeros((len(G), len(self.features_names) + 1))
-        for c in range(n):
-            here = cls == c
-            out[:, c] = ordered_sum(np.where(here, ms, 0.0))
-            out[:, n + c] = here.sum(axis=1)
-        if self.transition_formats:
-            changed, fmt = table.format_changes(ids), fmt_col[ids]
-            for f in range(len(self.transition_formats)):
-                out[:, 2 * n + f] = (changed & (fmt == f)).sum(axis=1)
+        # per class, the pad (-1) in a bin of its own that is dropped
+        cls = np.where(cls_col < 0, n, cls_col)[ids]
+        out[:, :n] = per_row_bins(cls, n + 1, ms)[:, :n]
+        out[:, n:2 * n] = per_row_bins(cls, n + 1)[:, :n]
+        if n_formats:
+            fmt = np.where(batch.format_changes, fmt_col[ids], -1)
+            out[:, 2 * n:2 * n + n_formats] = per_row_bins(np.where(fmt < 0, n_formats, fmt), n_formats + 1)[:, :n_formats]
         if self.chains:
-            out[:, -2] = run_starts(ids, self._integer_kernels(table), table.pad)
+            flags = self._integer_kernels(table)  # False at the pad: no run before the first layer
+            out[:, -2] = (flags[ids] & ~flags[batch.previous]).sum(axis=1)  # run_starts, on the shared tables
         out[:, -1] = ordered_sum(ms)
         return out
 

@@ -9,13 +9,13 @@ loading refits it - with the same seed that reproduces the same predictions.
 from __future__ import annotations
 
 import abc
+import contextlib
 import warnings
 from typing import Any, ClassVar
 
 import numpy as np
 from scipy.stats import kendalltau
 from sklearn.compose import TransformedTargetRegressor
-from sklearn.dummy import DummyRegressor
 from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
@@ -27,6 +27,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import ThreadpoolController
 
 from nasq.errors import NotFittedError
+from nasq.predict.trees import TreeArrays
 from nasq.registry import Registry
 
 PREDICTORS: Registry[type[Predictor]] = Registry("predictor kind")
@@ -36,6 +37,9 @@ class Predictor(abc.ABC):
     """``has_uncertainty``: whether ``predict_with_std`` gives a real spread (else all zeros)."""
 
     has_uncertainty: ClassVar[bool] = False
+    # whether predicting may call BLAS (then limited to one thread): a kind that never does skips
+    # the limit, whose setting and restoring cost more than a population's tree lookups
+    uses_blas: ClassVar[bool] = True
 
     def __init__(self, params: dict[str, Any] | None = None, seed: int = 0):
         self.params, self.seed = dict(params or {}), seed
@@ -65,7 +69,7 @@ class Predictor(abc.ABC):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         self._fitted()
-        with _one_blas_thread():
+        with _one_blas_thread() if self.uses_blas else contextlib.nullcontext():
             return np.asarray(self._predict(_as_2d(X)), dtype=np.float64)
 
     def _predict(self, X: np.ndarray) -> Any:
@@ -131,66 +135,21 @@ class RidgePredictor(Predictor):
 
 @PREDICTORS.register("gbdt")
 class GBDTPredictor(Predictor):
-    """Predicts through :class:`_TreeArrays` (the same values as scikit-learn's ``predict``):
-    a search scores populations of ~100 rows, where scikit-learn's input checks and per-tree
-    calls cost more than the trees."""
+    """Predicts through :class:`~nasq.predict.trees.TreeArrays` (the same values as
+    scikit-learn's ``predict``): a search scores populations of ~100 rows, where scikit-learn's
+    input checks and per-tree calls cost more than the trees."""
 
-    _arrays: _TreeArrays | None = None
+    _arrays: TreeArrays | None = None
+    uses_blas = False  # tree arrays, or scikit-learn's trees: no BLAS
 
     def _make(self, n_features: int) -> Any:
         return GradientBoostingRegressor(random_state=self.seed, **self.params)
 
     def _predict(self, X: np.ndarray) -> Any:
         if self._arrays is None or self._arrays.model is not self._model:  # built once per fit
-            self._arrays = _TreeArrays(self._model)
+            self._arrays = TreeArrays(self._model)
         # scikit-learn keeps its own input checks (it refuses NaN and inf) and the cases not covered
         return self._arrays.predict(X) if self._arrays.exact and np.isfinite(X).all() else self._model.predict(X)
-
-
-class _TreeArrays:
-    """A fitted GradientBoostingRegressor's trees as flat node arrays, every row walked through
-    every tree at once. Same arithmetic as scikit-learn's ``predict_stages``: X as float32 compared
-    ``<=`` with the float64 thresholds, the init constant plus ``learning_rate * leaf value`` added
-    tree by tree in order. ``exact`` is False (callers use scikit-learn) where that is not the whole
-    story: a loss with a non-identity link or an init estimator other than the default mean."""
-
-    def __init__(self, model: Any):
-        self.model = model
-        init = model.init_
-        self.exact = (model.estimators_.shape[1] == 1 and model.loss in ("squared_error", "absolute_error", "huber",
-                                                                         "quantile")
-                      and (isinstance(init, str) and init == "zero" or isinstance(init, DummyRegressor)))
-        if not self.exact:
-            return
-        trees = [e.tree_ for e in model.estimators_[:, 0]]
-        self.base = 0.0 if isinstance(init, str) else float(np.asarray(init.constant_, dtype=np.float64).ravel()[0])
-        self.roots = np.cumsum([0] + [t.node_count for t in trees[:-1]]).astype(np.intp)
-        offset = np.repeat(self.roots, [t.node_count for t in trees])
-        left = np.concatenate([t.children_left for t in trees]).astype(np.intp)
-        right = np.concatenate([t.children_right for t in trees]).astype(np.intp)
-        leaf, node = left < 0, np.arange(len(left), dtype=np.intp)
-        # a leaf points to itself, so every row can take max_depth steps in every tree; node n's
-        # children sit at 2n (left, X <= threshold) and 2n + 1 (right)
-        self.children = np.column_stack([np.where(leaf, node, left + offset), np.where(leaf, node, right + offset)]).ravel()
-        self.feature = np.where(leaf, 0, np.concatenate([t.feature for t in trees])).astype(np.intp)
-        self.threshold = np.where(leaf, np.inf, np.concatenate([t.threshold for t in trees]))
-        self.value = model.learning_rate * np.concatenate([t.value[:, 0, 0] for t in trees])
-        self.depth = max(t.max_depth for t in trees)
-        self.n_features = model.n_features_in_
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        if X.shape[1] != self.n_features:
-            raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {self.n_features}")
-        X32 = np.ascontiguousarray(X, dtype=np.float32).ravel()
-        n = len(X)
-        node = np.broadcast_to(self.roots, (n, len(self.roots))).copy()
-        row_start = (np.arange(n, dtype=np.intp) * self.n_features)[:, None]
-        for _ in range(self.depth):  # flat take() indexing: several times faster than 2-d fancy indexing
-            go_left = X32.take(row_start + self.feature.take(node)) <= self.threshold.take(node)
-            node = self.children.take(2 * node + 1 - go_left)
-        stages = np.empty((len(self.roots) + 1, n))
-        stages[0], stages[1:] = self.base, self.value.take(node).T
-        return np.add.reduce(stages, axis=0)  # row by row down axis 0: the trees' order, as sklearn adds
 
 
 @PREDICTORS.register("random_forest")

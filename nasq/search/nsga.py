@@ -159,6 +159,8 @@ def _array_population(space: SearchSpace, score: ScoreFn, objectives: tuple[str,
     by_genome = score_genomes or (lambda X: score([space.decode(x) for x in X]))
 
     def evaluate(X: np.ndarray):
+        if hasattr(space, "batch"):  # the engine's rows are canonical (its repair made them so): say so
+            space.batch(X, canonical=True)  # once, and the scorers' features and cost models share its tables
         values = by_genome(X)
         F = to_minimisation(np.column_stack([values[o] for o in objectives]), objectives)
         return values, F, constraint_matrix(values, constraints, len(X))

@@ -18,6 +18,7 @@ import numpy as np
 from nasq.errors import ConfigError
 from nasq.files import sha256_bytes
 from nasq.formats import FORMATS, highest_bits, lowest_bits
+from nasq.space.batch import BatchCache, GenomeBatch
 from nasq.space.kinds import BLOCK_KINDS, check_family, head_shapes, stem_shapes
 from nasq.space.types import FORMAT_FIELDS, STEM_FORMAT, Gene, LayerChoice, LayerShape, SubnetSpec
 from nasq.specs import MAX_SUPERNET_PARAMS, SpaceConfig, StageSpec, load_model, validate
@@ -192,10 +193,34 @@ class SearchSpace:
     def canonical_batch(self, genomes: np.ndarray) -> np.ndarray:
         """:meth:`canonical` of every row, as array operations: each gene's index mapped to the
         first equal choice (what ``encode(decode(g))`` does), the genes of inactive layers zeroed."""
+        return self._canonical_parts(genomes)[0]
+
+    def _canonical_parts(self, genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`canonical_batch` and, computed on the way, its rows' depths and active genes
+        (zeroing inactive genes changes neither: the depth genes are always active)."""
         G = self._check_genomes(genomes)
         out = self._first_index[self._gene_range, G]
-        out[~self.active_genes(out)] = 0
-        return out
+        depths = self.depths_of(out)
+        active = self.active_from_depths(depths)
+        out[~active] = 0
+        return out, depths, active
+
+    def batch(self, genomes: np.ndarray | GenomeBatch, canonical: bool = False) -> GenomeBatch:
+        """The :class:`~nasq.space.batch.GenomeBatch` of ``genomes`` (checked and made canonical):
+        the very same object for a matrix equal to them, or to their canonical rows, while it is
+        among the last few asked for - so the consumers of one scoring call (features, cost
+        model, latency model) share its tables. ``canonical=True``: the caller guarantees valid
+        canonical rows (the search engine's repair made them so) and they are taken as they are."""
+        if isinstance(genomes, GenomeBatch):
+            return genomes
+        G = np.ascontiguousarray(genomes, dtype=np.int64)
+        hit = self._batches.find(G)
+        if hit is None:
+            hit = GenomeBatch(self, G.copy()) if canonical else GenomeBatch(self, *self._canonical_parts(G))
+            if not np.array_equal(hit.G, G):
+                self._batches.add(G, hit)
+            self._batches.add(hit.G, hit)
+        return hit
 
     def _check_genomes(self, genomes: np.ndarray | list[list[int]]) -> np.ndarray:
         G = np.asarray(genomes, dtype=np.int64)
@@ -215,7 +240,10 @@ class SearchSpace:
     def active_genes(self, genomes: np.ndarray) -> np.ndarray:
         """Boolean matrix: which genes of each genome are active (layer genes beyond their stage's
         depth are not); the network- and stage-level genes always are."""
-        depths = self.depths_of(genomes)
+        return self.active_from_depths(self.depths_of(genomes))
+
+    def active_from_depths(self, depths: np.ndarray) -> np.ndarray:
+        """:meth:`active_genes` of genomes whose stage depths (:meth:`depths_of`) are ``depths``."""
         return ~self._slot_gene[None, :] | (self._gene_slot[None, :] < depths[:, self._gene_stage])
 
     def _index_batch(self) -> None:
@@ -231,6 +259,7 @@ class SearchSpace:
         self._depth_values = {i: np.array(self.genes[k].choices, dtype=np.int64) for i, k in self._depth_gene.items()}
         self._table: LayerTable | None = None
         self._table_built = False
+        self._batches = BatchCache()  # see batch()
 
     def layer_table(self) -> LayerTable | None:
         """The space's precomputed per-layer table (built on first use), or None for a space whose
@@ -362,6 +391,7 @@ class LayerTable:
 
     def __init__(self, space: SearchSpace):
         self.space = space
+        self._shared: dict[str, np.ndarray] = {}  # see shared_column()
         self.shapes: list[LayerShape] = []
         self._numbers: dict[LayerShape, int] = {}
         # False when a block kind breaks what the table assumes (a layer's output resolution
@@ -379,10 +409,13 @@ class LayerTable:
         for seg in self.segments:
             seg.ids[seg.ids < 0] = self.pad
         del self._numbers
+        self._index_columns()
         self.formats = sorted({s.a_format for s in self.shapes} | {s.w_format for s in self.shapes} | {STEM_FORMAT})
         code = {f: n for n, f in enumerate(self.formats)}
         self.fp32_code = code[STEM_FORMAT]  # the input image's format: where transitions start
         self.a_code = self.column(lambda s: code[s.a_format], np.int64, -1)
+        # the input format a layer's predecessor leaves: at the pad, the image's (see GenomeBatch.previous)
+        self.a_code_before = self.column(lambda s: code[s.a_format], np.int64, self.fp32_code)
         self.macs = self.column(lambda s: s.macs, np.int64)
         self.params = self.column(lambda s: s.params, np.int64)
         self.w_bits = self.column(lambda s: FORMATS.get(s.w_format).bits, np.int64)
@@ -463,10 +496,26 @@ class LayerTable:
         """``fn(shape)`` of every layer, indexed by layer id; ``pad`` at :attr:`pad`."""
         return np.array([fn(s) for s in self.shapes] + [pad], dtype=dtype)
 
-    def segment_rows(self, genomes: np.ndarray) -> list[np.ndarray]:
-        """Per segment, the layer ids of every genome (``pad`` for an inactive slot)."""
+    def shared_column(self, key: str, fn: Any, dtype: Any = np.float64, pad: Any = 0) -> np.ndarray:
+        """:meth:`column`, built once per table and kept under ``key`` (a name for what ``fn``
+        computes; it must depend on nothing but the layer): consumers made afresh for each search,
+        such as a cost model, then reuse it instead of a Python call per layer (~1,000) each time."""
+        return self.shared(key, lambda: self.column(fn, dtype, pad))
+
+    def shared(self, key: str, build: Any) -> np.ndarray:
+        """``build()`` (an array of per-layer quantities of this table), built on first use and
+        kept under ``key`` (a name for what it holds). Read-only: every consumer shares it."""
+        hit = self._shared.get(key)
+        if hit is None:
+            hit = self._shared[key] = build()
+            hit.flags.writeable = False
+        return hit
+
+    def segment_rows(self, genomes: np.ndarray, depths: np.ndarray | None = None) -> list[np.ndarray]:
+        """Per segment, the layer ids of every genome (``pad`` for an inactive slot); ``depths``:
+        the genomes' :meth:`SearchSpace.depths_of` when the caller has them."""
         G = np.asarray(genomes, dtype=np.int64)
-        depths = self.space.depths_of(G)
+        depths = self.space.depths_of(G) if depths is None else depths
         out = []
         for seg in self.segments:
             rows = seg.ids[seg.variant(G)]
@@ -475,9 +524,33 @@ class LayerTable:
             out.append(rows)
         return out
 
-    def ids(self, genomes: np.ndarray) -> np.ndarray:
-        """Layer ids of valid genomes, rows in the order of :meth:`SearchSpace.layer_shapes`."""
-        return np.concatenate(self.segment_rows(genomes), axis=1)
+    def ids(self, genomes: np.ndarray, depths: np.ndarray | None = None) -> np.ndarray:
+        """Layer ids of valid genomes, rows in the order of :meth:`SearchSpace.layer_shapes`
+        (:meth:`segment_rows` side by side, in a handful of whole-matrix operations: every
+        segment's variant from one product, every layer from one gather); ``depths``: the
+        genomes' :meth:`SearchSpace.depths_of` when the caller has them."""
+        G = np.asarray(genomes, dtype=np.int64)
+        depths = self.space.depths_of(G) if depths is None else depths
+        variants = G @ self._strides  # (genomes, segments)
+        flat = self._col_base + variants[:, self._col_segment] * self._col_width
+        ids = self._flat_ids.take(flat)
+        shown = (self._col_slot < 0) | (self._col_slot < depths[:, self._col_stage])  # a slot within its depth
+        return np.where(shown, ids, self.pad)
+
+    def _index_columns(self) -> None:
+        # what ids() needs: every segment's id table flattened one after the other; per column of
+        # the ids matrix, its segment, where its layer sits in that table, and its slot and stage
+        widths = [seg.ids.shape[1] for seg in self.segments]
+        bases = np.cumsum([0] + [seg.ids.size for seg in self.segments[:-1]])
+        self._flat_ids = np.concatenate([seg.ids.ravel() for seg in self.segments])
+        self._strides = np.zeros((self.space.n_genes, len(self.segments)), dtype=np.int64)
+        for s, seg in enumerate(self.segments):
+            self._strides[seg.genes, s] = seg.strides
+        self._col_segment = np.repeat(np.arange(len(self.segments)), widths)
+        self._col_width = np.repeat(widths, widths).astype(np.int64)
+        self._col_base = (np.repeat(bases, widths) + np.concatenate([np.arange(w) for w in widths])).astype(np.int64)
+        self._col_slot = np.repeat([seg.slot for seg in self.segments], widths).astype(np.int64)
+        self._col_stage = np.repeat([max(seg.stage, 0) for seg in self.segments], widths).astype(np.int64)
 
     def format_changes(self, ids: np.ndarray) -> np.ndarray:
         """Where a layer's input format differs from the previous layer's (the image is fp32)."""

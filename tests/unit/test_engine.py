@@ -137,3 +137,20 @@ def test_engine_field_selects_and_validates():
     assert not use_array_engine(SearchConfig(engine="pymoo"), genome_score)
     with pytest.raises(ConfigError, match=r"experiment\.yaml: engine: .*'auto', 'array' or 'pymoo', got 'fast'"):
         validate(SearchConfig, {"engine": "fast"}, "experiment.yaml")
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_sbx_gives_pymoos_children_and_draws(seed):
+    from pymoo.operators.crossover.sbx import cross_sbx
+
+    rng = np.random.default_rng(seed)
+    n_var, m = int(rng.integers(1, 40)), int(rng.integers(1, 60))
+    upper = rng.integers(0, 5, n_var).astype(np.float64)  # some genes with one choice
+    X = np.stack([rng.integers(0, upper + 1, size=(m, n_var)) for _ in range(2)]).astype(np.float64)
+    X[1, : m // 3] = X[0, : m // 3]  # identical parents: no crossover there
+    col = np.ones((m, 1))
+    ours_rng, pymoo_rng = np.random.default_rng(seed + 99), np.random.default_rng(seed + 99)
+    ref = cross_sbx(X.copy(), np.zeros(n_var), upper, engine.SBX_ETA * col, engine.SBX_PROB_VAR * col,
+                    engine.SBX_PROB_BIN * col, random_state=pymoo_rng)
+    assert np.array_equal(engine.sbx(X.copy(), upper, ours_rng), ref)
+    assert ours_rng.random() == pymoo_rng.random()  # the same draws consumed
