@@ -2,16 +2,23 @@
 
 * top-1 of the largest fp32 subnet and of the smallest int4 subnet with inherited weights
   (batch norm and activation ranges recalibrated, nothing else trained);
+* beside it, the same largest architecture trained alone from scratch for the same number of
+  steps (the same schedule, augmentation and label smoothing; plain cross-entropy, no subnets);
 * Kendall tau between the inherited-weight top-1 of 12 seeded random subnets and the top-1 of
   the same 12 subnets fine-tuned alone (extracted, then trained with their formats' fake
-  quantization for a fixed number of steps).
+  quantization for a fixed number of steps; ``--finetune-steps 0`` skips it).
 
-    .venv/bin/python benchmarks/supernet_quality.py [--epochs 2] [--finetune-steps 150]
-        [--train-limit N] [--spaces mbconv_fmnist resnet_fmnist vit_fmnist seq_fmnist]
-        [--device auto|cpu|cuda]
+    .venv/bin/python benchmarks/supernet_quality.py [--recipe custom|demo|full ...] [--epochs E]
+        [--finetune-steps 150] [--train-limit N] [--no-alone] [--section supernet-quality]
+        [--spaces mbconv_fmnist resnet_fmnist vit_fmnist seq_fmnist] [--device auto|cpu|cuda]
 
-Goals: largest >= 92 %, smallest int4 >= 85 %, tau >= 0.6. Top-1 is measured on a held-out
-validation split of the training set. Needs torch, numpy, pydantic and pyyaml only (it runs on
+``--recipe`` names TrainConfig presets (several: one row each, side by side); ``--epochs``
+overrides the preset's (custom: 2). The optimizer is picked by family: SGD for the conv families,
+AdamW for the transformers. Progress is printed as a status line every ``--progress-s`` seconds.
+
+Goals: largest >= 92 % (mbconv, resnet), >= 90 % (vit, sequence), smallest int4 >= 88 %, tau >= 0.6,
+each beside the architecture trained alone. Top-1 is measured on a held-out validation split of
+the training set. Needs torch, numpy, pydantic and pyyaml only (it runs on
 the GPU machine). Prints the figures and writes them to docs/benchmarks.md ("Supernet quality").
 """
 
@@ -34,9 +41,18 @@ from _report import write_section  # noqa: E402
 from nasq import data as data_mod  # noqa: E402
 from nasq.space import SearchSpace, SubnetSpec  # noqa: E402
 from nasq.specs import DataConfig, TrainConfig  # noqa: E402
+from nasq.supernet.augment import crop_flip  # noqa: E402
 from nasq.supernet.evaluate import accuracy, calibration_batches  # noqa: E402
 from nasq.supernet.network import Supernet  # noqa: E402
-from nasq.supernet.train import resolve_device, train_supernet  # noqa: E402
+from nasq.supernet.train import (  # noqa: E402
+    augments,
+    epoch_order,
+    lr_at,
+    make_optimizer,
+    resolve_device,
+    total_steps,
+    train_supernet,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 N_RANKED = 12
@@ -78,47 +94,124 @@ def finetune_alone(net: Supernet, spec: SubnetSpec, splits: data_mod.Splits, cal
     return accuracy(model.cpu(), splits.val_x, splits.val_y)
 
 
+class Status:
+    """A status line every ``every_s`` seconds (nasq's StatusLines where rich is installed)."""
+
+    def __init__(self, what: str, total: int, every_s: float):
+        try:
+            from nasq.stages.progress import StatusLines
+            self.lines = StatusLines(what, total, lambda line: print(line, flush=True), every_s)
+        except ImportError:  # the GPU machine may lack rich: fall back to the bare figures
+            self.lines = None
+        self.what, self.total, self.every_s, self.last = what, total, every_s, time.monotonic()
+
+    def __call__(self, done: int, total: int, loss: float) -> None:
+        if self.lines is not None:
+            self.lines.update(done, total, f"loss {loss:.3f}")
+        elif time.monotonic() - self.last >= self.every_s:
+            print(f"      {self.what}: {done}/{total} | loss {loss:.3f}", flush=True)
+            self.last = time.monotonic()
+
+    def finish(self) -> None:
+        if self.lines is not None:
+            self.lines.finish()
+
+
+def train_alone(space: SearchSpace, splits: data_mod.Splits, cfg: TrainConfig, every_s: float) -> tuple[float, float]:
+    """The largest subnet as a network of its own, from scratch, trained for the supernet's steps
+    with its schedule, data order, augmentation and label smoothing: plain cross-entropy, no
+    other subnets. Returns (top-1, seconds)."""
+    torch.manual_seed(0)
+    net = Supernet(space)
+    net.set_active(space.largest())
+    device = resolve_device(cfg)
+    model = net.extract().to(device).train()
+    opt = make_optimizer(model, cfg)
+    x, y = torch.from_numpy(splits.train_x).to(device), torch.from_numpy(splits.train_y).to(device)
+    total, per_epoch = total_steps(cfg, len(y))
+    augment, status = cfg.augment and augments(space), Status("trained alone", total, every_s)
+    t0, order, order_epoch = time.perf_counter(), None, -1
+    for step in range(total):
+        epoch, lo = divmod(step, per_epoch)
+        if epoch != order_epoch:
+            order, order_epoch = epoch_order(cfg, len(y), epoch), epoch
+        idx = torch.from_numpy(order[lo * cfg.batch_size:(lo + 1) * cfg.batch_size]).to(device)
+        xb = crop_flip(x[idx], cfg.seed, step) if augment else x[idx]
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, step, total)
+        loss = F.cross_entropy(model(xb), y[idx], label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        status(step + 1, total, float(loss.detach()))
+    status.finish()
+    seconds = time.perf_counter() - t0
+    return accuracy(model.eval().cpu(), splits.val_x, splits.val_y), seconds
+
+
 def inherited(net: Supernet, spec: SubnetSpec, splits: data_mod.Splits, calib: list[torch.Tensor]) -> float:
     net.set_active(spec)
     net.calibrate(calib)
     return accuracy(net, splits.val_x, splits.val_y)
 
 
-def run_space(name: str, splits: data_mod.Splits, args: argparse.Namespace) -> dict:
+def train_config(space: SearchSpace, recipe: str, args: argparse.Namespace) -> TrainConfig:
+    """The recipe's preset, with the optimizer picked by family (AdamW for the transformers)."""
+    transformer = space.family in ("vit", "sequence")
+    epochs = args.epochs if args.epochs is not None else (2.0 if recipe == "custom" else None)
+    given = {"epochs": epochs} if epochs is not None else {}
+    return TrainConfig(recipe=recipe, **given, batch_size=args.batch_size, device=args.device, seed=0,
+                       optimizer="adamw" if transformer else "sgd", lr=args.adamw_lr if transformer else args.lr,
+                       weight_decay=0.05 if transformer else 4e-5)
+
+
+def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Namespace) -> dict:
     space = SearchSpace.from_yaml(REPO / "search_spaces" / f"{name}.yaml")
     transformer = space.family in ("vit", "sequence")
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=args.device, seed=0,
-                      optimizer="adamw" if transformer else "sgd", lr=args.adamw_lr if transformer else args.lr,
-                      weight_decay=0.05 if transformer else 4e-5)
+    cfg = train_config(space, recipe, args)
+    print(f"{name} recipe {recipe}: {cfg.epochs:g} epochs, warm-up {cfg.warmup_epochs:g}, smoothing "
+          f"{cfg.label_smoothing:g}, augment {cfg.augment and augments(space)}, {cfg.optimizer} lr {cfg.lr:g}", flush=True)
     torch.manual_seed(0)
     net = Supernet(space)
     t0 = time.perf_counter()
-    res = train_supernet(net, space, splits.train_x, splits.train_y, cfg)
+    status = Status("supernet", total_steps(cfg, len(splits.train_y))[0], args.progress_s)
+    res = train_supernet(net, space, splits.train_x, splits.train_y, cfg, progress=status)
+    status.finish()
     train_s = time.perf_counter() - t0
     calib = calibration_batches(splits.train_x, 1024, 256, seed=1)
     net.eval()
     largest, smallest = inherited(net, space.largest(), splits, calib), inherited(net, space.smallest(), splits, calib)
-    specs = space.sample_unique(np.random.default_rng(7), N_RANKED)
-    shared = np.array([inherited(net, s, splits, calib) for s in specs])
-    device = resolve_device(cfg)
-    t1 = time.perf_counter()
-    lr = args.finetune_lr / 10 if transformer else args.finetune_lr
-    alone = np.array([finetune_alone(net, s, splits, calib, args.finetune_steps, args.batch_size, lr,
-                                     seed=i, device=device, adamw=transformer) for i, s in enumerate(specs)])
-    out = {"space": name, "family": space.family, "train_s": train_s, "steps": res.steps, "device": res.device,
-           "largest": largest, "smallest": smallest, "smallest_key": space.smallest().key(),
-           "tau": kendall_tau(shared, alone), "inherited": shared.tolist(), "alone": alone.tolist(),
-           "finetune_s": time.perf_counter() - t1}
-    print(f"{name:<14} train {train_s:6.0f} s  largest fp32 {largest:5.2f} %  smallest int4 {smallest:5.2f} %  "
-          f"tau {out['tau']:.2f}  (inherited {shared.min():.1f}-{shared.max():.1f}, alone {alone.min():.1f}-{alone.max():.1f})",
-          flush=True)
+    out = {"space": name, "family": space.family, "recipe": recipe, "epochs": cfg.epochs, "train_s": train_s,
+           "steps": res.steps, "device": res.device, "largest": largest, "smallest": smallest,
+           "smallest_key": space.smallest().key(), "tau": float("nan"), "largest_alone": float("nan"), "alone_s": 0.0}
+    if not args.no_alone:
+        out["largest_alone"], out["alone_s"] = train_alone(space, splits, cfg, args.progress_s)
+    if args.finetune_steps > 0:
+        specs = space.sample_unique(np.random.default_rng(7), N_RANKED)
+        shared = np.array([inherited(net, s, splits, calib) for s in specs])
+        device = resolve_device(cfg)
+        t1 = time.perf_counter()
+        lr = args.finetune_lr / 10 if transformer else args.finetune_lr
+        alone = np.array([finetune_alone(net, s, splits, calib, args.finetune_steps, args.batch_size, lr,
+                                         seed=i, device=device, adamw=transformer) for i, s in enumerate(specs)])
+        out.update(tau=kendall_tau(shared, alone), inherited=shared.tolist(), alone=alone.tolist(),
+                   finetune_s=time.perf_counter() - t1)
+    print(f"{name:<14} {recipe:<6} train {train_s:6.0f} s  largest fp32 {largest:5.2f} % (alone "
+          f"{out['largest_alone']:5.2f} %)  smallest int4 {smallest:5.2f} %  tau {out['tau']:.2f}", flush=True)
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spaces", nargs="+", default=["mbconv_fmnist", "resnet_fmnist", "vit_fmnist", "seq_fmnist"])
-    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--recipe", nargs="+", default=["custom"], choices=["custom", "demo", "full"],
+                    help="TrainConfig presets, one row each (custom: today's plain recipe)")
+    ap.add_argument("--epochs", type=float, default=None, help="override the recipe's epochs (custom: 2)")
+    ap.add_argument("--no-alone", action="store_true", help="skip the largest architecture trained alone")
+    ap.add_argument("--progress-s", type=float, default=30.0, help="seconds between status lines")
+    ap.add_argument("--section", default="supernet-quality", help="docs/benchmarks.md section to write")
+    ap.add_argument("--note", default="", help="a reading to write under the table")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (conv families)")
     ap.add_argument("--adamw-lr", type=float, default=2e-3, help="AdamW learning rate (transformer families)")
@@ -136,24 +229,43 @@ def main() -> None:
     splits = data_mod.load(DataConfig(name="fashion_mnist", path=args.data, fallback="none",
                                       train_limit=args.train_limit, val_size=args.val_size))
     print(splits.summary(), flush=True)
-    rows = [run_space(name, splits, args) for name in args.spaces]
+    rows = [run_space(name, recipe, splits, args) for name in args.spaces for recipe in args.recipe]
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
     where = torch.cuda.get_device_name() if rows[0]["device"] == "cuda" else f"CPU ({torch.get_num_threads()} torch threads)"
-    cmd = (f"python benchmarks/supernet_quality.py --epochs {args.epochs:g} --finetune-steps {args.finetune_steps}"
-           + (f" --train-limit {args.train_limit}" if args.train_limit else ""))
-    body = (f"`{cmd}` on **{where}**. Fashion-MNIST ({len(splits.train_y)} training images, top-1 on "
-            f"{len(splits.val_y)} held-out validation images). Supernet trained {args.epochs:g} epochs with the "
-            f"sandwich rule and in-place distillation (SGD lr {args.lr:g} for conv families, AdamW lr "
-            f"{args.adamw_lr:g} for transformers, cosine schedule); inherited weights are recalibrated (batch norm, "
-            f"activation ranges) on 1024 training images; the {N_RANKED} ranked subnets are fine-tuned "
-            f"alone for {args.finetune_steps} steps of batch {args.batch_size}. Goals: largest >= 92 %, "
-            "smallest int4 >= 85 %, tau >= 0.6.\n\n"
-            "| space | family | training (s) | largest fp32 top-1 | smallest int4 top-1 | Kendall tau (12 subnets) |\n"
-            "|---|---|---|---|---|---|\n")
-    body += "".join(f"| {r['space']} | {r['family']} | {r['train_s']:.0f} | {r['largest']:.2f} % | "
-                    f"{r['smallest']:.2f} % | {r['tau']:.2f} |\n" for r in rows)
+    cmd = (f"python benchmarks/supernet_quality.py --recipe {' '.join(args.recipe)}"
+           + (f" --epochs {args.epochs:g}" if args.epochs is not None else "")
+           + f" --finetune-steps {args.finetune_steps}"
+           + (f" --train-limit {args.train_limit}" if args.train_limit else "") + (" --no-alone" if args.no_alone else ""))
+    body = (f"`{cmd}` on **{where}**, load average at the end {' '.join(load)}. Fashion-MNIST "
+            f"({len(splits.train_y)} training images, top-1 on {len(splits.val_y)} held-out validation images). "
+            "Supernet trained with the sandwich rule and in-place distillation under the named TrainConfig recipe "
+            f"(SGD lr {args.lr:g} for conv families, AdamW lr {args.adamw_lr:g} for transformers); inherited weights "
+            "are recalibrated (batch norm, activation ranges) on 1024 training images. \"alone\": the largest "
+            "architecture trained from scratch by itself for the same steps and recipe (schedule, augmentation, "
+            "label smoothing), cross-entropy on the labels, no other subnets. "
+            + (f"Tau: the {N_RANKED} ranked subnets fine-tuned alone for {args.finetune_steps} steps of batch "
+               f"{args.batch_size}. " if args.finetune_steps > 0 else "Tau not measured (`--finetune-steps 0`). ")
+            + "Goals: largest >= 92 % (conv) / >= 90 % (transformers), smallest int4 >= 88 %, "
+            "tau >= 0.6.\n\n"
+            "| space | family | recipe | epochs | training (s) | largest fp32 top-1 | largest trained alone | "
+            "smallest int4 top-1 | Kendall tau (12 subnets) |\n|---|---|---|---|---|---|---|---|---|\n")
+    body += "".join(f"| {r['space']} | {r['family']} | {r['recipe']} | {r['epochs']:g} | {r['train_s']:.0f} | "
+                    f"{r['largest']:.2f} % | {_pct(r['largest_alone'])} | {r['smallest']:.2f} % | "
+                    f"{_num(r['tau'])} |\n" for r in rows)
+    if args.note:
+        body += "\n" + args.note + "\n"
     if not args.no_write:
-        doc = write_section("supernet-quality", "## Supernet quality\n\n" + body)
+        title = "## Supernet quality" if args.section == "supernet-quality" else f"### Supernet quality: {args.section}"
+        doc = write_section(args.section, f"{title}\n\n" + body)
         print(f"written to {doc}")
+
+
+def _pct(v: float) -> str:
+    return "-" if math.isnan(v) else f"{v:.2f} %"
+
+
+def _num(v: float) -> str:
+    return "-" if math.isnan(v) else f"{v:.2f}"
 
 
 if __name__ == "__main__":

@@ -580,7 +580,31 @@ class DataConfig(Frozen):
         return self.source
 
 
+# Named training recipes: what ``TrainConfig.recipe`` fills where the file leaves a field unset.
+# ``warmup_fraction`` becomes ``warmup_epochs`` = that share of the resolved ``epochs``.
+TRAIN_RECIPES: dict[str, dict[str, Any]] = {
+    "custom": {},
+    "demo": {"label_smoothing": 0.1, "warmup_fraction": 0.05},
+    # no augmentation: crop-and-flip lost 4-6 points at 1 and 3 epochs (docs/benchmarks.md, supernet-recipe)
+    "full": {"epochs": 10.0, "label_smoothing": 0.1, "warmup_fraction": 0.05},
+}
+
+
 class TrainConfig(Frozen):
+    """Supernet training. ``recipe`` names a preset that fills the fields the file does not set
+    (fields given explicitly win): ``custom`` (nothing: the plain defaults), ``demo`` (the demo's
+    budget with the cheap wins: label smoothing 0.1, linear warm-up over the first 5 % of the
+    epochs), ``full`` (the benchmark's full-length run: 10 epochs, label smoothing 0.1, 5 %
+    warm-up; ``augment`` stays off, as it lost points at the budgets measured). No preset picks the optimizer: the transformer families
+    (vit, sequence) want ``optimizer: adamw, lr: 0.001, weight_decay: 0.05``.
+    ``warmup_epochs``: linear warm-up from ``lr / warm-up steps`` to ``lr``, then the cosine over
+    the rest; ``label_smoothing``: on the hard-label losses (the largest subnet's, and every
+    subnet's with ``distill: false``); ``augment``: for image inputs only, a random crop of the
+    edge-padded image and a horizontal flip, drawn per step from ``seed`` (ignored for series and
+    tables); ``distill_temperature``: T of the in-place distillation (soft targets and student at
+    T, loss scaled by T^2)."""
+
+    recipe: Literal["custom", "demo", "full"] = "custom"
     epochs: float = Field(default=1.0, gt=0, le=MAX_EPOCHS)
     batch_size: int = Field(default=128, ge=2, le=MAX_BATCH)
     lr: float = Field(default=0.05, gt=0, le=MAX_LR)
@@ -597,6 +621,32 @@ class TrainConfig(Frozen):
     # >1: data-parallel on Ray Train (nasq.cluster.train), the batch split across the workers
     workers: int = Field(default=1, ge=1, le=MAX_THREADS)
     seed: Seed = 0
+    warmup_epochs: float = Field(default=0.0, ge=0, le=MAX_EPOCHS)
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    augment: bool = False
+    distill_temperature: float = Field(default=1.0, gt=0, le=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_recipe(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        name = v.get("recipe", "custom")
+        preset = TRAIN_RECIPES.get(name) if isinstance(name, str) else None
+        if not preset:  # custom, or a bad value that the field's own check reports
+            return v
+        out = {k: val for k, val in preset.items() if k != "warmup_fraction"} | v
+        if "warmup_epochs" not in v and "warmup_fraction" in preset:
+            epochs = out.get("epochs", 1.0)
+            if isinstance(epochs, (int, float)) and not isinstance(epochs, bool):
+                out["warmup_epochs"] = preset["warmup_fraction"] * epochs
+        return out
+
+    @model_validator(mode="after")
+    def _warmup_within(self) -> TrainConfig:
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs must be below epochs ({self.epochs:g}), got {self.warmup_epochs:g}")
+        return self
 
 
 class EvaluateConfig(Frozen):

@@ -16,7 +16,7 @@ from torch import nn
 from nasq.formats import get_format
 from nasq.space import SearchSpace, SubnetSpec
 from nasq.space.kinds import sequence_layout, tokenized
-from nasq.supernet.blocks import BLOCKS, ElasticMBConv
+from nasq.supernet.blocks import BLOCKS, ElasticMBConv, xavier_groups
 from nasq.supernet.layers import (
     ActQuant,
     ElasticBatchNorm2d,
@@ -64,6 +64,7 @@ class TokenEmbed(nn.Module):
         super().__init__()
         self.channels, self.patch = channels, patch
         self.linear = ElasticLinear(channels * patch, dim)
+        xavier_groups(self.linear.weight)  # trunc normal 0.02 embeds a 28-feature row near zero
         self.pos = nn.Parameter(torch.zeros(1, tokens, dim))
         nn.init.trunc_normal_(self.pos, std=0.02)
 

@@ -1,6 +1,8 @@
-"""One-shot supernet training: the sandwich rule with in-place distillation, per-layer format
-sampling, a cosine learning rate, bf16 autocast and ``torch.compile`` on a GPU, and checkpoints
-(safetensors + JSON) that a resumed run continues from on the same loss curve.
+"""One-shot supernet training: the sandwich rule with in-place distillation (at a temperature),
+per-layer format sampling, a cosine learning rate after an optional linear warm-up, label
+smoothing, seeded crop-and-flip augmentation of images (:mod:`nasq.supernet.augment`), bf16
+autocast and ``torch.compile`` on a GPU, and checkpoints (safetensors + JSON) that a resumed run
+continues from on the same loss curve.
 
 Importable with torch and numpy alone (the GPU machine has nothing else).
 
@@ -33,6 +35,7 @@ from nasq.errors import LineageError
 from nasq.files import atomic_write_bytes, atomic_write_text
 from nasq.space import SearchSpace, SubnetSpec
 from nasq.specs import TrainConfig
+from nasq.supernet.augment import crop_flip
 from nasq.supernet.network import Supernet
 
 ProgressFn = Callable[[int, int, float], None]
@@ -76,8 +79,18 @@ def total_steps(cfg: TrainConfig, n_train: int) -> tuple[int, int]:
     return max(1, math.ceil(cfg.epochs * per_epoch)), per_epoch
 
 
+def warmup_steps(cfg: TrainConfig, total: int) -> int:
+    """Steps of linear warm-up: ``warmup_epochs`` as a share of the ``epochs`` that make ``total``."""
+    return min(total - 1, round(total * cfg.warmup_epochs / cfg.epochs)) if cfg.warmup_epochs > 0 else 0
+
+
 def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    """Linear warm-up to ``lr`` (step 0 already trains, at ``lr / warm``), then a cosine to 0
+    over the remaining steps; without warm-up, the cosine over all of them."""
+    warm = warmup_steps(cfg, total)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(step - warm, total - warm) / (total - warm)))
 
 
 def step_subnets(space: SearchSpace, cfg: TrainConfig, step: int) -> list[SubnetSpec]:
@@ -113,6 +126,7 @@ def train_supernet(net: Supernet, space: SearchSpace, x: np.ndarray, y: np.ndarr
     autocast = _autocast(cfg, device)
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     largest, smallest = space.largest(), space.smallest()
+    augment = cfg.augment and augments(space)
     net.train()
     t0 = time.perf_counter()
     end = total if stop_after is None else min(total, stop_after)
@@ -126,9 +140,11 @@ def train_supernet(net: Supernet, space: SearchSpace, x: np.ndarray, y: np.ndarr
         idx = torch.from_numpy(batch[a:b]).to(device)
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, step, total)
+        xb = crop_flip(xt[idx], cfg.seed, step, a, len(batch)) if augment else xt[idx]
         with autocast:
             others = [smallest, *step_subnets(space, cfg, step)]
-            loss = _sandwich_step(net, model, xt[idx], yt[idx], largest, others, cfg.distill, (b - a) / len(batch))
+            loss = _sandwich_step(net, model, xb, yt[idx], largest, others, cfg.distill, (b - a) / len(batch),
+                                  smoothing=cfg.label_smoothing, temperature=cfg.distill_temperature)
         loss = _all_reduce(net, loss, shard)
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         opt.step()
@@ -146,6 +162,11 @@ def train_supernet(net: Supernet, space: SearchSpace, x: np.ndarray, y: np.ndarr
     return TrainResult(end, seconds, done * cfg.batch_size / max(seconds, 1e-9), losses, end == total, start, device.type)
 
 
+def augments(space: SearchSpace) -> bool:
+    """Whether ``augment`` applies: image inputs only (a series or a table row is left as it is)."""
+    return space.config.input.resolution is not None
+
+
 def make_optimizer(net: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -153,18 +174,24 @@ def make_optimizer(net: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimi
 
 
 def _sandwich_step(net: Supernet, model: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor,
-                   largest: SubnetSpec, others: list[SubnetSpec], distill: bool, share: float = 1.0) -> float:
+                   largest: SubnetSpec, others: list[SubnetSpec], distill: bool, share: float = 1.0, *,
+                   smoothing: float = 0.0, temperature: float = 1.0) -> float:
     """Backward of every subnet's loss times ``share`` (this shard's part of the global batch);
-    returns the largest subnet's loss times ``share``."""
+    returns the largest subnet's loss times ``share``. Hard-label losses take ``smoothing``; the
+    distilled ones compare the student's and the largest's predictions at ``temperature`` T,
+    scaled by T^2 so that their gradients keep their size whatever T (Hinton et al. 2015)."""
     net.set_active(largest)
     logits = model(xb).float()
-    loss = F.cross_entropy(logits, yb) * share
+    loss = F.cross_entropy(logits, yb, label_smoothing=smoothing) * share
     loss.backward()
-    soft = F.softmax(logits.detach(), dim=1)
+    soft = F.softmax(logits.detach() / temperature, dim=1)
     for spec in others:
         net.set_active(spec)
         out = model(xb).float()
-        sub = F.cross_entropy(out, soft) if distill else F.cross_entropy(out, yb)
+        if distill:
+            sub = F.cross_entropy(out / temperature, soft) * temperature ** 2
+        else:
+            sub = F.cross_entropy(out, yb, label_smoothing=smoothing)
         (sub * share).backward()
     return float(loss.detach())
 
@@ -224,11 +251,18 @@ def _maybe_compile(net: Supernet, cfg: TrainConfig, device: torch.device) -> tor
 
 
 # ---------------------------------------------------------------- checkpoints
+# Recipe settings added after checkpoints were first written, at the values that train as before:
+# left out of the fingerprint there, so that those checkpoints (and supernet identities) still match.
+NEUTRAL = {"warmup_epochs": 0.0, "label_smoothing": 0.0, "augment": False, "distill_temperature": 1.0}
+
+
 def weights_config(cfg: TrainConfig) -> dict:
     """The training settings that decide the weights (threads, checkpoint spacing and the number of
     data-parallel workers do not: workers change only batch-norm statistics, within noise, and a
-    checkpoint resumes with another worker count)."""
-    return cfg.model_dump(mode="json", exclude={"threads", "checkpoint_every", "workers"})
+    checkpoint resumes with another worker count; nor does ``recipe``, which only fills the other
+    fields, whose values are what count)."""
+    out = cfg.model_dump(mode="json", exclude={"threads", "checkpoint_every", "workers", "recipe"})
+    return {k: v for k, v in out.items() if k not in NEUTRAL or v != NEUTRAL[k]}
 
 
 def checkpoint_finished(folder: Path) -> bool:
