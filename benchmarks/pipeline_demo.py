@@ -17,10 +17,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _interval(measured: dict) -> str:
+    low, high = measured.get("top1_ci_low"), measured.get("top1_ci_high")
+    return f"{measured['top1']:.2f}" + (f" [{low:.2f}, {high:.2f}]" if low is not None and high is not None else "")
 
 
 def main() -> None:
@@ -31,6 +38,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.keep:
         Path(args.keep).mkdir(parents=True, exist_ok=True)
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
     with (contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory(prefix="nasq-bench-")) as tmp:
         t0 = time.perf_counter()
         out = subprocess.run([sys.executable, "-m", "nasq.cli", "run", args.experiment, "--quiet"], cwd=tmp,
@@ -50,8 +58,11 @@ def main() -> None:
             ("front points (non-dominated)", str(len(points))),
             ("front points mixing formats across layers", str(mixed)),
             ("front top-1 range (%, supernet, validation)", f"{min(top1):.2f} - {max(top1):.2f}"),
+            ("best front point, top-1 and its 95 % interval (%)", _interval(points[int(np.argmax(top1))]["measured"])),
             ("export: onnxruntime vs torch max abs diff", f"{manifest['measured']['onnx_max_abs_diff']:.2e}"),
             ("export: onnxruntime latency, batch 1 (ms)", f"{manifest['measured']['onnx_latency_ms_batch1']:.3f}")]
+    rows.append(("load average (1/5/15 min) before / after", f"{' '.join(load_before)} / "
+                 f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])}"))
     table = "| figure | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
     print(table)
     body = ("### Demo pipeline (`benchmarks/pipeline_demo.py`)\n\n"
