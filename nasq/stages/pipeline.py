@@ -212,7 +212,8 @@ def evaluate_and_search(exp: Experiment, net: Supernet, splits: data_mod.Splits,
                                              val_images=len(payload.val_y))
             outcome = search.run(exp, upstream, run_dir, rep, resume=resume)
         # uniform INT8/INT4(/FP8) twins of the largest subnet and of each front point, truly evaluated
-        uniform = baselines.run(exp, ledger, outcome.front, run_dir)
+        with rep.timed("baselines"):
+            uniform = baselines.run(exp, ledger, outcome.front, run_dir)
         rep.say(f"      {baselines.summary_line(baselines.summary(exp, outcome.front, uniform))}")
     keys = search.used_keys(samples.specs, outcome, ledger)
     search.write_artifacts(run_dir, ledger, keys, outcome)

@@ -43,6 +43,13 @@ class Reporter:
         self.say(f"      [dim]done in {self.timings[name]:.1f} s[/]")
 
     @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Time a step inside a stage into ``timings`` (no header: it is not a stage of its own)."""
+        t0 = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - t0, 2)
+
+    @contextmanager
     def bar(self, description: str, total: int) -> Iterator[Callable[..., None]]:
         if self.console is None:
             yield lambda *a, **k: None

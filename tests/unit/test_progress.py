@@ -67,3 +67,12 @@ def test_interval_env(monkeypatch):
     assert status_interval_s() == 15.0
     monkeypatch.setenv("NASQ_PROGRESS_EVERY_S", "2.5")
     assert status_interval_s() == 2.5
+
+
+def test_timed_step_is_recorded_without_a_stage_header():
+    out = io.StringIO()
+    rep = Reporter(Console(file=out, force_terminal=False, width=100))
+    with rep.stage("search", "search: x"), rep.timed("baselines"):
+        pass
+    assert set(rep.timings) == {"search", "baselines"} and rep.timings["baselines"] >= 0
+    assert out.getvalue().count("[1/7]") == 1 and "baselines" not in out.getvalue() and rep.n == 1
