@@ -173,8 +173,7 @@ def _stages(exp: Experiment, rep: Reporter, run: TrackedRun) -> PipelineResult:
         splits = data.run(exp, None, workdir, rep)
     # train.workers > 1 trains on Ray Train: one Ray for the training and the evaluations (the
     # stages' own sessions join it), not two started one after the other
-    shared = cfg.train.workers > 1 and job_address(cfg.ray.address) != "none"
-    with ray_session(cfg.ray.address, cfg.ray.num_cpus) if shared else nullcontext():
+    with ray_session(cfg.ray.address, cfg.ray.num_cpus) if cfg.train.workers > 1 else nullcontext():
         with rep.stage("train", _train_header(exp)):
             trained = train.run(exp, splits, workdir, rep)
         result = evaluate_and_search(exp, trained.net, splits, rep, trained.info)

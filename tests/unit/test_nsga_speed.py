@@ -81,15 +81,20 @@ def test_make_duplicates_kinds():
         make_duplicates("x")
 
 
+def _bops_scorer(cm):
+    """A synthetic top1 that rises with BOPs, beside the cost model's own metrics (specs in)."""
+    def score(specs):
+        c = cm.score(specs)
+        return {"top1": 90 - 1.0 / (c["bops_g"] + 0.05), **c}
+    return score
+
+
 def test_same_front_as_pymoo_operators(space, profile, monkeypatch):
     """Same decisions, same random stream: the search gives the very same front either way."""
     from nasq.hardware import CostModel
 
     cm = CostModel(space, profile)
-
-    def score(specs):
-        c = cm.score(specs)
-        return {"top1": 90 - 1.0 / (c["bops_g"] + 0.05), **c}
+    score = _bops_scorer(cm)
 
     cfg = SearchConfig(population=24, generations=10, seed=5)
     objs = ("top1", "latency_ms", "size_mb")
@@ -154,10 +159,7 @@ def test_same_constrained_front_as_pymoo_operators(space, profile, monkeypatch):
     from nasq.specs import ConstraintSpec
 
     cm = CostModel(space, profile)
-
-    def score(specs):
-        c = cm.score(specs)
-        return {"top1": 90 - 1.0 / (c["bops_g"] + 0.05), **c}
+    score = _bops_scorer(cm)
 
     cfg = SearchConfig(population=24, generations=10, seed=2)
     sizes = cm.score(space.sample_unique(np.random.default_rng(0), 40))["size_mb"]
