@@ -23,6 +23,7 @@ from nasq.formats.base import (
     NumericFormat,
     from_blocks,
     plain_ops,
+    straight_through,
     to_blocks,
 )
 from nasq.formats.floatbits import snap_significand
@@ -35,6 +36,10 @@ SCALE_METHODS = ("max", "percentile", "mse")
 # Clipping ratios tried by the MSE search, largest first: argmin keeps the first minimum, so a
 # tensor that is already quantized on one of these grids finds that grid again (idempotence).
 MSE_RATIOS = tuple(1.0 - 0.05 * i for i in range(19))
+# Training searches the clipping ratio on a strided sample of at most this many elements per
+# tensor (per channel: the same stride in every row); evaluation and export search all of them.
+MSE_TRAIN_SAMPLE = 1 << 13
+MSE_BROADCAST_MAX = 1 << 15  # up to this many elements all ratios are tried in one broadcast pass
 SCALE_SIGNIFICAND_BITS = 11  # fp16-like precision, fp32 range: code x scale stays exact in fp32
 
 
@@ -117,31 +122,54 @@ class SymmetricInt(IntegerFormat):
             return amax.minimum(rows.kthvalue(k, dim=1).values.reshape(amax.shape))
         return self._mse_amax(x, amax)
 
-    def _mse_amax(self, x, amax):
+    def _mse_amax(self, x, amax, sample: int | None = None):
+        """``amax`` times the ratio of :data:`MSE_RATIOS` with the least squared error per scale,
+        searched over every element, or over a strided sample of at most ``sample`` of them."""
         import torch
 
+        rows, a = _per_scale(x, amax), amax.reshape(-1, 1)
+        if sample is not None and rows.numel() > sample:
+            rows = rows[:, :: -(-rows.numel() // sample)].contiguous()  # one gather, then dense passes
         ratios = torch.tensor(MSE_RATIOS, dtype=amax.dtype)
+        if rows.numel() <= MSE_BROADCAST_MAX and not plain_ops():
+            # all ratios in one broadcast pass: a small tensor's time is the per-op overhead
+            s = self.scale(a * ratios.reshape(-1, 1, 1))  # (ratios, rows, 1)
+            err = (rows * s.reciprocal()).round_().clamp_(-self.qmax, self.qmax)
+            best = err.mul_(s).sub_(rows).pow_(2).sum(2).argmin(0)
+            return amax * ratios[best].reshape(amax.shape)
         # one scratch tensor for all ratios (the same values as the plain expression, in place)
-        buf = None if plain_ops() or amax.dtype != x.dtype else torch.empty_like(x)
+        buf = None if plain_ops() or amax.dtype != x.dtype else torch.empty_like(rows)
         errors = []
         for i in range(len(MSE_RATIOS)):
-            s = self.scale(amax * ratios[i])
+            s = self.scale(a * ratios[i])
             if buf is None:
-                err = (self._rounded(x, s) - x).pow(2)
+                err = (self._rounded(rows, s) - rows).pow(2)
             else:
-                err = torch.mul(x, s.reciprocal(), out=buf).round_().clamp_(-self.qmax, self.qmax)
-                err = err.mul_(s).sub_(x).pow_(2)
-            errors.append(_per_scale(err, amax).sum(1).reshape(amax.shape))
+                err = torch.mul(rows, s.reciprocal(), out=buf).round_().clamp_(-self.qmax, self.qmax)
+                err = err.mul_(s).sub_(rows).pow_(2)
+            errors.append(err.sum(1))
         best = torch.stack(errors).argmin(0)
-        return amax * ratios[best]
+        return amax * ratios[best].reshape(amax.shape)
 
     def _rounded(self, x, s):
         return (x * s.reciprocal()).round().clamp(-self.qmax, self.qmax) * s
 
-    def _quantize(self, x, amax):
+    def fake_quant(self, x, amax=None):
+        """As :meth:`NumericFormat.fake_quant`; in training (``x`` requires grad) an ``mse`` scale
+        is searched on a strided sample of ``x`` (:data:`MSE_TRAIN_SAMPLE`), 19 passes over the
+        whole activation being most of a training step's time otherwise."""
+        if self.scale_method != "mse" or not x.requires_grad:
+            return super().fake_quant(x, amax)
+        xd = x.detach()
+        amax = self._default_amax(xd, amax)
+        q = self._quantize(xd, amax, self._mse_amax(xd, amax, MSE_TRAIN_SAMPLE))
+        return straight_through(x, q)
+
+    def _quantize(self, x, amax, clipped=None):
         import torch
 
-        s = self.scale(self.clip_amax(x, amax)).to(torch.float32)
+        clipped = self.clip_amax(x, amax) if clipped is None else clipped
+        s = self.scale(clipped).to(torch.float32)
         per_channel = s.dim() == x.dim() and all(d == 1 for d in s.shape[1:])
         if x.dtype != torch.float32 and (s.numel() == 1 or per_channel):  # bf16/fp16 under autocast
             zero = torch.zeros(s.numel(), dtype=torch.int32, device=x.device)

@@ -134,6 +134,30 @@ def test_mse_search_in_place_equals_plain_expression(name):
         assert torch.equal(fmt.clip_amax(x, amax), expected)
 
 
+@pytest.mark.parametrize("name", ["int2_mse", "int4_mse"])
+def test_mse_training_search_samples_large_tensors_only(name):
+    """Training searches the clipping ratio on a strided sample: a tensor within the sample gets
+    exactly the evaluation's values; a larger one a ratio whose error over the whole tensor is within
+    1 % of the best ratio's, with the straight-through gradient either way."""
+    from nasq.formats.integer import MSE_RATIOS, MSE_TRAIN_SAMPLE
+
+    fmt = get_format(name)
+    gen = torch.Generator().manual_seed(8)
+    small = torch.randn(8, 4, 3, 3, generator=gen)
+    xg = small.clone().requires_grad_()
+    assert torch.equal(fmt.fake_quant(xg).detach(), fmt.quantize(small))
+    big = torch.randn(4 * MSE_TRAIN_SAMPLE, generator=gen) ** 3  # heavy tails: the ratio matters
+    amax = big.abs().amax()
+    errors = torch.stack([(fmt._rounded(big, fmt.scale(amax * r)) - big).pow(2).sum() for r in MSE_RATIOS])
+    xg = big.clone().requires_grad_()
+    out = fmt.fake_quant(xg)
+    out.sum().backward()
+    assert torch.equal(xg.grad, torch.ones_like(big))
+    chosen = float((out.detach() - big).pow(2).sum())
+    assert chosen <= float(errors.min()) * 1.01
+    assert chosen < float(errors[0])  # not simply the unclipped range
+
+
 def test_half_precision_inputs_keep_their_former_paths():
     """Under autocast activations arrive in bf16: the integer formats keep torch's fused kernel
     (it computes in fp32), and a per-channel fp32 scale still promotes the result as before."""
