@@ -52,18 +52,24 @@ def _parallel(uuid: str, section: str, metrics: list[str], params: list[str]) ->
 
 
 def page_state(parent_run_id: str, objectives: list[str] | tuple[str, ...],
-               params: list[str] = ()) -> dict[str, Any]:
+               params: list[str] = (), interval: tuple[str, str] | None = None) -> dict[str, Any]:
     """The runs-page state: only the front's point runs, one scatter chart per objective pair
-    (top1 on the y axis when present), a parallel-coordinates chart over all objectives."""
+    (top1 on the y axis when present), a parallel-coordinates chart over all objectives.
+    ``interval``: the metrics of top1's 95 % bounds (low, high) when the points log them. The UI's
+    scatter cards draw no error bars, so each top1 chart gets a twin plotting the lower bound (the
+    accuracy a point keeps at worst), and both bounds join the table and the parallel chart."""
     section = f"{view_key(parent_run_id)}-section"
     objectives = [o.replace("@", ".") for o in objectives]  # as the point runs log them (names.metric_key)
     pairs = []
     for a, b in combinations(objectives, 2):
         x, y = (a, b) if b == "top1" else (b, a)
         pairs.append((x, y))
+    if interval is not None:
+        pairs += [(x, interval[0]) for x, y in list(pairs) if y == "top1"]
+    metrics = list(objectives) + ([m for m in interval if m not in objectives] if interval else [])
     cards = [_scatter(f"{section}-scatter-{i}", section, x, y) for i, (x, y) in enumerate(pairs)]
-    cards.append(_parallel(f"{section}-parallel", section, list(objectives), list(params)))
-    columns = [f"metrics.`{m}`" for m in objectives] + [f"params.`{p}`" for p in params]
+    cards.append(_parallel(f"{section}-parallel", section, metrics, list(params)))
+    columns = [f"metrics.`{m}`" for m in metrics] + [f"params.`{p}`" for p in params]
     return {
         "searchFilter": f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`nasq.kind` = 'pareto_point'",
         "orderByKey": f"metrics.`{objectives[0]}`",

@@ -309,6 +309,33 @@ def test_view_state_round_trip() -> None:
     assert len([c for c in state["compareRunCharts"] if c["type"] == "SCATTER"]) == 1
 
 
+def test_view_charts_the_interval_when_points_carry_one(store: dict) -> None:
+    """Points with a 95 % interval: each top1 chart gets a lower-bound twin, and both bounds are
+    in the table and the parallel chart; a front without one keeps the plain view (above)."""
+    from mlflow.tracking import MlflowClient
+
+    from nasq.search.pareto import Front, FrontPoint
+    from nasq.tracking import view as mlflow_view
+
+    front = make_front(3)
+    points = [FrontPoint(p.spec, p.genome, p.predicted,
+                         {**p.measured, "top1_ci_low": p.measured["top1"] - 1, "top1_ci_high": p.measured["top1"] + 1})
+              for p in front.points]
+    res = run_search(store, Front(front.objectives, points, front.lineage))
+    c = MlflowClient(store["uri"])
+    tag = c.get_experiment(res.experiment_id).tags[mlflow_view.TAG_PREFIX + mlflow_view.view_key(res.run_id)]
+    state = mlflow_view.decode_state(json.loads(tag)["state"])
+    cards = state["compareRunCharts"]
+    scatters = {(c_["xaxis"]["key"], c_["yaxis"]["key"]) for c_ in cards if c_["type"] == "SCATTER"}
+    assert scatters == {("latency_ms", "top1"), ("size_mb", "top1"), ("size_mb", "latency_ms"),
+                        ("latency_ms", "top1_ci_low"), ("size_mb", "top1_ci_low")}
+    parallel = [c_ for c_ in cards if c_["type"] == "PARALLEL"][0]
+    assert parallel["selectedMetrics"] == ["top1", "latency_ms", "size_mb", "top1_ci_low", "top1_ci_high"]
+    assert "metrics.`top1_ci_high`" in state["selectedColumns"]
+    point = c.get_run(res.child_run_ids[0])
+    assert point.data.metrics["top1_ci_low"] < point.data.metrics["top1"] < point.data.metrics["top1_ci_high"]
+
+
 def test_unreachable_server_is_one_line() -> None:
     from nasq.errors import NasqError
     from nasq.tracking.client import check_reachable
