@@ -253,7 +253,8 @@ def _maybe_compile(net: Supernet, cfg: TrainConfig, device: torch.device) -> tor
 # ---------------------------------------------------------------- checkpoints
 # Recipe settings added after checkpoints were first written, at the values that train as before:
 # left out of the fingerprint there, so that those checkpoints (and supernet identities) still match.
-NEUTRAL = {"warmup_epochs": 0.0, "label_smoothing": 0.0, "augment": False, "distill_temperature": 1.0}
+NEUTRAL = {k: TrainConfig.model_fields[k].default
+           for k in ("warmup_epochs", "label_smoothing", "augment", "distill_temperature")}
 
 
 def weights_config(cfg: TrainConfig) -> dict:
