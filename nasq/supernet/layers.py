@@ -51,8 +51,32 @@ def int8_activation_quant(x: torch.Tensor, amax: torch.Tensor | None, unsigned: 
     same op in training, evaluation and export (exported as one QuantizeLinear/DequantizeLinear)."""
     if amax is None:
         amax = x.detach().abs().amax()
+    scale = int8_activation_scale(amax, unsigned)
+    if x.dtype == torch.float32 and not torch.onnx.is_in_onnx_export():
+        lo = 0 if unsigned else -128  # the codes minus the zero point
+        return _Int8FakeQuant.apply(x, scale, lo, lo + 255)
     zero = torch.zeros((), dtype=torch.int32) if unsigned else torch.full((), 128, dtype=torch.int32)
-    return torch.fake_quantize_per_tensor_affine(x, int8_activation_scale(amax, unsigned), zero, 0, 255)
+    return torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 255)
+
+
+class _Int8FakeQuant(torch.autograd.Function):
+    """torch's ``fake_quantize_per_tensor_affine`` (codes 0..255 around a zero point), values and
+    gradient bit for bit, in three in-place passes: on a CPU the fused kernel took longer than the
+    layer it follows. ``round(x / s)`` is clamped to ``[lo, hi]`` (the codes minus the zero point),
+    ``+ 0.0`` gives the kernel's +0 for a rounded -0; the gradient passes where the unclamped code
+    lies within the range, as the kernel's mask says."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        r = torch.mul(x, scale.reciprocal()).round_().add_(0.0)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward((r >= lo) & (r <= hi))
+        return r.clamp_(lo, hi).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None, None, None
 
 
 class ActQuant(nn.Module):

@@ -174,3 +174,28 @@ def test_half_precision_inputs_keep_their_former_paths():
     s6 = amax / fp6.max_value
     assert out.dtype == torch.float32  # bf16 values times an fp32 per-channel scale, as before
     assert torch.equal(out, round_float(x / s6, fp6.layout) * s6)
+
+
+@pytest.mark.parametrize("unsigned", [False, True])
+def test_int8_activation_equals_torch_fake_quantize(unsigned):
+    """The int8 activation's in-place path gives torch's fused kernel's values (signed zeros
+    included) and gradient (zero where the code saturates), with and without autograd."""
+    from nasq.supernet.layers import int8_activation_quant, int8_activation_scale
+
+    gen = torch.Generator().manual_seed(9)
+    amax = torch.tensor(2.5)
+    s = int8_activation_scale(amax, unsigned)
+    steps = torch.arange(-300, 300, dtype=torch.float32) * 0.5 * s  # ties, and codes beyond the range
+    x = torch.cat([torch.randn(400, generator=gen) * 3, steps, torch.tensor([0.0, -0.0, -1e-30, 6.0, -6.0])])
+    zero = torch.tensor(0 if unsigned else 128, dtype=torch.int32)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ref = torch.fake_quantize_per_tensor_affine(xa, s, zero, 0, 255)
+    out = int8_activation_quant(xb, amax, unsigned)
+    assert torch.equal(out.detach().view(torch.int32), ref.detach().view(torch.int32))
+    g = torch.randn(x.shape, generator=gen)
+    ref.backward(g)
+    out.backward(g)
+    assert torch.equal(xb.grad, xa.grad) and bool((xb.grad == 0).any())
+    with torch.no_grad():
+        plain = int8_activation_quant(x, amax, unsigned)
+    assert torch.equal(plain.view(torch.int32), ref.detach().view(torch.int32))
