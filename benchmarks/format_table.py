@@ -89,7 +89,8 @@ Every format registered in `nasq.formats.FORMATS`, measured by `benchmarks/forma
   format's default range (scale from the absolute max; group and block formats set their own).
 
 Naming: `intN` symmetric with `2^N − 1` levels; `_asym` unsigned codes with a zero point;
-`_gN` one scale per N consecutive elements; `_mse` clipped at the MSE-optimal ratio; `_lsq`
+`_gN` one scale per N consecutive elements; `_mse` clipped at the MSE-optimal ratio (of 19; training searches it on a strided sample of 8,192
+elements per tensor); `_lsq`
 learns its step when trained (the same values as `intN` otherwise). Block formats: `mxfp8` has
 E4M3 elements, `mxfp6` E2M3, `mxfp6_e3m2` E3M2, `mxfp4` and `nvfp4` E2M1.
 
