@@ -7,7 +7,9 @@ fingerprint (space, supernet weights, settings) matches.
 What the search gets (:data:`nasq.search.ilp.Sensitivity`): per layer slot and format, the estimated
 top-1 loss in points - the measured one-layer drop, clipped at 0, plus up to ``PROXY_POINTS`` from the
 Hessian proxy normalised by the table's largest (a measured drop on a few hundred images moves in
-steps of a fraction of a point and is often 0; the proxy orders the formats it cannot tell apart)."""
+steps of a fraction of a point and is often 0; the proxy orders the formats it cannot tell apart).
+The proxy is clipped at 0 too: a Hutchinson trace from few probes can come out negative on a
+network away from a minimum, and quantization noise is not a gain."""
 
 from __future__ import annotations
 
@@ -127,10 +129,11 @@ def load(folder: Path, space: SearchSpace) -> dict[str, Any]:
 def loss_table(record: dict[str, Any]) -> dict[str, dict[str, float]]:
     """What the search uses: layer -> format -> estimated top-1 loss (module docstring)."""
     rows = record["rows"]
-    scale = max((float(r["proxy_delta"]) for r in rows), default=0.0) or 1.0
+    scale = max((float(r["proxy_delta"]) for r in rows), default=0.0)
+    scale = scale if scale > 0 else 1.0
     table: dict[str, dict[str, float]] = {}
     for r in rows:
-        loss = max(float(r["top1_drop"]), 0.0) + PROXY_POINTS * float(r["proxy_delta"]) / scale
+        loss = max(float(r["top1_drop"]), 0.0) + PROXY_POINTS * max(float(r["proxy_delta"]), 0.0) / scale
         table.setdefault(str(r["layer"]), {})[str(r["format"])] = loss
     return table
 
