@@ -182,10 +182,13 @@ def straight_through(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """``x + (q - x).detach()``: the values of ``q``, the gradient of ``x``. ``q - x`` is taken in
     place when ``q`` is a tensor of its own (one full-size allocation fewer per call); the values
     are the same bit for bit."""
+    import torch
+
     xd = x.detach()
     if plain_ops():
         return x + (q - xd)
-    own = (not q.requires_grad and q.is_contiguous() and q.dtype == xd.dtype and q.shape == xd.shape
+    dense = q.is_contiguous() or q.is_contiguous(memory_format=torch.channels_last)
+    own = (not q.requires_grad and dense and q.dtype == xd.dtype and q.shape == xd.shape
            and q.untyped_storage().data_ptr() != xd.untyped_storage().data_ptr())
     return x + (q.sub_(xd) if own else q - xd)
 
