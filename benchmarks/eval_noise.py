@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-VAL_SIZES = (500, 1000, 2000, 5000)
+VAL_SIZES = (500, 1000, 2000, 5000, 10000)  # those up to the validation split's size
 PAIR_BLOCK = 500  # images per block of the paired/unpaired comparison
 
 
@@ -55,6 +55,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", type=Path, default=None, help="default: RUN/eval_noise.npz")
     ap.add_argument("--note", default="", help="a remark for the doc")
+    ap.add_argument("--section", default="eval_noise", help="the docs/benchmarks.md section to write; "
+                    "another name than eval_noise (e.g. for a run with a larger validation split) gets the "
+                    "figures and --note, without the reading written for the demo's settings")
     ap.add_argument("--no-doc", action="store_true")
     return ap.parse_args()
 
@@ -146,7 +149,7 @@ def sample_size_rows(ref: np.ndarray, test: np.ndarray) -> list[dict]:
     per-subnet std of top-1 across subsets (empirical) and the binomial expectation."""
     n, test_top1 = ref.shape[1], top1(test)
     rows = []
-    for m in VAL_SIZES:
+    for m in (m for m in VAL_SIZES if m <= n):
         if m <= n // 2:
             blocks = [np.arange(k * m, (k + 1) * m) for k in range(n // m)]
             scores = [top1(ref, b) for b in blocks]
@@ -237,7 +240,8 @@ def render(meas: dict, args: argparse.Namespace, load: str, seconds: float) -> t
         f"calibrate {c}: {cal_s[c]:.2f} s" for c in sizes) + f"; forward {fwd_ms:.2f} s per 1,000 images "
         f"({fwd_ms * 2:.2f} s per 2,000, {fwd_ms * 5:.2f} s per 5,000)."]
     figures = {"size": size_rows, "calib": cal_rows, "pair": pair_rows, "signal": signal_val}
-    out += ["", reading(figures, fwd_ms, cal_s, ref.shape[1])]
+    if args.section == "eval_noise":
+        out += ["", reading(figures, fwd_ms, cal_s, ref.shape[1])]
     argv = sys.argv[1:]
     if "--note" in argv:  # the note is printed once, below, not inside the command
         del argv[argv.index("--note"): argv.index("--note") + 2]
@@ -288,7 +292,9 @@ def main() -> None:
     body, _ = render(meas, args, " ".join(load), time.perf_counter() - t0)
     print(body)
     if not args.no_doc:
-        doc = write_section("eval_noise", "### Evaluation noise (`benchmarks/eval_noise.py`)\n\n" + body)
+        title = "### Evaluation noise (`benchmarks/eval_noise.py`" + (
+            f", run {Path(args.run).name})" if args.section != "eval_noise" else ")")
+        doc = write_section(args.section, title + "\n\n" + body)
         print(f"written to {doc}")
 
 
