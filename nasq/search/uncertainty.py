@@ -70,3 +70,9 @@ def annotate_front(front: Front, n_images: int, calib_std: float = 0.0) -> Front
         if "top1" in p.measured:
             p.measured[CI_LOW], p.measured[CI_HIGH] = top1_interval(p.measured["top1"], n_images, calib_std)
     return front
+
+
+def has_intervals(front: Front) -> bool:
+    """Whether every point of ``front`` carries ``top1_ci_low``/``top1_ci_high`` (an older front
+    or one without measured top-1 does not)."""
+    return bool(front.points) and all(CI_LOW in p.measured and CI_HIGH in p.measured for p in front.points)

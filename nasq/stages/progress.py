@@ -36,10 +36,8 @@ class Reporter:
     def stage(self, name: str, what: str) -> Iterator[None]:
         self.n += 1
         self.say(f"[bold cyan][{self.n}/{self.total}][/] {what}")
-        t0 = time.perf_counter()
-        with self.on_stage(name) if self.on_stage is not None else nullcontext():
+        with self.timed(name), self.on_stage(name) if self.on_stage is not None else nullcontext():
             yield
-        self.timings[name] = round(time.perf_counter() - t0, 2)
         self.say(f"      [dim]done in {self.timings[name]:.1f} s[/]")
 
     @contextmanager

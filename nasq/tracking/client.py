@@ -47,7 +47,7 @@ from mlflow.exceptions import MlflowException
 from nasq.errors import NasqError
 from nasq.files import atomic_write_json, atomic_write_text
 from nasq.search.pareto import FRONT_CSV, FRONT_JSON, Front, FrontPoint
-from nasq.search.uncertainty import CI_HIGH, CI_LOW
+from nasq.search.uncertainty import CI_HIGH, CI_LOW, has_intervals
 from nasq.tracking import view as mlflow_view
 from nasq.tracking.names import _chunks, clean_key, flatten_params, point_metrics, point_params  # noqa: F401
 from nasq.tracking.plots import (
@@ -261,10 +261,8 @@ def _save_view(client: Any, exp_id: str, parent_id: str, front: Front, run_name:
     """The experiment tag that makes the saved "Pareto front" chart view (nasq.tracking.view)."""
     key = mlflow_view.view_key(parent_id)
     depth_params = [k for k in point_params(front.points[0].spec) if k.endswith("depth")] if front.points else []
-    bounds = (CI_LOW, CI_HIGH)
-    has_interval = bool(front.points) and all(all(b in p.measured for b in bounds) for p in front.points)
     state = mlflow_view.page_state(parent_id, list(front.objectives), depth_params,
-                                   bounds if has_interval else None)
+                                   (CI_LOW, CI_HIGH) if has_intervals(front) else None)
     value = mlflow_view.envelope(f"Pareto front: {run_name}", state)
     if len(value) > TAG_VALUE_MAX:
         log.warning("saved chart view skipped: %d characters exceed MLflow's tag limit", len(value))

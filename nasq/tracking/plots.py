@@ -18,6 +18,7 @@ import numpy as np
 from nasq.errors import MissingDependencyError
 from nasq.files import atomic_write_text
 from nasq.search.pareto import Front
+from nasq.search.uncertainty import CI_HIGH, CI_LOW, has_intervals
 
 # columns of the optional ``others`` array: every evaluated subnet, drawn in grey
 OTHERS_COLUMNS = ("top1", "latency_ms", "size_mb")
@@ -123,12 +124,11 @@ def _draw_panel(ax: Any, front: Front, x_metric: str, y_metric: str, others: np.
 def top1_error_bars(front: Front) -> np.ndarray | None:
     """(2, n) distances below and above each point's top-1 to its 95 % interval
     (``top1_ci_low``/``top1_ci_high``); None when some point has none (an older front)."""
-    if not front.points or not all("top1_ci_low" in p.measured and "top1_ci_high" in p.measured
-                                   for p in front.points):
+    if not has_intervals(front):
         return None
     top1 = np.array([p.value("top1") for p in front.points], dtype=np.float64)
-    low = np.array([p.measured["top1_ci_low"] for p in front.points], dtype=np.float64)
-    high = np.array([p.measured["top1_ci_high"] for p in front.points], dtype=np.float64)
+    low = np.array([p.measured[CI_LOW] for p in front.points], dtype=np.float64)
+    high = np.array([p.measured[CI_HIGH] for p in front.points], dtype=np.float64)
     return np.stack([np.maximum(top1 - low, 0.0), np.maximum(high - top1, 0.0)])
 
 
