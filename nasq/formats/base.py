@@ -179,18 +179,41 @@ def scale_back(q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 
 
 def straight_through(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """``x + (q - x).detach()``: the values of ``q``, the gradient of ``x``. ``q - x`` is taken in
-    place when ``q`` is a tensor of its own (one full-size allocation fewer per call); the values
-    are the same bit for bit."""
-    import torch
+    """The values of ``q``, the gradient of ``x`` (``q`` holds no graph). In eager mode one
+    autograd function that returns ``q`` as it is and hands the gradient through: no full-size pass
+    in either direction (``x + (q - x).detach()`` took two forward, and its values could differ
+    from ``q`` in the last bit). While exporting or compiling, that plain expression, which the
+    exporter and the compiler know."""
 
-    xd = x.detach()
     if plain_ops():
-        return x + (q - xd)
-    dense = q.is_contiguous() or q.is_contiguous(memory_format=torch.channels_last)
-    own = (not q.requires_grad and dense and q.dtype == xd.dtype and q.shape == xd.shape
-           and q.untyped_storage().data_ptr() != xd.untyped_storage().data_ptr())
-    return x + (q.sub_(xd) if own else q - xd)
+        return x + (q - x.detach())
+    if q.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+        q = q.clone()  # a format that returned its input: never hand back ``x``'s storage
+    # Passed boxed, not as an input, and detached (no view of another tensor): the output is then
+    # a tensor of its own to autograd, which later in-place ops may modify.
+    return _straight_through_function().apply(x, [q.detach()])
+
+
+_STE: list = []
+
+
+def _straight_through_function():
+    """The autograd function behind :func:`straight_through`, built on first use (importing this
+    module must not import torch)."""
+    if not _STE:
+        import torch
+
+        class StraightThrough(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x, box):
+                return box[0]
+
+            @staticmethod
+            def backward(ctx, grad):
+                return grad, None
+
+        _STE.append(StraightThrough)
+    return _STE[0]
 
 
 def to_blocks(x: torch.Tensor, block: int) -> tuple[torch.Tensor, int]:
@@ -212,8 +235,16 @@ def to_blocks(x: torch.Tensor, block: int) -> tuple[torch.Tensor, int]:
 
 
 def from_blocks(blocks: torch.Tensor, n: int, like: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`to_blocks`: drop the padding and restore ``like``'s shape."""
+    """Inverse of :func:`to_blocks`: drop the padding and restore ``like``'s shape, and in eager
+    mode its channels-last layout (image activations): a convolution fed the other layout converts
+    its input and its gradient, each a pass more."""
+    import torch
+
     rows = blocks.reshape(blocks.shape[0], -1)
     if rows.shape[1] != n:
         rows = rows[:, :n]
-    return rows.reshape(like.shape)
+    out = rows.reshape(like.shape)
+    if like.dim() == 4 and not plain_ops() and not like.is_contiguous() \
+            and like.is_contiguous(memory_format=torch.channels_last):
+        return out.contiguous(memory_format=torch.channels_last)
+    return out

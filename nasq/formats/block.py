@@ -73,7 +73,7 @@ class MXFloat(BlockFloat):
         blocks, n = to_blocks(x, self.block)
         s = self.block_scales(blocks)
         # Dividing and multiplying by a power of two is exact: all rounding is the element's.
-        return from_blocks(scale_back(round_float(blocks / s, self.element), s), n, x)
+        return from_blocks(scale_back(round_float(blocks / s, self.element, own=True), s), n, x)
 
 
 class NVFP4(BlockFloat):
@@ -106,4 +106,4 @@ class NVFP4(BlockFloat):
         y = blocks / torch.where(s > 0, s * t, torch.ones_like(s))
         # (code × block scale) is exact; one rounding when the tensor scale is applied, which a
         # second pass reproduces exactly (idempotence).
-        return from_blocks(scale_back(scale_back(round_float(y, E2M1), s), t), n, x)
+        return from_blocks(scale_back(scale_back(round_float(y, E2M1, own=True), s), t), n, x)

@@ -107,12 +107,14 @@ def floor_log2(a: torch.Tensor) -> torch.Tensor:
     return e - (a < p).to(a.dtype) + (a >= 2 * p).to(a.dtype)
 
 
-def round_float(y: torch.Tensor, layout: FloatLayout, *, cast: bool = True) -> torch.Tensor:
+def round_float(y: torch.Tensor, layout: FloatLayout, *, cast: bool = True, own: bool = False) -> torch.Tensor:
     """Round ``y`` to the nearest value of ``layout``, ties to even, saturating at
     ``±max_value`` (infinities too); NaN stays NaN. In eager mode this takes torch's own cast
     where the layout has one and ``cast`` is set (bit-exact with it), except FP8 from fp32 (torch
     converts to FP8 one value at a time on CPU: the bit arithmetic is faster), else fp32 bit
-    arithmetic; while exporting to ONNX it is :func:`round_float_ops`. All three agree exactly."""
+    arithmetic; while exporting to ONNX it is :func:`round_float_ops`. All three agree exactly.
+    ``own``: ``y`` is the caller's scratch tensor, which the bit arithmetic may clamp in place (one
+    full-size temporary fewer)."""
     import torch
 
     m = layout.max_value
@@ -122,7 +124,7 @@ def round_float(y: torch.Tensor, layout: FloatLayout, *, cast: bool = True) -> t
     if cast and layout.torch_dtype and not (fp32_bits and layout.torch_dtype not in _VECTORISED_CASTS):
         return y.clamp(-m, m).to(getattr(torch, layout.torch_dtype)).to(y.dtype)
     if fp32_bits:
-        return _round_float32_bits(y.clamp(-m, m), layout)
+        return _round_float32_bits(y.clamp_(-m, m) if own else y.clamp(-m, m), layout)
     return round_float_ops(y, layout)
 
 

@@ -61,7 +61,7 @@ class ScaledFloat(NumericFormat):
 
     def _quantize(self, x, amax):
         s = amax / self.max_value
-        return scale_back(round_float(x / s, self.layout), s)  # round_float's output is a new tensor
+        return scale_back(round_float(x / s, self.layout, own=True), s)  # its output is a new tensor
 
     def export_activation(self, x, amax):
         s = amax.clamp_min(MIN_AMAX) / self.max_value

@@ -199,3 +199,27 @@ def test_int8_activation_equals_torch_fake_quantize(unsigned):
     with torch.no_grad():
         plain = int8_activation_quant(x, amax, unsigned)
     assert torch.equal(plain.view(torch.int32), ref.detach().view(torch.int32))
+
+
+def test_straight_through_output_takes_in_place_ops():
+    """Its output is a tensor of its own to autograd (not a view made inside a custom function),
+    even when the quantizer returned a view, so a later in-place op works and keeps the gradient."""
+    x = torch.linspace(-2, 2, 12).requires_grad_()
+    q = torch.round(x.detach()).reshape(3, 4)[1:].reshape(-1)  # a view, as from_blocks returns
+    y = straight_through(x[4:], q)
+    assert torch.equal(y.detach(), q)
+    y.mul_(3).sum().backward()
+    assert torch.equal(x.grad, torch.tensor([0.0] * 4 + [3.0] * 8))
+
+
+
+@pytest.mark.parametrize("name", ["mxfp4", "nvfp4", "int4_g32"])
+def test_block_formats_keep_a_channels_last_activation_channels_last(name):
+    """Blocks run along C·H·W whatever the memory layout; the result comes back in the input's
+    channels-last layout (so the next convolution converts nothing), with the same values."""
+    fmt = get_format(name)
+    x = torch.randn(2, 8, 5, 5, generator=torch.Generator().manual_seed(6))
+    cl = x.contiguous(memory_format=torch.channels_last)
+    out = fmt.quantize(cl)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    assert torch.equal(bits(out), bits(fmt.quantize(x)))
