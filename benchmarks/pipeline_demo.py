@@ -22,12 +22,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import write_section  # noqa: E402
 
+from nasq.search.uncertainty import point_interval  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _interval(measured: dict) -> str:
-    low, high = measured.get("top1_ci_low"), measured.get("top1_ci_high")
-    return f"{measured['top1']:.2f}" + (f" [{low:.2f}, {high:.2f}]" if low is not None and high is not None else "")
+    bounds = point_interval(measured)
+    return f"{measured['top1']:.2f}" + ("" if bounds is None else f" [{bounds[0]:.2f}, {bounds[1]:.2f}]")
 
 
 def main() -> None:

@@ -7,6 +7,8 @@ from typing import Any
 
 from rich.table import Table
 
+from nasq.search.uncertainty import point_interval
+
 
 def _short(fmt: str) -> str:
     return fmt.split("_")[0]
@@ -20,8 +22,8 @@ def format_mix(point: Any) -> str:
 
 def top1_interval_text(point: Any) -> str:
     """``[82.1, 84.3]``: the measured top-1's 95 % interval, ``-`` where the front has none."""
-    low, high = point.measured.get("top1_ci_low"), point.measured.get("top1_ci_high")
-    return "-" if low is None or high is None else f"[{low:.1f}, {high:.1f}]"
+    bounds = point_interval(point.measured)
+    return "-" if bounds is None else f"[{bounds[0]:.1f}, {bounds[1]:.1f}]"
 
 
 def print_summary(result: Any, console: Any) -> None:

@@ -18,6 +18,7 @@ the same calibration set, so the interval of their *difference* is narrower than
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from nasq.search.pareto import Front
 
@@ -72,7 +73,13 @@ def annotate_front(front: Front, n_images: int, calib_std: float = 0.0) -> Front
     return front
 
 
+def point_interval(measured: Mapping[str, float]) -> tuple[float, float] | None:
+    """A point's measured ``(top1_ci_low, top1_ci_high)``, or None where it has none (an older
+    front, or no measured top-1)."""
+    low, high = measured.get(CI_LOW), measured.get(CI_HIGH)
+    return None if low is None or high is None else (low, high)
+
+
 def has_intervals(front: Front) -> bool:
-    """Whether every point of ``front`` carries ``top1_ci_low``/``top1_ci_high`` (an older front
-    or one without measured top-1 does not)."""
-    return bool(front.points) and all(CI_LOW in p.measured and CI_HIGH in p.measured for p in front.points)
+    """Whether every point of ``front`` carries its interval (:func:`point_interval`)."""
+    return bool(front.points) and all(point_interval(p.measured) is not None for p in front.points)

@@ -18,7 +18,7 @@ import numpy as np
 from nasq.errors import MissingDependencyError
 from nasq.files import atomic_write_text
 from nasq.search.pareto import Front
-from nasq.search.uncertainty import CI_HIGH, CI_LOW, has_intervals
+from nasq.search.uncertainty import CI_HIGH, CI_LOW, has_intervals, point_interval
 
 # columns of the optional ``others`` array: every evaluated subnet, drawn in grey
 OTHERS_COLUMNS = ("top1", "latency_ms", "size_mb")
@@ -174,8 +174,9 @@ def _hover(front: Front, i: int) -> str:
     values = "<br>".join(f"{m}: {p.value(m):.4g}" + (f" (pred {p.predicted[m]:.4g})" if m in p.measured
                                                      and m in p.predicted else "")
                          for m in front.objectives)
-    if "top1_ci_low" in p.measured and "top1_ci_high" in p.measured:
-        values += f"<br>top1 95 % interval: [{p.measured['top1_ci_low']:.2f}, {p.measured['top1_ci_high']:.2f}]"
+    bounds = point_interval(p.measured)
+    if bounds is not None:
+        values += f"<br>top1 95 % interval: [{bounds[0]:.2f}, {bounds[1]:.2f}]"
     return (f"<b>point {i}</b> {p.spec.short_key()}<br>{values}<br>depths "
             f"{'-'.join(map(str, p.spec.depths))}<br>formats (w/a): {p.formats_summary()}")
 
