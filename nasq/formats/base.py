@@ -70,10 +70,10 @@ class NumericFormat(abc.ABC):
                 return self._learned_step(x, amax)
         if amax is None:
             amax = x.detach().abs().amax()
-        q = self._quantize(x.detach(), amax.detach().clamp_min(MIN_AMAX))
+        amax = amax.detach().clamp_min(MIN_AMAX)
         if not x.requires_grad:  # evaluation: skip the straight-through bookkeeping
-            return q
-        return straight_through(x, q)
+            return self._quantize(x, amax)
+        return straight_through(x, self._training_quantize(x.detach(), amax))
 
     def quantize(self, x: torch.Tensor, amax: torch.Tensor | None = None) -> torch.Tensor:
         """Quantize-dequantize without autograd (for weight export and tests)."""
@@ -85,6 +85,11 @@ class NumericFormat(abc.ABC):
     @abc.abstractmethod
     def _quantize(self, x: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
         """Called by ``fake_quant`` with a detached tensor and a positive ``amax``."""
+
+    def _training_quantize(self, x: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
+        """``_quantize`` as training calls it (``x`` required grad): a format may take a cheaper
+        estimate of its scale there (``*_mse`` does); by default the same."""
+        return self._quantize(x, amax)
 
     def _learned_step(self, x: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
         """Called by ``fake_quant`` instead of ``_quantize`` when ``learns_scale`` is set and

@@ -23,7 +23,6 @@ from nasq.formats.base import (
     NumericFormat,
     from_blocks,
     plain_ops,
-    straight_through,
     to_blocks,
 )
 from nasq.formats.floatbits import snap_significand
@@ -154,16 +153,13 @@ class SymmetricInt(IntegerFormat):
     def _rounded(self, x, s):
         return (x * s.reciprocal()).round().clamp(-self.qmax, self.qmax) * s
 
-    def fake_quant(self, x, amax=None):
-        """As :meth:`NumericFormat.fake_quant`; in training (``x`` requires grad) an ``mse`` scale
-        is searched on a strided sample of ``x`` (:data:`MSE_TRAIN_SAMPLE`), 19 passes over the
-        whole activation being most of a training step's time otherwise."""
-        if self.scale_method != "mse" or not x.requires_grad:
-            return super().fake_quant(x, amax)
-        xd = x.detach()
-        amax = self._default_amax(xd, amax)
-        q = self._quantize(xd, amax, self._mse_amax(xd, amax, MSE_TRAIN_SAMPLE))
-        return straight_through(x, q)
+    def _training_quantize(self, x, amax):
+        """In training an ``mse`` scale is searched on a strided sample of ``x``
+        (:data:`MSE_TRAIN_SAMPLE`), 19 passes over the whole activation being most of a training
+        step's time otherwise."""
+        if self.scale_method != "mse":
+            return self._quantize(x, amax)
+        return self._quantize(x, amax, self._mse_amax(x, amax, MSE_TRAIN_SAMPLE))
 
     def _quantize(self, x, amax, clipped=None):
         import torch
