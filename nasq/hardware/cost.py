@@ -120,7 +120,7 @@ class CostModel:
     given; size and BOPs stay analytic.
 
     :meth:`score_genomes` gives the same values for a genome matrix by array lookups in the
-    space's :class:`~nasq.space.search_space.LayerTable`. Its measured latency comes from
+    space's :class:`~nasq.space.layer_table.LayerTable`. Its measured latency comes from
     ``latency_genomes`` (genomes -> ms), or, when ``latency_ms`` is the bound ``predict`` of an
     object that also has ``predict_genomes`` (a LatencyPredictor), from that; any other
     ``latency_ms`` is called on the decoded specs."""

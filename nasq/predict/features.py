@@ -6,7 +6,7 @@ one batch can score any other batch of the same space.
 
 Each encoder also has a genome-matrix twin in ``GENOME_FEATURES`` (same name, same values to the
 last bit, tested on random subnets of every catalog space): it takes a matrix of genomes and
-reads layer quantities from the space's :class:`~nasq.space.search_space.LayerTable`, so a whole
+reads layer quantities from the space's :class:`~nasq.space.layer_table.LayerTable`, so a whole
 population is encoded without a SubnetSpec per row. :func:`encode_genomes` falls back to decoding
 for an encoder without a twin or a space without a table.
 """

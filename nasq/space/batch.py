@@ -3,7 +3,7 @@
 A predictor-scored search hands each population's genome matrix to several consumers in one
 scoring call: the accuracy predictor's feature encoders, the cost model, the latency model (one
 per hardware target). Each needs the same tables of the matrix - its canonical rows, the stages'
-depths, which genes are active, the layer ids of :class:`~nasq.space.search_space.LayerTable`,
+depths, which genes are active, the layer ids of :class:`~nasq.space.layer_table.LayerTable`,
 where the activation format changes - and each used to compute them again (issue 17: the layer
 ids three times and the canonical rows four times per call). :meth:`SearchSpace.batch` gives
 every consumer the same :class:`GenomeBatch` for the same matrix, from a small cache keyed by

@@ -14,7 +14,7 @@ from nasq.predict.features import FEATURES, GENOME_FEATURES, encode
 from nasq.predict.fit import AccuracyPredictor, Recipe
 from nasq.predict.latency import LatencyPredictor, load_profile_predictor
 from nasq.space import SearchSpace
-from nasq.space.search_space import LayerTable
+from nasq.space.layer_table import LayerTable
 from nasq.specs import ConstraintSpec, SearchConfig
 
 SPACES = ("fused_fmnist", "mbconv_fmnist", "mbconv_small", "resnet_fmnist", "seq_fmnist", "vit_fmnist")
