@@ -201,6 +201,28 @@ def test_int8_activation_equals_torch_fake_quantize(unsigned):
     assert torch.equal(plain.view(torch.int32), ref.detach().view(torch.int32))
 
 
+@pytest.mark.parametrize("unsigned", [False, True])
+def test_int8_activation_in_range_skips_the_mask_and_agrees_with_torch(unsigned):
+    """Training's case: the scale from the tensor's own maximum, so every code lies inside and the
+    mask is skipped; values and gradient still equal torch's fused kernel's."""
+    from nasq.supernet.layers import int8_activation_quant, int8_activation_scale
+
+    gen = torch.Generator().manual_seed(10)
+    x = torch.randn(2, 8, 6, 6, generator=gen) * 2
+    x = x.clamp(0, 6) if unsigned else x
+    s = int8_activation_scale(x.abs().amax(), unsigned)
+    zero = torch.tensor(0 if unsigned else 128, dtype=torch.int32)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ref = torch.fake_quantize_per_tensor_affine(xa, s, zero, 0, 255)
+    out = int8_activation_quant(xb, None, unsigned)
+    assert out.grad_fn.all_inside  # the fast path is the one compared
+    assert torch.equal(out.detach().view(torch.int32), ref.detach().view(torch.int32))
+    g = torch.randn(x.shape, generator=gen)
+    ref.backward(g)
+    out.backward(g)
+    assert torch.equal(xb.grad, xa.grad)
+
+
 def test_straight_through_output_takes_in_place_ops():
     """Its output is a tensor of its own to autograd (not a view made inside a custom function),
     even when the quantizer returned a view, so a later in-place op works and keeps the gradient."""
