@@ -41,6 +41,9 @@ class NumericFormat(abc.ABC):
     kind: FormatKind
     export_mode: ExportMode = "dequantized"
     learns_scale: bool = False  # LSQ: gradients reach an ``amax`` that requires grad
+    # False where ``_quantize`` reads only ``amax``'s shape, or nothing of it (block and group
+    # scales, ranges measured on the tensor): ``fake_quant`` then skips measuring the maximum
+    reads_amax: bool = True
 
     @property
     def is_identity(self) -> bool:
@@ -69,7 +72,7 @@ class NumericFormat(abc.ABC):
             if torch.is_grad_enabled():
                 return self._learned_step(x, amax)
         if amax is None:
-            amax = x.detach().abs().amax()
+            amax = x.detach().abs().amax() if self.reads_amax else x.detach().new_ones(())
         amax = amax.detach().clamp_min(MIN_AMAX)
         if not x.requires_grad:  # evaluation: skip the straight-through bookkeeping
             return self._quantize(x, amax)

@@ -57,6 +57,7 @@ class BlockFloat(NumericFormat):
 
 class MXFloat(BlockFloat):
     scale_bits = E8M0_BITS
+    reads_amax = False
 
     def __init__(self, name: str, element: FloatLayout, block: int = MX_BLOCK):
         super().__init__(name, element, block)

@@ -231,6 +231,8 @@ class GroupInt(IntegerFormat):
     elements along each row (dim 0 × the rest; zero-padded), whatever ``amax`` says. Scales are
     fp32 with an 11-bit significand, so re-quantizing recovers them exactly (idempotence)."""
 
+    reads_amax = False
+
     def __init__(self, name: str, bits: int, group_size: int):
         super().__init__(name, bits)
         if group_size < 2:
@@ -288,6 +290,7 @@ class AsymmetricInt(IntegerFormat):
     point (idempotence). Storage: an fp32 scale and a ``bits``-bit zero point per scale."""
 
     signed = False
+    reads_amax = False  # only its shape
 
     def __init__(self, name: str, bits: int):
         super().__init__(name, bits)

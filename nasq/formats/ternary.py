@@ -31,6 +31,7 @@ class Ternary(SymmetricInt):
     (nasq.export.refine) export as they are."""
 
     weight_only = True
+    reads_amax = False  # only its shape: the scale is the rows' absmean
 
     def __init__(self, name: str = "ternary"):
         super().__init__(name, 2)
