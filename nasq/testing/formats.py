@@ -1,5 +1,6 @@
 """Contract of a NumericFormat: idempotent, straight-through gradient, bounded levels, bits,
-export values, integer codes, per-channel weights and (for LSQ formats) learned-step gradients."""
+export values, integer codes, per-channel weights, (for LSQ formats) learned-step gradients, and
+(for formats marked ``reads_amax = False``) values that do not depend on ``amax``."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ def check_format(name: str, seed: int = 0) -> None:
         _check_codes(fmt, x)
     if fmt.learns_scale:
         _check_learned_step(fmt, x)
+    if not fmt.reads_amax:
+        _check_ignores_amax(fmt, x.reshape(4, 16, 8, 8))
 
 
 def _check_bits(fmt: NumericFormat) -> None:
@@ -90,3 +93,11 @@ def _check_learned_step(fmt: NumericFormat, x: torch.Tensor) -> None:
     assert amax.grad is not None and torch.isfinite(amax.grad) and amax.grad != 0, f"{fmt.name}: no step gradient"
     outside = x.abs() > amax.detach() * 1.01
     assert outside.any() and (xg.grad[outside] == 0).all(), f"{fmt.name}: clipped inputs must get no gradient"
+
+
+def _check_ignores_amax(fmt: NumericFormat, x: torch.Tensor) -> None:
+    """``reads_amax = False`` lets fake_quant skip measuring the tensor's maximum: the values must
+    then be the same whatever ``amax`` holds (only its shape may count)."""
+    measured = fmt.quantize(x, x.abs().amax())
+    for amax in (None, torch.tensor(123.0), torch.tensor(1e-3)):
+        assert torch.equal(fmt.quantize(x, amax), measured), f"{fmt.name}: reads_amax is False but amax changes the values"
