@@ -197,9 +197,19 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
                                          seed=i, device=device, adamw=transformer) for i, s in enumerate(specs)])
         out.update(tau=kendall_tau(shared, alone), inherited=shared.tolist(), alone=alone.tolist(),
                    finetune_s=time.perf_counter() - t1)
+        print(f"{name} {N_RANKED} subnets, inherited top-1: {' '.join(f'{v:.2f}' for v in shared)}\n"
+              f"{name} {N_RANKED} subnets, fine-tuned alone: {' '.join(f'{v:.2f}' for v in alone)}", flush=True)
     print(f"{name:<14} {recipe:<6} train {train_s:6.0f} s  largest fp32 {largest:5.2f} % (alone "
           f"{out['largest_alone']:5.2f} %)  smallest int4 {smallest:5.2f} %  tau {out['tau']:.2f}", flush=True)
     return out
+
+
+def _spread(row: dict) -> str:
+    """Max - min top-1 of the ranked subnets, inherited and fine-tuned alone: next to tau, how much
+    signal the ranking had against the validation split's noise."""
+    if "inherited" not in row:
+        return "-"
+    return f"{np.ptp(row['inherited']):.2f} / {np.ptp(row['alone']):.2f}"
 
 
 def main() -> None:
@@ -248,10 +258,11 @@ def main() -> None:
             + "Goals: largest >= 92 % (conv) / >= 90 % (transformers), smallest int4 >= 88 %, "
             "tau >= 0.8.\n\n"
             "| space | family | recipe | epochs | training (s) | largest fp32 top-1 | largest trained alone | "
-            "smallest int4 top-1 | Kendall tau (12 subnets) |\n|---|---|---|---|---|---|---|---|---|\n")
+            "smallest int4 top-1 | Kendall tau (12 subnets) | spread of the 12, inherited / alone (pts) |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n")
     body += "".join(f"| {r['space']} | {r['family']} | {r['recipe']} | {r['epochs']:g} | {r['train_s']:.0f} | "
                     f"{r['largest']:.2f} % | {_pct(r['largest_alone'])} | {r['smallest']:.2f} % | "
-                    f"{_num(r['tau'])} |\n" for r in rows)
+                    f"{_num(r['tau'])} | {_spread(r)} |\n" for r in rows)
     if args.note:
         body += "\n" + args.note + "\n"
     if not args.no_write:
