@@ -7,8 +7,9 @@ inside the quantizing methods only.
 from __future__ import annotations
 
 import abc
+import functools
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from nasq.formats.floatbits import FP32, FloatLayout
 from nasq.registry import Registry
@@ -202,26 +203,22 @@ def straight_through(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return _straight_through_function().apply(x, [q.detach()])
 
 
-_STE: list = []
-
-
-def _straight_through_function():
+@functools.cache
+def _straight_through_function() -> Any:
     """The autograd function behind :func:`straight_through`, built on first use (importing this
     module must not import torch)."""
-    if not _STE:
-        import torch
+    import torch
 
-        class StraightThrough(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx, x, box):
-                return box[0]
+    class StraightThrough(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, box):
+            return box[0]
 
-            @staticmethod
-            def backward(ctx, grad):
-                return grad, None
+        @staticmethod
+        def backward(ctx, grad):
+            return grad, None
 
-        _STE.append(StraightThrough)
-    return _STE[0]
+    return StraightThrough
 
 
 def to_blocks(x: torch.Tensor, block: int) -> tuple[torch.Tensor, int]:

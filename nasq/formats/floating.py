@@ -17,6 +17,7 @@ runtimes with FP8 kernels. FP6/FP4 are rounded with elementwise ops traced from 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -85,30 +86,25 @@ def fp8_qdq(x: torch.Tensor, scale: torch.Tensor, layout: FloatLayout) -> torch.
     return _fp8_function().apply(x, scale, layout.torch_dtype)
 
 
-_FUNCTION: Any = None
-
-
+@functools.cache
 def _fp8_function() -> Any:
     """The autograd Function is built on first use: defining it needs torch at import time."""
-    global _FUNCTION
-    if _FUNCTION is None:
-        import torch
+    import torch
 
-        class Fp8QDQ(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx, x, scale, dtype_name):
-                return round_float(x / scale, _ONNX_FP8[dtype_name]) * scale
+    class Fp8QDQ(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, scale, dtype_name):
+            return round_float(x / scale, _ONNX_FP8[dtype_name]) * scale
 
-            @staticmethod
-            def backward(ctx, grad):  # straight through; the scale is calibrated, not learned
-                return grad, None, None
+        @staticmethod
+        def backward(ctx, grad):  # straight through; the scale is calibrated, not learned
+            return grad, None, None
 
-            @staticmethod
-            def symbolic(g, x, scale, dtype_name):
-                return _fp8_symbolic(g, x, scale, _ONNX_FP8[dtype_name])
+        @staticmethod
+        def symbolic(g, x, scale, dtype_name):
+            return _fp8_symbolic(g, x, scale, _ONNX_FP8[dtype_name])
 
-        _FUNCTION = Fp8QDQ
-    return _FUNCTION
+    return Fp8QDQ
 
 
 def _fp8_symbolic(g: Any, x: Any, scale: Any, layout: FloatLayout) -> Any:
