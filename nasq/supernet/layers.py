@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasq.formats import NumericFormat, Passthrough, ScaledFloat, SymmetricInt, get_format
+from nasq.formats import MIN_AMAX, NumericFormat, Passthrough, ScaledFloat, SymmetricInt, get_format
+from nasq.formats.base import plain_ops, straight_through
 
 
 def per_channel_amax(w: torch.Tensor) -> torch.Tensor:
@@ -57,6 +58,28 @@ def int8_activation_quant(x: torch.Tensor, amax: torch.Tensor | None, unsigned: 
         return _Int8FakeQuant.apply(x, scale, lo, lo + 255)
     zero = torch.zeros((), dtype=torch.int32) if unsigned else torch.full((), 128, dtype=torch.int32)
     return torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 255)
+
+
+def unsigned_grid(fmt: NumericFormat) -> bool:
+    """Activations in this format take :func:`unsigned_activation_quant` where the input is a ReLU6
+    output: a symmetric integer narrower than int8 with a max-derived scale. A post-ReLU6 tensor has
+    no negative values, and the signed grid would spend half its codes on them (int4: 8 levels
+    used of 15, against 16 on the unsigned grid); int8 has its own unsigned path."""
+    return (isinstance(fmt, SymmetricInt) and not int8_activation(fmt) and fmt.scale_method == "max"
+            and not fmt.learns_scale)
+
+
+def unsigned_activation_quant(x: torch.Tensor, amax: torch.Tensor | None, bits: int) -> torch.Tensor:
+    """A post-ReLU6 activation on the unsigned grid: codes ``0..2**bits - 1`` (zero point 0), step
+    ``min(amax, 6) / (2**bits - 1)``; ``amax`` None means the tensor's own max. Gradients pass
+    straight through; exported as Div, Round, Clip and Mul."""
+    n = 2 ** bits - 1
+    if amax is None:
+        amax = x.detach().amax()
+    s = (amax.detach().float().clamp(MIN_AMAX, RELU6_MAX) / n).reshape(())
+    if plain_ops() or not x.requires_grad:
+        return (x / s).round().clamp(0, n) * s
+    return straight_through(x, (x.detach() / s).round_().clamp_(0, n).mul_(s))
 
 
 class _Int8FakeQuant(torch.autograd.Function):
@@ -130,6 +153,8 @@ class ActQuant(nn.Module):
         """Called by ``forward`` when active; ``amax`` None means the tensor's own max."""
         if self.int8:
             return int8_activation_quant(x, amax, self.unsigned)
+        if self.unsigned and unsigned_grid(self.fmt):
+            return unsigned_activation_quant(x, amax, self.fmt.bits)
         return self.fmt.fake_quant(x, amax)
 
 
@@ -294,6 +319,9 @@ class StaticQConv(nn.Module):
         if self.int8_input:
             amax = self.a_amax if self.exporting or float(self.a_amax) > 0 else None
             return int8_activation_quant(x, amax, self.a_unsigned)
+        if self.a_unsigned and unsigned_grid(a_fmt):
+            amax = self.a_amax if self.exporting or float(self.a_amax) > 0 else None
+            return unsigned_activation_quant(x, amax, a_fmt.bits)
         if self.exporting:
             return a_fmt.export_activation(x, self.a_amax)
         return a_fmt.fake_quant(x, self.a_amax if float(self.a_amax) > 0 else None)

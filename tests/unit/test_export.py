@@ -261,6 +261,39 @@ def test_narrow_range_fake_quant_exports_exactly_and_only_inside_export_onnx(tmp
         torch.onnx.export(_NarrowFakeQuant(), x, str(tmp_path / "plain.onnx"), dynamo=False, opset_version=17)
 
 
+def _identity_conv(channels: int) -> torch.nn.Conv2d:
+    conv = torch.nn.Conv2d(channels, channels, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.eye(channels).reshape(channels, channels, 1, 1))
+    return conv
+
+
+def test_int4_activation_after_relu6_takes_the_unsigned_grid_in_eval_training_and_onnx(tmp_path):
+    """A post-ReLU6 int4 input uses codes 0..15 (step 6/15), the signed grid only 0..7: the same
+    values in the static layer, in the supernet's quantizer while training, and in onnxruntime."""
+    from nasq.supernet.layers import ActQuant
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.nn.functional.relu6(torch.randn(1, 4, 16, 16, generator=g) * 3)
+    unsigned = StaticQConv(_identity_conv(4), "fp32", "int4", torch.tensor(6.0), a_unsigned=True).eval()
+    signed = StaticQConv(_identity_conv(4), "fp32", "int4", torch.tensor(6.0)).eval()
+    with torch.no_grad():
+        want, coarse = unsigned(x), signed(x)
+    assert torch.equal(torch.unique(want), torch.arange(16) * torch.tensor(6.0 / 15))
+    assert len(torch.unique(coarse)) == 8
+    assert (want - x).abs().max() <= 6.0 / 30 + 1e-6 < (coarse - x).abs().max()
+    q = ActQuant()
+    q.set_format("int4")
+    q.unsigned = True
+    xg = x.clone().requires_grad_(True)
+    trained = q.train()(xg)  # its own max: 6 here, so the same grid as the calibrated layer
+    assert torch.equal(trained.detach(), want)
+    trained.sum().backward()
+    assert torch.equal(xg.grad, torch.ones_like(x))
+    export_onnx(unsigned, x, tmp_path / "u4.onnx")
+    np.testing.assert_array_equal(_run(_session(tmp_path / "u4.onnx"), x.numpy()), want.numpy())
+
+
 def test_fp8_activation_export_equals_fake_quant():
     """The elementwise FP8 rounding used for export gives fake_quant's values exactly (in torch),
     including subnormals, saturation and both signs."""
