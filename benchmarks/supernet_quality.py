@@ -2,8 +2,9 @@
 
 * top-1 of the largest fp32 subnet and of the smallest int4 subnet with inherited weights
   (batch norm and activation ranges recalibrated, nothing else trained);
-* beside it, the same largest architecture trained alone from scratch for the same number of
-  steps (the same schedule, augmentation and label smoothing; plain cross-entropy, no subnets);
+* beside each, the same architecture (and formats) trained alone from scratch for the same number
+  of steps (the same schedule, augmentation and label smoothing; plain cross-entropy, no other
+  subnets), recalibrated and evaluated the same way;
 * Kendall tau between the inherited-weight top-1 of 12 seeded random subnets and the top-1 of
   the same 12 subnets fine-tuned alone (extracted, then trained with their formats' fake
   quantization for a fixed number of steps; ``--finetune-steps 0`` skips it).
@@ -17,8 +18,9 @@ overrides the preset's (custom: 2). The optimizer is picked by family: SGD for t
 AdamW for the transformers. Progress is printed as a status line every ``--progress-s`` seconds.
 
 Goals: largest >= 92 % (mbconv, resnet), >= 90 % (vit, sequence), smallest int4 >= 88 %, tau >= 0.8,
-each beside the architecture trained alone. Top-1 is measured on a held-out validation split of
-the training set. Needs torch, numpy, pydantic and pyyaml only (it runs on
+each beside the architecture trained alone. Top-1 is measured on Fashion-MNIST's 10,000-image
+test split (``--eval-on val``: the validation split held out of the training set); the 12 subnets
+are fine-tuned alone on the same batches in the same order, so their ranking is paired. Needs torch, numpy, pydantic and pyyaml only (it runs on
 the GPU machine). Prints the figures and writes them to docs/benchmarks.md ("Supernet quality").
 """
 
@@ -56,6 +58,7 @@ from nasq.supernet.train import (  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 N_RANKED = 12
+Held = tuple[np.ndarray, np.ndarray]  # the images and labels every top-1 here is measured on
 
 
 def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
@@ -73,7 +76,7 @@ def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
     return float((conc - disc) / denom) if denom else 0.0
 
 
-def finetune_alone(net: Supernet, spec: SubnetSpec, splits: data_mod.Splits, calib: list[torch.Tensor],
+def finetune_alone(net: Supernet, spec: SubnetSpec, splits: data_mod.Splits, held: Held, calib: list[torch.Tensor],
                    steps: int, batch: int, lr: float, seed: int, device: torch.device, adamw: bool = False) -> float:
     """Extract ``spec`` with inherited weights and train it alone for ``steps`` SGD steps."""
     net.set_active(spec)
@@ -91,7 +94,7 @@ def finetune_alone(net: Supernet, spec: SubnetSpec, splits: data_mod.Splits, cal
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return accuracy(model.cpu(), splits.val_x, splits.val_y)
+    return accuracy(model.cpu(), *held)
 
 
 class Status:
@@ -117,19 +120,23 @@ class Status:
             self.lines.finish()
 
 
-def train_alone(space: SearchSpace, splits: data_mod.Splits, cfg: TrainConfig, every_s: float) -> tuple[float, float]:
-    """The largest subnet as a network of its own, from scratch, trained for the supernet's steps
-    with its schedule, data order, augmentation and label smoothing: plain cross-entropy, no
-    other subnets. Returns (top-1, seconds)."""
+def train_alone(space: SearchSpace, which: str, splits: data_mod.Splits, held: Held, cfg: TrainConfig,
+                calib: list[torch.Tensor], every_s: float) -> tuple[float, float]:
+    """The ``which`` (largest or smallest) subnet as a network of its own (a fresh supernet with only it active, its formats' fake
+    quantization included), from scratch, trained for the supernet's steps with its schedule,
+    data order, augmentation and label smoothing: plain cross-entropy, no other subnets. Evaluated
+    as the inherited subnets are (batch norm and activation ranges recalibrated on ``calib``).
+    Returns (top-1, seconds)."""
+    spec = space.largest() if which == "largest" else space.smallest()
     torch.manual_seed(0)
     net = Supernet(space)
-    net.set_active(space.largest())
+    net.set_active(spec)
     device = resolve_device(cfg)
-    model = net.extract().to(device).train()
-    opt = make_optimizer(model, cfg)
+    net.to(device).train()
+    opt = make_optimizer(net, cfg)
     x, y = torch.from_numpy(splits.train_x).to(device), torch.from_numpy(splits.train_y).to(device)
     total, per_epoch = total_steps(cfg, len(y))
-    augment, status = cfg.augment and augments(space), Status("trained alone", total, every_s)
+    augment, status = cfg.augment and augments(space), Status(f"{which} alone", total, every_s)
     t0, order, order_epoch = time.perf_counter(), None, -1
     for step in range(total):
         epoch, lo = divmod(step, per_epoch)
@@ -139,21 +146,22 @@ def train_alone(space: SearchSpace, splits: data_mod.Splits, cfg: TrainConfig, e
         xb = crop_flip(x[idx], cfg.seed, step) if augment else x[idx]
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step, total)
-        loss = F.cross_entropy(model(xb), y[idx], label_smoothing=cfg.label_smoothing)
+        loss = F.cross_entropy(net(xb), y[idx], label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         opt.step()
         status(step + 1, total, float(loss.detach()))
     status.finish()
     seconds = time.perf_counter() - t0
-    return accuracy(model.eval().cpu(), splits.val_x, splits.val_y), seconds
+    net.cpu().eval()
+    return inherited(net, spec, held, calib), seconds
 
 
-def inherited(net: Supernet, spec: SubnetSpec, splits: data_mod.Splits, calib: list[torch.Tensor]) -> float:
+def inherited(net: Supernet, spec: SubnetSpec, held: Held, calib: list[torch.Tensor]) -> float:
     net.set_active(spec)
     net.calibrate(calib)
-    return accuracy(net, splits.val_x, splits.val_y)
+    return accuracy(net, *held)
 
 
 def train_config(space: SearchSpace, recipe: str, args: argparse.Namespace) -> TrainConfig:
@@ -181,26 +189,32 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
     train_s = time.perf_counter() - t0
     calib = calibration_batches(splits.train_x, 1024, 256, seed=1)
     net.eval()
-    largest, smallest = inherited(net, space.largest(), splits, calib), inherited(net, space.smallest(), splits, calib)
+    held = (splits.test_x, splits.test_y) if args.eval_on == "test" else (splits.val_x, splits.val_y)
+    largest, smallest = inherited(net, space.largest(), held, calib), inherited(net, space.smallest(), held, calib)
     out = {"space": name, "family": space.family, "recipe": recipe, "epochs": cfg.epochs, "train_s": train_s,
            "steps": res.steps, "device": res.device, "largest": largest, "smallest": smallest,
-           "smallest_key": space.smallest().key(), "tau": float("nan"), "largest_alone": float("nan"), "alone_s": 0.0}
+           "smallest_key": space.smallest().key(), "tau": float("nan"), "largest_alone": float("nan"),
+           "smallest_alone": float("nan"), "alone_s": 0.0, "smallest_alone_s": 0.0}
     if not args.no_alone:
-        out["largest_alone"], out["alone_s"] = train_alone(space, splits, cfg, args.progress_s)
+        out["largest_alone"], out["alone_s"] = train_alone(space, "largest", splits, held, cfg, calib, args.progress_s)
+        out["smallest_alone"], out["smallest_alone_s"] = train_alone(space, "smallest", splits, held, cfg, calib,
+                                                                     args.progress_s)
     if args.finetune_steps > 0:
         specs = space.sample_unique(np.random.default_rng(7), N_RANKED)
-        shared = np.array([inherited(net, s, splits, calib) for s in specs])
+        shared = np.array([inherited(net, s, held, calib) for s in specs])
         device = resolve_device(cfg)
         t1 = time.perf_counter()
         lr = args.finetune_lr / 10 if transformer else args.finetune_lr
-        alone = np.array([finetune_alone(net, s, splits, calib, args.finetune_steps, args.batch_size, lr,
-                                         seed=i, device=device, adamw=transformer) for i, s in enumerate(specs)])
+        # one seed for all: every subnet is fine-tuned on the same batches in the same order (paired)
+        alone = np.array([finetune_alone(net, s, splits, held, calib, args.finetune_steps, args.batch_size, lr,
+                                         seed=0, device=device, adamw=transformer) for s in specs])
         out.update(tau=kendall_tau(shared, alone), inherited=shared.tolist(), alone=alone.tolist(),
                    finetune_s=time.perf_counter() - t1)
         print(f"{name} {N_RANKED} subnets, inherited top-1: {' '.join(f'{v:.2f}' for v in shared)}\n"
               f"{name} {N_RANKED} subnets, fine-tuned alone: {' '.join(f'{v:.2f}' for v in alone)}", flush=True)
     print(f"{name:<14} {recipe:<6} train {train_s:6.0f} s  largest fp32 {largest:5.2f} % (alone "
-          f"{out['largest_alone']:5.2f} %)  smallest int4 {smallest:5.2f} %  tau {out['tau']:.2f}", flush=True)
+          f"{out['largest_alone']:5.2f} %)  smallest int4 {smallest:5.2f} % (alone {out['smallest_alone']:5.2f} %)  "
+          f"tau {out['tau']:.2f}", flush=True)
     return out
 
 
@@ -218,7 +232,7 @@ def main() -> None:
     ap.add_argument("--recipe", nargs="+", default=["custom"], choices=["custom", "demo", "full"],
                     help="TrainConfig presets, one row each (custom: today's plain recipe)")
     ap.add_argument("--epochs", type=float, default=None, help="override the recipe's epochs (custom: 2)")
-    ap.add_argument("--no-alone", action="store_true", help="skip the largest architecture trained alone")
+    ap.add_argument("--no-alone", action="store_true", help="skip the largest and smallest subnets trained alone")
     ap.add_argument("--progress-s", type=float, default=30.0, help="seconds between status lines")
     ap.add_argument("--section", default="supernet-quality", help="docs/benchmarks.md section to write")
     ap.add_argument("--note", default="", help="a reading to write under the table")
@@ -229,6 +243,9 @@ def main() -> None:
     ap.add_argument("--finetune-lr", type=float, default=0.01)
     ap.add_argument("--train-limit", type=int, default=None, help="use only this many training images")
     ap.add_argument("--val-size", type=int, default=5000)
+    ap.add_argument("--eval-on", default="test", choices=["test", "val"],
+                    help="measure top-1 on the 10,000-image test split (default; nothing here is tuned on it) "
+                         "or on the validation split held out of the training images")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--data", default=None, help="Fashion-MNIST folder (default: the Debian package's)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
@@ -244,24 +261,26 @@ def main() -> None:
     where = torch.cuda.get_device_name() if rows[0]["device"] == "cuda" else f"CPU ({torch.get_num_threads()} torch threads)"
     cmd = (f"python benchmarks/supernet_quality.py --recipe {' '.join(args.recipe)}"
            + (f" --epochs {args.epochs:g}" if args.epochs is not None else "")
-           + f" --finetune-steps {args.finetune_steps}"
+           + f" --finetune-steps {args.finetune_steps} --eval-on {args.eval_on}"
            + (f" --train-limit {args.train_limit}" if args.train_limit else "") + (" --no-alone" if args.no_alone else ""))
     body = (f"`{cmd}` on **{where}**, load average at the end {' '.join(load)}. Fashion-MNIST "
-            f"({len(splits.train_y)} training images, top-1 on {len(splits.val_y)} held-out validation images). "
+            f"({len(splits.train_y)} training images, top-1 on the {held_note(splits, args.eval_on)}). "
             "Supernet trained with the sandwich rule and in-place distillation under the named TrainConfig recipe "
             f"(SGD lr {args.lr:g} for conv families, AdamW lr {args.adamw_lr:g} for transformers); inherited weights "
-            "are recalibrated (batch norm, activation ranges) on 1024 training images. \"alone\": the largest "
-            "architecture trained from scratch by itself for the same steps and recipe (schedule, augmentation, "
-            "label smoothing), cross-entropy on the labels, no other subnets. "
+            "are recalibrated (batch norm, activation ranges) on 1024 training images. \"alone\": the same "
+            "architecture and formats trained from scratch by itself for the same steps and recipe (schedule, "
+            "augmentation, label smoothing), cross-entropy on the labels, no other subnets, then recalibrated "
+            "and evaluated the same way. "
             + (f"Tau: the {N_RANKED} ranked subnets fine-tuned alone for {args.finetune_steps} steps of batch "
                f"{args.batch_size}. " if args.finetune_steps > 0 else "Tau not measured (`--finetune-steps 0`). ")
             + "Goals: largest >= 92 % (conv) / >= 90 % (transformers), smallest int4 >= 88 %, "
             "tau >= 0.8.\n\n"
             "| space | family | recipe | epochs | training (s) | largest fp32 top-1 | largest trained alone | "
-            "smallest int4 top-1 | Kendall tau (12 subnets) | spread of the 12, inherited / alone (pts) |\n"
-            "|---|---|---|---|---|---|---|---|---|---|\n")
+            "smallest int4 top-1 | smallest trained alone | Kendall tau (12 subnets) | spread of the 12, inherited / alone (pts) |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|\n")
     body += "".join(f"| {r['space']} | {r['family']} | {r['recipe']} | {r['epochs']:g} | {r['train_s']:.0f} | "
                     f"{r['largest']:.2f} % | {_pct(r['largest_alone'])} | {r['smallest']:.2f} % | "
+                    f"{_pct(r.get('smallest_alone', float('nan')))} | "
                     f"{_num(r['tau'])} | {_spread(r)} |\n" for r in rows)
     if args.note:
         body += "\n" + args.note + "\n"
@@ -269,6 +288,11 @@ def main() -> None:
         title = "## Supernet quality" if args.section == "supernet-quality" else f"### Supernet quality: {args.section}"
         doc = write_section(args.section, f"{title}\n\n" + body)
         print(f"written to {doc}")
+
+
+def held_note(splits: data_mod.Splits, eval_on: str) -> str:
+    return (f"{len(splits.test_y)}-image test split" if eval_on == "test"
+            else f"{len(splits.val_y)} validation images held out of the training split")
 
 
 def _pct(v: float) -> str:
