@@ -596,7 +596,9 @@ class TrainConfig(Frozen):
     budget with the cheap wins: label smoothing 0.1, linear warm-up over the first 5 % of the
     epochs), ``full`` (the benchmark's full-length run: 10 epochs, label smoothing 0.1, 5 %
     warm-up; ``augment`` stays off, as it lost points at the budgets measured). No preset picks the optimizer: the transformer families
-    (vit, sequence) want ``optimizer: adamw, lr: 0.001, weight_decay: 0.05``.
+    (vit, sequence) want ``optimizer: adamw, lr: 0.001, weight_decay: 0.05`` and, at budgets of a
+    few epochs, ``distill: false`` (in-place distillation cost them several points; see
+    docs/benchmarks.md, supernet-full5-seq).
     ``warmup_epochs``: linear warm-up from ``lr / warm-up steps`` to ``lr``, then the cosine over
     the rest; ``label_smoothing``: on the hard-label losses (the largest subnet's, and every
     subnet's with ``distill: false``); ``augment``: for image inputs only, a random crop of the
