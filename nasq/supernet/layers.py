@@ -77,9 +77,10 @@ def unsigned_activation_quant(x: torch.Tensor, amax: torch.Tensor | None, bits: 
     if amax is None:
         amax = x.detach().amax()
     s = (amax.detach().float().clamp(MIN_AMAX, RELU6_MAX) / n).reshape(())
-    if plain_ops() or not x.requires_grad:
+    if plain_ops():
         return (x / s).round().clamp(0, n) * s
-    return straight_through(x, (x.detach() / s).round_().clamp_(0, n).mul_(s))
+    q = (x.detach() / s).round_().clamp_(0, n).mul_(s)  # one allocation: the rest in place
+    return straight_through(x, q) if x.requires_grad else q
 
 
 class _Int8FakeQuant(torch.autograd.Function):
