@@ -83,6 +83,17 @@ def unsigned_activation_quant(x: torch.Tensor, amax: torch.Tensor | None, bits: 
     return straight_through(x, q) if x.requires_grad else q
 
 
+def activation_quant(fmt: NumericFormat, x: torch.Tensor, amax: torch.Tensor | None, unsigned: bool) -> torch.Tensor:
+    """An activation in ``fmt`` as training, evaluation and export compute it: int8 as one
+    QuantizeLinear/DequantizeLinear pair, a narrower integer after a ReLU6 (``unsigned``) on the
+    unsigned grid, else the format's own fake quantizer. ``amax`` None: the tensor's own max."""
+    if int8_activation(fmt):
+        return int8_activation_quant(x, amax, unsigned)
+    if unsigned and unsigned_grid(fmt):
+        return unsigned_activation_quant(x, amax, fmt.bits)
+    return fmt.fake_quant(x, amax)
+
+
 class _Int8FakeQuant(torch.autograd.Function):
     """torch's ``fake_quantize_per_tensor_affine`` (codes 0..255 around a zero point), values and
     gradient bit for bit, in three in-place passes: on a CPU the fused kernel took longer than the
@@ -152,11 +163,7 @@ class ActQuant(nn.Module):
 
     def _quantize(self, x: torch.Tensor, amax: torch.Tensor | None) -> torch.Tensor:
         """Called by ``forward`` when active; ``amax`` None means the tensor's own max."""
-        if self.int8:
-            return int8_activation_quant(x, amax, self.unsigned)
-        if self.unsigned and unsigned_grid(self.fmt):
-            return unsigned_activation_quant(x, amax, self.fmt.bits)
-        return self.fmt.fake_quant(x, amax)
+        return activation_quant(self.fmt, x, amax, self.unsigned)
 
 
 def integer_kernel(w_format: str, a_format: str) -> bool:
@@ -317,15 +324,10 @@ class StaticQConv(nn.Module):
         a_fmt = get_format(self.a_format)
         if a_fmt.is_identity:
             return x
-        if self.int8_input:
-            amax = self.a_amax if self.exporting or float(self.a_amax) > 0 else None
-            return int8_activation_quant(x, amax, self.a_unsigned)
-        if self.a_unsigned and unsigned_grid(a_fmt):
-            amax = self.a_amax if self.exporting or float(self.a_amax) > 0 else None
-            return unsigned_activation_quant(x, amax, a_fmt.bits)
-        if self.exporting:
+        if self.exporting and not (self.int8_input or self.a_unsigned and unsigned_grid(a_fmt)):
             return a_fmt.export_activation(x, self.a_amax)
-        return a_fmt.fake_quant(x, self.a_amax if float(self.a_amax) > 0 else None)
+        amax = self.a_amax if self.exporting or float(self.a_amax) > 0 else None
+        return activation_quant(a_fmt, x, amax, self.a_unsigned)
 
     def compute(self, x: torch.Tensor, norm: nn.BatchNorm2d | None = None) -> torch.Tensor:
         """Input quantizer and the layer's op on (fake-)quantized weights, before any requantizer;
