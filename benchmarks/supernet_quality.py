@@ -288,7 +288,7 @@ def main() -> None:
             "|---|---|---|---|---|---|---|---|---|---|---|\n")
     body += "".join(f"| {r['space']} | {r['family']} | {r['recipe']} | {r['epochs']:g} | {r['train_s']:.0f} | "
                     f"{r['largest']:.2f} % | {_pct(r['largest_alone'])} | {r['smallest']:.2f} % | "
-                    f"{_pct(r.get('smallest_alone', float('nan')))} | "
+                    f"{_pct(r['smallest_alone'])} | "
                     f"{_num(r['tau'])} | {_spread(r)} |\n" for r in rows)
     if args.note:
         body += "\n" + args.note + "\n"
