@@ -27,6 +27,7 @@ the GPU machine). Prints the figures and writes them to docs/benchmarks.md ("Sup
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -41,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _report import write_section  # noqa: E402
 
 from nasq import data as data_mod  # noqa: E402
+from nasq.files import atomic_write_text  # noqa: E402
 from nasq.space import SearchSpace, SubnetSpec  # noqa: E402
 from nasq.specs import DataConfig, TrainConfig  # noqa: E402
 from nasq.supernet.augment import crop_flip  # noqa: E402
@@ -94,7 +96,7 @@ def finetune_alone(net: Supernet, spec: SubnetSpec, splits: data_mod.Splits, hel
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return accuracy(model.cpu(), *held)
+    return accuracy(model, *held)  # on the training device
 
 
 class Status:
@@ -154,8 +156,8 @@ def train_alone(space: SearchSpace, which: str, splits: data_mod.Splits, held: H
         status(step + 1, total, float(loss.detach()))
     status.finish()
     seconds = time.perf_counter() - t0
-    net.cpu().eval()
-    return inherited(net, spec, held, calib), seconds
+    net.eval()
+    return inherited(net, spec, held, calib), seconds  # recalibrated and evaluated on the training device
 
 
 def inherited(net: Supernet, spec: SubnetSpec, held: Held, calib: list[torch.Tensor]) -> float:
@@ -174,7 +176,8 @@ def train_config(space: SearchSpace, recipe: str, args: argparse.Namespace) -> T
     given = {"epochs": epochs} if epochs is not None else {}
     return TrainConfig(recipe=recipe, **given, batch_size=args.batch_size, device=args.device, seed=0,
                        optimizer="adamw" if transformer else "sgd", lr=args.adamw_lr if transformer else args.lr,
-                       weight_decay=0.05 if transformer else 4e-5, distill=distill)
+                       weight_decay=0.05 if transformer else 4e-5, distill=distill, amp=args.amp,
+                       compile=args.compile)
 
 
 def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Namespace) -> dict:
@@ -192,17 +195,18 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
     status.finish()
     train_s = time.perf_counter() - t0
     calib = calibration_batches(splits.train_x, 1024, 256, seed=1)
-    net.eval()
+    net.to(resolve_device(cfg)).eval()  # recalibrate and evaluate where it trained (a GPU too)
     held = (splits.test_x, splits.test_y) if args.eval_on == "test" else (splits.val_x, splits.val_y)
     largest, smallest = inherited(net, space.largest(), held, calib), inherited(net, space.smallest(), held, calib)
     out = {"space": name, "family": space.family, "recipe": recipe, "epochs": cfg.epochs, "train_s": train_s,
            "steps": res.steps, "device": res.device, "distill": cfg.distill, "largest": largest, "smallest": smallest,
            "smallest_key": space.smallest().key(), "tau": float("nan"), "largest_alone": float("nan"),
-           "smallest_alone": float("nan"), "alone_s": 0.0, "smallest_alone_s": 0.0}
-    if not args.no_alone:
-        out["largest_alone"], out["alone_s"] = train_alone(space, "largest", splits, held, cfg, calib, args.progress_s)
-        out["smallest_alone"], out["smallest_alone_s"] = train_alone(space, "smallest", splits, held, cfg, calib,
-                                                                     args.progress_s)
+           "smallest_alone": float("nan"), "alone_s": 0.0, "smallest_alone_s": 0.0,
+           "where": (torch.cuda.get_device_name() if res.device == "cuda"
+                     else f"CPU ({torch.get_num_threads()} torch threads)"),
+           "args": {k: getattr(args, k) for k in RENDERED_ARGS}, "n_train": len(splits.train_y),
+           "held": held_note(len(held[1]), args.eval_on)}
+    save_row(out, args.json_out)
     if args.finetune_steps > 0:
         specs = space.sample_unique(np.random.default_rng(7), N_RANKED)
         shared = np.array([inherited(net, s, held, calib) for s in specs])
@@ -214,12 +218,33 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
                                          seed=0, device=device, adamw=transformer) for s in specs])
         out.update(tau=kendall_tau(shared, alone), inherited=shared.tolist(), alone=alone.tolist(),
                    finetune_s=time.perf_counter() - t1)
+        save_row(out, args.json_out)
         print(f"{name} {N_RANKED} subnets, inherited top-1: {' '.join(f'{v:.2f}' for v in shared)}\n"
               f"{name} {N_RANKED} subnets, fine-tuned alone: {' '.join(f'{v:.2f}' for v in alone)}", flush=True)
+    if not args.no_alone:
+        out["largest_alone"], out["alone_s"] = train_alone(space, "largest", splits, held, cfg, calib, args.progress_s)
+        save_row(out, args.json_out)
+        out["smallest_alone"], out["smallest_alone_s"] = train_alone(space, "smallest", splits, held, cfg, calib,
+                                                                     args.progress_s)
+        save_row(out, args.json_out)
     print(f"{name:<14} {recipe:<6} train {train_s:6.0f} s  largest fp32 {largest:5.2f} % (alone "
           f"{out['largest_alone']:5.2f} %)  smallest int4 {smallest:5.2f} % (alone {out['smallest_alone']:5.2f} %)  "
           f"tau {out['tau']:.2f}", flush=True)
     return out
+
+
+# the arguments the section's text names, kept in each row so that ``--from-json`` renders it as run
+RENDERED_ARGS = ("recipe", "epochs", "finetune_steps", "eval_on", "distill", "train_limit", "no_alone", "lr",
+                 "adamw_lr", "batch_size", "amp", "compile")
+
+
+def save_row(row: dict, folder: str | None) -> None:
+    """The row so far, as ``<folder>/<space>.json`` (rewritten after each part, so a run stopped
+    by a time limit still leaves what it measured; ``--from-json`` renders such rows)."""
+    if folder:
+        row["load"] = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(folder) / f"{row['space']}_{row['recipe']}.json", json.dumps(row, indent=1))
 
 
 def _spread(row: dict) -> str:
@@ -256,24 +281,37 @@ def main() -> None:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--data", default=None, help="Fashion-MNIST folder (default: the Debian package's)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    ap.add_argument("--amp", default="auto", choices=["auto", "off", "bf16"],
+                    help="bf16 autocast (TrainConfig.amp; auto: on a GPU only)")
+    ap.add_argument("--compile", default="auto", choices=["auto", "off", "on"],
+                    help="torch.compile (TrainConfig.compile; auto: on a GPU only)")
+    ap.add_argument("--json-out", default=None, help="also write each row as JSON in this folder, after each part")
+    ap.add_argument("--from-json", nargs="+", default=None,
+                    help="train nothing: render the section from rows written by --json-out (e.g. on a GPU machine)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    splits = data_mod.load(DataConfig(name="fashion_mnist", path=args.data, fallback="none",
-                                      train_limit=args.train_limit, val_size=args.val_size))
-    print(splits.summary(), flush=True)
-    rows = [run_space(name, recipe, splits, args) for name in args.spaces for recipe in args.recipe]
-    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
-    where = torch.cuda.get_device_name() if rows[0]["device"] == "cuda" else f"CPU ({torch.get_num_threads()} torch threads)"
+    if args.from_json:  # rows measured elsewhere: the text names the arguments they were run with
+        rows = [json.loads(Path(f).read_text()) for f in args.from_json]
+        vars(args).update(rows[0]["args"], recipe=sorted({r["recipe"] for r in rows}))
+        load = rows[-1]["load"]
+    else:
+        splits = data_mod.load(DataConfig(name="fashion_mnist", path=args.data, fallback="none",
+                                          train_limit=args.train_limit, val_size=args.val_size))
+        print(splits.summary(), flush=True)
+        rows = [run_space(name, recipe, splits, args) for name in args.spaces for recipe in args.recipe]
+        load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
+    where = rows[0]["where"]
     cmd = (f"python benchmarks/supernet_quality.py --recipe {' '.join(args.recipe)}"
            + (f" --epochs {args.epochs:g}" if args.epochs is not None else "")
            + f" --finetune-steps {args.finetune_steps} --eval-on {args.eval_on} --distill {args.distill}"
-           + (f" --train-limit {args.train_limit}" if args.train_limit else "") + (" --no-alone" if args.no_alone else ""))
+           + (f" --train-limit {args.train_limit}" if args.train_limit else "") + (" --no-alone" if args.no_alone else "")
+           + "".join(f" --{k} {getattr(args, k)}" for k in ("amp", "compile") if getattr(args, k) != "auto"))
     body = (f"`{cmd}` on **{where}**, load average at the end {' '.join(load)}. Fashion-MNIST "
-            f"({len(splits.train_y)} training images, top-1 on the {held_note(splits, args.eval_on)}). "
-            "Supernet trained with the sandwich rule (in-place distillation: " + ("on" if rows[0]["distill"] else "off")
-            + ") under the named TrainConfig recipe "
+            f"({rows[0]['n_train']} training images, top-1 on the {rows[0]['held']}). "
+            "Supernet trained with the sandwich rule (in-place distillation: "
+            + ", ".join(f"{'on' if r['distill'] else 'off'} for {r['space']}" for r in rows) + ") under the named TrainConfig recipe "
             f"(SGD lr {args.lr:g} for conv families, AdamW lr {args.adamw_lr:g} for transformers); inherited weights "
             "are recalibrated (batch norm, activation ranges) on 1024 training images. \"alone\": the same "
             "architecture and formats trained from scratch by itself for the same steps and recipe (schedule, "
@@ -292,15 +330,17 @@ def main() -> None:
                     f"{_num(r['tau'])} | {_spread(r)} |\n" for r in rows)
     if args.note:
         body += "\n" + args.note + "\n"
+    if args.from_json:
+        print(body)
     if not args.no_write:
         title = "## Supernet quality" if args.section == "supernet-quality" else f"### Supernet quality: {args.section}"
         doc = write_section(args.section, f"{title}\n\n" + body)
         print(f"written to {doc}")
 
 
-def held_note(splits: data_mod.Splits, eval_on: str) -> str:
-    return (f"{len(splits.test_y)}-image test split" if eval_on == "test"
-            else f"{len(splits.val_y)} validation images held out of the training split")
+def held_note(n_held: int, eval_on: str) -> str:
+    return (f"{n_held}-image test split" if eval_on == "test"
+            else f"{n_held} validation images held out of the training split")
 
 
 def _pct(v: float) -> str:

@@ -26,12 +26,8 @@ def calibration_batches(x: np.ndarray, n_images: int, batch_size: int, seed: int
 
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 500) -> float:
-    model.eval()
-    correct = 0
-    for lo in range(0, len(y), batch_size):
-        logits = model(torch.from_numpy(x[lo : lo + batch_size]))
-        correct += int((logits.argmax(1).numpy() == y[lo : lo + batch_size]).sum())
-    return 100.0 * correct / max(1, len(y))
+    """Top-1 (percent), on whichever device the model's weights are (a GPU too)."""
+    return 100.0 * float(correct_mask(model, x, y, batch_size).sum()) / max(1, len(y))
 
 
 @torch.no_grad()
@@ -39,11 +35,17 @@ def correct_mask(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, batch_siz
     """Per-image correctness (bool, one per image): what :func:`accuracy` averages, kept so a
     benchmark can score any subset of the images, or two subnets image by image, from one pass."""
     model.eval()
+    device = _device_of(model)
     out = np.empty(len(y), dtype=bool)
     for lo in range(0, len(y), batch_size):
-        logits = model(torch.from_numpy(x[lo : lo + batch_size]))
-        out[lo : lo + batch_size] = logits.argmax(1).numpy() == y[lo : lo + batch_size]
+        logits = model(torch.from_numpy(x[lo : lo + batch_size]).to(device))
+        out[lo : lo + batch_size] = logits.argmax(1).cpu().numpy() == y[lo : lo + batch_size]
     return out
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def evaluate_spec(net: Supernet, spec: SubnetSpec, calib: list[torch.Tensor], x: np.ndarray, y: np.ndarray,

@@ -209,7 +209,9 @@ class Supernet(nn.Module):
         for q in quants:
             q.amax.zero_()
             q.calibrating = True
+        device = next(self.parameters()).device
         for i, xb in enumerate(batches):
+            xb = xb.to(device)
             for bn in bns:
                 bn.calib_step = i if isinstance(bn, ElasticBatchNorm2d) else None
                 if not isinstance(bn, ElasticBatchNorm2d):
