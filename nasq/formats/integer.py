@@ -129,7 +129,7 @@ class SymmetricInt(IntegerFormat):
         rows, a = _per_scale(x, amax), amax.reshape(-1, 1)
         if sample is not None and rows.numel() > sample:
             rows = rows[:, :: -(-rows.numel() // sample)].contiguous()  # one gather, then dense passes
-        ratios = torch.tensor(MSE_RATIOS, dtype=amax.dtype)
+        ratios = torch.tensor(MSE_RATIOS, dtype=amax.dtype, device=amax.device)
         if rows.numel() <= MSE_BROADCAST_MAX and not plain_ops():
             # all ratios in one broadcast pass: a small tensor's time is the per-op overhead
             s = self.scale(a * ratios.reshape(-1, 1, 1))  # (ratios, rows, 1)

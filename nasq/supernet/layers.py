@@ -56,7 +56,7 @@ def int8_activation_quant(x: torch.Tensor, amax: torch.Tensor | None, unsigned: 
     if x.dtype == torch.float32 and not torch.onnx.is_in_onnx_export():
         lo = 0 if unsigned else -128  # the codes minus the zero point
         return _Int8FakeQuant.apply(x, scale, lo, lo + 255)
-    zero = torch.zeros((), dtype=torch.int32) if unsigned else torch.full((), 128, dtype=torch.int32)
+    zero = torch.full((), 0 if unsigned else 128, dtype=torch.int32, device=x.device)
     return torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 255)
 
 
