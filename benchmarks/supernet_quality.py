@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _report import write_section  # noqa: E402
+from _report import measured_here, write_section  # noqa: E402
 
 from nasq import data as data_mod  # noqa: E402
 from nasq.files import atomic_write_text  # noqa: E402
@@ -205,7 +205,7 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
            "where": (torch.cuda.get_device_name() if res.device == "cuda"
                      else f"CPU ({torch.get_num_threads()} torch threads)"),
            "args": {k: getattr(args, k) for k in RENDERED_ARGS}, "n_train": len(splits.train_y),
-           "held": held_note(len(held[1]), args.eval_on)}
+           "held": held_note(len(held[1]), args.eval_on), "measured": measured_here()}
     save_row(out, args.json_out)
     if args.finetune_steps > 0:
         specs = space.sample_unique(np.random.default_rng(7), N_RANKED)
@@ -288,6 +288,8 @@ def main() -> None:
     ap.add_argument("--json-out", default=None, help="also write each row as JSON in this folder, after each part")
     ap.add_argument("--from-json", nargs="+", default=None,
                     help="train nothing: render the section from rows written by --json-out (e.g. on a GPU machine)")
+    ap.add_argument("--measured", default=None,
+                    help="--from-json: when and where the rows were measured (default: as the rows say)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     if args.threads:
@@ -334,7 +336,10 @@ def main() -> None:
         print(body)
     if not args.no_write:
         title = "## Supernet quality" if args.section == "supernet-quality" else f"### Supernet quality: {args.section}"
-        doc = write_section(args.section, f"{title}\n\n" + body)
+        measured = (args.measured or rows[0].get("measured")) if args.from_json else None
+        if args.from_json and not measured:
+            sys.exit("supernet_quality.py: --from-json rows without 'measured': give --measured 'WHEN on WHERE'")
+        doc = write_section(args.section, f"{title}\n\n" + body, measured)
         print(f"written to {doc}")
 
 
