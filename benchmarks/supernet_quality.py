@@ -166,11 +166,16 @@ def inherited(net: Supernet, spec: SubnetSpec, held: Held, calib: list[torch.Ten
     return accuracy(net, *held)
 
 
+def is_transformer(space: SearchSpace) -> bool:
+    """The families trained with AdamW (and, by default, without in-place distillation)."""
+    return space.family in ("vit", "sequence")
+
+
 def train_config(space: SearchSpace, recipe: str, args: argparse.Namespace) -> TrainConfig:
     """The recipe's preset, with the optimizer picked by family (AdamW for the transformers), and
     in-place distillation as ``--distill`` says (auto: on for the conv families, off for the
     transformers)."""
-    transformer = space.family in ("vit", "sequence")
+    transformer = is_transformer(space)
     distill = args.distill == "on" or (args.distill == "auto" and not transformer)
     epochs = args.epochs if args.epochs is not None else (2.0 if recipe == "custom" else None)
     given = {"epochs": epochs} if epochs is not None else {}
@@ -182,7 +187,7 @@ def train_config(space: SearchSpace, recipe: str, args: argparse.Namespace) -> T
 
 def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Namespace) -> dict:
     space = SearchSpace.from_yaml(REPO / "search_spaces" / f"{name}.yaml")
-    transformer = space.family in ("vit", "sequence")
+    transformer = is_transformer(space)
     cfg = train_config(space, recipe, args)
     print(f"{name} recipe {recipe}: {cfg.epochs:g} epochs, warm-up {cfg.warmup_epochs:g}, smoothing "
           f"{cfg.label_smoothing:g}, augment {cfg.augment and augments(space)}, {cfg.optimizer} lr {cfg.lr:g}, "
