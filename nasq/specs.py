@@ -285,6 +285,10 @@ class StemSpec(Frozen):
     channels: int = Field(ge=1, le=MAX_CHANNELS)
     kernel: int = Field(default=3, ge=1, le=MAX_KERNEL + 1)  # vit: the patch size (kernel = stride = patch); sequence: time steps per token
     stride: Literal[1, 2] = 1
+    # vit only: 3x3 stride-2 conv + batch norm + ReLU layers before the patch projection (a
+    # convolutional stem, Xiao et al. 2021), the last with ``channels`` outputs, each before it half
+    # as many; the projection then reads patches of kernel / 2**convs over their output
+    convs: int = Field(default=0, ge=0, le=3)
 
 
 Number = int | float

@@ -159,9 +159,12 @@ def stem_shapes(config: SpaceConfig, res: int, width: int) -> tuple[list[LayerSh
     1 for a table row)."""
     f, cfg = STEM_FORMAT, config
     if cfg.family == "vit":
-        patch = cfg.stem.kernel
+        patch, cin, convs = cfg.stem.kernel, cfg.input.channels, []
+        for i, cout in enumerate(conv_stem_channels(cfg)):
+            convs.append(LayerShape(f"stem.conv{i}", "conv", cin, cout, 3, 2, res, conv_out(res, 2), f, f))
+            cin, res, patch = cout, conv_out(res, 2), patch // 2
         tokens = (res // patch) ** 2
-        return [LayerShape("stem", "conv", cfg.input.channels, width, patch, patch, res, res // patch, f, f)], width, tokens
+        return [*convs, LayerShape("stem", "conv", cin, width, patch, patch, res, res // patch, f, f)], width, tokens
     if cfg.family == "sequence":
         channels, steps, patch = sequence_layout(cfg)
         tokens = steps // patch
@@ -171,6 +174,13 @@ def stem_shapes(config: SpaceConfig, res: int, width: int) -> tuple[list[LayerSh
     out_res = conv_out(res, cfg.stem.stride)
     return [LayerShape("stem", "conv", cfg.input.channels, cfg.stem.channels, cfg.stem.kernel, cfg.stem.stride,
                        res, out_res, f, f)], cfg.stem.channels, out_res
+
+
+def conv_stem_channels(config: SpaceConfig) -> list[int]:
+    """Output channels of a vit's convolutional stem (``stem.convs`` layers; empty without one):
+    ``stem.channels`` for the last, half as many for each before it."""
+    n = config.stem.convs
+    return [max(1, config.stem.channels >> (n - 1 - i)) for i in range(n)]
 
 
 def head_shapes(config: SpaceConfig, cin: int) -> list[LayerShape]:
@@ -218,6 +228,12 @@ def _check_input(config: SpaceConfig) -> list[tuple[str, str]]:
         problems.append(("input.resolution_choices", f"elastic resolution is for conv families, got {list(inp.resolution_choices)}"))
     if family == "vit" and inp.resolution % config.stem.kernel:
         problems.append(("stem.kernel", f"the patch size must divide the resolution {inp.resolution}, got {config.stem.kernel}"))
+    if config.stem.convs and family != "vit":
+        problems.append(("stem.convs", f"a convolutional stem is for the vit family, got convs: {config.stem.convs} "
+                         f"on a {family} space"))
+    elif config.stem.convs and config.stem.kernel % (1 << config.stem.convs):
+        problems.append(("stem.convs", f"each stem conv halves the image, so the patch {config.stem.kernel} must "
+                         f"divide by 2**convs = {1 << config.stem.convs}, got convs: {config.stem.convs}"))
     if family == "sequence":
         _, steps, patch = sequence_layout(config)
         if steps % patch:

@@ -15,7 +15,7 @@ from torch import nn
 
 from nasq.formats import get_format
 from nasq.space import SearchSpace, SubnetSpec
-from nasq.space.kinds import sequence_layout, tokenized
+from nasq.space.kinds import conv_stem_channels, sequence_layout, tokenized
 from nasq.supernet.blocks import BLOCKS, ElasticMBConv, xavier_groups
 from nasq.supernet.layers import (
     ActQuant,
@@ -31,23 +31,34 @@ FP32 = get_format("fp32")
 
 class PatchEmbed(nn.Module):
     """ViT stem: non-overlapping ``patch`` x ``patch`` patches to tokens of elastic width, plus a
-    learned position embedding. Kept fp32, like every stem."""
+    learned position embedding; with ``conv_channels`` (a convolutional stem, ``stem.convs``),
+    3x3 stride-2 conv + batch norm + ReLU layers first, each halving the image, and patches of
+    ``patch / 2**len(conv_channels)`` over their output. Kept fp32, like every stem."""
 
-    def __init__(self, channels: int, dim: int, patch: int, tokens: int):
+    def __init__(self, channels: int, dim: int, patch: int, tokens: int, conv_channels: tuple[int, ...] = ()):
         super().__init__()
-        self.patch = patch
-        self.weight = nn.Parameter(torch.empty(dim, channels, patch, patch))
+        self.conv_channels = tuple(conv_channels)
+        layers, cin = [], channels
+        for cout in self.conv_channels:
+            layers += [nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+            cin = cout
+        self.convs = nn.Sequential(*layers)
+        self.patch = patch >> len(self.conv_channels)
+        self.weight = nn.Parameter(torch.empty(dim, cin, self.patch, self.patch))
         nn.init.kaiming_normal_(self.weight, mode="fan_out")
         self.bias = nn.Parameter(torch.zeros(dim))
         self.pos = nn.Parameter(torch.zeros(1, tokens, dim))
         nn.init.trunc_normal_(self.pos, std=0.02)
 
     def forward(self, x: torch.Tensor, dim: int) -> torch.Tensor:
-        h = F.conv2d(x, self.weight[:dim], self.bias[:dim], self.patch)
+        h = F.conv2d(self.convs(x), self.weight[:dim], self.bias[:dim], self.patch)
         return h.flatten(2).transpose(1, 2) + self.pos[:, :, :dim]
 
     def static(self, dim: int) -> PatchEmbed:
-        out = PatchEmbed(self.weight.shape[1], dim, self.patch, self.pos.shape[1])
+        patch = self.patch << len(self.conv_channels)
+        channels = self.convs[0].in_channels if self.conv_channels else self.weight.shape[1]
+        out = PatchEmbed(channels, dim, patch, self.pos.shape[1], self.conv_channels)
+        out.convs.load_state_dict(self.convs.state_dict())
         for name in ("weight", "bias"):
             getattr(out, name).data.copy_(getattr(self, name)[:dim])
         out.pos.data.copy_(self.pos[:, :, :dim])
@@ -120,7 +131,8 @@ class Supernet(nn.Module):
         first = cfg.stages[0]
         if cfg.family == "vit":
             n_tok = (cfg.input.resolution // cfg.stem.kernel) ** 2
-            self.stem = PatchEmbed(cfg.input.channels, first.max_width, cfg.stem.kernel, n_tok)
+            self.stem = PatchEmbed(cfg.input.channels, first.max_width, cfg.stem.kernel, n_tok,
+                                   tuple(conv_stem_channels(cfg)))
             cin = first.max_width
         elif cfg.family == "sequence":
             channels, steps, patch = sequence_layout(cfg)

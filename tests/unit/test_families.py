@@ -131,3 +131,69 @@ def test_export_runs_in_onnxruntime_and_loads_back(name, tmp_path):
     back = load_export(tmp_path / "b")
     with torch.no_grad():
         assert float((back(x) - static(x)).abs().max()) <= 1e-5
+
+
+def _conv_stem_vit(convs: int = 2) -> SearchSpace:
+    data = _space("vit_fmnist").config.model_dump(mode="json")
+    data["stem"].update(convs=convs, channels=32)
+    return SearchSpace.from_dict(data)
+
+
+def test_conv_stem_shapes_tokens_and_supernet_agree():
+    from nasq.supernet.network import Supernet
+
+    space = _conv_stem_vit()
+    shapes = space.layer_shapes(space.largest())
+    stem = [(s.name, s.cin, s.cout, s.kernel, s.stride, s.hin, s.hout) for s in shapes[:3]]
+    # 28 -> 14 -> 7 by two 3x3 stride-2 convs (16, then 32 channels), then 1x1 patches to the width
+    assert stem == [("stem.conv0", 1, 16, 3, 2, 28, 14), ("stem.conv1", 16, 32, 3, 2, 14, 7), ("stem", 32, 64, 1, 1, 7, 7)]
+    assert shapes[3].tokens == 49
+    patches = _conv_stem_vit(0)  # 4x4 patches of the image, no convs
+    plain = patches.layer_shapes(patches.largest())
+    assert plain[0].name == "stem" and plain[0].kernel == 4 and plain[1].tokens == 49
+    assert sum(s.params for s in shapes) > sum(s.params for s in plain)
+    torch.manual_seed(0)
+    net = Supernet(space)
+    x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    for spec in (space.largest(), space.smallest()):
+        net.set_active(spec)
+        net.calibrate([x])
+        net.eval()
+        with torch.no_grad():
+            assert torch.equal(net(x), net.extract()(x))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["stem"].update(convs=1), "stem.convs: a convolutional stem is for the vit family"),
+    (None, "stem.convs: each stem conv halves the image, so the patch 4 must divide by 2**convs = 8"),
+])
+def test_conv_stem_rules_are_one_line_errors(edit, message):
+    if edit is None:
+        data = _space("vit_fmnist").config.model_dump(mode="json")
+        data["stem"].update(convs=3)
+    else:
+        data = _space("mbconv_small").config.model_dump(mode="json")
+        edit(data)
+    with pytest.raises(ConfigError) as err:
+        SearchSpace.from_dict(data, source="space.yaml")
+    assert str(err.value).startswith(f"space.yaml: {message}") and "\n" not in str(err.value)
+
+
+def test_conv_stem_exports_to_onnxruntime(tmp_path):
+    from nasq.export.bundle import export_bundle, load_export
+    from nasq.supernet.network import Supernet
+
+    space = _conv_stem_vit()
+    torch.manual_seed(0)
+    net = Supernet(space)
+    spec = space.sample(np.random.default_rng(3), 1)[0]
+    x = torch.randn(32, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    net.set_active(spec)
+    net.calibrate([x])
+    static = net.extract()
+    res = export_bundle(static, spec=spec, space=space, out_dir=tmp_path / "b", sample_input=x.numpy(),
+                        predicted={}, measured={}, lineage={}, opset=17)
+    assert res.top1_agreement >= 0.9
+    back = load_export(tmp_path / "b")
+    with torch.no_grad():
+        assert float((back(x) - static(x)).abs().max()) <= 1e-5
