@@ -177,23 +177,3 @@ def test_conv_stem_rules_are_one_line_errors(edit, message):
     with pytest.raises(ConfigError) as err:
         SearchSpace.from_dict(data, source="space.yaml")
     assert str(err.value).startswith(f"space.yaml: {message}") and "\n" not in str(err.value)
-
-
-def test_conv_stem_exports_to_onnxruntime(tmp_path):
-    from nasq.export.bundle import export_bundle, load_export
-    from nasq.supernet.network import Supernet
-
-    space = _conv_stem_vit()
-    torch.manual_seed(0)
-    net = Supernet(space)
-    spec = space.sample(np.random.default_rng(3), 1)[0]
-    x = torch.randn(32, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    net.set_active(spec)
-    net.calibrate([x])
-    static = net.extract()
-    res = export_bundle(static, spec=spec, space=space, out_dir=tmp_path / "b", sample_input=x.numpy(),
-                        predicted={}, measured={}, lineage={}, opset=17)
-    assert res.top1_agreement >= 0.9
-    back = load_export(tmp_path / "b")
-    with torch.no_grad():
-        assert float((back(x) - static(x)).abs().max()) <= 1e-5
