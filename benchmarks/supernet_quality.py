@@ -7,7 +7,8 @@
   subnets), recalibrated and evaluated the same way;
 * Kendall tau between the inherited-weight top-1 of 12 seeded random subnets and the top-1 of
   the same 12 subnets fine-tuned alone (extracted, then trained with their formats' fake
-  quantization for a fixed number of steps; ``--finetune-steps 0`` skips it).
+  quantization for a fixed number of steps; ``--finetune-steps 0`` skips it); ``--ranked random
+  stratified`` adds 12 subnets spread evenly by weight bits, smallest to largest.
 
     .venv/bin/python benchmarks/supernet_quality.py [--recipe custom|demo|full ...] [--epochs E]
         [--finetune-steps 150] [--train-limit N] [--no-alone] [--section supernet-quality]
@@ -43,6 +44,7 @@ from _report import measured_here, write_section  # noqa: E402
 
 from nasq import data as data_mod  # noqa: E402
 from nasq.files import atomic_write_text  # noqa: E402
+from nasq.formats import get_format  # noqa: E402
 from nasq.space import SearchSpace, SubnetSpec  # noqa: E402
 from nasq.specs import DataConfig, TrainConfig  # noqa: E402
 from nasq.supernet.augment import crop_flip  # noqa: E402
@@ -212,8 +214,8 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
            "args": {k: getattr(args, k) for k in RENDERED_ARGS}, "n_train": len(splits.train_y),
            "held": held_note(len(held[1]), args.eval_on), "measured": measured_here()}
     save_row(out, args.json_out)
-    if args.finetune_steps > 0:
-        specs = space.sample_unique(np.random.default_rng(7), N_RANKED)
+    for ranked in args.ranked if args.finetune_steps > 0 else ():
+        specs = ranked_subnets(space, ranked)
         shared = np.array([inherited(net, s, held, calib) for s in specs])
         device = resolve_device(cfg)
         t1 = time.perf_counter()
@@ -221,11 +223,13 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
         # one seed for all: every subnet is fine-tuned on the same batches in the same order (paired)
         alone = np.array([finetune_alone(net, s, splits, held, calib, args.finetune_steps, args.batch_size, lr,
                                          seed=0, device=device, adamw=transformer) for s in specs])
-        out.update(tau=kendall_tau(shared, alone), inherited=shared.tolist(), alone=alone.tolist(),
-                   finetune_s=time.perf_counter() - t1)
+        suffix = "" if ranked == "random" else f"_{ranked}"
+        out.update({f"tau{suffix}": kendall_tau(shared, alone), f"inherited{suffix}": shared.tolist(),
+                    f"alone{suffix}": alone.tolist(), f"finetune_s{suffix}": time.perf_counter() - t1})
         save_row(out, args.json_out)
-        print(f"{name} {N_RANKED} subnets, inherited top-1: {' '.join(f'{v:.2f}' for v in shared)}\n"
-              f"{name} {N_RANKED} subnets, fine-tuned alone: {' '.join(f'{v:.2f}' for v in alone)}", flush=True)
+        print(f"{name} {N_RANKED} {ranked} subnets, inherited top-1: {' '.join(f'{v:.2f}' for v in shared)}\n"
+              f"{name} {N_RANKED} {ranked} subnets, fine-tuned alone: {' '.join(f'{v:.2f}' for v in alone)}\n"
+              f"{name} {N_RANKED} {ranked} subnets, tau {out[f'tau{suffix}']:.2f}", flush=True)
     if not args.no_alone:
         out["largest_alone"], out["alone_s"] = train_alone(space, "largest", splits, held, cfg, calib, args.progress_s)
         save_row(out, args.json_out)
@@ -240,7 +244,7 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
 
 # the arguments the section's text names, kept in each row so that ``--from-json`` renders it as run
 RENDERED_ARGS = ("recipe", "epochs", "finetune_steps", "eval_on", "distill", "train_limit", "no_alone", "lr",
-                 "adamw_lr", "batch_size", "amp", "compile")
+                 "adamw_lr", "batch_size", "amp", "compile", "ranked")
 
 
 def save_row(row: dict, folder: str | None) -> None:
@@ -252,12 +256,26 @@ def save_row(row: dict, folder: str | None) -> None:
         atomic_write_text(Path(folder) / f"{row['space']}_{row['recipe']}.json", json.dumps(row, indent=1))
 
 
-def _spread(row: dict) -> str:
+def ranked_subnets(space: SearchSpace, how: str) -> list[SubnetSpec]:
+    """The subnets whose ranking tau measures. ``random``: 12 seeded uniform draws, most of them
+    mid-sized, so they may lie within a point of each other. ``stratified``: 12 spread over the
+    space's range, from 240 seeded draws sorted by weight bits (parameters times their format's
+    bits: size and precision together), the 0th, 1/11th, ..., last of that order, as a front
+    spreads from small to large."""
+    if how == "random":
+        return space.sample_unique(np.random.default_rng(7), N_RANKED)
+    pool = space.sample_unique(np.random.default_rng(8), 20 * N_RANKED)
+    bits = [sum(s.params * get_format(s.w_format).bits for s in space.layer_shapes(spec)) for spec in pool]
+    order = np.argsort(bits, kind="stable")
+    return [pool[order[i]] for i in np.linspace(0, len(pool) - 1, N_RANKED).round().astype(int)]
+
+
+def _spread(row: dict, suffix: str = "") -> str:
     """Max - min top-1 of the ranked subnets, inherited and fine-tuned alone: next to tau, how much
     signal the ranking had against the validation split's noise."""
-    if "inherited" not in row:
+    if f"inherited{suffix}" not in row:
         return "-"
-    return f"{np.ptp(row['inherited']):.2f} / {np.ptp(row['alone']):.2f}"
+    return f"{np.ptp(row[f'inherited{suffix}']):.2f} / {np.ptp(row[f'alone{suffix}']):.2f}"
 
 
 def main() -> None:
@@ -277,6 +295,8 @@ def main() -> None:
                     help="in-place distillation from the largest subnet (auto: on for the conv families, off for "
                          "the transformers, where it cost 7-8 points at 2 epochs)")
     ap.add_argument("--finetune-steps", type=int, default=150)
+    ap.add_argument("--ranked", nargs="+", default=["random"], choices=["random", "stratified"],
+                    help="which 12 subnets tau ranks (see ranked_subnets); both: two taus side by side")
     ap.add_argument("--finetune-lr", type=float, default=0.01)
     ap.add_argument("--train-limit", type=int, default=None, help="use only this many training images")
     ap.add_argument("--val-size", type=int, default=5000)
@@ -314,7 +334,9 @@ def main() -> None:
            + (f" --epochs {args.epochs:g}" if args.epochs is not None else "")
            + f" --finetune-steps {args.finetune_steps} --eval-on {args.eval_on} --distill {args.distill}"
            + (f" --train-limit {args.train_limit}" if args.train_limit else "") + (" --no-alone" if args.no_alone else "")
-           + "".join(f" --{k} {getattr(args, k)}" for k in ("amp", "compile") if getattr(args, k) != "auto"))
+           + "".join(f" --{k} {getattr(args, k)}" for k in ("amp", "compile") if getattr(args, k) != "auto")
+           + (f" --ranked {' '.join(args.ranked)}" if args.ranked != ["random"] else ""))
+    stratified = "stratified" in args.ranked
     body = (f"`{cmd}` on **{where}**, load average at the end {' '.join(load)}. Fashion-MNIST "
             f"({rows[0]['n_train']} training images, top-1 on the {rows[0]['held']}). "
             "Supernet trained with the sandwich rule (in-place distillation: "
@@ -326,15 +348,20 @@ def main() -> None:
             "and evaluated the same way. "
             + (f"Tau: the {N_RANKED} ranked subnets fine-tuned alone for {args.finetune_steps} steps of batch "
                f"{args.batch_size}. " if args.finetune_steps > 0 else "Tau not measured (`--finetune-steps 0`). ")
+            + ("The 12 ranked subnets: seeded uniform draws (\"Kendall tau\"); \"spread by size\": 12 of 240 "
+               "seeded draws evenly spaced in weight bits (parameters times bits), smallest to largest. "
+               if stratified else "")
             + "Goals: largest >= 92 % (conv) / >= 90 % (transformers), smallest int4 >= 88 %, "
             "tau >= 0.8.\n\n"
             "| space | family | recipe | epochs | training (s) | largest fp32 top-1 | largest trained alone | "
-            "smallest int4 top-1 | smallest trained alone | Kendall tau (12 subnets) | spread of the 12, inherited / alone (pts) |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "smallest int4 top-1 | smallest trained alone | Kendall tau (12 subnets) | spread of the 12, inherited / alone (pts) |"
+            + (" tau, 12 spread by size | their spread (pts) |" if stratified else "") + "\n"
+            + "|---" * (13 if stratified else 11) + "|\n")
     body += "".join(f"| {r['space']} | {r['family']} | {r['recipe']} | {r['epochs']:g} | {r['train_s']:.0f} | "
                     f"{r['largest']:.2f} % | {_pct(r['largest_alone'])} | {r['smallest']:.2f} % | "
-                    f"{_pct(r['smallest_alone'])} | "
-                    f"{_num(r['tau'])} | {_spread(r)} |\n" for r in rows)
+                    f"{_pct(r['smallest_alone'])} | {_num(r.get('tau', math.nan))} | {_spread(r)} |"
+                    + (f" {_num(r.get('tau_stratified', math.nan))} | {_spread(r, '_stratified')} |" if stratified else "")
+                    + "\n" for r in rows)
     if args.note:
         body += "\n" + args.note + "\n"
     if args.from_json:
