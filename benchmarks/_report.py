@@ -16,6 +16,12 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def load_average() -> list[str]:
+    """The 1-, 5- and 15-minute load averages as /proc/loadavg writes them (["?"] where there is none)."""
+    path = Path("/proc/loadavg")
+    return path.read_text().split()[:3] if path.exists() else ["?"]
+
+
 def measured_here() -> str:
     """When and where: "2026-11-30 17:45 UTC on x86_64, 16 cores, Python 3.12.3"."""
     return f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} on {machine()}"

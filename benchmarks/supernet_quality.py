@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _report import measured_here, write_section  # noqa: E402
+from _report import load_average, measured_here, write_section  # noqa: E402
 
 from nasq import data as data_mod  # noqa: E402
 from nasq.files import atomic_write_text  # noqa: E402
@@ -202,7 +202,8 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
     status.finish()
     train_s = time.perf_counter() - t0
     calib = calibration_batches(splits.train_x, 1024, 256, seed=1)
-    net.to(resolve_device(cfg)).eval()  # recalibrate and evaluate where it trained (a GPU too)
+    device = resolve_device(cfg)
+    net.to(device).eval()  # recalibrate and evaluate where it trained (a GPU too)
     held = (splits.test_x, splits.test_y) if args.eval_on == "test" else (splits.val_x, splits.val_y)
     largest, smallest = inherited(net, space.largest(), held, calib), inherited(net, space.smallest(), held, calib)
     out = {"space": name, "family": space.family, "recipe": recipe, "epochs": cfg.epochs, "train_s": train_s,
@@ -214,12 +215,11 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
            "args": {k: getattr(args, k) for k in RENDERED_ARGS}, "n_train": len(splits.train_y),
            "held": held_note(len(held[1]), args.eval_on), "measured": measured_here()}
     save_row(out, args.json_out)
+    lr = args.finetune_lr / 10 if transformer else args.finetune_lr
     for ranked in args.ranked if args.finetune_steps > 0 else ():
         specs = ranked_subnets(space, ranked)
         shared = np.array([inherited(net, s, held, calib) for s in specs])
-        device = resolve_device(cfg)
         t1 = time.perf_counter()
-        lr = args.finetune_lr / 10 if transformer else args.finetune_lr
         # one seed for all: every subnet is fine-tuned on the same batches in the same order (paired)
         alone = np.array([finetune_alone(net, s, splits, held, calib, args.finetune_steps, args.batch_size, lr,
                                          seed=0, device=device, adamw=transformer) for s in specs])
@@ -251,7 +251,7 @@ def save_row(row: dict, folder: str | None) -> None:
     """The row so far, as ``<folder>/<space>.json`` (rewritten after each part, so a run stopped
     by a time limit still leaves what it measured; ``--from-json`` renders such rows)."""
     if folder:
-        row["load"] = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
+        row["load"] = load_average()
         Path(folder).mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(folder) / f"{row['space']}_{row['recipe']}.json", json.dumps(row, indent=1))
 
@@ -328,7 +328,7 @@ def main() -> None:
                                           train_limit=args.train_limit, val_size=args.val_size))
         print(splits.summary(), flush=True)
         rows = [run_space(name, recipe, splits, args) for name in args.spaces for recipe in args.recipe]
-        load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
+        load = load_average()
     where = rows[0]["where"]
     cmd = (f"python benchmarks/supernet_quality.py --recipe {' '.join(args.recipe)}"
            + (f" --epochs {args.epochs:g}" if args.epochs is not None else "")
