@@ -29,6 +29,13 @@ _UMASK = _umask()
 _TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")  # mkstemp's names, see write_beside
 
 
+def cache_dir() -> Path:
+    """``$NASQ_CACHE_DIR``, else ``~/.cache/nasq``: per user, outside every catalog (host checks,
+    compiled kernels)."""
+    env = os.environ.get("NASQ_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "nasq"
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

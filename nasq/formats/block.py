@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from nasq.formats import native
 from nasq.formats.base import (
     SCALE_BITS,
     FormatKind,
@@ -71,6 +72,10 @@ class MXFloat(BlockFloat):
         return torch.pow(2.0, e)
 
     def _quantize(self, x, amax):
+        if native.applies(x, self.block):  # one fused pass, bit-equal to what follows
+            q = native.block_quant(x, self.block, native.KIND_MX, (float(self.element.emax),), self.element)
+            if q is not None:
+                return q
         blocks, n = to_blocks(x, self.block)
         s = self.block_scales(blocks)
         # Dividing and multiplying by a power of two is exact: all rounding is the element's.
@@ -101,6 +106,10 @@ class NVFP4(BlockFloat):
         import torch
 
         t = self.tensor_scale(amax)
+        if native.applies(x, self.block):  # one fused pass, bit-equal to what follows
+            q = native.block_quant(x, self.block, native.KIND_NVFP4, (float(t), E2M1.max_value), E2M1, E4M3)
+            if q is not None:
+                return q
         blocks, n = to_blocks(x, self.block)
         s = self.block_scales(blocks, t)
         # A block whose scale underflowed to 0 decodes to 0 whatever its elements round to.

@@ -41,6 +41,7 @@ import yaml
 from nasq.errors import ConfigError, NasqError
 from nasq.files import (
     atomic_write_json,
+    cache_dir,
     json_bytes,
     read_json,
     short_hash,
@@ -88,12 +89,6 @@ def host_identity() -> Host:
     from nasq.profiling.backend import cpu_model
 
     return Host(platform.node() or "unknown", cpu_model())
-
-
-def cache_dir() -> Path:
-    """``$NASQ_CACHE_DIR``, else ``~/.cache/nasq``: per user, outside every catalog."""
-    env = os.environ.get("NASQ_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "nasq"
 
 
 def cache_path(profile_name: str, profile_hash: str) -> Path:

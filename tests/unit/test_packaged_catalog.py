@@ -37,6 +37,7 @@ def test_wheel_holds_the_catalogs_and_an_install_finds_them(tmp_path):
     for folder in ("search_spaces", "hardware_profiles", "predictors"):
         shipped = {p.relative_to(REPO).as_posix() for p in (REPO / folder).rglob("*") if p.is_file()}
         assert shipped and {f"nasq/_catalog/{s}" for s in shipped} <= names
+    assert "nasq/formats/blockquant.c" in names  # the block formats' kernel source, compiled on first use
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
                    check=True, capture_output=True, timeout=300)
     code = ("import nasq.experiment as e, pathlib; "

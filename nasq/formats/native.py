@@ -1,0 +1,149 @@
+"""Fused CPU kernels for the block-scaled formats, compiled from ``blockquant.c`` on first use.
+
+The eager torch path of MX, NVFP4 and the per-group integers walks the tensor about ten times
+(a copy into row order, block maxima, scale, rounding, scale back, a copy back); on a CPU each walk
+costs about what the matrix products of a small layer cost. The C kernel walks it once, reading a
+channels-last activation where it lies, and computes the same fp32 operations in the same order,
+so both paths agree bit for bit (the tests check every format on edge values).
+
+The shared library is built with the system C compiler (``$CC``, else ``cc``) into
+``$NASQ_CACHE_DIR/kernels`` (default ``~/.cache/nasq/kernels``), named by a hash of the source and
+flags, and loaded with ctypes: no torch headers, a compile of well under a second. Where there is
+no compiler, the build fails, ``NASQ_NATIVE=0`` is set, or the tensor is not a float32 CPU tensor,
+the formats take their torch path; so does a block holding a NaN or an infinity.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nasq.files import cache_dir
+from nasq.formats.base import plain_ops
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from nasq.formats.floatbits import FloatLayout
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("blockquant.c")
+# IEEE arithmetic as written: no -ffast-math, no fused multiply-add. -march=native: the library's
+# name hashes this CPU's feature flags, so a home directory shared by other CPUs builds its own.
+FLAGS = ("-O3", "-march=native", "-std=c11", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math")
+KIND_MX, KIND_NVFP4, KIND_GROUP = 0, 1, 2
+MAX_BLOCK = 1024
+_ENV = "NASQ_NATIVE"
+
+
+def enabled() -> bool:
+    """``NASQ_NATIVE`` is not ``0`` (read on every call, so tests can switch the path)."""
+    return os.environ.get(_ENV, "1") != "0"
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The compiled kernel library, building it on first use; ``None`` where it cannot be built
+    (logged once)."""
+    try:
+        return _load()
+    except (OSError, subprocess.SubprocessError) as e:
+        log.warning("nasq: fused block-format kernels unavailable (%s); using the torch path", e)
+        return None
+
+
+def _load() -> ctypes.CDLL:
+    compiler = os.environ.get("CC") or "cc"
+    if shutil.which(compiler) is None:
+        raise OSError(f"no C compiler '{compiler}' on PATH")
+    source = SOURCE.read_bytes()
+    tag = hashlib.sha256(source + " ".join((compiler, *FLAGS, _cpu_flags())).encode()).hexdigest()[:16]
+    target = cache_dir() / "kernels" / f"blockquant-{tag}.so"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # build beside the target and rename: concurrent builders (Ray workers) never load half a file
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+        try:
+            subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], check=True,
+                           capture_output=True, timeout=120)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    lib = ctypes.CDLL(str(target))
+    fn = lib.nasq_block_quant
+    i64p, f32p = ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_float)
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, i64p, i64p, i64p, ctypes.c_int64, ctypes.c_int, f32p,
+                   ctypes.c_int, ctypes.c_int, ctypes.c_float, ctypes.c_int, ctypes.c_int, ctypes.c_float]
+    fn.restype = ctypes.c_int
+    return lib
+
+
+def _cpu_flags() -> str:
+    """The CPU's feature flags (Linux), else the machine name: part of the library's name."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def applies(x: torch.Tensor, block: int) -> bool:
+    """Whether the kernel can take ``x``: a float32 CPU tensor of 1 to 4 dims, not empty, in
+    eager mode (not while exporting or compiling), with the kernel enabled and built."""
+    import torch
+
+    return (enabled() and x.dtype == torch.float32 and x.device.type == "cpu" and 1 <= x.dim() <= 4
+            and x.numel() > 0 and block <= MAX_BLOCK and not plain_ops() and library() is not None)
+
+
+def block_quant(x: torch.Tensor, block: int, kind: int, params: tuple[float, ...],
+                element: FloatLayout | None = None, scale: FloatLayout | None = None) -> torch.Tensor | None:
+    """Quantize-dequantize ``x`` (see :func:`applies`) block by block along each row (dim 0 × the
+    rest, in logical order); ``None`` where a block holds a NaN or an infinity (the caller's torch
+    path then decides)."""
+    import torch
+
+    out = torch.empty_like(x)  # keeps a dense layout's strides: channels-last stays channels-last
+    shape, xs = _as4(x.shape, x.stride())
+    os_ = _as4(out.shape, out.stride())[1]
+    arr4 = ctypes.c_int64 * 4
+    p = (ctypes.c_float * max(len(params), 1))(*params)
+    el = element or _NO_LAYOUT
+    sl = scale or _NO_LAYOUT
+    rc = library().nasq_block_quant(
+        x.data_ptr(), out.data_ptr(), arr4(*shape), arr4(*xs), arr4(*os_), block, kind, p,
+        el.emin, el.man_bits, el.max_value, sl.emin, sl.man_bits, sl.max_value)
+    if rc == 3:  # pragma: no cover
+        raise MemoryError(f"the block kernel could not allocate a row of {x[0].numel()} floats")
+    if rc == 2:  # pragma: no cover - applies() keeps block within MAX_BLOCK
+        raise ValueError(f"block of {block} elements exceeds the kernel's {MAX_BLOCK}")
+    return out if rc == 0 else None
+
+
+def _as4(shape: tuple[int, ...], stride: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A 1-4 dim shape and stride as (N, C, H, W): a 1-D tensor is one row, and missing trailing
+    dims have size 1."""
+    if len(shape) == 1:
+        shape, stride = (1, *shape), (0, *stride)
+    return (tuple(shape) + (1, 1, 1))[:4], (tuple(stride) + (1, 1, 1))[:4]
+
+
+class _NoLayout:
+    emin, man_bits, max_value = 0, 0, 0.0
+
+
+_NO_LAYOUT = _NoLayout()

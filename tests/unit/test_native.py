@@ -1,0 +1,156 @@
+"""The fused C kernels of the block formats (nasq/formats/blockquant.c) equal the torch path bit
+for bit, signed zeros included, in every layout the trainer hands them; a NaN or an infinity, a
+tensor they do not take, or a machine without a compiler falls back to the torch path."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from nasq.formats import get_format, native
+
+BLOCK_FORMATS = ["mxfp8", "mxfp6", "mxfp6_e3m2", "mxfp4", "nvfp4", "int4_g32", "int4_g128", "int8_g128"]
+SHAPES = [(7, 45, 5, 3), (32, 24, 14, 14), (3, 33), (4, 9, 70), (100,), (2, 3, 1, 1), (1, 1)]
+
+pytestmark = pytest.mark.skipif(native.library() is None, reason="no C compiler to build the kernels")
+
+
+def hostile(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Magnitudes from fp32 subnormals to 2**100, signed zeros, whole blocks of zeros or tiny values."""
+    g = torch.Generator().manual_seed(seed)
+    mag = torch.exp2(torch.randint(-149, 100, shape, generator=g).float())
+    x = torch.randn(*shape, generator=g) * torch.where(torch.rand(shape, generator=g) < 0.3, mag, 1.0)
+    flat = x.view(-1)
+    flat[::13] = 0.0
+    flat[5::17] = -0.0
+    flat[: min(40, flat.numel())] *= 1e-39
+    return x
+
+
+def torch_path(fmt, x, amax, monkeypatch) -> torch.Tensor:
+    monkeypatch.setenv("NASQ_NATIVE", "0")
+    try:
+        return fmt._quantize(x, amax)
+    finally:
+        monkeypatch.setenv("NASQ_NATIVE", "1")
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view(torch.int32)
+
+
+def layouts(x: torch.Tensor):
+    yield "contiguous", x
+    if x.dim() == 4:
+        yield "channels-last", x.contiguous(memory_format=torch.channels_last)
+    if x.dim() >= 2:
+        yield "transposed", x.transpose(0, -1).contiguous().transpose(0, -1)
+        yield "sliced", torch.cat([x, x], dim=-1)[..., : x.shape[-1]]
+
+
+@pytest.mark.parametrize("name", BLOCK_FORMATS)
+def test_kernel_equals_torch_path_bit_for_bit(name, monkeypatch):
+    monkeypatch.setenv("NASQ_NATIVE", "1")
+    fmt = get_format(name)
+    for i, shape in enumerate(SHAPES):
+        for how, x in layouts(hostile(shape, seed=i)):
+            amax = x.abs().amax().clamp_min(1e-12)
+            assert native.applies(x, getattr(fmt, "block", getattr(fmt, "group_size", 0)))
+            ref, got = torch_path(fmt, x, amax, monkeypatch), fmt._quantize(x, amax)
+            assert torch.equal(bits(ref), bits(got)), f"{name} {shape} {how}"
+            if x.dim() == 4 and how == "channels-last":
+                assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("name", BLOCK_FORMATS)
+def test_fake_quant_trains_through_the_kernel(name, monkeypatch):
+    """Training calls: the straight-through gradient is the identity, the values the kernel's."""
+    monkeypatch.setenv("NASQ_NATIVE", "1")
+    fmt = get_format(name)
+    x = hostile((8, 40, 6, 6), seed=3).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = fmt.fake_quant(x)
+    y.backward(torch.ones_like(y))
+    assert torch.equal(x.grad, torch.ones_like(x))
+    assert torch.equal(bits(y.detach()), bits(torch_path(fmt, x.detach(), x.detach().abs().amax(), monkeypatch)))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_block_falls_back_to_the_torch_path(bad, monkeypatch):
+    monkeypatch.setenv("NASQ_NATIVE", "1")
+    x = hostile((4, 64), seed=5)
+    x[2, 40] = bad
+    mx = get_format("mxfp8")
+    assert native.block_quant(x, 32, native.KIND_MX, (float(mx.element.emax),), mx.element) is None
+    for name in ("mxfp8", "nvfp4", "int4_g32"):
+        fmt = get_format(name)
+        ref, got = torch_path(fmt, x, torch.tensor(1.0), monkeypatch), fmt._quantize(x, torch.tensor(1.0))
+        assert torch.equal(ref.isnan(), got.isnan())
+        assert torch.equal(torch.nan_to_num(ref), torch.nan_to_num(got))
+
+
+def test_tensors_the_kernel_does_not_take(monkeypatch):
+    monkeypatch.setenv("NASQ_NATIVE", "1")
+    assert not native.applies(torch.randn(4, 8, dtype=torch.float64), 32)
+    assert not native.applies(torch.randn(2, 2, 2, 2, 2), 32)
+    assert not native.applies(torch.empty(0, 8), 32)
+    assert not native.applies(torch.randn(4, 8), native.MAX_BLOCK + 1)
+    assert native.applies(torch.randn(4, 8), 32)
+    monkeypatch.setenv("NASQ_NATIVE", "0")
+    assert not native.applies(torch.randn(4, 8), 32)
+    x = torch.randn(3, 40, dtype=torch.float64)  # the torch path keeps the dtype
+    assert get_format("mxfp8").quantize(x).dtype == torch.float64
+
+
+def test_library_is_built_once_into_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NASQ_CACHE_DIR", str(tmp_path))
+    native.library.cache_clear()
+    try:
+        assert native.library() is not None
+        built = list((tmp_path / "kernels").iterdir())
+        assert len(built) == 1 and built[0].name.startswith("blockquant-") and built[0].suffix == ".so"
+        stamp = built[0].stat().st_mtime_ns
+        native.library.cache_clear()
+        assert native.library() is not None
+        assert [p.stat().st_mtime_ns for p in (tmp_path / "kernels").iterdir()] == [stamp]  # reused
+    finally:
+        native.library.cache_clear()
+
+
+def test_no_compiler_means_the_torch_path(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("NASQ_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", "nasq-no-such-compiler")
+    native.library.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="nasq.formats.native"):
+            assert native.library() is None
+        assert "torch path" in caplog.text and "nasq-no-such-compiler" in caplog.text
+        x = hostile((4, 64), seed=6)
+        assert not native.applies(x, 32)
+        assert torch.isfinite(get_format("mxfp4").quantize(x)).all()
+        assert not (tmp_path / "kernels").exists() or not any((tmp_path / "kernels").iterdir())
+    finally:
+        native.library.cache_clear()
+
+
+def test_nvfp4_ties_divide_as_the_torch_path(monkeypatch):
+    """Elements a few ulps around the E2M1 midpoints of their block's scale: dividing by the scale
+    and multiplying by its reciprocal round apart there, so the kernel must divide too."""
+    from nasq.formats.floatbits import E4M3
+
+    monkeypatch.setenv("NASQ_NATIVE", "1")
+    fmt = get_format("nvfp4")
+    g = torch.Generator().manual_seed(7)
+    amax = torch.tensor(1.0)
+    t = fmt.tensor_scale(amax)
+    scales = torch.tensor([v for v in E4M3.finite_magnitudes() if v >= 2.0**-6])
+    s0 = scales[torch.randint(0, len(scales), (4096,), generator=g)]
+    d = s0 * t
+    ties = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0])
+    k = torch.randint(-3, 4, (4096, 15), generator=g).float()
+    rest = ties[torch.randint(0, len(ties), (4096, 15), generator=g)] * d[:, None] * (1 + k * 2.0**-23)
+    x = torch.cat([(6 * d)[:, None], rest * torch.where(torch.rand(4096, 15, generator=g) < 0.5, -1.0, 1.0)], 1)
+    x = x.reshape(64, -1)
+    ref, got = torch_path(fmt, x, amax, monkeypatch), fmt._quantize(x, amax)
+    assert torch.equal(bits(ref), bits(got))
