@@ -16,6 +16,7 @@
 #include <string.h>
 
 #define MAX_BLOCK 1024
+#define LANES 16 /* partial sums of the MSE search */
 #define ABS_MASK 0x7FFFFFFFu
 #define EXP_FIELD 0x7F800000u
 #define FINITE_MAX 0x7F7FFFFFu /* bits of the largest finite float: above it, inf and NaN */
@@ -171,3 +172,121 @@ int nasq_block_quant(const float *x, float *out, const int64_t *shape, const int
     free(out_buf);
     return rc;
 }
+
+/* ---- Integers with one scale per row: the rows are runs of memory (a dense tensor, per tensor
+   one row, per channel its dim-0 slices, whatever the order inside a row). ---- */
+
+/* Symmetric fake quantization (nasq.formats.integer.SymmetricInt._fake_quantize, torch's
+   fake_quantize_per_*_affine with zero point 0): q = clamp(round(x * (1 / s)) + 0, -qmax, qmax) * s.
+   scales: one per row. Clamping to qmax + 1 before rounding changes no result and keeps |v| small
+   enough for rint_small. Returns 0, or 1 where an input is not finite. */
+int nasq_int_symmetric(const float *x, float *out, int64_t rows, int64_t len, const float *scales,
+                       float qmax) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *restrict in = x + r * len;
+        float *restrict o = out + r * len;
+        const float s = scales[r], inv = 1.0f / s, lim = qmax + 1.0f;
+        uint32_t worst = 0;
+        for (int64_t i = 0; i < len; i++) {
+            const uint32_t a = bits_of(in[i]) & ABS_MASK;
+            worst = a > worst ? a : worst;
+            float v = in[i] * inv;
+            v = v > lim ? lim : v;
+            v = v < -lim ? -lim : v;
+            float q = rint_small(v) + 0.0f;
+            q = q < -qmax ? -qmax : q;
+            q = q > qmax ? qmax : q;
+            o[i] = q * s;
+        }
+        if (worst > FINITE_MAX) return 1;
+    }
+    return 0;
+}
+
+/* (round-and-clamp(x / s) * s - x)**2 in fp32, as a double */
+static inline double sq_error(float xi, float inv, float s, float lim, float qmax) {
+    float v = xi * inv;
+    v = v > lim ? lim : v;
+    v = v < -lim ? -lim : v;
+    float q = rint_small(v);
+    q = q < -qmax ? -qmax : q;
+    q = q > qmax ? qmax : q;
+    const float e = q * s - xi;
+    return (double)(e * e);
+}
+
+/* The clipping-ratio search of SymmetricInt._mse_amax on (rows, len) samples: for each row the
+   first ratio with the least sum of squared errors, the errors computed elementwise in fp32 as the
+   torch path does and summed in double. best: one index per row. */
+int nasq_int_mse_search(const float *x, int64_t rows, int64_t len, const float *amax,
+                        const float *ratios, int n_ratios, float qmax, int64_t *best) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *restrict in = x + r * len;
+        double least = INFINITY;
+        best[r] = 0;
+        for (int k = 0; k < n_ratios; k++) {
+            const float s = amax[r] * ratios[k] / qmax, inv = 1.0f / s, lim = qmax + 1.0f;
+            /* LANES partial sums (element i into lane i % LANES), added in lane order at the end:
+               a fixed order, and independent chains the compiler can vectorise */
+            double lane[LANES] = {0};
+            uint32_t worst = 0;
+            const int64_t whole = len - len % LANES;
+            for (int64_t i0 = 0; i0 < whole; i0 += LANES)
+                for (int j = 0; j < LANES; j++) {
+                    const float xi = in[i0 + j];
+                    const uint32_t a = bits_of(xi) & ABS_MASK;
+                    worst = a > worst ? a : worst;
+                    lane[j] += sq_error(xi, inv, s, lim, qmax);
+                }
+            for (int64_t i = whole; i < len; i++) {
+                const uint32_t a = bits_of(in[i]) & ABS_MASK;
+                worst = a > worst ? a : worst;
+                lane[i - whole] += sq_error(in[i], inv, s, lim, qmax);
+            }
+            if (worst > FINITE_MAX) return 1;
+            double sum = 0.0;
+            for (int j = 0; j < LANES; j++) sum += lane[j];
+            if (sum < least) { least = sum; best[r] = k; }
+        }
+    }
+    return 0;
+}
+
+/* Asymmetric (nasq.formats.integer.AsymmetricInt): per row lo = min(x, 0), hi = max(x, 0),
+   s = (hi - lo) / qmax (at least min_amax) with its significand rounded down to sig_bits,
+   z = round(-lo * (1 / s)), q = (clamp(round(x * (1 / s)) + z, 0, qmax) - z) * s. */
+int nasq_int_asymmetric(const float *x, float *out, int64_t rows, int64_t len, float qmax,
+                        float min_amax, int sig_bits) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *restrict in = x + r * len;
+        float *restrict o = out + r * len;
+        float lo = 0.0f, hi = 0.0f;
+        uint32_t worst = 0;
+        for (int64_t i = 0; i < len; i++) {
+            const uint32_t a = bits_of(in[i]) & ABS_MASK;
+            worst = a > worst ? a : worst;
+            lo = in[i] < lo ? in[i] : lo;
+            hi = in[i] > hi ? in[i] : hi;
+        }
+        if (worst > FINITE_MAX) return 1;
+        float s = (hi - lo) / qmax;
+        s = s < min_amax ? min_amax : s;
+        const float unit = ldexpf(1.0f, floor_log2f(s) - (sig_bits - 1));
+        s = floorf(s / unit) * unit;
+        const float inv = 1.0f / s, z = rint_small(-lo * inv), lim = qmax + 1.0f;
+        for (int64_t i = 0; i < len; i++) {
+            float v = in[i] * inv;
+            v = v > lim ? lim : v;
+            v = v < -lim ? -lim : v;
+            float q = rint_small(v) + z;
+            q = q < 0.0f ? 0.0f : q;
+            q = q > qmax ? qmax : q;
+            o[i] = (q - z) * s;
+        }
+    }
+    return 0;
+}
+
+/* max |x| over n floats (a dense tensor's memory), as its bits: the order of non-negative floats;
+   an infinity gives +inf, a NaN something above it (the caller then asks torch). */
+uint32_t nasq_abs_max_bits(const float *x, int64_t n) { return amax_bits(x, n); }

@@ -85,6 +85,16 @@ def _per_scale(x: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1)
 
 
+def _memory_order(x: torch.Tensor) -> torch.Tensor:
+    """A channels-last 4-D tensor as the (N, H, W, C) view of its memory, else ``x``: the same
+    rows along dim 0, each row's elements in the order they lie."""
+    import torch
+
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return x.permute(0, 2, 3, 1)
+    return x
+
+
 class SymmetricInt(IntegerFormat):
     """Signed symmetric integers with ``2**bits - 1`` levels (narrow range, zero-point 0).
 
@@ -127,10 +137,16 @@ class SymmetricInt(IntegerFormat):
         searched over every element, or over a strided sample of at most ``sample`` of them."""
         import torch
 
-        rows, a = _per_scale(x, amax), amax.reshape(-1, 1)
+        # a sample is drawn in memory order: a channels-last tensor is not copied into NCHW rows
+        rows, a = _per_scale(x if sample is None else _memory_order(x), amax), amax.reshape(-1, 1)
         if sample is not None and rows.numel() > sample:
             rows = rows[:, :: -(-rows.numel() // sample)].contiguous()  # one gather, then dense passes
         ratios = torch.tensor(MSE_RATIOS, dtype=amax.dtype, device=amax.device)
+        if sample is not None and rows.is_contiguous() and native.applies(rows, 1):
+            # training: all ratios in one fused pass per row (errors summed in double)
+            best = native.int_mse_search(rows, a, ratios, self.qmax)
+            if best is not None:
+                return amax * ratios[best].reshape(amax.shape)
         if rows.numel() <= MSE_BROADCAST_MAX and not plain_ops():
             # all ratios in one broadcast pass: a small tensor's time is the per-op overhead
             s = self.scale(a * ratios.reshape(-1, 1, 1))  # (ratios, rows, 1)
@@ -182,6 +198,10 @@ class SymmetricInt(IntegerFormat):
         in-place passes: on a CPU that kernel, which also builds a gradient mask we do not use,
         took several times as long. Its codes pass through int64, so a zero comes out +0 (the
         ``+ 0.0`` here); like it, inputs are finite and within 2**63 steps of zero."""
+        if native.applies_rows(x, s.numel()):  # one fused pass, bit-equal to what follows
+            q = native.int_symmetric(x, s, self.qmax)
+            if q is not None:
+                return q
         q = x * s.reciprocal()
         return q.round_().add_(0.0).clamp_(-self.qmax, self.qmax).mul_(s)
 
@@ -321,6 +341,10 @@ class AsymmetricInt(IntegerFormat):
         return ((x * s.reciprocal()).round() + z).clamp(0, self.qmax)
 
     def _quantize(self, x, amax):
+        if native.applies_rows(x, amax.numel()):  # two fused passes, bit-equal to what follows
+            q = native.int_asymmetric(x, amax.numel(), self.qmax, MIN_AMAX, SCALE_SIGNIFICAND_BITS)
+            if q is not None:
+                return q
         s, z = self._params(x, amax)
         if plain_ops():
             return (self._codes(x, s, z) - z) * s

@@ -87,6 +87,14 @@ def _load() -> ctypes.CDLL:
     fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, i64p, i64p, i64p, ctypes.c_int64, ctypes.c_int, f32p,
                    ctypes.c_int, ctypes.c_int, ctypes.c_float, ctypes.c_int, ctypes.c_int, ctypes.c_float]
     fn.restype = ctypes.c_int
+    vp, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+    lib.nasq_int_symmetric.argtypes = [vp, vp, i64, i64, vp, f32]
+    lib.nasq_int_mse_search.argtypes = [vp, i64, i64, vp, vp, ctypes.c_int, f32, vp]
+    lib.nasq_int_asymmetric.argtypes = [vp, vp, i64, i64, f32, f32, ctypes.c_int]
+    for name in ("nasq_int_symmetric", "nasq_int_mse_search", "nasq_int_asymmetric"):
+        getattr(lib, name).restype = ctypes.c_int
+    lib.nasq_abs_max_bits.argtypes = [vp, i64]
+    lib.nasq_abs_max_bits.restype = ctypes.c_uint32
     return lib
 
 
@@ -147,3 +155,64 @@ class _NoLayout:
 
 
 _NO_LAYOUT = _NoLayout()
+
+
+def applies_rows(x: torch.Tensor, rows: int) -> bool:
+    """Whether the row kernels (one scale per row) can take ``x`` cut into ``rows`` rows (1: per
+    tensor; ``x.shape[0]``: per channel): as :func:`applies`, and dense, contiguous or channels-last,
+    so that each row is a run of memory (the order inside a row does not matter to them)."""
+    import torch
+
+    dense = x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
+    return (dense and (rows == 1 or (x.dim() >= 1 and rows == x.shape[0])) and applies(x, 1))
+
+
+def int_symmetric(x: torch.Tensor, scales: torch.Tensor, qmax: int) -> torch.Tensor | None:
+    """``SymmetricInt._fake_quantize(x, s)`` in one pass, ``scales`` one fp32 per row (see
+    :func:`applies_rows`); ``None`` where ``x`` holds a NaN or an infinity."""
+    import torch
+
+    s = scales.detach().to(torch.float32).reshape(-1).contiguous()
+    out = torch.empty_like(x)
+    rc = library().nasq_int_symmetric(x.data_ptr(), out.data_ptr(), s.numel(), x.numel() // s.numel(),
+                                      s.data_ptr(), float(qmax))
+    return out if rc == 0 else None
+
+
+def int_mse_search(rows: torch.Tensor, amax: torch.Tensor, ratios: torch.Tensor, qmax: int) -> torch.Tensor | None:
+    """Index of the clipping ratio with the least squared error for each row of ``rows`` (a
+    contiguous fp32 (rows, n) sample), as ``SymmetricInt._mse_amax`` searches it; the errors are
+    summed in double (the torch path sums fp32), so in a near tie the two may pick neighbours."""
+    import torch
+
+    a = amax.detach().to(torch.float32).reshape(-1).contiguous()
+    r = ratios.to(torch.float32).contiguous()
+    best = torch.empty(rows.shape[0], dtype=torch.int64)
+    rc = library().nasq_int_mse_search(rows.data_ptr(), rows.shape[0], rows.shape[1], a.data_ptr(), r.data_ptr(),
+                                       r.numel(), float(qmax), best.data_ptr())
+    return best if rc == 0 else None
+
+
+def int_asymmetric(x: torch.Tensor, rows: int, qmax: int, min_amax: float, sig_bits: int) -> torch.Tensor | None:
+    """``AsymmetricInt._quantize`` in two passes per row (range, then codes); ``None`` where ``x``
+    holds a NaN or an infinity."""
+    import torch
+
+    out = torch.empty_like(x)
+    rc = library().nasq_int_asymmetric(x.data_ptr(), out.data_ptr(), rows, x.numel() // rows, float(qmax),
+                                       min_amax, sig_bits)
+    return out if rc == 0 else None
+
+
+_NAN_BITS = 0x7F800000  # above: a NaN
+
+
+def abs_max(x: torch.Tensor) -> torch.Tensor | None:
+    """``x.abs().amax()`` in one pass with no temporary, for a dense ``x`` (see
+    :func:`applies_rows`); ``None`` where ``x`` holds a NaN (torch's answer then stands)."""
+    import torch
+
+    b = library().nasq_abs_max_bits(x.data_ptr(), x.numel())
+    if b > _NAN_BITS:
+        return None
+    return torch.tensor(b, dtype=torch.int32).view(torch.float32)

@@ -154,3 +154,79 @@ def test_nvfp4_ties_divide_as_the_torch_path(monkeypatch):
     x = x.reshape(64, -1)
     ref, got = torch_path(fmt, x, amax, monkeypatch), fmt._quantize(x, amax)
     assert torch.equal(bits(ref), bits(got))
+
+
+SYMMETRIC = ["int2", "int3", "int4", "int5", "int6", "int7", "int8", "int4_lsq", "int2_mse", "int4_mse", "ternary"]
+
+
+@pytest.mark.parametrize("name", SYMMETRIC + ["int4_asym", "int8_asym"])
+def test_integer_row_kernels_equal_torch_path_bit_for_bit(name, monkeypatch):
+    """Per tensor and per channel, contiguous and channels-last; the scales as each format finds
+    them (max, MSE over every element, absmean, or the asymmetric range)."""
+    monkeypatch.setenv("NASQ_NATIVE", "1")
+    fmt = get_format(name)
+    for i, shape in enumerate([(16, 24, 7, 7), (24, 8, 3, 3), (5, 70), (300,)]):
+        for how, x in layouts(hostile(shape, seed=20 + i)):
+            for amax in (x.abs().amax().clamp_min(1e-12), x.abs().amax(dim=tuple(range(1, x.dim())), keepdim=True)
+                         .clamp_min(1e-12) if x.dim() > 1 else None):
+                if amax is None:
+                    continue
+                rows = amax.numel()
+                ref, got = torch_path(fmt, x, amax, monkeypatch), fmt._quantize(x, amax)
+                assert torch.equal(bits(ref), bits(got)), f"{name} {shape} {how} rows={rows}"
+                if how in ("contiguous", "channels-last"):
+                    assert native.applies_rows(x, rows)
+
+
+def test_row_kernels_take_dense_rows_only():
+    x = torch.randn(6, 8, 5, 5)
+    assert native.applies_rows(x, 1) and native.applies_rows(x, 6)
+    assert native.applies_rows(x.contiguous(memory_format=torch.channels_last), 6)
+    assert not native.applies_rows(x, 8)  # rows are dim-0 slices or the whole tensor
+    assert not native.applies_rows(x.transpose(0, 1), 8)  # not dense in any order the kernel reads
+    assert not native.applies_rows(x[:, :4], 6)
+
+
+@pytest.mark.parametrize("name", ["int2_mse", "int4_mse"])
+def test_mse_search_picks_the_least_error_ratio(name, monkeypatch):
+    """The fused search in training picks, per row, the first ratio whose fp32 errors over the
+    strided sample sum least (in float64); the torch path sums in fp32, so where the two differ
+    the errors of their picks agree to 1e-5."""
+    from nasq.formats.integer import MSE_RATIOS, MSE_TRAIN_SAMPLE
+
+    monkeypatch.setenv("NASQ_NATIVE", "1")
+    fmt = get_format(name)
+    g = torch.Generator().manual_seed(11)
+    ratios = torch.tensor(MSE_RATIOS)
+    for shape in [(12, 3000), (1, 8000), (40, 9)]:
+        x = torch.randn(*shape, generator=g) * torch.rand(shape[0], 1, generator=g).add(0.1)
+        x[:, ::7] *= 8  # heavy tails: the best ratio lies well inside the range
+        amax = x.abs().amax(1, keepdim=True)
+        got = fmt._mse_amax(x, amax, MSE_TRAIN_SAMPLE)
+        sample = x[:, :: -(-x.numel() // MSE_TRAIN_SAMPLE)] if x.numel() > MSE_TRAIN_SAMPLE else x
+        s = amax[None] * ratios[:, None, None] / fmt.qmax  # (ratios, rows, 1), fp32 as the kernel
+        err = ((sample[None] * s.reciprocal()).round().clamp(-fmt.qmax, fmt.qmax) * s - sample[None]) ** 2
+        total = err.double().sum(2)  # (ratios, rows)
+        best = total.argmin(0)
+        assert (best > 0).any()  # the search clips somewhere
+        assert torch.equal(got, amax * ratios[best].reshape(amax.shape))
+        monkeypatch.setenv("NASQ_NATIVE", "0")
+        ref = fmt._mse_amax(x, amax, MSE_TRAIN_SAMPLE)
+        monkeypatch.setenv("NASQ_NATIVE", "1")
+        ref_idx = torch.tensor([int((ratios - r).abs().argmin()) for r in (ref / amax).flatten()])
+        assert torch.allclose(total.gather(0, ref_idx[None]).flatten(), total.min(0).values, rtol=1e-5)
+
+
+def test_abs_max_is_torchs(monkeypatch):
+    monkeypatch.setenv("NASQ_NATIVE", "1")
+    for i, shape in enumerate([(16, 24, 7, 7), (5, 70), (1,)]):
+        for _, x in layouts(hostile(shape, seed=40 + i)):
+            if native.applies_rows(x, 1):
+                assert torch.equal(bits(native.abs_max(x)), bits(x.abs().amax()))
+    x = torch.zeros(3, 5)
+    assert native.abs_max(x) == 0 and native.abs_max(-x) == 0
+    x[1, 2] = -float("inf")
+    assert native.abs_max(x) == float("inf")
+    x[2, 2] = float("nan")
+    assert native.abs_max(x) is None
+    assert get_format("int8").fake_quant(x).isnan().any()  # torch's NaN maximum, as before
