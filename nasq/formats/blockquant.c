@@ -290,3 +290,23 @@ int nasq_int_asymmetric(const float *x, float *out, int64_t rows, int64_t len, f
 /* max |x| over n floats (a dense tensor's memory), as its bits: the order of non-negative floats;
    an infinity gives +inf, a NaN something above it (the caller then asks torch). */
 uint32_t nasq_abs_max_bits(const float *x, int64_t n) { return amax_bits(x, n); }
+
+/* Scaled small floats (nasq.formats.floating.ScaledFloat): round_float(x / s, layout) * s, one
+   scale per row. Returns 0, or 1 where an input is not finite. */
+int nasq_scaled_float(const float *x, float *out, int64_t rows, int64_t len, const float *scales,
+                      int el_emin, int el_man, float el_max) {
+    const layout_t l = {el_emin, el_man, el_max};
+    for (int64_t r = 0; r < rows; r++) {
+        const float *restrict in = x + r * len;
+        float *restrict o = out + r * len;
+        const float s = scales[r];
+        uint32_t worst = 0;
+        for (int64_t i = 0; i < len; i++) {
+            const uint32_t a = bits_of(in[i]) & ABS_MASK;
+            worst = a > worst ? a : worst;
+            o[i] = round_layout(in[i] / s, &l) * s;
+        }
+        if (worst > FINITE_MAX) return 1;
+    }
+    return 0;
+}

@@ -198,7 +198,7 @@ class SymmetricInt(IntegerFormat):
         in-place passes: on a CPU that kernel, which also builds a gradient mask we do not use,
         took several times as long. Its codes pass through int64, so a zero comes out +0 (the
         ``+ 0.0`` here); like it, inputs are finite and within 2**63 steps of zero."""
-        if native.applies_rows(x, s.numel()):  # one fused pass, bit-equal to what follows
+        if native.per_row(x, s) and native.applies_rows(x, s.numel()):  # one fused pass, bit-equal to what follows
             q = native.int_symmetric(x, s, self.qmax)
             if q is not None:
                 return q

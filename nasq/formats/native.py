@@ -93,6 +93,8 @@ def _load() -> ctypes.CDLL:
     lib.nasq_int_asymmetric.argtypes = [vp, vp, i64, i64, f32, f32, ctypes.c_int]
     for name in ("nasq_int_symmetric", "nasq_int_mse_search", "nasq_int_asymmetric"):
         getattr(lib, name).restype = ctypes.c_int
+    lib.nasq_scaled_float.argtypes = [vp, vp, i64, i64, vp, ctypes.c_int, ctypes.c_int, f32]
+    lib.nasq_scaled_float.restype = ctypes.c_int
     lib.nasq_abs_max_bits.argtypes = [vp, i64]
     lib.nasq_abs_max_bits.restype = ctypes.c_uint32
     return lib
@@ -165,6 +167,23 @@ def applies_rows(x: torch.Tensor, rows: int) -> bool:
 
     dense = x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
     return (dense and (rows == 1 or (x.dim() >= 1 and rows == x.shape[0])) and applies(x, 1))
+
+
+def per_row(x: torch.Tensor, s: torch.Tensor) -> bool:
+    """``s`` holds one scale for all of ``x`` or one per dim-0 row, shaped to broadcast so."""
+    return s.numel() == 1 or (s.dim() == x.dim() and s.shape[0] == x.shape[0] and s.numel() == x.shape[0])
+
+
+def scaled_float(x: torch.Tensor, scales: torch.Tensor, layout: FloatLayout) -> torch.Tensor | None:
+    """``ScaledFloat._quantize``: ``round_float(x / s, layout) * s`` in one pass, ``scales`` one
+    per row (see :func:`applies_rows`); ``None`` where ``x`` holds a NaN or an infinity."""
+    import torch
+
+    s = scales.detach().to(torch.float32).reshape(-1).contiguous()
+    out = torch.empty_like(x)
+    rc = library().nasq_scaled_float(x.data_ptr(), out.data_ptr(), s.numel(), x.numel() // s.numel(), s.data_ptr(),
+                                     layout.emin, layout.man_bits, layout.max_value)
+    return out if rc == 0 else None
 
 
 def int_symmetric(x: torch.Tensor, scales: torch.Tensor, qmax: int) -> torch.Tensor | None:

@@ -159,10 +159,13 @@ def test_nvfp4_ties_divide_as_the_torch_path(monkeypatch):
 SYMMETRIC = ["int2", "int3", "int4", "int5", "int6", "int7", "int8", "int4_lsq", "int2_mse", "int4_mse", "ternary"]
 
 
-@pytest.mark.parametrize("name", SYMMETRIC + ["int4_asym", "int8_asym"])
-def test_integer_row_kernels_equal_torch_path_bit_for_bit(name, monkeypatch):
+SCALED_FLOATS = ["fp8_e4m3", "fp8_e5m2", "fp6_e3m2", "fp6_e2m3", "fp4_e2m1"]
+
+
+@pytest.mark.parametrize("name", SYMMETRIC + ["int4_asym", "int8_asym"] + SCALED_FLOATS)
+def test_row_kernels_equal_torch_path_bit_for_bit(name, monkeypatch):
     """Per tensor and per channel, contiguous and channels-last; the scales as each format finds
-    them (max, MSE over every element, absmean, or the asymmetric range)."""
+    them (max, MSE over every element, absmean, the asymmetric range, or the float's largest value)."""
     monkeypatch.setenv("NASQ_NATIVE", "1")
     fmt = get_format(name)
     for i, shape in enumerate([(16, 24, 7, 7), (24, 8, 3, 3), (5, 70), (300,)]):
@@ -230,3 +233,20 @@ def test_abs_max_is_torchs(monkeypatch):
     x[2, 2] = float("nan")
     assert native.abs_max(x) is None
     assert get_format("int8").fake_quant(x).isnan().any()  # torch's NaN maximum, as before
+
+
+@pytest.mark.parametrize("name", SCALED_FLOATS)
+def test_scaled_float_ties_divide_as_the_torch_path(name, monkeypatch):
+    """Elements a few ulps around the midpoints of the format's grid times the scale: a kernel
+    multiplying by 1 / s instead of dividing by s rounds some of them the other way."""
+    monkeypatch.setenv("NASQ_NATIVE", "1")
+    fmt = get_format(name)
+    g = torch.Generator().manual_seed(9)
+    mags = torch.tensor(fmt.layout.finite_magnitudes(), dtype=torch.float64)
+    ties = ((mags[:-1] + mags[1:]) / 2).float()
+    amax = torch.rand(64, 1, 1, 1, generator=g).add(0.5)
+    s = amax / fmt.max_value
+    k = torch.randint(-3, 4, (64, 4, 8, len(ties)), generator=g).float()
+    x = ties * s * (1 + k * 2.0**-23) * torch.where(torch.rand(64, 4, 8, 1, generator=g) < 0.5, -1.0, 1.0)
+    ref, got = torch_path(fmt, x, amax, monkeypatch), fmt._quantize(x, amax)
+    assert torch.equal(bits(ref), bits(got))
