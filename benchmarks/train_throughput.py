@@ -160,28 +160,24 @@ def _format_table(rows: list[tuple], before: dict | None, goal: float = 0.7) -> 
 
 
 SHORTFALL_NOTE = (
-    "`*_mse` formats search 19 clipping ratios per call: in training on a strided sample of at most "
-    "8,192 elements per tensor, all ratios in one broadcast pass (nasq/formats/integer.py; evaluation "
-    "and export search every element). int8 activations (int8_activation_quant in "
-    "nasq/supernet/layers.py) compute torch's fused `fake_quantize_per_tensor_affine` bit for bit, "
-    "gradient mask included, in in-place passes; when every code lies inside the range (always in "
-    "training) the clamp and the boolean mask are skipped. The formats compute with in-place fp32 "
-    "bit arithmetic (float layouts, FP8 included: faster than torch's FP8 cast) and in-place integer "
-    "rounding (bit-equal to torch's fused kernels); the straight-through step is one autograd "
-    "function that returns the quantized tensor as it is (no pass forward or backward); formats "
-    "that ignore a caller's range (`reads_amax = False`: MX, group, asymmetric, ternary) are not "
-    "given a measured one. Since commit 87483fd the image supernets train channels-last, which "
-    "doubled the all-fp32 baseline at one thread (140-150 -> 260-310 img/s) while the "
-    "fake-quantization passes cost what they did. What keeps the block and group formats (MX, "
-    "NVFP4, int*_g*) low: their blocks run along C·H·W of each sample in NCHW order, so a "
-    "channels-last activation is copied into that order and back (two passes), then about ten "
-    "elementwise passes (block maxima, scale, rounding, scale back), each a fresh walk over memory "
-    "on a CPU. Blocking along the channels-last order instead (no copies) was tried: +0.04 on "
-    "mxfp8, int4_g32 and nvfp4, within the noise, and it would change what the formats compute, so "
-    "it was left. torch.compile (inductor, dynamic shapes) was measured on the MX path, bit-equal, "
-    "but slower: 5.1 ms against 1.6 ms eager per 32x64x14x14 channels-last activation at one "
-    "thread, after 15 s of compilation and 11 s more for a second shape class, so CPU training "
-    "stays eager. Ratios near 0.7 move by about 0.05 between runs on a shared machine.")
+    "On CPU every format but bf16/fp16 (torch's vectorised casts) quantizes float32 tensors with a "
+    "fused C kernel (nasq/formats/blockquant.c, built with the system compiler on first use, loaded "
+    "by ctypes; nasq/formats/native.py): MX, NVFP4 and the per-group integers walk each block once, "
+    "reading a channels-last activation through a tiled transpose instead of two torch copies and "
+    "about ten elementwise passes; symmetric and asymmetric integers and the scaled FP8/FP6/FP4 "
+    "formats take one pass per row of one scale (per tensor or per channel) over memory in any "
+    "order; a tensor's |x| maximum is one pass without a temporary. Each performs the torch path's "
+    "fp32 operations in the same order (no fast-math, no FMA contraction), so values are bit-equal "
+    "(tests/unit/test_native.py, ties and signed zeros included). `*_mse` formats search 19 clipping "
+    "ratios: in training on a strided sample of at most 8,192 elements drawn in memory order, in the "
+    "kernel with errors summed in double (the torch path sums fp32, so a near tie may pick a "
+    "neighbouring ratio); evaluation and export search every element with torch. int8 activations "
+    "of integer-kernel layers (int8_activation_quant in nasq/supernet/layers.py) keep their own path, "
+    "torch's fused fake-quantize bit for bit. `NASQ_NATIVE=0` (the *before* columns here when so labelled) "
+    "takes the torch path everywhere; GPUs, ONNX export and torch.compile always do. torch.compile "
+    "(inductor) of the torch path was measured slower on CPU (5.1 ms against 1.6 ms eager per "
+    "32x64x14x14 channels-last MX activation, after 15 s of compilation per shape class). Ratios "
+    "move by about 0.05 between runs on a shared machine.")
 
 
 def _sync(device: torch.device) -> None:
