@@ -11,7 +11,9 @@ import functools
 import math
 from typing import TYPE_CHECKING, Any, Literal
 
+from nasq.formats import native
 from nasq.formats.floatbits import FP32, FloatLayout
+from nasq.formats.native import plain_ops
 from nasq.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -170,22 +172,11 @@ class CastFloat(NumericFormat):
 
 def _abs_max(x: torch.Tensor) -> torch.Tensor:
     """``x.abs().amax()``; on CPU in one fused pass where the kernels apply (the same value)."""
-    from nasq.formats import native
-
     if native.applies_rows(x, 1):
         m = native.abs_max(x)
         if m is not None:
             return m
     return x.abs().amax()
-
-
-def plain_ops() -> bool:
-    """True while torch traces for ONNX or compiles (torch.compile): the quantizers then take their
-    plain out-of-place form (what the exporter was checked on; the compiler fuses it anyway)
-    instead of the in-place one that saves allocations in eager mode."""
-    import torch
-
-    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
 def scale_back(q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

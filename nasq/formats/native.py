@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nasq.files import cache_dir
-from nasq.formats.base import plain_ops
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -44,6 +43,15 @@ FLAGS = ("-O3", "-march=native", "-std=c11", "-fPIC", "-shared", "-ffp-contract=
 KIND_MX, KIND_NVFP4, KIND_GROUP = 0, 1, 2
 MAX_BLOCK = 1024
 _ENV = "NASQ_NATIVE"
+
+
+def plain_ops() -> bool:
+    """True while torch traces for ONNX or compiles (torch.compile): the quantizers then take their
+    plain out-of-place form (what the exporter was checked on; the compiler fuses it anyway)
+    instead of the in-place one that saves allocations in eager mode."""
+    import torch
+
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
 def enabled() -> bool:
