@@ -1,14 +1,16 @@
-/* Fused CPU kernels for the block-scaled formats (MX, NVFP4, per-group integers).
+/* Fused CPU fake-quantization kernels: block formats (MX, NVFP4, per-group integers), integers
+   with one scale per row (symmetric, asymmetric, the MSE clipping search), scaled small floats.
 
    nasq/formats/native.py compiles this file with the system C compiler on first use and calls it
    through ctypes. Each kernel computes, in one pass over memory, what the eager torch path of
-   nasq/formats/block.py and nasq/formats/integer.py computes in about ten: the same fp32
-   operations in the same order, so the results are equal bit for bit (tests/unit/test_native.py).
-   Built without -ffast-math and with -ffp-contract=off: no reassociation, no fused multiply-add.
+   nasq/formats/{block,integer,floating}.py computes in four to ten: the same fp32 operations in
+   the same order, so the results are equal bit for bit (tests/unit/test_native.py); the MSE
+   search alone sums in double. Built without -ffast-math and with -ffp-contract=off: no
+   reassociation, no fused multiply-add.
 
-   The tensor is seen as (N, C, H, W) with any strides (a channels-last activation is read where it
-   lies); blocks run along C·H·W of each row n in logical (C, H, W) order, the last block of a row
-   shorter (the torch path zero-pads it, which changes no block maximum). */
+   Block kernels see the tensor as (N, C, H, W) with any strides (a channels-last activation goes
+   through a tiled transpose); blocks run along C·H·W of each row n in logical (C, H, W) order, the
+   last block of a row shorter (the torch path zero-pads it, which changes no block maximum). */
 
 #include <math.h>
 #include <stdint.h>

@@ -1,16 +1,21 @@
-"""Fused CPU kernels for the block-scaled formats, compiled from ``blockquant.c`` on first use.
+"""Fused CPU fake-quantization kernels, compiled from ``blockquant.c`` on first use.
 
-The eager torch path of MX, NVFP4 and the per-group integers walks the tensor about ten times
-(a copy into row order, block maxima, scale, rounding, scale back, a copy back); on a CPU each walk
-costs about what the matrix products of a small layer cost. The C kernel walks it once, reading a
-channels-last activation where it lies, and computes the same fp32 operations in the same order,
-so both paths agree bit for bit (the tests check every format on edge values).
+The eager torch path of a format walks the tensor four to ten times (MX, NVFP4 and the per-group
+integers: a copy into row order, block maxima, scale, rounding, scale back, a copy back); on a CPU
+each walk costs about what the matrix products of a small layer cost. The C kernels walk it once:
+block by block (reading a channels-last activation through a tiled transpose), or one pass per row
+of one scale for the symmetric and asymmetric integers and the scaled FP8/FP6/FP4 floats (per
+tensor or per channel, memory in any order), plus the training MSE clipping search and a tensor's
+|x| maximum. They compute the torch path's fp32 operations in the same order, so both paths agree
+bit for bit (the tests check every format on edge values); the MSE search alone sums its errors
+in double, where torch sums fp32.
 
 The shared library is built with the system C compiler (``$CC``, else ``cc``) into
-``$NASQ_CACHE_DIR/kernels`` (default ``~/.cache/nasq/kernels``), named by a hash of the source and
-flags, and loaded with ctypes: no torch headers, a compile of well under a second. Where there is
-no compiler, the build fails, ``NASQ_NATIVE=0`` is set, or the tensor is not a float32 CPU tensor,
-the formats take their torch path; so does a block holding a NaN or an infinity.
+``$NASQ_CACHE_DIR/kernels`` (default ``~/.cache/nasq/kernels``), named by a hash of the source,
+flags and CPU features, and loaded with ctypes: no torch headers, a compile of well under a
+second. Where there is no compiler, the build fails, ``NASQ_NATIVE=0`` is set, or the tensor is not
+a float32 CPU tensor (GPUs, autocast), or while exporting or compiling, the formats take their
+torch path; so does a tensor holding a NaN or an infinity.
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ def library() -> ctypes.CDLL | None:
     try:
         return _load()
     except (OSError, subprocess.SubprocessError) as e:
-        log.warning("nasq: fused block-format kernels unavailable (%s); using the torch path", e)
+        log.warning("nasq: fused fake-quantization kernels unavailable (%s); using the torch path", e)
         return None
 
 
