@@ -75,7 +75,7 @@ class NumericFormat(abc.ABC):
             if torch.is_grad_enabled():
                 return self._learned_step(x, amax)
         if amax is None:
-            amax = _abs_max(x.detach()) if self.reads_amax else x.detach().new_ones(())
+            amax = abs_max(x.detach()) if self.reads_amax else x.detach().new_ones(())
         amax = amax.detach().clamp_min(MIN_AMAX)
         if not x.requires_grad:  # evaluation: skip the straight-through bookkeeping
             return self._quantize(x, amax)
@@ -170,7 +170,7 @@ class CastFloat(NumericFormat):
         return 20 * math.log10(self.layout.max_value / self.layout.min_subnormal)
 
 
-def _abs_max(x: torch.Tensor) -> torch.Tensor:
+def abs_max(x: torch.Tensor) -> torch.Tensor:
     """``x.abs().amax()``; on CPU in one fused pass where the kernels apply (the same value)."""
     if native.applies_rows(x, 1):
         m = native.abs_max(x)

@@ -312,3 +312,53 @@ int nasq_scaled_float(const float *x, float *out, int64_t rows, int64_t len, con
     }
     return 0;
 }
+
+/* A post-ReLU6 activation on the unsigned grid (nasq.supernet.layers.unsigned_activation_quant):
+   clamp(round(x / s), 0, n) * s, one scale for the tensor. Clamping to [-1, n + 1] before
+   rounding changes no result. Returns 0, or 1 where an input is not finite. */
+int nasq_unsigned_grid(const float *x, float *out, int64_t len, float s, float n) {
+    const float *restrict in = x;
+    float *restrict o = out;
+    uint32_t worst = 0;
+    for (int64_t i = 0; i < len; i++) {
+        const uint32_t a = bits_of(in[i]) & ABS_MASK;
+        worst = a > worst ? a : worst;
+        float v = in[i] / s;
+        v = v > n + 1.0f ? n + 1.0f : v;
+        v = v < -1.0f ? -1.0f : v;
+        float q = rint_small(v);
+        q = q < 0.0f ? 0.0f : q;
+        q = q > n ? n : q;
+        o[i] = q * s;
+    }
+    return worst > FINITE_MAX;
+}
+
+/* torch's fake_quantize_per_tensor_affine as nasq.supernet.layers._Int8FakeQuant computes it:
+   r = round(x * (1 / s)) + 0, out = clamp(r, lo, hi) * s. Where mask is given, mask[i] says
+   lo <= r <= hi (the gradient's mask). Returns 0 when every r lies inside [lo, hi], 2 when some
+   does not, 1 where an input is not finite. */
+int nasq_int8_affine(const float *x, float *out, int64_t len, float s, float lo, float hi,
+                     uint8_t *mask) {
+    const float *restrict in = x;
+    float *restrict o = out;
+    const float inv = 1.0f / s;
+    uint32_t worst = 0;
+    int outside = 0;
+    for (int64_t i = 0; i < len; i++) {
+        const uint32_t a = bits_of(in[i]) & ABS_MASK;
+        worst = a > worst ? a : worst;
+        float v = in[i] * inv;
+        v = v > hi + 1.0f ? hi + 1.0f : v;
+        v = v < lo - 1.0f ? lo - 1.0f : v;
+        float r = rint_small(v) + 0.0f;
+        const int in_range = (r >= lo) & (r <= hi);
+        outside |= !in_range;
+        if (mask) mask[i] = (uint8_t)in_range;
+        r = r < lo ? lo : r;
+        r = r > hi ? hi : r;
+        o[i] = r * s;
+    }
+    if (worst > FINITE_MAX) return 1;
+    return outside ? 2 : 0;
+}

@@ -107,7 +107,10 @@ def _load() -> ctypes.CDLL:
     for name in ("nasq_int_symmetric", "nasq_int_mse_search", "nasq_int_asymmetric"):
         getattr(lib, name).restype = ctypes.c_int
     lib.nasq_scaled_float.argtypes = [vp, vp, i64, i64, vp, ctypes.c_int, ctypes.c_int, f32]
-    lib.nasq_scaled_float.restype = ctypes.c_int
+    lib.nasq_unsigned_grid.argtypes = [vp, vp, i64, f32, f32]
+    lib.nasq_int8_affine.argtypes = [vp, vp, i64, f32, f32, f32, vp]
+    for name in ("nasq_scaled_float", "nasq_unsigned_grid", "nasq_int8_affine"):
+        getattr(lib, name).restype = ctypes.c_int
     lib.nasq_abs_max_bits.argtypes = [vp, i64]
     lib.nasq_abs_max_bits.restype = ctypes.c_uint32
     return lib
@@ -248,3 +251,30 @@ def abs_max(x: torch.Tensor) -> torch.Tensor | None:
     if b > _NAN_BITS:
         return None
     return torch.tensor(b, dtype=torch.int32).view(torch.float32)
+
+
+def unsigned_grid(x: torch.Tensor, scale: torch.Tensor, n: int) -> torch.Tensor | None:
+    """``clamp(round(x / s), 0, n) * s`` in one pass (a post-ReLU6 activation on the unsigned
+    grid, ``nasq.supernet.layers.unsigned_activation_quant``), ``x`` dense (see
+    :func:`applies_rows`); ``None`` where ``x`` holds a NaN or an infinity."""
+    import torch
+
+    out = torch.empty_like(x)
+    rc = library().nasq_unsigned_grid(x.data_ptr(), out.data_ptr(), x.numel(), float(scale), float(n))
+    return out if rc == 0 else None
+
+
+def int8_affine(x: torch.Tensor, scale: torch.Tensor, lo: int, hi: int,
+                want_mask: bool) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """torch's ``fake_quantize_per_tensor_affine`` (codes ``lo..hi`` around the zero point) in one
+    pass, ``x`` dense: the values, and where ``want_mask`` and some code fell outside, the
+    gradient's mask (else ``None``: every code inside). ``None`` where ``x`` is not finite."""
+    import torch
+
+    out = torch.empty_like(x)
+    mask = torch.empty_like(x, dtype=torch.uint8) if want_mask else None  # x's memory order
+    rc = library().nasq_int8_affine(x.data_ptr(), out.data_ptr(), x.numel(), float(scale), float(lo), float(hi),
+                                    mask.data_ptr() if mask is not None else None)
+    if rc == 1:
+        return None
+    return out, (mask.view(torch.bool) if rc == 2 and mask is not None else None)

@@ -6,8 +6,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasq.formats import MIN_AMAX, NumericFormat, Passthrough, ScaledFloat, SymmetricInt, get_format
-from nasq.formats.base import plain_ops, straight_through
+from nasq.formats import (
+    MIN_AMAX,
+    NumericFormat,
+    Passthrough,
+    ScaledFloat,
+    SymmetricInt,
+    get_format,
+    native,
+)
+from nasq.formats.base import abs_max, plain_ops, straight_through
 
 
 def per_channel_amax(w: torch.Tensor) -> torch.Tensor:
@@ -51,7 +59,7 @@ def int8_activation_quant(x: torch.Tensor, amax: torch.Tensor | None, unsigned: 
     codes -128..127 around it: the full range QuantizeLinear holds, so no Clip precedes it). The
     same op in training, evaluation and export (exported as one QuantizeLinear/DequantizeLinear)."""
     if amax is None:
-        amax = x.detach().abs().amax()
+        amax = abs_max(x.detach())
     scale = int8_activation_scale(amax, unsigned)
     if x.dtype == torch.float32 and not torch.onnx.is_in_onnx_export():
         lo = 0 if unsigned else -128  # the codes minus the zero point
@@ -79,7 +87,9 @@ def unsigned_activation_quant(x: torch.Tensor, amax: torch.Tensor | None, bits: 
     s = (amax.detach().float().clamp(MIN_AMAX, RELU6_MAX) / n).reshape(())
     if plain_ops():
         return (x / s).round().clamp(0, n) * s
-    q = (x.detach() / s).round_().clamp_(0, n).mul_(s)  # one allocation: the rest in place
+    q = native.unsigned_grid(x.detach(), s, n) if native.applies_rows(x, 1) else None  # one fused pass
+    if q is None:
+        q = (x.detach() / s).round_().clamp_(0, n).mul_(s)  # one allocation: the rest in place
     return straight_through(x, q) if x.requires_grad else q
 
 
@@ -108,6 +118,13 @@ class _Int8FakeQuant(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, scale: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        fused = native.int8_affine(x, scale, lo, hi, ctx.needs_input_grad[0]) if native.applies_rows(x, 1) else None
+        if fused is not None:  # one pass on CPU: the same values, and the mask only if a code fell outside
+            out, inside = fused
+            ctx.all_inside = inside is None
+            if inside is not None:
+                ctx.save_for_backward(inside)
+            return out
         r = torch.mul(x, scale.reciprocal()).round_().add_(0.0)
         ctx.all_inside = x.device.type == "cpu" and float(r.amin()) >= lo and float(r.amax()) <= hi
         if ctx.all_inside:

@@ -250,3 +250,58 @@ def test_scaled_float_ties_divide_as_the_torch_path(name, monkeypatch):
     x = ties * s * (1 + k * 2.0**-23) * torch.where(torch.rand(64, 4, 8, 1, generator=g) < 0.5, -1.0, 1.0)
     ref, got = torch_path(fmt, x, amax, monkeypatch), fmt._quantize(x, amax)
     assert torch.equal(bits(ref), bits(got))
+
+
+def _activation_paths(x, amax, monkeypatch, fn):
+    """fn(x, amax) through the kernels and through torch: values (bits) and input gradients."""
+    outs = []
+    for flag in ("1", "0"):
+        monkeypatch.setenv("NASQ_NATIVE", flag)
+        xg = x.clone().requires_grad_()
+        y = fn(xg, amax)
+        g = torch.linspace(-1, 1, y.numel()).reshape(y.shape)
+        (y * g).sum().backward()
+        outs.append((y.detach(), xg.grad))
+    monkeypatch.setenv("NASQ_NATIVE", "1")
+    return outs
+
+
+@pytest.mark.parametrize("unsigned", [True, False])
+def test_int8_activation_kernel_equals_torch_values_and_gradient_mask(unsigned, monkeypatch):
+    """Own-range scale (training: every code inside, no mask) and a calibrated range the tensor
+    exceeds (codes outside: the kernel's mask must zero those gradients as torch's does)."""
+    from nasq.supernet.layers import int8_activation_quant
+
+    x = torch.relu(hostile((8, 16, 6, 6), seed=50)).clamp_max(6) if unsigned else hostile((8, 16, 6, 6), seed=50)
+    x = x.contiguous(memory_format=torch.channels_last)
+    for amax in (None, x.abs().amax() / 3):
+        (y1, g1), (y0, g0) = _activation_paths(x, amax, monkeypatch,
+                                               lambda t, a: int8_activation_quant(t, a, unsigned))
+        assert torch.equal(bits(y1), bits(y0))
+        assert torch.equal(g1, g0)
+        if amax is not None:
+            assert (g1 == 0).any()  # some codes fell outside and their gradient was masked
+
+
+@pytest.mark.parametrize("bits_", [2, 4, 6])
+def test_unsigned_grid_kernel_equals_torch(bits_, monkeypatch):
+    from nasq.supernet.layers import unsigned_activation_quant
+
+    x = torch.nn.functional.relu6(hostile((8, 16, 6, 6), seed=60) * 3)
+    x.view(-1)[::11] = -0.0
+    x = x.contiguous(memory_format=torch.channels_last)
+    for amax in (None, torch.tensor(2.5)):
+        (y1, g1), (y0, g0) = _activation_paths(x, amax, monkeypatch,
+                                               lambda t, a: unsigned_activation_quant(t, a, bits_))
+        assert torch.equal(bits(y1), bits(y0)) and torch.equal(g1, g0)
+        assert y1.is_contiguous(memory_format=torch.channels_last)
+    # a few ulps around every midpoint between codes: x / s and x * (1 / s) round some apart
+    n = 2**bits_ - 1
+    for amax in (2.5, 0.7, 5.3):
+        s = torch.tensor(amax) / n
+        k = torch.arange(-3, 4).float()
+        ties = ((torch.arange(n).float() + 0.5)[:, None] * s * (1 + k * 2.0**-23)).reshape(1, -1)
+        ref = unsigned_activation_quant(ties, torch.tensor(amax), bits_)
+        monkeypatch.setenv("NASQ_NATIVE", "0")
+        assert torch.equal(bits(ref), bits(unsigned_activation_quant(ties, torch.tensor(amax), bits_)))
+        monkeypatch.setenv("NASQ_NATIVE", "1")
