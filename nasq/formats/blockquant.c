@@ -41,6 +41,14 @@ static int floor_log2f(float a) { int k; frexpf(a, &k); return k - 1; }
    result as rint does; no libm call, so the loops vectorise */
 static inline float rint_small(float v) { return copysignf((fabsf(v) + MAGIC) - MAGIC, v); }
 
+/* rint(v) for a code to be clamped to [lo, hi] afterwards: v is first moved into
+   [lo - 1, hi + 1], which changes no clamped result and keeps |v| small enough for rint_small. */
+static inline float rint_within(float v, float lo, float hi) {
+    v = v > hi + 1.0f ? hi + 1.0f : v;
+    v = v < lo - 1.0f ? lo - 1.0f : v;
+    return rint_small(v);
+}
+
 /* round_float(y, layout) by the step route (nasq.formats.floatbits._round_by_step): clamp to the
    largest value, then round(y / step) * step with step = 2**(exponent - man_bits), never below
    the subnormal step. y / step and y * (1 / step) are the same exact power-of-two scaling. */
@@ -180,22 +188,18 @@ int nasq_block_quant(const float *x, float *out, const int64_t *shape, const int
 
 /* Symmetric fake quantization (nasq.formats.integer.SymmetricInt._fake_quantize, torch's
    fake_quantize_per_*_affine with zero point 0): q = clamp(round(x * (1 / s)) + 0, -qmax, qmax) * s.
-   scales: one per row. Clamping to qmax + 1 before rounding changes no result and keeps |v| small
-   enough for rint_small. Returns 0, or 1 where an input is not finite. */
+   scales: one per row. Returns 0, or 1 where an input is not finite. */
 int nasq_int_symmetric(const float *x, float *out, int64_t rows, int64_t len, const float *scales,
                        float qmax) {
     for (int64_t r = 0; r < rows; r++) {
         const float *restrict in = x + r * len;
         float *restrict o = out + r * len;
-        const float s = scales[r], inv = 1.0f / s, lim = qmax + 1.0f;
+        const float s = scales[r], inv = 1.0f / s;
         uint32_t worst = 0;
         for (int64_t i = 0; i < len; i++) {
             const uint32_t a = bits_of(in[i]) & ABS_MASK;
             worst = a > worst ? a : worst;
-            float v = in[i] * inv;
-            v = v > lim ? lim : v;
-            v = v < -lim ? -lim : v;
-            float q = rint_small(v) + 0.0f;
+            float q = rint_within(in[i] * inv, -qmax, qmax) + 0.0f;
             q = q < -qmax ? -qmax : q;
             q = q > qmax ? qmax : q;
             o[i] = q * s;
@@ -206,11 +210,8 @@ int nasq_int_symmetric(const float *x, float *out, int64_t rows, int64_t len, co
 }
 
 /* (round-and-clamp(x / s) * s - x)**2 in fp32, as a double */
-static inline double sq_error(float xi, float inv, float s, float lim, float qmax) {
-    float v = xi * inv;
-    v = v > lim ? lim : v;
-    v = v < -lim ? -lim : v;
-    float q = rint_small(v);
+static inline double sq_error(float xi, float inv, float s, float qmax) {
+    float q = rint_within(xi * inv, -qmax, qmax);
     q = q < -qmax ? -qmax : q;
     q = q > qmax ? qmax : q;
     const float e = q * s - xi;
@@ -227,7 +228,7 @@ int nasq_int_mse_search(const float *x, int64_t rows, int64_t len, const float *
         double least = INFINITY;
         best[r] = 0;
         for (int k = 0; k < n_ratios; k++) {
-            const float s = amax[r] * ratios[k] / qmax, inv = 1.0f / s, lim = qmax + 1.0f;
+            const float s = amax[r] * ratios[k] / qmax, inv = 1.0f / s;
             /* LANES partial sums (element i into lane i % LANES), added in lane order at the end:
                a fixed order, and independent chains the compiler can vectorise */
             double lane[LANES] = {0};
@@ -238,12 +239,12 @@ int nasq_int_mse_search(const float *x, int64_t rows, int64_t len, const float *
                     const float xi = in[i0 + j];
                     const uint32_t a = bits_of(xi) & ABS_MASK;
                     worst = a > worst ? a : worst;
-                    lane[j] += sq_error(xi, inv, s, lim, qmax);
+                    lane[j] += sq_error(xi, inv, s, qmax);
                 }
             for (int64_t i = whole; i < len; i++) {
                 const uint32_t a = bits_of(in[i]) & ABS_MASK;
                 worst = a > worst ? a : worst;
-                lane[i - whole] += sq_error(in[i], inv, s, lim, qmax);
+                lane[i - whole] += sq_error(in[i], inv, s, qmax);
             }
             if (worst > FINITE_MAX) return 1;
             double sum = 0.0;
@@ -275,12 +276,9 @@ int nasq_int_asymmetric(const float *x, float *out, int64_t rows, int64_t len, f
         s = s < min_amax ? min_amax : s;
         const float unit = ldexpf(1.0f, floor_log2f(s) - (sig_bits - 1));
         s = floorf(s / unit) * unit;
-        const float inv = 1.0f / s, z = rint_small(-lo * inv), lim = qmax + 1.0f;
+        const float inv = 1.0f / s, z = rint_small(-lo * inv);
         for (int64_t i = 0; i < len; i++) {
-            float v = in[i] * inv;
-            v = v > lim ? lim : v;
-            v = v < -lim ? -lim : v;
-            float q = rint_small(v) + z;
+            float q = rint_within(in[i] * inv, -qmax, qmax) + z;
             q = q < 0.0f ? 0.0f : q;
             q = q > qmax ? qmax : q;
             o[i] = (q - z) * s;
@@ -314,8 +312,7 @@ int nasq_scaled_float(const float *x, float *out, int64_t rows, int64_t len, con
 }
 
 /* A post-ReLU6 activation on the unsigned grid (nasq.supernet.layers.unsigned_activation_quant):
-   clamp(round(x / s), 0, n) * s, one scale for the tensor. Clamping to [-1, n + 1] before
-   rounding changes no result. Returns 0, or 1 where an input is not finite. */
+   clamp(round(x / s), 0, n) * s, one scale for the tensor. Returns 0, or 1 where an input is not finite. */
 int nasq_unsigned_grid(const float *x, float *out, int64_t len, float s, float n) {
     const float *restrict in = x;
     float *restrict o = out;
@@ -323,10 +320,7 @@ int nasq_unsigned_grid(const float *x, float *out, int64_t len, float s, float n
     for (int64_t i = 0; i < len; i++) {
         const uint32_t a = bits_of(in[i]) & ABS_MASK;
         worst = a > worst ? a : worst;
-        float v = in[i] / s;
-        v = v > n + 1.0f ? n + 1.0f : v;
-        v = v < -1.0f ? -1.0f : v;
-        float q = rint_small(v);
+        float q = rint_within(in[i] / s, 0.0f, n);
         q = q < 0.0f ? 0.0f : q;
         q = q > n ? n : q;
         o[i] = q * s;
@@ -348,10 +342,7 @@ int nasq_int8_affine(const float *x, float *out, int64_t len, float s, float lo,
     for (int64_t i = 0; i < len; i++) {
         const uint32_t a = bits_of(in[i]) & ABS_MASK;
         worst = a > worst ? a : worst;
-        float v = in[i] * inv;
-        v = v > hi + 1.0f ? hi + 1.0f : v;
-        v = v < lo - 1.0f ? lo - 1.0f : v;
-        float r = rint_small(v) + 0.0f;
+        float r = rint_within(in[i] * inv, lo, hi) + 0.0f;
         const int in_range = (r >= lo) & (r <= hi);
         outside |= !in_range;
         if (mask) mask[i] = (uint8_t)in_range;
