@@ -353,3 +353,49 @@ int nasq_int8_affine(const float *x, float *out, int64_t len, float s, float lo,
     if (worst > FINITE_MAX) return 1;
     return outside ? 2 : 0;
 }
+
+/* The backward of a learned activation range (nasq.supernet.layers._LearnedRange, LSQ): with
+   v = x / s, grad_x[i] = grad[i] where lo <= v <= hi, else 0; returns in *term_sum the sum of
+   grad[i] * (round(v) - v) inside and grad[i] * clamp(v) outside: LANES float partial sums over
+   chunks of RANGE_CHUNK elements, each chunk's added into a double. x, grad and grad_x share one
+   memory order. Returns 1 where an input is not finite. */
+#define RANGE_CHUNK 4096
+static inline float range_term(float xi, float gi, float *gx, float s, float lo, float hi) {
+    const float v = xi / s;
+    const int inside = (v >= lo) & (v <= hi);
+    float code = rint_within(v, lo, hi);
+    code = code < lo ? lo : code;
+    code = code > hi ? hi : code;
+    *gx = inside ? gi : 0.0f;
+    return gi * (inside ? code - v : code);
+}
+
+int nasq_range_backward(const float *x, const float *grad, float *grad_x, int64_t len, float s, float lo,
+                        float hi, double *term_sum) {
+    const float *restrict in = x;
+    const float *restrict g = grad;
+    float *restrict gx = grad_x;
+    double total = 0.0;
+    uint32_t worst = 0;
+    for (int64_t c0 = 0; c0 < len; c0 += RANGE_CHUNK) {
+        const int64_t c1 = c0 + RANGE_CHUNK < len ? c0 + RANGE_CHUNK : len;
+        float lane[LANES] = {0};
+        int64_t i = c0;
+        for (; i + LANES <= c1; i += LANES)
+            for (int j = 0; j < LANES; j++) {
+                const uint32_t a = bits_of(in[i + j]) & ABS_MASK;
+                worst = a > worst ? a : worst;
+                lane[j] += range_term(in[i + j], g[i + j], &gx[i + j], s, lo, hi);
+            }
+        for (; i < c1; i++) {
+            const uint32_t a = bits_of(in[i]) & ABS_MASK;
+            worst = a > worst ? a : worst;
+            lane[0] += range_term(in[i], g[i], &gx[i], s, lo, hi);
+        }
+        float chunk = 0.0f;
+        for (int j = 0; j < LANES; j++) chunk += lane[j];
+        total += chunk;
+    }
+    *term_sum = total;
+    return worst > FINITE_MAX;
+}

@@ -111,6 +111,8 @@ def _load() -> ctypes.CDLL:
     lib.nasq_int8_affine.argtypes = [vp, vp, i64, f32, f32, f32, vp]
     for name in ("nasq_scaled_float", "nasq_unsigned_grid", "nasq_int8_affine"):
         getattr(lib, name).restype = ctypes.c_int
+    lib.nasq_range_backward.argtypes = [vp, vp, vp, i64, f32, f32, f32, vp]
+    lib.nasq_range_backward.restype = ctypes.c_int
     lib.nasq_abs_max_bits.argtypes = [vp, i64]
     lib.nasq_abs_max_bits.restype = ctypes.c_uint32
     return lib
@@ -278,3 +280,20 @@ def int8_affine(x: torch.Tensor, scale: torch.Tensor, lo: int, hi: int,
     if rc == 1:
         return None
     return out, (mask.view(torch.bool) if rc == 2 and mask is not None else None)
+
+
+def range_backward(x: torch.Tensor, grad: torch.Tensor, scale: float, lo: int,
+                   hi: int) -> tuple[torch.Tensor, float] | None:
+    """The backward of a learned activation range (``nasq.supernet.layers._LearnedRange``) in one
+    pass: ``x``'s gradient (``grad`` inside the grid, 0 outside) and the sum of ``grad`` times
+    (``round(v) - v`` inside, the clamped code outside), ``v = x / scale``. ``None`` unless ``x``
+    and ``grad`` are dense in one memory order (see :func:`applies_rows`) and finite."""
+    import torch
+
+    if not (applies_rows(x, 1) and applies_rows(grad, 1) and grad.dtype == x.dtype and grad.stride() == x.stride()):
+        return None
+    out = torch.empty_like(x)
+    total = ctypes.c_double()
+    rc = library().nasq_range_backward(x.data_ptr(), grad.data_ptr(), out.data_ptr(), x.numel(), float(scale),
+                                       float(lo), float(hi), ctypes.byref(total))
+    return (out, total.value) if rc == 0 else None

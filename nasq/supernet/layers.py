@@ -104,6 +104,79 @@ def activation_quant(fmt: NumericFormat, x: torch.Tensor, amax: torch.Tensor | N
     return fmt.fake_quant(x, amax)
 
 
+LEARNED_SLOTS = 8  # learned ranges per activation quantizer: [signed, unsigned] x bits 0..7
+
+
+def learns_range(fmt: NumericFormat) -> bool:
+    """Activations in this format learn their clipping range in training (:class:`ActQuant`): the
+    symmetric integers narrower than int8 with a max-derived scale (the same formats that take the
+    unsigned grid after a ReLU6). Their scale from each batch's maximum spends most of 15 levels
+    on rare outliers; a learned range cost the smallest int4 mbconv subnet 0.5-0.9 points of
+    fp32 top-1 where the maximum cost 1.7-2.2 (docs/benchmarks.md, "learned-ranges")."""
+    return unsigned_grid(fmt)
+
+
+def _range_levels(fmt: NumericFormat, unsigned: bool) -> tuple[int, int]:
+    """The lowest and highest code of ``fmt``'s activation grid (unsigned: 0..2**bits - 1)."""
+    if unsigned:
+        return 0, 2 ** fmt.bits - 1
+    return -fmt.qmax, fmt.qmax
+
+
+def _range_step(r: torch.Tensor, fmt: NumericFormat, unsigned: bool) -> torch.Tensor:
+    """The step of a learned range ``r`` as :func:`activation_quant` computes it from an ``amax``."""
+    hi = _range_levels(fmt, unsigned)[1]
+    return (r.clamp(MIN_AMAX, RELU6_MAX) if unsigned else r.clamp_min(MIN_AMAX)) / hi
+
+
+class _LearnedRange(torch.autograd.Function):
+    """``activation_quant(fmt, x, r, unsigned)``, values bit for bit (the fused kernels where they
+    apply), with the gradients of learned step size quantization (LSQ, Esser et al. 2020): ``x``
+    gets the incoming gradient where its code lies inside the grid, zero outside; the range ``r``
+    gets ``round(v) - v`` inside and the clamped code outside (``v = x / step``), scaled by
+    ``1 / sqrt(elements * highest code)`` and by the step's derivative in ``r``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, r: torch.Tensor, fmt: NumericFormat, unsigned: bool) -> torch.Tensor:
+        ctx.fmt, ctx.unsigned = fmt, unsigned
+        ctx.save_for_backward(x, r)
+        return activation_quant(fmt, x.detach(), r.detach(), unsigned)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, r = ctx.saved_tensors
+        lo, hi = _range_levels(ctx.fmt, ctx.unsigned)
+        rr = r.detach().requires_grad_()
+        with torch.enable_grad():
+            s = _range_step(rr, ctx.fmt, ctx.unsigned)
+        fused = native.range_backward(x, grad, float(s), lo, hi) if native.applies(x, 1) else None
+        if fused is not None:  # one pass on CPU
+            grad_x, total = fused
+            g_s = torch.tensor(total / (x.numel() * hi) ** 0.5, dtype=s.dtype, device=s.device)
+        else:
+            v = x / s.detach()
+            inside = (v >= lo) & (v <= hi)
+            codes = v.clamp(lo, hi).round_()
+            term = codes.sub_(v.mul_(inside))  # round(v) - v inside, the clamped code outside
+            g_s = (grad * term).sum() / (x.numel() * hi) ** 0.5
+            grad_x = grad * inside
+        (g_r,) = torch.autograd.grad(s, rr, g_s)
+        return grad_x, g_r, None, None
+
+
+def learned_range_quant(x: torch.Tensor, r: torch.Tensor, fmt: NumericFormat, unsigned: bool) -> torch.Tensor:
+    """``x`` on ``fmt``'s activation grid with the learned range ``r`` (LSQ gradients to both);
+    the plain differentiable expression while exporting or compiling."""
+    if not plain_ops():
+        return _LearnedRange.apply(x, r, fmt, unsigned)
+    lo, hi = _range_levels(fmt, unsigned)
+    s = _range_step(r, fmt, unsigned)
+    g = 1.0 / (x.numel() * hi) ** 0.5
+    s = (s * g - (s * g).detach()) + s.detach()  # value s, gradient g * ds
+    v = (x / s).clamp(lo, hi)
+    return (v + (v.round() - v).detach()) * s
+
+
 class _Int8FakeQuant(torch.autograd.Function):
     """torch's ``fake_quantize_per_tensor_affine`` (codes 0..255 around a zero point), values and
     gradient bit for bit, in three in-place passes: on a CPU the fused kernel took longer than the
@@ -148,7 +221,17 @@ class ActQuant(nn.Module):
     calibration batches; afterwards (eval mode) that recorded max is used, which is what an
     exported model with static scales computes. int8 uses :func:`int8_activation_quant`;
     ``unsigned`` (set by the block for a post-ReLU6 input) selects its unsigned grid.
+
+    Formats that :func:`learns_range` (int2-int7) instead learn their range in training, one per
+    grid (signed, unsigned) and width in bits (``learned_amax``, LSQ gradients). A range starts
+    where LSQ starts its step, ``2 mean|x| / sqrt(levels)`` of the first batch that uses it
+    (averaged over the ranks of a distributed run); from then on training, evaluation and
+    calibration (which records it as ``amax``, the static range an export writes) all use it. A
+    range never trained (``learned_set`` false: a fresh supernet, or a checkpoint from before
+    ranges were learned) falls back to the maximum as above.
     """
+
+    LEARNS = True  # OutQuant (int8 only) has no learned ranges
 
     def __init__(self) -> None:
         super().__init__()
@@ -156,6 +239,10 @@ class ActQuant(nn.Module):
         self.register_buffer("amax", torch.zeros(()))
         self.calibrating = False
         self.unsigned = False
+        if self.LEARNS:
+            self.learned_amax = nn.Parameter(torch.zeros(2, LEARNED_SLOTS))
+            self.register_buffer("learned_set", torch.zeros(2, LEARNED_SLOTS, dtype=torch.bool))
+        self._set_slots: set[tuple[int, int]] | None = None  # learned_set, read once (no sync per call)
 
     @property
     def int8(self) -> bool:
@@ -169,9 +256,57 @@ class ActQuant(nn.Module):
     def active(self) -> bool:
         return not self.fmt.is_identity
 
+    def _slot(self) -> tuple[int, int] | None:
+        """Where the active format's learned range lives, or None (the format learns none)."""
+        if not self.LEARNS or not learns_range(self.fmt):
+            return None
+        return int(self.unsigned), self.fmt.bits
+
+    def _learned(self, slot: tuple[int, int], x: torch.Tensor) -> bool:
+        """Whether ``slot`` holds a range; in training, one is started from ``x`` if not."""
+        if self._set_slots is None:
+            self._set_slots = {tuple(ix) for ix in self.learned_set.nonzero().tolist()}
+        if slot in self._set_slots:
+            return True
+        if not (self.training and not self.calibrating and torch.is_grad_enabled()):
+            return False
+        lo, hi = _range_levels(self.fmt, bool(slot[0]))
+        with torch.no_grad():
+            r = 2.0 * x.detach().abs().mean().float() * hi ** 0.5
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.all_reduce(r)  # every rank starts from the same range
+                r /= torch.distributed.get_world_size()
+            self.learned_amax[slot] = r.clamp(MIN_AMAX, RELU6_MAX) if slot[0] else r.clamp_min(MIN_AMAX)
+            self.learned_set[slot] = True
+        self._set_slots.add(slot)
+        return True
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a checkpoint from before ranges were learned: none set, the maximum as then
+        if self.LEARNS:
+            for name in ("learned_amax", "learned_set"):
+                state_dict.setdefault(prefix + name, getattr(self, name).detach().clone().zero_())
+        self._set_slots = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def static_amax(self) -> torch.Tensor:
+        """The range a static (extracted) layer uses: the calibrated one, else a learned one."""
+        slot = self._slot()
+        if float(self.amax) > 0 or slot is None or not bool(self.learned_set[slot]):
+            return self.amax
+        return self.learned_amax[slot].detach().clone()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.active:
             return x
+        slot = self._slot()
+        if slot is not None and self._learned(slot, x):
+            r = self.learned_amax[slot]
+            if self.calibrating:
+                self.amax.copy_(r.detach())
+            if self.training and not self.calibrating and torch.is_grad_enabled():
+                return learned_range_quant(x, r, self.fmt, bool(slot[0]))
+            return self._quantize(x, r.detach())
         if self.calibrating:
             self.amax.copy_(torch.maximum(self.amax, x.detach().abs().amax()))
         if self.training or self.calibrating or not bool(self.amax > 0):
@@ -242,6 +377,8 @@ class OutQuant(ActQuant):
     a ReLU6 follows the layer): the requantizer applies that ReLU6 first and uses the unsigned
     grid, never a quantizer between a conv and its ReLU6 (the block's own ReLU6 after it is then
     an exact no-op, which the lowering drops)."""
+
+    LEARNS = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -478,7 +615,7 @@ class QLinear(QuantizedUnit):
         return self.o(self.linear(self.q(x), fout, get_format(self.w_format)))
 
     def extract(self, fin: int, fout: int) -> StaticQLinear:
-        return StaticQLinear(self.linear.static(fin, fout), self.w_format, self.a_format, self.q.amax, self.o.amax,
+        return StaticQLinear(self.linear.static(fin, fout), self.w_format, self.a_format, self.q.static_amax(), self.o.amax,
                              a_unsigned=self.q.unsigned, requantize=self.o.active, o_relu6=self.o.relu6)
 
 
@@ -514,7 +651,7 @@ class QConvBN(QuantizedUnit):
         norm = nn.BatchNorm2d(cout, eps=self.bn.eps)
         for name in ("weight", "bias", "running_mean", "running_var"):
             getattr(norm, name).data.copy_(getattr(self.bn, name)[:cout])
-        static = StaticQConv(plain, self.w_format, self.a_format, self.q.amax, self.o.amax,
+        static = StaticQConv(plain, self.w_format, self.a_format, self.q.static_amax(), self.o.amax,
                              a_unsigned=self.q.unsigned, requantize=self.o.active, o_relu6=self.o.relu6)
         return StaticConvBN(static, norm)
 

@@ -168,9 +168,15 @@ def augments(space: SearchSpace) -> bool:
 
 
 def make_optimizer(net: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (Nesterov momentum) or AdamW at the recipe's rate; the learned activation ranges
+    (``learned_amax``) without weight decay, which would pull them towards zero."""
+    named = list(net.named_parameters())
+    ranges = [p for n, p in named if n.endswith("learned_amax")]
+    rest = [p for n, p in named if not n.endswith("learned_amax")]
+    groups = [{"params": rest}] + ([{"params": ranges, "weight_decay": 0.0}] if ranges else [])
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
 
 
 def _sandwich_step(net: Supernet, model: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor,
