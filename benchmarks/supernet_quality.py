@@ -125,15 +125,18 @@ class Status:
 
 
 def train_alone(space: SearchSpace, which: str, splits: data_mod.Splits, held: Held, cfg: TrainConfig,
-                calib: list[torch.Tensor], every_s: float) -> tuple[float, float]:
+                calib: list[torch.Tensor], every_s: float, spec: SubnetSpec | None = None) -> tuple[float, float]:
     """The ``which`` (largest or smallest) subnet as a network of its own (a fresh supernet with only it active, its formats' fake
     quantization included), from scratch, trained for the supernet's steps with its schedule,
     data order, augmentation and label smoothing: plain cross-entropy, no other subnets. Evaluated
     as the inherited subnets are (batch norm and activation ranges recalibrated on ``calib``).
+    ``spec``: another subnet than the largest or smallest (``which`` then only names it).
     Returns (top-1, seconds)."""
-    spec = space.largest() if which == "largest" else space.smallest()
+    if spec is None:
+        spec = space.largest() if which == "largest" else space.smallest()
     torch.manual_seed(0)
     net = Supernet(space)
+    net.learn_ranges(cfg.activation_ranges == "learned")
     net.set_active(spec)
     device = resolve_device(cfg)
     net.to(device).train()

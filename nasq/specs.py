@@ -608,7 +608,8 @@ class TrainConfig(Frozen):
     subnet's with ``distill: false``); ``augment``: for image inputs only, a random crop of the
     edge-padded image and a horizontal flip, drawn per step from ``seed`` (ignored for series and
     tables); ``distill_temperature``: T of the in-place distillation (soft targets and student at
-    T, loss scaled by T^2)."""
+    T, loss scaled by T^2); ``activation_ranges``: ``learned`` (int2-int7 activations learn their
+    clipping range, LSQ; see docs/architecture.md) or ``max`` (each batch's maximum)."""
 
     recipe: Literal["custom", "demo", "full"] = "custom"
     epochs: float = Field(default=1.0, gt=0, le=MAX_EPOCHS)
@@ -631,6 +632,8 @@ class TrainConfig(Frozen):
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     augment: bool = False
     distill_temperature: float = Field(default=1.0, gt=0, le=100)
+    # int2-int7 activations: ``learned`` clipping ranges (LSQ), or each batch's ``max`` (as before)
+    activation_ranges: Literal["learned", "max"] = "learned"
 
     @model_validator(mode="before")
     @classmethod

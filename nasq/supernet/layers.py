@@ -243,6 +243,7 @@ class ActQuant(nn.Module):
             self.learned_amax = nn.Parameter(torch.zeros(2, LEARNED_SLOTS))
             self.register_buffer("learned_set", torch.zeros(2, LEARNED_SLOTS, dtype=torch.bool))
         self._set_slots: set[tuple[int, int]] | None = None  # learned_set, read once (no sync per call)
+        self.starts_ranges = True  # False: training starts no range (``activation_ranges: max``)
 
     @property
     def int8(self) -> bool:
@@ -268,7 +269,7 @@ class ActQuant(nn.Module):
             self._set_slots = {tuple(ix) for ix in self.learned_set.nonzero().tolist()}
         if slot in self._set_slots:
             return True
-        if not (self.training and not self.calibrating and torch.is_grad_enabled()):
+        if not (self.starts_ranges and self.training and not self.calibrating and torch.is_grad_enabled()):
             return False
         lo, hi = _range_levels(self.fmt, bool(slot[0]))
         with torch.no_grad():

@@ -211,6 +211,13 @@ class Supernet(nn.Module):
             h = h.mean(dim=(2, 3))
         return self.classifier(h, self.classifier.fout, FP32)
 
+    def learn_ranges(self, on: bool) -> None:
+        """Whether training starts learned activation ranges (``TrainConfig.activation_ranges``);
+        ranges already learned are used either way."""
+        for m in self.modules():
+            if isinstance(m, ActQuant):
+                m.starts_ranges = on
+
     @torch.no_grad()
     def calibrate(self, batches: list[torch.Tensor]) -> None:
         """Recompute batch-norm statistics and activation ranges of the active subnet."""

@@ -115,6 +115,7 @@ def train_supernet(net: Supernet, space: SearchSpace, x: np.ndarray, y: np.ndarr
     several processes (see the module docstring) only rank 0 writes checkpoints."""
     device = resolve_device(cfg)
     net.to(device)
+    net.learn_ranges(cfg.activation_ranges == "learned")
     total, per_epoch = total_steps(cfg, len(y))
     opt = make_optimizer(net, cfg)
     start, losses = 0, []

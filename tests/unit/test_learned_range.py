@@ -152,3 +152,19 @@ def test_extracted_subnet_keeps_the_learned_ranges(space):
     static = net.extract().eval()
     with torch.no_grad():
         assert torch.allclose(static(x[64:]), net(x[64:]), atol=1e-4)
+
+
+def test_max_ranges_setting_starts_none(space):
+    from nasq.supernet.train import train_supernet, weights_config
+
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(64, 1, 28, 28, generator=gen)
+    y = (x[:, 0, :14].mean(dim=(1, 2)) > 0).long()
+    for ranges, started in (("max", False), ("learned", True)):
+        torch.manual_seed(0)
+        net = Supernet(space)
+        cfg = TrainConfig(epochs=1, batch_size=32, seed=0, activation_ranges=ranges)
+        train_supernet(net, space, x.numpy(), y.numpy(), cfg)
+        quants = [m for m in net.modules() if isinstance(m, ActQuant) and m.LEARNS]
+        assert any(bool(q.learned_set.any()) for q in quants) is started
+        assert weights_config(cfg)["activation_ranges"] == ranges  # it decides the weights
