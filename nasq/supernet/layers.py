@@ -110,9 +110,8 @@ LEARNED_SLOTS = 8  # learned ranges per activation quantizer: [signed, unsigned]
 def learns_range(fmt: NumericFormat) -> bool:
     """Activations in this format learn their clipping range in training (:class:`ActQuant`): the
     symmetric integers narrower than int8 with a max-derived scale (the same formats that take the
-    unsigned grid after a ReLU6). Their scale from each batch's maximum spends most of 15 levels
-    on rare outliers; a learned range cost the smallest int4 mbconv subnet 0.5-0.9 points of
-    fp32 top-1 where the maximum cost 1.7-2.2 (docs/benchmarks.md, "learned-ranges")."""
+    unsigned grid after a ReLU6). A scale from each batch's maximum spends int4's few levels on
+    rare large values (docs/benchmarks.md, "learned-ranges", measures what learning wins back)."""
     return unsigned_grid(fmt)
 
 
@@ -271,12 +270,15 @@ class ActQuant(nn.Module):
             return True
         if not (self.starts_ranges and self.training and not self.calibrating and torch.is_grad_enabled()):
             return False
-        lo, hi = _range_levels(self.fmt, bool(slot[0]))
+        hi = _range_levels(self.fmt, bool(slot[0]))[1]
         with torch.no_grad():
-            r = 2.0 * x.detach().abs().mean().float() * hi ** 0.5
+            # sum |x| and count over every rank (a rank's shard may be empty): all start alike
+            stats = torch.stack([x.detach().abs().sum().float(), torch.tensor(float(x.numel()), device=x.device)])
             if torch.distributed.is_available() and torch.distributed.is_initialized():
-                torch.distributed.all_reduce(r)  # every rank starts from the same range
-                r /= torch.distributed.get_world_size()
+                torch.distributed.all_reduce(stats)
+            if float(stats[1]) == 0:
+                return False
+            r = 2.0 * stats[0] / stats[1] * hi ** 0.5
             self.learned_amax[slot] = r.clamp(MIN_AMAX, RELU6_MAX) if slot[0] else r.clamp_min(MIN_AMAX)
             self.learned_set[slot] = True
         self._set_slots.add(slot)
