@@ -61,6 +61,7 @@ CLOCK = time.perf_counter  # --clock cpu: time.process_time (CPU seconds of this
 
 
 AMP, COMPILE = "auto", "auto"  # --amp, --compile: TrainConfig's (auto: bf16 autocast and torch.compile on a GPU)
+RANGES = "learned"  # --activation-ranges: TrainConfig's (int2-int7 activations: learned or max ranges)
 
 
 def images_per_s(space: SearchSpace, device: str, steps: int, warmup: int, batch: int) -> float:
@@ -68,7 +69,8 @@ def images_per_s(space: SearchSpace, device: str, steps: int, warmup: int, batch
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, 1, 28, 28)).astype(np.float32)
     y = rng.integers(0, 10, size=n).astype(np.int64)
-    cfg = TrainConfig(epochs=1.0, batch_size=batch, device=device, seed=0, amp=AMP, compile=COMPILE)
+    cfg = TrainConfig(epochs=1.0, batch_size=batch, device=device, seed=0, amp=AMP, compile=COMPILE,
+                      activation_ranges=RANGES)
     torch.manual_seed(0)
     net = Supernet(space)
     marks: list[float] = []
@@ -127,7 +129,8 @@ def per_format(args: argparse.Namespace, device: str, where: str) -> None:
     body = (f"`python benchmarks/train_throughput.py --formats {' '.join(args.formats)} --space {args.space} "
             f"--steps {args.steps} --warmup {args.warmup} --batch-size {args.batch_size} --repeats {args.repeats} "
             f"--clock {args.clock}{f' --threads {args.threads}' if args.threads else ''}"
-            + "".join(f" --{k} {getattr(args, k)}" for k in ("amp", "compile") if getattr(args, k) != "auto") + "` "
+            + "".join(f" --{k} {getattr(args, k)}" for k in ("amp", "compile") if getattr(args, k) != "auto")
+            + (f" --activation-ranges {args.activation_ranges}" if args.activation_ranges != "learned" else "") + "` "
             f"on **{where}** (torch {torch.__version__}); 1-minute load average {min(loads)}..{max(loads)} "
             "(the machine was shared). Each format alone as a uniform menu (weights and activations; "
             "weight-only formats on weights, fp32 activations), trained interleaved with the all-fp32 twin, "
@@ -136,7 +139,7 @@ def per_format(args: argparse.Namespace, device: str, where: str) -> None:
             f"fp32 is the identity. Throughput is {clock}. Goal: ratio >= {goal} on {'a GPU' if gpu else 'CPU'}.\n\n"
             + _format_table(rows, before, goal))
     if not args.no_write:
-        section = "train-throughput-formats" + ("-gpu" if gpu else "")
+        section = args.section or "train-throughput-formats" + ("-gpu" if gpu else "")
         doc = write_section(section, f"## Training throughput per format{' (GPU)' if gpu else ''}\n\n" + body)
         print(f"written to {doc}")
 
@@ -213,10 +216,14 @@ def main() -> None:
                     help="bf16 autocast (TrainConfig.amp; auto: on a GPU only)")
     ap.add_argument("--compile", default="auto", choices=["auto", "off", "on"],
                     help="torch.compile (TrainConfig.compile; auto: on a GPU only)")
+    ap.add_argument("--activation-ranges", default="learned", choices=["learned", "max"],
+                    help="int2-int7 activations: learned ranges (LSQ, the default) or each batch's max")
+    ap.add_argument("--section", default=None, help="--formats: the docs/benchmarks.md section to write "
+                    "(default train-throughput-formats, -gpu on a GPU)")
     args = ap.parse_args()
-    global CLOCK, AMP, COMPILE
+    global CLOCK, AMP, COMPILE, RANGES
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
-    AMP, COMPILE = args.amp, args.compile
+    AMP, COMPILE, RANGES = args.amp, args.compile, args.activation_ranges
     if args.threads:
         torch.set_num_threads(args.threads)
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
