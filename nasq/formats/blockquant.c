@@ -356,42 +356,41 @@ int nasq_int8_affine(const float *x, float *out, int64_t len, float s, float lo,
 
 /* The backward of a learned activation range (nasq.supernet.layers._LearnedRange, LSQ): with
    v = x / s, grad_x[i] = grad[i] where lo <= v <= hi, else 0; returns in *term_sum the sum of
-   grad[i] * (round(v) - v) inside and grad[i] * clamp(v) outside: LANES float partial sums over
-   chunks of RANGE_CHUNK elements, each chunk's added into a double. x, grad and grad_x share one
-   memory order. Returns 1 where an input is not finite. */
-#define RANGE_CHUNK 4096
-static inline float range_term(float xi, float gi, float *gx, float s, float lo, float hi) {
-    const float v = xi / s;
-    const int inside = (v >= lo) & (v <= hi);
-    float code = rint_within(v, lo, hi);
-    code = code < lo ? lo : code;
-    code = code > hi ? hi : code;
-    *gx = inside ? gi : 0.0f;
-    return gi * (inside ? code - v : code);
-}
-
+   grad[i] * (round(v) - v) inside and grad[i] * clamp(v) outside: per chunk of RANGE_CHUNK
+   elements the terms go to a buffer (one vectorised pass), then into LANES float partial sums, and
+   each chunk's sum into a double. x, grad and grad_x share one memory order. Returns 1 where an
+   input is not finite. */
+#define RANGE_CHUNK 1024
 int nasq_range_backward(const float *x, const float *grad, float *grad_x, int64_t len, float s, float lo,
                         float hi, double *term_sum) {
     const float *restrict in = x;
     const float *restrict g = grad;
     float *restrict gx = grad_x;
+    float terms[RANGE_CHUNK];
     double total = 0.0;
     uint32_t worst = 0;
     for (int64_t c0 = 0; c0 < len; c0 += RANGE_CHUNK) {
-        const int64_t c1 = c0 + RANGE_CHUNK < len ? c0 + RANGE_CHUNK : len;
-        float lane[LANES] = {0};
-        int64_t i = c0;
-        for (; i + LANES <= c1; i += LANES)
-            for (int j = 0; j < LANES; j++) {
-                const uint32_t a = bits_of(in[i + j]) & ABS_MASK;
-                worst = a > worst ? a : worst;
-                lane[j] += range_term(in[i + j], g[i + j], &gx[i + j], s, lo, hi);
-            }
-        for (; i < c1; i++) {
-            const uint32_t a = bits_of(in[i]) & ABS_MASK;
+        const int64_t n = len - c0 < RANGE_CHUNK ? len - c0 : RANGE_CHUNK;
+        const float *restrict xc = in + c0;
+        const float *restrict gc = g + c0;
+        float *restrict oc = gx + c0;
+        float *restrict t = terms;
+        for (int64_t k = 0; k < n; k++) {
+            const uint32_t a = bits_of(xc[k]) & ABS_MASK;
             worst = a > worst ? a : worst;
-            lane[0] += range_term(in[i], g[i], &gx[i], s, lo, hi);
+            const float v = xc[k] / s;
+            const int inside = (v >= lo) & (v <= hi);
+            float code = rint_within(v, lo, hi);
+            code = code < lo ? lo : code;
+            code = code > hi ? hi : code;
+            oc[k] = inside ? gc[k] : 0.0f;
+            t[k] = gc[k] * (inside ? code - v : code);
         }
+        float lane[LANES] = {0};
+        const int64_t whole = n - n % LANES;
+        for (int64_t k0 = 0; k0 < whole; k0 += LANES)
+            for (int j = 0; j < LANES; j++) lane[j] += t[k0 + j];
+        for (int64_t k = whole; k < n; k++) lane[0] += t[k];
         float chunk = 0.0f;
         for (int j = 0; j < LANES; j++) chunk += lane[j];
         total += chunk;

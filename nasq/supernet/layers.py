@@ -133,34 +133,38 @@ class _LearnedRange(torch.autograd.Function):
     apply), with the gradients of learned step size quantization (LSQ, Esser et al. 2020): ``x``
     gets the incoming gradient where its code lies inside the grid, zero outside; the range ``r``
     gets ``round(v) - v`` inside and the clamped code outside (``v = x / step``), scaled by
-    ``1 / sqrt(elements * highest code)`` and by the step's derivative in ``r``."""
+    ``1 / sqrt(elements * highest code)`` and by the step's derivative in ``r`` (``1 / highest
+    code`` where ``r`` lies within the step's clamp, bounds included, as torch's clamp passes it)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, r: torch.Tensor, fmt: NumericFormat, unsigned: bool) -> torch.Tensor:
-        ctx.fmt, ctx.unsigned = fmt, unsigned
-        ctx.save_for_backward(x, r)
-        return activation_quant(fmt, x.detach(), r.detach(), unsigned)
+        lo, hi = _range_levels(fmt, unsigned)
+        s = _range_step(r.detach(), fmt, unsigned).float()
+        ctx.fmt, ctx.unsigned, ctx.levels = fmt, unsigned, (lo, hi)
+        ctx.save_for_backward(x, r, s)
+        q = None
+        if x.dtype == torch.float32 and native.applies_rows(x, 1):  # one fused pass, as activation_quant's
+            q = native.unsigned_grid(x.detach(), s, hi) if unsigned else native.int_symmetric(x.detach(), s, hi)
+        return q if q is not None else activation_quant(fmt, x.detach(), r.detach(), unsigned)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        x, r = ctx.saved_tensors
-        lo, hi = _range_levels(ctx.fmt, ctx.unsigned)
-        rr = r.detach().requires_grad_()
-        with torch.enable_grad():
-            s = _range_step(rr, ctx.fmt, ctx.unsigned)
+        x, r, s = ctx.saved_tensors
+        lo, hi = ctx.levels
+        rv = r.detach()
+        within = (rv >= MIN_AMAX) & (rv <= RELU6_MAX) if ctx.unsigned else rv >= MIN_AMAX
+        norm = (x.numel() * hi) ** 0.5
         fused = native.range_backward(x, grad, float(s), lo, hi) if native.applies(x, 1) else None
         if fused is not None:  # one pass on CPU
             grad_x, total = fused
-            g_s = torch.tensor(total / (x.numel() * hi) ** 0.5, dtype=s.dtype, device=s.device)
-        else:
-            v = x / s.detach()
-            inside = (v >= lo) & (v <= hi)
-            codes = v.clamp(lo, hi).round_()
-            term = codes.sub_(v.mul_(inside))  # round(v) - v inside, the clamped code outside
-            g_s = (grad * term).sum() / (x.numel() * hi) ** 0.5
-            grad_x = grad * inside
-        (g_r,) = torch.autograd.grad(s, rr, g_s)
-        return grad_x, g_r, None, None
+            g_r = torch.full_like(rv, total / norm / hi) if bool(within) else torch.zeros_like(rv)
+            return grad_x, g_r, None, None
+        v = x / s
+        inside = (v >= lo) & (v <= hi)
+        codes = v.clamp(lo, hi).round_()
+        term = codes.sub_(v.mul_(inside))  # round(v) - v inside, the clamped code outside
+        g_s = (grad * term).sum() / norm
+        return grad * inside, (g_s / hi * within).to(rv.dtype).reshape(rv.shape), None, None
 
 
 def learned_range_quant(x: torch.Tensor, r: torch.Tensor, fmt: NumericFormat, unsigned: bool) -> torch.Tensor:
