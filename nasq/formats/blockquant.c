@@ -360,7 +360,7 @@ int nasq_int8_affine(const float *x, float *out, int64_t len, float s, float lo,
    elements the terms go to a buffer (one vectorised pass), then into LANES float partial sums, and
    each chunk's sum into a double. x, grad and grad_x share one memory order. Returns 1 where an
    input is not finite. */
-#define RANGE_CHUNK 1024
+#define RANGE_CHUNK 4096
 int nasq_range_backward(const float *x, const float *grad, float *grad_x, int64_t len, float s, float lo,
                         float hi, double *term_sum) {
     const float *restrict in = x;

@@ -157,7 +157,7 @@ class _LearnedRange(torch.autograd.Function):
         fused = native.range_backward(x, grad, float(s), lo, hi) if native.applies(x, 1) else None
         if fused is not None:  # one pass on CPU
             grad_x, total = fused
-            g_r = torch.full_like(rv, total / norm / hi) if bool(within) else torch.zeros_like(rv)
+            g_r = torch.full_like(rv, total / norm) / hi if bool(within) else torch.zeros_like(rv)
             return grad_x, g_r, None, None
         v = x / s
         inside = (v >= lo) & (v <= hi)
