@@ -140,7 +140,8 @@ def per_format(args: argparse.Namespace, device: str, where: str) -> None:
             + _format_table(rows, before, goal))
     if not args.no_write:
         section = args.section or "train-throughput-formats" + ("-gpu" if gpu else "")
-        doc = write_section(section, f"## Training throughput per format{' (GPU)' if gpu else ''}\n\n" + body)
+        title = f"Training throughput per format{' (GPU)' if gpu else ''}" + (f": {args.section}" if args.section else "")
+        doc = write_section(section, f"## {title}\n\n" + body)
         print(f"written to {doc}")
 
 
