@@ -140,10 +140,10 @@ class _LearnedRange(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, r: torch.Tensor, fmt: NumericFormat, unsigned: bool) -> torch.Tensor:
         lo, hi = _range_levels(fmt, unsigned)
         s = _range_step(r.detach(), fmt, unsigned).float()
-        ctx.fmt, ctx.unsigned, ctx.levels = fmt, unsigned, (lo, hi)
+        ctx.unsigned, ctx.levels = unsigned, (lo, hi)
         ctx.save_for_backward(x, r, s)
         q = None
-        if x.dtype == torch.float32 and native.applies_rows(x, 1):  # one fused pass, as activation_quant's
+        if native.applies_rows(x, 1):  # float32 on CPU: one fused pass, as activation_quant's
             q = native.unsigned_grid(x.detach(), s, hi) if unsigned else native.int_symmetric(x.detach(), s, hi)
         return q if q is not None else activation_quant(fmt, x.detach(), r.detach(), unsigned)
 
@@ -154,6 +154,7 @@ class _LearnedRange(torch.autograd.Function):
         rv = r.detach()
         within = (rv >= MIN_AMAX) & (rv <= RELU6_MAX) if ctx.unsigned else rv >= MIN_AMAX
         norm = (x.numel() * hi) ** 0.5
+        # float(s) only where the kernel may apply: on a GPU it would wait for the device
         fused = native.range_backward(x, grad, float(s), lo, hi) if native.applies(x, 1) else None
         if fused is not None:  # one pass on CPU
             grad_x, total = fused
