@@ -224,6 +224,18 @@ def test_ternary_is_absmean_per_channel():
     assert getattr(fmt, "weight_only", False) and not getattr(get_format("int2"), "weight_only", False)
 
 
+def test_ternary_keeps_the_scale_of_rows_on_its_grid_only():
+    """A row of zeros and ±m keeps m; a row one ulp off the grid, or with a NaN, takes its absmean."""
+    fmt = get_format("ternary")
+    m = 0.75
+    off = torch.nextafter(torch.tensor(m), torch.tensor(0.0)).item()
+    w = torch.tensor([[m, 0.0, -m, 0.0], [m, 0.0, -off, 0.0], [0.0, 0.0, 0.0, 0.0], [m, float("nan"), -m, 0.0]])
+    got = fmt.clip_amax(w, torch.ones(4, 1)).flatten()
+    assert got[0] == m and got[2] > 0  # on the grid; an all-zero row clamps to the smallest range
+    assert got[1] == w[1].abs().mean()
+    assert torch.isnan(got[3])
+
+
 def test_ternary_weights_lower_to_int4_storage(tmp_path):
     import onnx
 
