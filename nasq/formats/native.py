@@ -216,6 +216,16 @@ def int_symmetric(x: torch.Tensor, scales: torch.Tensor, qmax: int) -> torch.Ten
     return out if rc == 0 else None
 
 
+def int_symmetric_step(x: torch.Tensor, step: float, qmax: int) -> torch.Tensor | None:
+    """:func:`int_symmetric` with one step for all of ``x``, given as a float (no scale tensor)."""
+    import torch
+
+    out = torch.empty_like(x)
+    s = ctypes.c_float(step)
+    rc = library().nasq_int_symmetric(x.data_ptr(), out.data_ptr(), 1, x.numel(), ctypes.addressof(s), float(qmax))
+    return out if rc == 0 else None
+
+
 def int_mse_search(rows: torch.Tensor, amax: torch.Tensor, ratios: torch.Tensor, qmax: int) -> torch.Tensor | None:
     """Index of the clipping ratio with the least squared error for each row of ``rows`` (a
     contiguous fp32 (rows, n) sample), as ``SymmetricInt._mse_amax`` searches it; the errors are
