@@ -150,15 +150,16 @@ class _LearnedRange(torch.autograd.Function):
             q = native.unsigned_grid(x.detach(), step[0], hi) if unsigned else native.int_symmetric_step(x.detach(), step[0], hi)
             if q is not None:
                 ctx.fused = step
-                ctx.save_for_backward(x)
+                ctx.save_for_backward(x, r)
                 return q
-        ctx.save_for_backward(x, r, _range_step(r.detach(), fmt, unsigned).float())
+        ctx.step = _range_step(r.detach(), fmt, unsigned).float()
+        ctx.save_for_backward(x, r)
         return activation_quant(fmt, x.detach(), r.detach(), unsigned)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         lo, hi = ctx.levels
-        x = ctx.saved_tensors[0]
+        x, r = ctx.saved_tensors
         norm = (x.numel() * hi) ** 0.5
         if ctx.fused is not None:  # one pass on CPU
             step, within = ctx.fused
@@ -167,7 +168,9 @@ class _LearnedRange(torch.autograd.Function):
                 grad_x, total = fused
                 g_r = np.float32(total / norm) / np.float32(hi) if within else np.float32(0.0)
                 return grad_x, torch.tensor(g_r), None, None
-        _, r, s = ctx.saved_tensors
+            s = torch.tensor(step)  # a gradient in another memory order: the tensor ops below
+        else:
+            s = ctx.step
         rv = r.detach()
         within = (rv >= MIN_AMAX) & (rv <= RELU6_MAX) if ctx.unsigned else rv >= MIN_AMAX
         v = x / s

@@ -62,6 +62,25 @@ def test_lsq_gradients_match_autograd(monkeypatch, native, fmt_name, unsigned, r
         assert float(got[2]) != 0.0
 
 
+@pytest.mark.parametrize("unsigned", [True, False])
+def test_a_gradient_in_another_memory_order_takes_the_tensor_path(unsigned):
+    """The forward ran the kernel, the incoming gradient is not laid out as x (the backward's
+    kernel refuses it): the tensor ops give the same gradients."""
+    fmt = get_format("int4")
+    gen = torch.Generator().manual_seed(5)
+    base = torch.randn(4, 6, 5, 5, generator=gen) * 2
+    base = base.clamp_min(0) * 1.5 if unsigned else base
+    grad = torch.randn(5, 5, 6, 4, generator=gen).permute(3, 2, 1, 0)  # base's shape, not its strides
+    assert not grad.is_contiguous()
+    out = []
+    for g in (grad, grad.contiguous()):
+        x, r = base.clone().requires_grad_(), torch.tensor(2.0, requires_grad=True)
+        learned_range_quant(x, r, fmt, unsigned).backward(g)
+        out.append((x.grad, r.grad))
+    assert torch.equal(out[0][0], out[1][0])
+    assert torch.allclose(out[0][1], out[1][1], rtol=1e-5) and float(out[0][1]) != 0.0
+
+
 def test_learned_range_formats():
     assert learns_range(get_format("int4")) and learns_range(get_format("int2"))
     for name in ("int8", "fp32", "fp8_e4m3", "int4_mse", "int4_lsq", "int4_g32", "mxfp4"):
