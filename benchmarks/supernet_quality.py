@@ -10,12 +10,14 @@
   quantization for a fixed number of steps; ``--finetune-steps 0`` skips it); ``--ranked random
   stratified`` adds 12 subnets spread evenly by weight bits, smallest to largest.
 
-    .venv/bin/python benchmarks/supernet_quality.py [--recipe custom|demo|full ...] [--epochs E]
+    .venv/bin/python benchmarks/supernet_quality.py [--recipe custom|demo|full ...] [--epochs E|KEY=E ...]
         [--finetune-steps 150] [--train-limit N] [--no-alone] [--section supernet-quality]
         [--spaces mbconv_fmnist resnet_fmnist vit_fmnist seq_fmnist] [--device auto|cpu|cuda]
 
 ``--recipe`` names TrainConfig presets (several: one row each, side by side); ``--epochs``
-overrides the preset's (custom: 2). The optimizer is picked by family: SGD for the conv families,
+overrides the preset's (custom: 2), for every family (``--epochs 5``) or per family or space
+(``--epochs 6 vit=8 sequence=18``: what fills each family's 30 minutes on 2 CPU cores). The
+table gives each family's time in all (supernet, trained alone, fine-tuned), the 30-minute goal's. The optimizer is picked by family: SGD for the conv families,
 AdamW for the transformers. Progress is printed as a status line every ``--progress-s`` seconds.
 
 Goals: largest >= 92 % (mbconv, resnet), >= 90 % (vit, sequence), smallest int4 >= 88 %, tau >= 0.8,
@@ -182,12 +184,49 @@ def train_config(space: SearchSpace, recipe: str, args: argparse.Namespace) -> T
     transformers)."""
     transformer = is_transformer(space)
     distill = args.distill == "on" or (args.distill == "auto" and not transformer)
-    epochs = args.epochs if args.epochs is not None else (2.0 if recipe == "custom" else None)
+    epochs = epochs_for(space, args.epochs)
+    epochs = epochs if epochs is not None else (2.0 if recipe == "custom" else None)
     given = {"epochs": epochs} if epochs is not None else {}
     return TrainConfig(recipe=recipe, **given, batch_size=args.batch_size, device=args.device, seed=0,
                        optimizer="adamw" if transformer else "sgd", lr=args.adamw_lr if transformer else args.lr,
                        weight_decay=0.05 if transformer else 4e-5, distill=distill, amp=args.amp,
                        compile=args.compile)
+
+
+def parse_epochs(words: list[str], spaces: list[str] | None = None) -> dict[str, float]:
+    """``--epochs``' words as ``{key: epochs}``: a bare number is every family's (key ``""``),
+    ``KEY=E`` one family's (mbconv, resnet, vit, sequence) or one space's (``seq_fmnist=18``); a
+    space's entry wins over its family's, a family's over the bare number. Raises ValueError naming
+    the word that is not one of these (with ``spaces``, a KEY that names none of them or of the
+    families)."""
+    known = None if spaces is None else set(spaces) | {"mbconv", "resnet", "vit", "sequence"}
+    out: dict[str, float] = {}
+    for word in words:
+        key, _, value = word.rpartition("=")
+        if key and known is not None and key not in known:
+            raise ValueError(f"--epochs: {word!r} names no family or space (known: {', '.join(sorted(known))})")
+        try:
+            epochs = float(value)
+        except ValueError:
+            raise ValueError(f"--epochs: {word!r} is not a number of epochs (E or KEY=E)") from None
+        if not 0 < epochs <= 1000:
+            raise ValueError(f"--epochs: {word!r}: epochs must lie in (0, 1000]")
+        if key in out:
+            raise ValueError(f"--epochs: {key or 'the bare number'!s} given twice")
+        out[key] = epochs
+    return out
+
+
+def epochs_for(space: SearchSpace, given: list[str] | float | None) -> float | None:
+    """The epochs ``--epochs`` gives this space (None: the recipe's). ``given`` is ``--epochs``'
+    words, or one number (benchmarks/activation_ranges.py passes one)."""
+    if given is None or isinstance(given, (int, float)):
+        return given
+    per = parse_epochs(given)  # its keys were checked against --spaces when parsed
+    for key in (space.name, space.family, ""):
+        if key in per:
+            return per[key]
+    return None
 
 
 def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Namespace) -> dict:
@@ -217,7 +256,7 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
                      else f"CPU ({torch.get_num_threads()} torch threads)"),
            "args": {k: getattr(args, k) for k in RENDERED_ARGS}, "n_train": len(splits.train_y),
            "held": held_note(len(held[1]), args.eval_on), "measured": measured_here()}
-    save_row(out, args.json_out)
+    save_row(out, args.json_out, t0)
     lr = args.finetune_lr / 10 if transformer else args.finetune_lr
     for ranked in args.ranked if args.finetune_steps > 0 else ():
         specs = ranked_subnets(space, ranked)
@@ -229,30 +268,37 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
         suffix = "" if ranked == "random" else f"_{ranked}"
         out.update({f"tau{suffix}": kendall_tau(shared, alone), f"inherited{suffix}": shared.tolist(),
                     f"alone{suffix}": alone.tolist(), f"finetune_s{suffix}": time.perf_counter() - t1})
-        save_row(out, args.json_out)
+        save_row(out, args.json_out, t0)
         print(f"{name} {N_RANKED} {ranked} subnets, inherited top-1: {' '.join(f'{v:.2f}' for v in shared)}\n"
               f"{name} {N_RANKED} {ranked} subnets, fine-tuned alone: {' '.join(f'{v:.2f}' for v in alone)}\n"
               f"{name} {N_RANKED} {ranked} subnets, tau {out[f'tau{suffix}']:.2f}", flush=True)
     if not args.no_alone:
         out["largest_alone"], out["alone_s"] = train_alone(space, "largest", splits, held, cfg, calib, args.progress_s)
-        save_row(out, args.json_out)
+        save_row(out, args.json_out, t0)
         out["smallest_alone"], out["smallest_alone_s"] = train_alone(space, "smallest", splits, held, cfg, calib,
                                                                      args.progress_s)
-        save_row(out, args.json_out)
-    print(f"{name:<14} {recipe:<6} train {train_s:6.0f} s  largest fp32 {largest:5.2f} % (alone "
+        save_row(out, args.json_out, t0)
+    save_row(out, None, t0)  # the whole family's time, the 30-minute goal's
+    print(f"{name:<14} {recipe:<6} train {train_s:6.0f} s ({out['total_s'] / 60:.1f} min in all)  largest fp32 {largest:5.2f} % (alone "
           f"{out['largest_alone']:5.2f} %)  smallest int4 {smallest:5.2f} % (alone {out['smallest_alone']:5.2f} %)  "
           f"tau {out['tau']:.2f}", flush=True)
     return out
 
+
+# --epochs for each family's 30 minutes on 2 CPU cores (whole run: supernet, the two trained
+# alone, the 24 fine-tuned), from the 5-epoch runs' seconds (docs/benchmarks.md, supernet-full5*)
+BUDGET_30MIN = ("6", "vit=8", "sequence=18")
 
 # the arguments the section's text names, kept in each row so that ``--from-json`` renders it as run
 RENDERED_ARGS = ("recipe", "epochs", "finetune_steps", "eval_on", "distill", "train_limit", "no_alone", "lr",
                  "adamw_lr", "batch_size", "amp", "compile", "ranked")
 
 
-def save_row(row: dict, folder: str | None) -> None:
-    """The row so far, as ``<folder>/<space>.json`` (rewritten after each part, so a run stopped
-    by a time limit still leaves what it measured; ``--from-json`` renders such rows)."""
+def save_row(row: dict, folder: str | None, started: float) -> None:
+    """The row so far, with ``total_s`` (seconds since ``started``, the family's start), as
+    ``<folder>/<space>.json`` (rewritten after each part, so a run stopped by a time limit still
+    leaves what it measured; ``--from-json`` renders such rows)."""
+    row["total_s"] = time.perf_counter() - started
     if folder:
         row["load"] = load_average()
         Path(folder).mkdir(parents=True, exist_ok=True)
@@ -286,7 +332,10 @@ def main() -> None:
     ap.add_argument("--spaces", nargs="+", default=["mbconv_fmnist", "resnet_fmnist", "vit_fmnist", "seq_fmnist"])
     ap.add_argument("--recipe", nargs="+", default=["custom"], choices=["custom", "demo", "full"],
                     help="TrainConfig presets, one row each (custom: today's plain recipe)")
-    ap.add_argument("--epochs", type=float, default=None, help="override the recipe's epochs (custom: 2)")
+    ap.add_argument("--epochs", nargs="+", default=None, metavar="E|KEY=E",
+                    help="override the recipe's epochs (custom: 2): a number for every family, KEY=E for one "
+                         "family (mbconv, resnet, vit, sequence) or space; e.g. the 30-minute budget per "
+                         f"family on 2 CPU cores: --epochs {' '.join(BUDGET_30MIN)}")
     ap.add_argument("--no-alone", action="store_true", help="skip the largest and smallest subnets trained alone")
     ap.add_argument("--progress-s", type=float, default=30.0, help="seconds between status lines")
     ap.add_argument("--section", default="supernet-quality", help="docs/benchmarks.md section to write")
@@ -320,6 +369,11 @@ def main() -> None:
                     help="--from-json: when and where the rows were measured (default: as the rows say)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
+    if args.epochs is not None:
+        try:
+            parse_epochs(args.epochs, args.spaces)
+        except ValueError as e:
+            ap.error(str(e))
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.from_json:  # rows measured elsewhere: the text names the arguments they were run with
@@ -334,7 +388,7 @@ def main() -> None:
         load = load_average()
     where = rows[0]["where"]
     cmd = (f"python benchmarks/supernet_quality.py --recipe {' '.join(args.recipe)}"
-           + (f" --epochs {args.epochs:g}" if args.epochs is not None else "")
+           + (f" --epochs {' '.join(epochs_words(args.epochs))}" if args.epochs is not None else "")
            + f" --finetune-steps {args.finetune_steps} --eval-on {args.eval_on} --distill {args.distill}"
            + (f" --train-limit {args.train_limit}" if args.train_limit else "") + (" --no-alone" if args.no_alone else "")
            + "".join(f" --{k} {getattr(args, k)}" for k in ("amp", "compile") if getattr(args, k) != "auto")
@@ -356,11 +410,12 @@ def main() -> None:
                if stratified else "")
             + "Goals: largest >= 92 % (conv) / >= 90 % (transformers), smallest int4 >= 88 %, "
             "tau >= 0.8.\n\n"
-            "| space | family | recipe | epochs | training (s) | largest fp32 top-1 | largest trained alone | "
+            "| space | family | recipe | epochs | training (s) | in all (min) | largest fp32 top-1 | largest trained alone | "
             "smallest int4 top-1 | smallest trained alone | Kendall tau (12 subnets) | spread of the 12, inherited / alone (pts) |"
             + (" tau, 12 spread by size | their spread (pts) |" if stratified else "") + "\n"
-            + "|---" * (13 if stratified else 11) + "|\n")
+            + "|---" * (14 if stratified else 12) + "|\n")
     body += "".join(f"| {r['space']} | {r['family']} | {r['recipe']} | {r['epochs']:g} | {r['train_s']:.0f} | "
+                    f"{_num(r.get('total_s', math.nan) / 60, 1)} | "
                     f"{r['largest']:.2f} % | {_pct(r['largest_alone'])} | {r['smallest']:.2f} % | "
                     f"{_pct(r['smallest_alone'])} | {_num(r.get('tau', math.nan))} | {_spread(r)} |"
                     + (f" {_num(r.get('tau_stratified', math.nan))} | {_spread(r, '_stratified')} |" if stratified else "")
@@ -378,6 +433,11 @@ def main() -> None:
         print(f"written to {doc}")
 
 
+def epochs_words(given: list[str] | float) -> list[str]:
+    """``--epochs`` as typed (rows written before it took words hold one number)."""
+    return [f"{given:g}"] if isinstance(given, (int, float)) else list(given)
+
+
 def held_note(n_held: int, eval_on: str) -> str:
     return (f"{n_held}-image test split" if eval_on == "test"
             else f"{n_held} validation images held out of the training split")
@@ -387,8 +447,8 @@ def _pct(v: float) -> str:
     return "-" if math.isnan(v) else f"{v:.2f} %"
 
 
-def _num(v: float) -> str:
-    return "-" if math.isnan(v) else f"{v:.2f}"
+def _num(v: float, digits: int = 2) -> str:
+    return "-" if math.isnan(v) else f"{v:.{digits}f}"
 
 
 if __name__ == "__main__":
