@@ -1,0 +1,54 @@
+"""``benchmarks/supernet_quality.py --epochs``: one number for every family, or ``KEY=E`` per
+family or space, the most specific entry winning; a word that is neither is refused by name."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from nasq.space import SearchSpace
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def sq():
+    spec = importlib.util.spec_from_file_location("supernet_quality", REPO / "benchmarks" / "supernet_quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def spaces():
+    return {n: SearchSpace.from_yaml(REPO / "search_spaces" / f"{n}.yaml") for n in ("mbconv_fmnist", "seq_fmnist")}
+
+
+def test_the_most_specific_entry_wins(sq, spaces):
+    words = ["6", "sequence=18", "mbconv_fmnist=7"]
+    assert sq.epochs_for(spaces["mbconv_fmnist"], words) == 7.0  # the space's, over the bare number
+    assert sq.epochs_for(spaces["seq_fmnist"], words) == 18.0  # the family's
+    assert sq.epochs_for(spaces["seq_fmnist"], ["6", "seq_fmnist=2", "sequence=18"]) == 2.0
+    assert sq.epochs_for(spaces["mbconv_fmnist"], ["vit=8"]) is None  # the recipe's
+    assert sq.epochs_for(spaces["mbconv_fmnist"], 5.0) == 5.0  # one number (activation_ranges.py)
+    assert sq.epochs_for(spaces["mbconv_fmnist"], None) is None
+
+
+@pytest.mark.parametrize("words, says", [
+    (["vitt=8"], "'vitt=8' names no family or space"),
+    (["six"], "'six' is not a number of epochs"),
+    (["vit=0"], "epochs must lie in (0, 1000]"),
+    (["5", "4"], "the bare number given twice"),
+    (["vit=5", "vit=6"], "vit given twice"),
+])
+def test_bad_words_are_refused_by_name(sq, words, says):
+    with pytest.raises(ValueError, match=says.replace("(", r"\(").replace(")", r"\)").replace("]", r"\]")):
+        sq.parse_epochs(words, ["mbconv_fmnist", "vit_fmnist"])
+
+
+def test_the_budget_named_in_help_parses(sq):
+    per = sq.parse_epochs(list(sq.BUDGET_30MIN), ["mbconv_fmnist", "resnet_fmnist", "vit_fmnist", "seq_fmnist"])
+    assert per[""] > 0 and set(per) <= {"", "mbconv", "resnet", "vit", "sequence"}
+    assert sq.epochs_words(per[""]) == [f"{per['']:g}"] and sq.epochs_words(["6", "vit=8"]) == ["6", "vit=8"]
