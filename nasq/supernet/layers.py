@@ -138,22 +138,21 @@ class _LearnedRange(torch.autograd.Function):
     code`` where ``r`` lies within the step's clamp, bounds included, as torch's clamp passes it).
 
     On a CPU, where the fused kernels apply, the step and the range's gradient are computed on
-    Python floats in float32 arithmetic (what the tensor ops round to), with none of the tensor
+    numpy float32 scalars (which round as the tensor ops do), with none of the tensor
     ops' per-call overhead: tens of microseconds a call, on tensors that take a few to quantize."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, r: torch.Tensor, fmt: NumericFormat, unsigned: bool) -> torch.Tensor:
         lo, hi = _range_levels(fmt, unsigned)
         ctx.unsigned, ctx.levels, ctx.fused = unsigned, (lo, hi), None
+        ctx.save_for_backward(x, r)  # r too: the backward falls back to tensor ops (another memory order)
         if native.applies_rows(x, 1):  # float32 on CPU: one fused pass, as activation_quant's
             step = _range_step_value(float(r), hi, unsigned)
             q = native.unsigned_grid(x.detach(), step[0], hi) if unsigned else native.int_symmetric_step(x.detach(), step[0], hi)
             if q is not None:
                 ctx.fused = step
-                ctx.save_for_backward(x, r)
                 return q
         ctx.step = _range_step(r.detach(), fmt, unsigned).float()
-        ctx.save_for_backward(x, r)
         return activation_quant(fmt, x.detach(), r.detach(), unsigned)
 
     @staticmethod
