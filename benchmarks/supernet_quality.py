@@ -35,6 +35,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
@@ -48,7 +49,7 @@ from nasq import data as data_mod  # noqa: E402
 from nasq.files import atomic_write_text  # noqa: E402
 from nasq.formats import get_format  # noqa: E402
 from nasq.space import SearchSpace, SubnetSpec  # noqa: E402
-from nasq.specs import DataConfig, TrainConfig  # noqa: E402
+from nasq.specs import DataConfig, Family, TrainConfig  # noqa: E402
 from nasq.supernet.augment import crop_flip  # noqa: E402
 from nasq.supernet.evaluate import accuracy, calibration_batches  # noqa: E402
 from nasq.supernet.network import Supernet  # noqa: E402
@@ -195,11 +196,11 @@ def train_config(space: SearchSpace, recipe: str, args: argparse.Namespace) -> T
 
 def parse_epochs(words: list[str], spaces: list[str] | None = None) -> dict[str, float]:
     """``--epochs``' words as ``{key: epochs}``: a bare number is every family's (key ``""``),
-    ``KEY=E`` one family's (mbconv, resnet, vit, sequence) or one space's (``seq_fmnist=18``); a
+    ``KEY=E`` one family's (``nasq.specs.Family``) or one space's (``seq_fmnist=18``); a
     space's entry wins over its family's, a family's over the bare number. Raises ValueError naming
     the word that is not one of these (with ``spaces``, a KEY that names none of them or of the
     families)."""
-    known = None if spaces is None else set(spaces) | {"mbconv", "resnet", "vit", "sequence"}
+    known = None if spaces is None else set(spaces) | set(get_args(Family))
     out: dict[str, float] = {}
     for word in words:
         key, _, value = word.rpartition("=")
