@@ -3,10 +3,11 @@
     .venv/bin/python benchmarks/predictor_quality.py [--n-eval 400] [--holdout 200]
         [--sizes 25,50,100,200] [--val-images 2000] [--supernet PATH/supernet.safetensors]
         [--workdir runs/bench-predictor-quality] [--cache PATH] [--recipes a,b]
-        [--reference test] [--no-doc]
+        [--reference test] [--experiment FILE] [--section NAME] [--no-doc]
 
-Trains the demo supernet exactly as `nasq run examples/demo.yaml` does (or loads ``--supernet``),
-evaluates ``--n-eval`` unique random subnets of the demo space for real (inherited weights,
+Trains the experiment's supernet exactly as `nasq run` does (``--experiment``, default
+examples/demo.yaml; or loads ``--supernet``),
+evaluates ``--n-eval`` unique random subnets of its space for real (inherited weights,
 recalibrated, top-1 on the validation images), holds out ``--holdout`` of them and fits every
 recipe in ``predictors/`` on the first 25/50/100/200 of the rest. Kendall tau, Spearman, RMSE and
 top-10 % precision are measured on the held-out subnets; ``--reference test`` also scores them
@@ -51,6 +52,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the evaluations")
     ap.add_argument("--seed", type=int, default=0, help="subnet sampling and predictor seed")
     ap.add_argument("--note", default="", help="a remark on the run (machine load, partial settings) for the doc")
+    ap.add_argument("--section", default="predictor_quality", help="docs/benchmarks.md section to write")
     ap.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
     return ap.parse_args()
 
@@ -89,7 +91,7 @@ def _parse_header(line: str) -> dict[str, str]:
 # ------------------------------------------------------------------ supernet
 def supernet_file(exp: Any, args: argparse.Namespace) -> Path:
     """The supernet to evaluate with: ``--supernet``, one already trained in the workdir, or a fresh
-    one trained exactly as the demo trains it (the train stage also writes supernet.json)."""
+    one trained exactly as ``nasq run`` trains the experiment's (the train stage also writes supernet.json)."""
     from nasq import data as data_mod
     from nasq.errors import LineageError
     from nasq.files import read_json
@@ -103,7 +105,7 @@ def supernet_file(exp: Any, args: argparse.Namespace) -> Path:
         return path
     if args.supernet:
         sys.exit(f"--supernet {args.supernet}: file not found")
-    print(f"training the demo supernet into {args.workdir} ...", flush=True)
+    print(f"training the {exp.config.name} supernet into {args.workdir} ...", flush=True)
     args.workdir.mkdir(parents=True, exist_ok=True)
     splits = data_mod.load(exp.config.data, exp.source)
     train.run(exp, splits, args.workdir)
@@ -245,21 +247,25 @@ def reference_text(rows: list[dict[str, Any]], sizes: list[int], top1: np.ndarra
 
 
 def report(rows: list[dict[str, Any]], sizes: list[int], args: argparse.Namespace, top1: np.ndarray,
-           info: dict[str, Any], ecfg: Any, noise: dict[str, float] | None,
+           info: dict[str, Any], exp: Any, noise: dict[str, float] | None,
            reference: np.ndarray | None = None) -> str:
+    ecfg = exp.config.evaluate
     hold = top1[: args.holdout]
     biggest = max(sizes)
     best = max((r for r in rows if r["n"] == biggest), key=lambda r: r["tau"])
     verdict = "met" if best["tau"] >= 0.9 else "not met"
-    setup = (f"{args.n_eval} unique random subnets of `mbconv_small` (seed {args.seed}) evaluated for real on the "
-             f"demo supernet ({ecfg.calib_images} calibration, {ecfg.val_images or 'all'} validation images each); "
+    train = exp.config.train
+    setup = (f"{args.n_eval} unique random subnets of `{exp.space.name}` (seed {args.seed}) evaluated for real on the "
+             f"{exp.config.name} supernet (recipe {train.recipe}, {train.epochs:g} epochs; {ecfg.calib_images} "
+             f"calibration, {ecfg.val_images or 'all'} validation images each); "
              f"the first {args.holdout} held out (top-1 {hold.min():.2f} - {hold.max():.2f} %, "
              f"std {hold.std():.2f} pts), each recipe fitted on the first n of the other {args.n_eval - args.holdout}.")
     timing = (f"Supernet training loop {info['train_s']:.0f} s; " if info.get("train_s") else "") + (
         f"{info['evaluated']} evaluations took {info['eval_s']:.0f} s of wall time "
         f"({info['eval_s'] / max(1, info['evaluated']):.2f} s each, in-process, {args.threads} torch threads)."
         if info["evaluated"] else "evaluation time not recorded.")
-    return ("### Accuracy predictors (`benchmarks/predictor_quality.py`)\n\n" + setup + " " + timing + "\n\n"
+    run = "" if args.section == "predictor_quality" else f", {args.section}"
+    return (f"### Accuracy predictors (`benchmarks/predictor_quality.py`{run})\n\n" + setup + " " + timing + "\n\n"
             f"Goal Kendall τ ≥ 0.9 at n={biggest}: **{verdict}** (best: {best['recipe']}, τ = {best['tau']:.3f}).\n\n"
             + noise_text(noise, ecfg.val_images) + reference_text(rows, sizes, top1, reference) +
             "Kendall τ on the held-out subnets:\n\n" + pivot(rows, sizes, "tau", ".3f") + "\n\n"
@@ -332,10 +338,10 @@ def main() -> None:
         reference, _ = evaluate_all(exp, specs[: args.holdout], args,
                                     cache.with_name(cache.stem + ".test.csv"), on_test=True)
     rows = score_recipes(exp, load_recipes(args.recipes), specs, top1, args.holdout, sizes, args.seed, reference)
-    body = report(rows, sizes, args, top1, info, exp.config.evaluate, noise, reference)
+    body = report(rows, sizes, args, top1, info, exp, noise, reference)
     print(body)
     if not args.no_doc:
-        print("written to", write_section("predictor_quality", body))
+        print("written to", write_section(args.section, body))
 
 
 if __name__ == "__main__":
