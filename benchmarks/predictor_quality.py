@@ -256,7 +256,7 @@ def report(rows: list[dict[str, Any]], sizes: list[int], args: argparse.Namespac
     verdict = "met" if best["tau"] >= 0.9 else "not met"
     train = exp.config.train
     setup = (f"{args.n_eval} unique random subnets of `{exp.space.name}` (seed {args.seed}) evaluated for real on the "
-             f"{exp.config.name} supernet (recipe {train.recipe}, {train.epochs:g} epochs; {ecfg.calib_images} "
+             f"{exp.config.name} supernet (recipe {train.recipe}, epochs {train.epochs:g}; {ecfg.calib_images} "
              f"calibration, {ecfg.val_images or 'all'} validation images each); "
              f"the first {args.holdout} held out (top-1 {hold.min():.2f} - {hold.max():.2f} %, "
              f"std {hold.std():.2f} pts), each recipe fitted on the first n of the other {args.n_eval - args.holdout}.")
