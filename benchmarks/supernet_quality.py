@@ -182,7 +182,7 @@ def is_transformer(space: SearchSpace) -> bool:
 def train_config(space: SearchSpace, recipe: str, args: argparse.Namespace) -> TrainConfig:
     """The recipe's preset, with the optimizer picked by family (AdamW for the transformers), and
     in-place distillation as ``--distill`` says (auto: on for the conv families, off for the
-    transformers)."""
+    transformers), at ``--distill-temperature`` (1 where ``args`` has none)."""
     transformer = is_transformer(space)
     distill = args.distill == "on" or (args.distill == "auto" and not transformer)
     epochs = epochs_for(space, args.epochs)
@@ -191,7 +191,7 @@ def train_config(space: SearchSpace, recipe: str, args: argparse.Namespace) -> T
     return TrainConfig(recipe=recipe, **given, batch_size=args.batch_size, device=args.device, seed=0,
                        optimizer="adamw" if transformer else "sgd", lr=args.adamw_lr if transformer else args.lr,
                        weight_decay=0.05 if transformer else 4e-5, distill=distill, amp=args.amp,
-                       compile=args.compile)
+                       compile=args.compile, distill_temperature=getattr(args, "distill_temperature", 1.0))
 
 
 def parse_epochs(words: list[str], spaces: list[str] | None = None) -> dict[str, float]:
@@ -291,8 +291,8 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
 BUDGET_30MIN = ("6", "resnet=8", "vit=9", "sequence=18")
 
 # the arguments the section's text names, kept in each row so that ``--from-json`` renders it as run
-RENDERED_ARGS = ("recipe", "epochs", "finetune_steps", "eval_on", "distill", "train_limit", "no_alone", "lr",
-                 "adamw_lr", "batch_size", "amp", "compile", "ranked")
+RENDERED_ARGS = ("recipe", "epochs", "finetune_steps", "eval_on", "distill", "distill_temperature", "train_limit",
+                 "no_alone", "lr", "adamw_lr", "batch_size", "amp", "compile", "ranked")
 
 
 def save_row(row: dict, folder: str | None, started: float) -> None:
@@ -347,6 +347,9 @@ def main() -> None:
     ap.add_argument("--distill", default="auto", choices=["auto", "on", "off"],
                     help="in-place distillation from the largest subnet (auto: on for the conv families, off for "
                          "the transformers, where it cost 7-8 points at 2 epochs)")
+    ap.add_argument("--distill-temperature", type=float, default=1.0,
+                    help="T of the in-place distillation (TrainConfig.distill_temperature): soft targets and "
+                         "students at T, the loss scaled by T^2")
     ap.add_argument("--finetune-steps", type=int, default=150)
     ap.add_argument("--ranked", nargs="+", default=["random"], choices=["random", "stratified"],
                     help="which 12 subnets tau ranks (see ranked_subnets); both: two taus side by side")
@@ -375,6 +378,8 @@ def main() -> None:
             parse_epochs(args.epochs, args.spaces)
         except ValueError as e:
             ap.error(str(e))
+    if not 0 < args.distill_temperature <= 100:  # TrainConfig's bounds
+        ap.error(f"--distill-temperature: {args.distill_temperature:g} must lie in (0, 100]")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.from_json:  # rows measured elsewhere: the text names the arguments they were run with
@@ -391,6 +396,7 @@ def main() -> None:
     cmd = (f"python benchmarks/supernet_quality.py --recipe {' '.join(args.recipe)}"
            + (f" --epochs {' '.join(epochs_words(args.epochs))}" if args.epochs is not None else "")
            + f" --finetune-steps {args.finetune_steps} --eval-on {args.eval_on} --distill {args.distill}"
+           + (f" --distill-temperature {args.distill_temperature:g}" if args.distill_temperature != 1.0 else "")
            + (f" --train-limit {args.train_limit}" if args.train_limit else "") + (" --no-alone" if args.no_alone else "")
            + "".join(f" --{k} {getattr(args, k)}" for k in ("amp", "compile") if getattr(args, k) != "auto")
            + (f" --ranked {' '.join(args.ranked)}" if args.ranked != ["random"] else ""))

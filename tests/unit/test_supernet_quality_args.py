@@ -1,10 +1,14 @@
 """``benchmarks/supernet_quality.py --epochs``: one number for every family, or ``KEY=E`` per
-family or space, the most specific entry winning; a word that is neither is refused by name."""
+family or space, the most specific entry winning; a word that is neither is refused by name.
+``--distill-temperature`` reaches the training config and is refused, exit 2, outside (0, 100]."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +57,19 @@ def test_the_budget_named_in_help_parses(sq):
     per = sq.parse_epochs(list(sq.BUDGET_30MIN), ["mbconv_fmnist", "resnet_fmnist", "vit_fmnist", "seq_fmnist"])
     assert per[""] > 0 and set(per) <= {"", "mbconv", "resnet", "vit", "sequence"}
     assert sq.epochs_words(per[""]) == [f"{per['']:g}"] and sq.epochs_words(["6", "vit=8"]) == ["6", "vit=8"]
+
+
+def test_distill_temperature_reaches_the_training_config(sq, spaces):
+    knobs = dict(distill="auto", epochs=None, batch_size=128, device="cpu", adamw_lr=2e-3, lr=0.05, amp="off",
+                 compile="off")
+    space = spaces["mbconv_fmnist"]
+    assert sq.train_config(space, "full", argparse.Namespace(**knobs, distill_temperature=2.0)).distill_temperature == 2.0
+    # benchmarks/activation_ranges.py passes knobs without it: the TrainConfig default, T = 1
+    assert sq.train_config(space, "full", argparse.Namespace(**knobs)).distill_temperature == 1.0
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "101"])
+def test_a_temperature_out_of_bounds_is_refused_by_name(value):
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "supernet_quality.py"), "--distill-temperature",
+                          value, "--no-write"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "--distill-temperature" in out.stderr and "(0, 100]" in out.stderr
