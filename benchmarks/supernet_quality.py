@@ -236,7 +236,7 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
     cfg = train_config(space, recipe, args)
     print(f"{name} recipe {recipe}: {cfg.epochs:g} epochs, warm-up {cfg.warmup_epochs:g}, smoothing "
           f"{cfg.label_smoothing:g}, augment {cfg.augment and augments(space)}, {cfg.optimizer} lr {cfg.lr:g}, "
-          f"distill {cfg.distill}", flush=True)
+          f"distill {cfg.distill}" + (f" (T {cfg.distill_temperature:g})" if cfg.distill else ""), flush=True)
     torch.manual_seed(0)
     net = Supernet(space)
     t0 = time.perf_counter()
