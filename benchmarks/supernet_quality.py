@@ -11,7 +11,7 @@
   stratified`` adds 12 subnets spread evenly by weight bits, smallest to largest.
 
     .venv/bin/python benchmarks/supernet_quality.py [--recipe custom|demo|full ...] [--epochs E|KEY=E ...]
-        [--finetune-steps 150] [--train-limit N] [--no-alone] [--section supernet-quality]
+        [--finetune-steps 150] [--distill-temperature 1] [--train-limit N] [--no-alone] [--section supernet-quality]
         [--spaces mbconv_fmnist resnet_fmnist vit_fmnist seq_fmnist] [--device auto|cpu|cuda]
 
 ``--recipe`` names TrainConfig presets (several: one row each, side by side); ``--epochs``
@@ -348,8 +348,9 @@ def main() -> None:
                     help="in-place distillation from the largest subnet (auto: on for the conv families, off for "
                          "the transformers, where it cost 7-8 points at 2 epochs)")
     ap.add_argument("--distill-temperature", type=float, default=1.0,
-                    help="T of the in-place distillation (TrainConfig.distill_temperature): soft targets and "
-                         "students at T, the loss scaled by T^2")
+                    help="T of the in-place distillation (TrainConfig.distill_temperature; soft targets and "
+                         "students at T, the loss scaled by T^2; T 2 diverged on mbconv_fmnist at SGD lr 0.05, "
+                         "docs/benchmarks.md, supernet-budget30-mbconv7)")
     ap.add_argument("--finetune-steps", type=int, default=150)
     ap.add_argument("--ranked", nargs="+", default=["random"], choices=["random", "stratified"],
                     help="which 12 subnets tau ranks (see ranked_subnets); both: two taus side by side")
