@@ -182,7 +182,7 @@ def is_transformer(space: SearchSpace) -> bool:
 def train_config(space: SearchSpace, recipe: str, args: argparse.Namespace) -> TrainConfig:
     """The recipe's preset, with the optimizer picked by family (AdamW for the transformers), and
     in-place distillation as ``--distill`` says (auto: on for the conv families, off for the
-    transformers), at ``--distill-temperature`` (1 where ``args`` has none)."""
+    transformers), at ``--distill-temperature`` (TrainConfig's default where ``args`` has none)."""
     transformer = is_transformer(space)
     distill = args.distill == "on" or (args.distill == "auto" and not transformer)
     epochs = epochs_for(space, args.epochs)
@@ -191,7 +191,7 @@ def train_config(space: SearchSpace, recipe: str, args: argparse.Namespace) -> T
     return TrainConfig(recipe=recipe, **given, batch_size=args.batch_size, device=args.device, seed=0,
                        optimizer="adamw" if transformer else "sgd", lr=args.adamw_lr if transformer else args.lr,
                        weight_decay=0.05 if transformer else 4e-5, distill=distill, amp=args.amp,
-                       compile=args.compile, distill_temperature=getattr(args, "distill_temperature", 1.0))
+                       compile=args.compile, distill_temperature=getattr(args, "distill_temperature", DISTILL_T))
 
 
 def parse_epochs(words: list[str], spaces: list[str] | None = None) -> dict[str, float]:
@@ -290,6 +290,8 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
 # alone, the 24 fine-tuned), measured: 25-29 minutes each (docs/benchmarks.md, supernet-budget30)
 BUDGET_30MIN = ("6", "resnet=8", "vit=9", "sequence=18")
 
+DISTILL_T = TrainConfig.model_fields["distill_temperature"].default  # T = 1: plain in-place distillation
+
 # the arguments the section's text names, kept in each row so that ``--from-json`` renders it as run
 RENDERED_ARGS = ("recipe", "epochs", "finetune_steps", "eval_on", "distill", "distill_temperature", "train_limit",
                  "no_alone", "lr", "adamw_lr", "batch_size", "amp", "compile", "ranked")
@@ -347,7 +349,7 @@ def main() -> None:
     ap.add_argument("--distill", default="auto", choices=["auto", "on", "off"],
                     help="in-place distillation from the largest subnet (auto: on for the conv families, off for "
                          "the transformers, where it cost 7-8 points at 2 epochs)")
-    ap.add_argument("--distill-temperature", type=float, default=1.0,
+    ap.add_argument("--distill-temperature", type=float, default=DISTILL_T,
                     help="T of the in-place distillation (TrainConfig.distill_temperature; soft targets and "
                          "students at T, the loss scaled by T^2; T 2 diverged on mbconv_fmnist at SGD lr 0.05, "
                          "docs/benchmarks.md, supernet-budget30-mbconv7)")
@@ -397,7 +399,7 @@ def main() -> None:
     cmd = (f"python benchmarks/supernet_quality.py --recipe {' '.join(args.recipe)}"
            + (f" --epochs {' '.join(epochs_words(args.epochs))}" if args.epochs is not None else "")
            + f" --finetune-steps {args.finetune_steps} --eval-on {args.eval_on} --distill {args.distill}"
-           + (f" --distill-temperature {args.distill_temperature:g}" if args.distill_temperature != 1.0 else "")
+           + (f" --distill-temperature {args.distill_temperature:g}" if args.distill_temperature != DISTILL_T else "")
            + (f" --train-limit {args.train_limit}" if args.train_limit else "") + (" --no-alone" if args.no_alone else "")
            + "".join(f" --{k} {getattr(args, k)}" for k in ("amp", "compile") if getattr(args, k) != "auto")
            + (f" --ranked {' '.join(args.ranked)}" if args.ranked != ["random"] else ""))
