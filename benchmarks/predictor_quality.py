@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+SECTION = "predictor_quality"  # the default section: the demo's predictors
 
 
 def parse_args() -> argparse.Namespace:
@@ -52,7 +53,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the evaluations")
     ap.add_argument("--seed", type=int, default=0, help="subnet sampling and predictor seed")
     ap.add_argument("--note", default="", help="a remark on the run (machine load, partial settings) for the doc")
-    ap.add_argument("--section", default="predictor_quality", help="docs/benchmarks.md section to write")
+    ap.add_argument("--section", default=SECTION, help="docs/benchmarks.md section to write")
     ap.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
     return ap.parse_args()
 
@@ -264,7 +265,7 @@ def report(rows: list[dict[str, Any]], sizes: list[int], args: argparse.Namespac
         f"{info['evaluated']} evaluations took {info['eval_s']:.0f} s of wall time "
         f"({info['eval_s'] / max(1, info['evaluated']):.2f} s each, in-process, {args.threads} torch threads)."
         if info["evaluated"] else "evaluation time not recorded.")
-    run = "" if args.section == "predictor_quality" else f", {args.section}"
+    run = "" if args.section == SECTION else f", {args.section}"
     return (f"### Accuracy predictors (`benchmarks/predictor_quality.py`{run})\n\n" + setup + " " + timing + "\n\n"
             f"Goal Kendall τ ≥ 0.9 at n={biggest}: **{verdict}** (best: {best['recipe']}, τ = {best['tau']:.3f}).\n\n"
             + noise_text(noise, ecfg.val_images) + reference_text(rows, sizes, top1, reference) +
