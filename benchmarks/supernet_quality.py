@@ -49,7 +49,7 @@ from nasq import data as data_mod  # noqa: E402
 from nasq.files import atomic_write_text  # noqa: E402
 from nasq.formats import get_format  # noqa: E402
 from nasq.space import SearchSpace, SubnetSpec  # noqa: E402
-from nasq.specs import DataConfig, Family, TrainConfig  # noqa: E402
+from nasq.specs import MAX_CHOICES, DataConfig, Family, TrainConfig  # noqa: E402
 from nasq.supernet.augment import crop_flip  # noqa: E402
 from nasq.supernet.evaluate import accuracy, calibration_batches  # noqa: E402
 from nasq.supernet.network import Supernet  # noqa: E402
@@ -182,7 +182,8 @@ def is_transformer(space: SearchSpace) -> bool:
 def train_config(space: SearchSpace, recipe: str, args: argparse.Namespace) -> TrainConfig:
     """The recipe's preset, with the optimizer picked by family (AdamW for the transformers), and
     in-place distillation as ``--distill`` says (auto: on for the conv families, off for the
-    transformers), at ``--distill-temperature`` (TrainConfig's default where ``args`` has none)."""
+    transformers), at ``--distill-temperature``, with ``--random-subnets`` random subnets per step
+    (TrainConfig's defaults where ``args`` has none)."""
     transformer = is_transformer(space)
     distill = args.distill == "on" or (args.distill == "auto" and not transformer)
     epochs = epochs_for(space, args.epochs)
@@ -191,7 +192,8 @@ def train_config(space: SearchSpace, recipe: str, args: argparse.Namespace) -> T
     return TrainConfig(recipe=recipe, **given, batch_size=args.batch_size, device=args.device, seed=0,
                        optimizer="adamw" if transformer else "sgd", lr=args.adamw_lr if transformer else args.lr,
                        weight_decay=0.05 if transformer else 4e-5, distill=distill, amp=args.amp,
-                       compile=args.compile, distill_temperature=getattr(args, "distill_temperature", DISTILL_T))
+                       compile=args.compile, distill_temperature=getattr(args, "distill_temperature", DISTILL_T),
+                       random_subnets=getattr(args, "random_subnets", RANDOM_SUBNETS))
 
 
 def parse_epochs(words: list[str], spaces: list[str] | None = None) -> dict[str, float]:
@@ -291,10 +293,11 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
 BUDGET_30MIN = ("6", "resnet=8", "vit=9", "sequence=18")
 
 DISTILL_T = TrainConfig.model_fields["distill_temperature"].default  # T = 1: plain in-place distillation
+RANDOM_SUBNETS = TrainConfig.model_fields["random_subnets"].default  # the sandwich's middle: 2 random subnets
 
 # the arguments the section's text names, kept in each row so that ``--from-json`` renders it as run
-RENDERED_ARGS = ("recipe", "epochs", "finetune_steps", "eval_on", "distill", "distill_temperature", "train_limit",
-                 "no_alone", "lr", "adamw_lr", "batch_size", "amp", "compile", "ranked")
+RENDERED_ARGS = ("recipe", "epochs", "finetune_steps", "eval_on", "distill", "distill_temperature", "random_subnets",
+                 "train_limit", "no_alone", "lr", "adamw_lr", "batch_size", "amp", "compile", "ranked")
 
 
 def save_row(row: dict, folder: str | None, started: float) -> None:
@@ -353,6 +356,9 @@ def main() -> None:
                     help="T of the in-place distillation (TrainConfig.distill_temperature; soft targets and "
                          "students at T, the loss scaled by T^2; T 2 diverged on mbconv_fmnist at SGD lr 0.05, "
                          "docs/benchmarks.md, supernet-budget30-mbconv7)")
+    ap.add_argument("--random-subnets", type=int, default=RANDOM_SUBNETS,
+                    help="random subnets per step between the largest and the smallest (TrainConfig.random_subnets; "
+                         "each costs about a fifth of an mbconv step)")
     ap.add_argument("--finetune-steps", type=int, default=150)
     ap.add_argument("--ranked", nargs="+", default=["random"], choices=["random", "stratified"],
                     help="which 12 subnets tau ranks (see ranked_subnets); both: two taus side by side")
@@ -383,6 +389,8 @@ def main() -> None:
             ap.error(str(e))
     if not 0 < args.distill_temperature <= 100:  # TrainConfig's bounds
         ap.error(f"--distill-temperature: {args.distill_temperature:g} must lie in (0, 100]")
+    if not 0 <= args.random_subnets <= MAX_CHOICES:  # TrainConfig's bounds
+        ap.error(f"--random-subnets: {args.random_subnets} must lie in [0, {MAX_CHOICES}]")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.from_json:  # rows measured elsewhere: the text names the arguments they were run with
@@ -400,13 +408,14 @@ def main() -> None:
            + (f" --epochs {' '.join(epochs_words(args.epochs))}" if args.epochs is not None else "")
            + f" --finetune-steps {args.finetune_steps} --eval-on {args.eval_on} --distill {args.distill}"
            + (f" --distill-temperature {args.distill_temperature:g}" if args.distill_temperature != DISTILL_T else "")
+           + (f" --random-subnets {args.random_subnets}" if args.random_subnets != RANDOM_SUBNETS else "")
            + (f" --train-limit {args.train_limit}" if args.train_limit else "") + (" --no-alone" if args.no_alone else "")
            + "".join(f" --{k} {getattr(args, k)}" for k in ("amp", "compile") if getattr(args, k) != "auto")
            + (f" --ranked {' '.join(args.ranked)}" if args.ranked != ["random"] else ""))
     stratified = "stratified" in args.ranked
     body = (f"`{cmd}` on **{where}**, load average at the end {' '.join(load)}. Fashion-MNIST "
             f"({rows[0]['n_train']} training images, top-1 on the {rows[0]['held']}). "
-            "Supernet trained with the sandwich rule (in-place distillation: "
+            f"Supernet trained with the sandwich rule ({args.random_subnets} random subnets per step; in-place distillation: "
             + ", ".join(f"{'on' if r['distill'] else 'off'} for {r['space']}" for r in rows) + ") under the named TrainConfig recipe "
             f"(SGD lr {args.lr:g} for conv families, AdamW lr {args.adamw_lr:g} for transformers); inherited weights "
             "are recalibrated (batch norm, activation ranges) on 1024 training images. \"alone\": the same "

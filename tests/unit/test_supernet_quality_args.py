@@ -1,6 +1,7 @@
 """``benchmarks/supernet_quality.py --epochs``: one number for every family, or ``KEY=E`` per
 family or space, the most specific entry winning; a word that is neither is refused by name.
-``--distill-temperature`` reaches the training config and is refused, exit 2, outside (0, 100]."""
+``--distill-temperature`` and ``--random-subnets`` reach the training config and are refused, exit
+2, outside TrainConfig's bounds."""
 
 from __future__ import annotations
 
@@ -58,13 +59,24 @@ def test_the_budget_named_in_help_parses(sq):
     assert sq.epochs_words(per[""]) == [f"{per['']:g}"] and sq.epochs_words(["6", "vit=8"]) == ["6", "vit=8"]
 
 
-def test_distill_temperature_reaches_the_training_config(sq, spaces):
+def test_distill_temperature_and_random_subnets_reach_the_training_config(sq, spaces):
     knobs = dict(distill="auto", epochs=None, batch_size=128, device="cpu", adamw_lr=2e-3, lr=0.05, amp="off",
                  compile="off")
     space = spaces["mbconv_fmnist"]
     assert sq.train_config(space, "full", argparse.Namespace(**knobs, distill_temperature=2.0)).distill_temperature == 2.0
     # benchmarks/activation_ranges.py passes knobs without it: the TrainConfig default, T = 1
     assert sq.train_config(space, "full", argparse.Namespace(**knobs)).distill_temperature == 1.0
+    assert sq.train_config(space, "full", argparse.Namespace(**knobs, random_subnets=1)).random_subnets == 1
+    assert sq.train_config(space, "full", argparse.Namespace(**knobs)).random_subnets == 2  # the default
+
+
+@pytest.mark.parametrize("value", ["-1", "65"])
+def test_random_subnets_out_of_bounds_are_refused_by_name(sq, value, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["supernet_quality.py", "--random-subnets", value, "--no-write"])
+    with pytest.raises(SystemExit) as exit_:
+        sq.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--random-subnets" in err and "[0, 64]" in err
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "101"])
