@@ -757,6 +757,11 @@ class ExportConfig(Frozen):
     # Layer-wise refinement of the picked subnet's quantized weights on the calibration images
     # before it is written (nasq.export.refine; these are its registered REFINERS).
     refine: Literal["none", "bias_correction", "adaround", "flexround", "quantease"] = "none"
+    # How the integer kernels' int8 weights are stored in model.onnx (same values): ``auto`` picks
+    # uint8 codes with zero point 128 on an x86 CPU without VNNI, where onnxruntime's uint8 x int8
+    # kernel saturates and so disagrees with torch, int8 codes elsewhere; ``int8`` for OpenVINO
+    # (its int8 convolutions want symmetric weights), ``uint8`` for any x86 onnxruntime.
+    int8_weights: Literal["auto", "int8", "uint8"] = "auto"
 
 
 class ExperimentConfig(Frozen):

@@ -60,6 +60,7 @@ from nasq.errors import ConfigError, MissingDependencyError, NasqError
 from nasq.export.lower import (
     LOWERED_OPSET,
     fold_batch_norms,
+    int8_weight_type,
     lower_onnx,
     native_onnx_formats,
     torch_opset,
@@ -135,9 +136,11 @@ def _require_onnx() -> tuple[Any, Any]:
 # ---------------------------------------------------------------- export
 def export_bundle(model: torch.nn.Module, *, spec: SubnetSpec, space: SearchSpace, out_dir: str | os.PathLike,
                   sample_input: np.ndarray, predicted: dict[str, float], measured: dict[str, float],
-                  lineage: dict[str, str], opset: int = LOWERED_OPSET) -> ExportResult:
+                  lineage: dict[str, str], opset: int = LOWERED_OPSET, int8_weights: str = "auto") -> ExportResult:
     """Export ``model`` (a static subnet from ``Supernet.extract()``) to ``out_dir``, verify it in
     onnxruntime on ``sample_input`` (N, C, H, W float32) and return the verification figures.
+    ``int8_weights``: how integer kernels' int8 weights are stored (``auto``, ``int8``, ``uint8``;
+    :func:`nasq.export.lower.int8_weight_type`), recorded in the manifest's ``runtime``.
 
     Refuses a non-empty ``out_dir``; on any failure nothing is left behind."""
     onnx, ort = _require_onnx()
@@ -150,7 +153,8 @@ def export_bundle(model: torch.nn.Module, *, spec: SubnetSpec, space: SearchSpac
         # A CPU copy in eval mode: the caller's module (maybe on a GPU, maybe training) is not touched.
         cpu_model = copy.deepcopy(model).cpu().eval()
         result = _write_bundle(cpu_model, tmp, spec=spec, space=space, sample=sample, predicted=predicted,
-                               measured=measured, lineage=lineage, opset=opset, onnx=onnx, ort=ort)
+                               measured=measured, lineage=lineage, opset=opset, onnx=onnx, ort=ort,
+                               int8_weights=int8_weight_type(int8_weights))
         _match_umask(tmp)
         _publish(tmp, out_dir)
     except BaseException:
@@ -194,9 +198,9 @@ def _publish(tmp: Path, out_dir: Path) -> None:
 
 def _write_bundle(model: torch.nn.Module, folder: Path, *, spec: SubnetSpec, space: SearchSpace,
                   sample: np.ndarray, predicted: dict[str, float], measured: dict[str, float],
-                  lineage: dict[str, str], opset: int, onnx: Any, ort: Any) -> ExportResult:
+                  lineage: dict[str, str], opset: int, onnx: Any, ort: Any, int8_weights: str) -> ExportResult:
     _save_weights(model, folder / MODEL_WEIGHTS)
-    export_onnx(model, torch.from_numpy(sample[:1]), folder / MODEL_ONNX, opset=opset)
+    export_onnx(model, torch.from_numpy(sample[:1]), folder / MODEL_ONNX, opset=opset, int8_weights=int8_weights)
     onnx_model = onnx.load(str(folder / MODEL_ONNX))
     onnx.checker.check_model(onnx_model)
     qdq = sum(node.op_type in QDQ_OPS for node in onnx_model.graph.node)
@@ -209,6 +213,7 @@ def _write_bundle(model: torch.nn.Module, folder: Path, *, spec: SubnetSpec, spa
     manifest = _manifest(model, lineage=lineage, predicted=predicted, measured=measured_all,
                          files=files, opset=onnx_model.opset_import[0].version, traced_opset=torch_opset(opset),
                          qdq_nodes=qdq, onnx=onnx, ort=ort)
+    manifest["runtime"]["int8_weights"] = int8_weights
     _write_json(folder / MANIFEST_JSON, manifest)
     files[MANIFEST_JSON] = sha256_file(folder / MANIFEST_JSON)
     return ExportResult(folder, files, check.max_abs_diff, check.top1_agreement, check.latency_ms, qdq)
@@ -232,7 +237,7 @@ def _save_weights(model: torch.nn.Module, path: Path) -> None:
 
 def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str | os.PathLike, *, opset: int = LOWERED_OPSET,
                 input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME,
-                fp8_activation_qdq: bool = False) -> None:
+                fp8_activation_qdq: bool = False, int8_weights: str = "auto") -> None:
     """Write ``module`` (a StaticSubnet, one layer, or any module) to ``path`` as lowered ONNX
     (see :mod:`nasq.export.lower`: batch norms folded, native weights packed, opset 21), in export
     mode where it has ``prepare_export``; batch axis dynamic, traced with ``example``. ``opset``
@@ -243,6 +248,8 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str | os.P
     CPU plugin refuses FP8 activation tensors, "unsupported src_prc: f8e4m3");
     ``fp8_activation_qdq=True`` writes them as FLOAT8 QuantizeLinear/DequantizeLinear (same
     values), for runtimes with FP8 kernels. FP8 weights are FLOAT8 initializers either way.
+    ``int8_weights`` (auto, int8, uint8): how integer kernels' int8 weights are stored
+    (:func:`nasq.export.lower.int8_weight_type`; auto: uint8 on an x86 CPU without VNNI).
     ``module`` itself is not modified."""
     import onnx
 
@@ -250,7 +257,7 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str | os.P
     # quantizers): work on a copy.
     m = copy.deepcopy(module).eval()
     fold_batch_norms(m)
-    codes = weight_codes(m)
+    codes = weight_codes(m, int8_weight_type(int8_weights))
     if hasattr(m, "prepare_export"):
         m.prepare_export()
     else:  # e.g. one StaticConvBN pair: its quantized convs still export in export mode

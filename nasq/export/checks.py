@@ -56,7 +56,8 @@ def onnx_top1(onnx_path: Path, x: np.ndarray, y: np.ndarray) -> float:
 
 def export_checked(model: Any, *, spec: Any, space: Any, out: Path, splits: Any, ecfg: Any,
                    predicted: dict[str, float], measured: dict[str, float], lineage: dict[str, str],
-                   opset: int, before_publish: Callable[[Path], dict[str, Any]] | None = None) -> Any:
+                   opset: int, before_publish: Callable[[Path], dict[str, Any]] | None = None,
+                   int8_weights: str = "auto") -> Any:
     """Write, check and publish the bundle of ``model`` at ``out`` (see the module docstring).
     ``before_publish(bundle)`` runs on the finished bundle before the rename (e.g. to register it);
     what it returns is added to the manifest's ``registry`` section."""
@@ -68,7 +69,8 @@ def export_checked(model: Any, *, spec: Any, space: Any, out: Path, splits: Any,
     try:
         bundle = tmp / "bundle"
         res = export_bundle(model, spec=spec, space=space, out_dir=bundle, sample_input=splits.test_x[:256],
-                            predicted=predicted, measured=measured, lineage=lineage, opset=opset)
+                            predicted=predicted, measured=measured, lineage=lineage, opset=opset,
+                            int8_weights=int8_weights)
         n_val = ecfg.val_images or len(splits.val_y)
         checks = {"onnx_top1_val": onnx_top1(bundle / MODEL_ONNX, splits.val_x[:n_val], splits.val_y[:n_val]),
                   "onnx_val_images": float(min(n_val, len(splits.val_y))),

@@ -20,7 +20,11 @@ After tracing (ONNX side, :func:`lower_onnx`):
   packed INT8 / INT4 / FLOAT8 initializer + per-channel scales (axis 0);
 * an integer kernel (int8 weights on an int8 activation) reads it through DequantizeLinear and
   keeps an fp32 bias on the int32 grid input scale × weight scale: onnxruntime's
-  WeightBiasQuantization recovers the exact int32 codes and fuses QLinearConv;
+  WeightBiasQuantization recovers the exact int32 codes and fuses QLinearConv. Its weights are
+  INT8 codes, or the same values as UINT8 codes with zero point 128 (:func:`int8_weight_type`):
+  on an x86 CPU without VNNI, onnxruntime's uint8 x int8 kernel sums pairs of products in int16
+  with saturation (VPMADDUBSW) and so computes something else than torch, while its uint8 x uint8
+  kernel widens to int16 first and is exact;
 * every other Conv/Gemm computes in float and keeps onnxruntime's fast path (prepacked constant
   weights): a packed weight is unpacked by Cast + Mul, which onnxruntime constant-folds (it never
   folds DequantizeLinear), and a quantized input is read through its own per-channel
@@ -36,7 +40,9 @@ After tracing (ONNX side, :func:`lower_onnx`):
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,10 +59,42 @@ from nasq.supernet.layers import (
     per_channel_amax,
 )
 
+INT8_WEIGHTS = ("auto", "int8", "uint8")  # how an integer kernel's int8 weights are stored
+_VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})  # u8 x s8 dot products without saturation
 LOWERED_OPSET = 21  # INT4 QuantizeLinear/DequantizeLinear and DequantizeLinear's block_size
 # The TorchScript exporter writes at most opset 20; FP8 activation QDQ (when asked for) needs 19.
 TORCH_OPSET_RANGE = (19, 20)
 _FP8_ONNX = {"float8_e4m3fn": 17, "float8_e5m2": 19}  # torch dtype name -> onnx.TensorProto enum
+
+
+# ---------------------------------------------------------------- int8 weights on this CPU
+def cpu_flags() -> frozenset[str] | None:
+    """The instruction-set flags of ``/proc/cpuinfo`` (None where it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def int8_weight_type(choice: str = "auto", flags: frozenset[str] | None = None, machine: str | None = None) -> str:
+    """``int8`` or ``uint8``: how an integer kernel's int8 weights are stored (same values; a
+    uint8 code is the int8 code + 128, zero point 128). ``auto``: ``uint8`` on an x86 CPU without
+    VNNI (``avx512_vnni`` / ``avx_vnni``), where onnxruntime's uint8 x int8 kernel saturates pairs
+    of products in int16 (its uint8 x uint8 kernel does not), or whose flags cannot be read;
+    ``int8`` elsewhere (VNNI dot products, and other architectures, are exact). ``flags`` and
+    ``machine`` default to this host's."""
+    if choice not in INT8_WEIGHTS:
+        raise ValueError(f"int8_weights must be one of {', '.join(INT8_WEIGHTS)}, got {choice!r}")
+    if choice != "auto":
+        return choice
+    machine = (machine if machine is not None else platform.machine()).lower()
+    if machine not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return "int8"
+    flags = cpu_flags() if flags is None else flags
+    return "int8" if flags is not None and flags & _VNNI_FLAGS else "uint8"
 
 
 # ---------------------------------------------------------------- formats
@@ -123,13 +161,17 @@ class WeightCodes:
     data_type: int
     scale: np.ndarray
     integer_bias: np.ndarray | None = None
+    zero_point: np.ndarray | None = None  # UINT8 codes of an int8 weight: 128 per channel
 
 
 @torch.no_grad()
-def weight_codes(model: nn.Module) -> dict[str, WeightCodes]:
+def weight_codes(model: nn.Module, int8_weights: str = "int8") -> dict[str, WeightCodes]:
     """Per ``<layer>.conv.weight`` of a native low-bit or fp8 format (int8 is written by the
     exporter as QuantizeLinear already), the codes the
-    lowered graph stores. Call on the folded, not yet prepared, model."""
+    lowered graph stores. Call on the folded, not yet prepared, model. ``int8_weights`` (int8 or
+    uint8, :func:`int8_weight_type`): how an integer kernel's int8 weights are stored."""
+    import onnx
+
     out = {}
     for name, m in model.named_modules():
         if not isinstance(m, StaticQConv):
@@ -142,6 +184,9 @@ def weight_codes(model: nn.Module) -> dict[str, WeightCodes]:
             # the values torch's forward adds (StaticQConv._bias), stored as they are: the traced
             # subgraph that computes them would keep the float weight alive
             codes.integer_bias = integer_bias(m.conv.bias, m.a_amax, w, m.a_unsigned).numpy().astype(np.float32)
+        if m.integer and int8_weights == "uint8" and codes.data_type == onnx.TensorProto.INT8:
+            codes.codes = (codes.codes.astype(np.int16) + 128).astype(np.uint8)
+            codes.data_type, codes.zero_point = onnx.TensorProto.UINT8, np.full(codes.scale.shape, 128, np.uint8)
         out[f"{name}.conv.weight"] = codes
     return out
 
@@ -220,13 +265,17 @@ def _pack_weight(graph: Any, init: Any, c: WeightCodes) -> None:
     dims = list(init.dims)
     if c.data_type == onnx.TensorProto.INT4:  # two codes per byte, the first in the low nibble
         raw = pack_int(torch.from_numpy(c.codes.astype(np.int8)), 4).numpy().tobytes()
-    else:  # INT8 codes, or the FLOAT8 bytes torch wrote
+    else:  # INT8 or UINT8 codes, or the FLOAT8 bytes torch wrote
         raw = np.ascontiguousarray(c.codes).astype(np.int8 if c.data_type == onnx.TensorProto.INT8 else np.uint8).tobytes()
     packed = helper.make_tensor(f"{name}_q", c.data_type, dims, raw, raw=True)
     scale = numpy_helper.from_array(c.scale.astype(np.float32), f"{name}_scale")
     graph.initializer.extend([packed, scale])
-    dq = helper.make_node("DequantizeLinear", [packed.name, scale.name], [f"{name}_dq"], name=f"{name}_DequantizeLinear",
-                          axis=0)
+    inputs = [packed.name, scale.name]
+    if c.zero_point is not None:
+        zero = numpy_helper.from_array(c.zero_point, f"{name}_zero")
+        graph.initializer.append(zero)
+        inputs.append(zero.name)
+    dq = helper.make_node("DequantizeLinear", inputs, [f"{name}_dq"], name=f"{name}_DequantizeLinear", axis=0)
     # The exporter writes an int8 weight as float -> QuantizeLinear -> DequantizeLinear: the new
     # DequantizeLinear replaces that pair (same codes, same scales), the float copy goes.
     quantizers = [n for n, _ in _consumers(graph, name) if n.op_type == "QuantizeLinear"]
@@ -295,8 +344,8 @@ def _init_array(graph: Any, name: str) -> np.ndarray | None:
 
 def _integer_kernel(graph: Any, node: Any) -> bool:
     """A Conv/Gemm onnxruntime fuses into an integer kernel: int8 activations in (a uint8/int8
-    DequantizeLinear with a scalar scale) and INT8 weights (a DequantizeLinear of an INT8
-    initializer)."""
+    DequantizeLinear with a scalar scale) and int8 weights (a DequantizeLinear of an INT8
+    initializer, or of UINT8 codes with zero point 128, :func:`int8_weight_type`)."""
     import onnx
 
     producers = _producers(graph)
@@ -309,7 +358,7 @@ def _integer_kernel(graph: Any, node: Any) -> bool:
     weight = inits.get(w.input[0])
     scale = inits.get(src.input[1])
     return (zp is not None and zp.data_type in int8 and weight is not None
-            and weight.data_type == onnx.TensorProto.INT8 and scale is not None and len(scale.dims) == 0)
+            and weight.data_type in int8 and scale is not None and len(scale.dims) == 0)
 
 
 def _float_kernel(graph: Any, node: Any) -> None:

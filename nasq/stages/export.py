@@ -59,7 +59,7 @@ def run(exp: Experiment, upstream: ExportUpstream, workdir: Path) -> ExportResul
     result, _ = export_checked(model, spec=point.spec, space=exp.space, out=out, splits=upstream.splits,
                                ecfg=exp.config.evaluate, predicted=point.predicted,
                                measured={**point.measured, **targets, "point": float(i)}, lineage=exp.lineage(),
-                               opset=exp.config.export.opset)
+                               opset=exp.config.export.opset, int8_weights=exp.config.export.int8_weights)
     return result
 
 
@@ -154,4 +154,4 @@ def from_run(run: FinishedRun, index: int, out: Path, register: str | None = Non
     return export_checked(model, spec=point.spec, space=space, out=out, splits=splits, ecfg=cfg.evaluate,
                           predicted=point.predicted, measured={**point.measured, **targets, "point": float(index)},
                           lineage=run.record.get("lineage", run.front.lineage), opset=cfg.export.opset,
-                          before_publish=register_bundle if register else None)
+                          int8_weights=cfg.export.int8_weights, before_publish=register_bundle if register else None)

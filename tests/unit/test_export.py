@@ -355,8 +355,9 @@ def test_onnxruntime_optimised_int8_graph_runs(bundles, tmp_path):
     """The fully optimised graph (what a deployment runs) is runnable, agrees with the
     un-optimised one, and runs every int8-weight/int8-activation conv as an integer kernel:
     those convs requantize their output, so onnxruntime fuses DequantizeLinear -> Conv ->
-    QuantizeLinear into QLinearConv. Other int8 weights are unpacked by Cast + Mul, which
-    onnxruntime folds into float constants (its fast float path)."""
+    QuantizeLinear into QLinearConv, their weights stored as INT8 or UINT8 codes as the manifest
+    says. Other int8 weights are unpacked by Cast + Mul, which onnxruntime folds into float
+    constants (its fast float path)."""
     model, _, folder = bundles["mixed"]
     level = ort.GraphOptimizationLevel
     optimised = _session(folder / "model.onnx", _disabled(folder), level.ORT_ENABLE_ALL, tmp_path / "opt.onnx")
@@ -366,12 +367,49 @@ def test_onnxruntime_optimised_int8_graph_runs(bundles, tmp_path):
     assert got.shape == (16, 10) and np.isfinite(got).all()
     assert np.mean(np.abs(got - ref).max(axis=1) < ATOL) >= 0.9
     graph = onnx.load(str(tmp_path / "opt.onnx")).graph
-    int8_weights = [i for i in graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]
+    stored = json.loads((folder / "manifest.json").read_text())["runtime"]["int8_weights"]
+    dtype = {"int8": onnx.TensorProto.INT8, "uint8": onnx.TensorProto.UINT8}[stored]
+    int8_weights = [i for i in graph.initializer if i.data_type == dtype and len(i.dims) == 4]
     integer_convs = sum(m.integer for _, m in _qconvs(model))
     # the other int8 weights (float kernels: Cast + Mul) onnxruntime folds to float constants
     assert len(int8_weights) == integer_convs
     assert integer_convs > 0
     assert sum(n.op_type == "QLinearConv" for n in graph.node) == integer_convs
+
+
+@pytest.mark.parametrize("flags, machine, want", [
+    (frozenset({"avx2", "fma"}), "x86_64", "uint8"),  # VPMADDUBSW saturates: uint8 x uint8 kernels
+    (frozenset({"avx2", "avx512bw", "avx512_vnni"}), "x86_64", "int8"),
+    (frozenset({"avx2", "avx_vnni"}), "AMD64", "int8"),
+    (None, "x86_64", "uint8"),  # flags unreadable: the kernel that is exact everywhere
+    (None, "aarch64", "int8"),
+])
+def test_int8_weight_type_follows_the_cpu(flags, machine, want):
+    from nasq.export.lower import int8_weight_type
+
+    assert int8_weight_type("auto", flags, machine) == want
+    assert int8_weight_type("int8", flags, machine) == "int8" and int8_weight_type("uint8", flags, machine) == "uint8"
+    with pytest.raises(ValueError, match="int8_weights must be one of"):
+        int8_weight_type("s8", flags, machine)
+
+
+def test_uint8_and_int8_weights_store_the_same_values(supernet, space, sample, tmp_path):
+    """Both ways of storing an integer kernel's weights compute the same function: unfused
+    (every DequantizeLinear in float) the two graphs agree to the last bit; fused, the uint8 one
+    (uint8 x uint8 kernels, exact on every CPU) agrees with torch on every image."""
+    model = _subnet(supernet, MIXED)
+    x = np.random.default_rng(11).standard_normal((N_SAMPLE, 1, 28, 28), dtype=np.float32)
+    out = {}
+    for kind in ("int8", "uint8"):
+        res = export_bundle(model, spec=MIXED, space=space, out_dir=tmp_path / kind, sample_input=sample,
+                            predicted={}, measured={}, lineage={}, int8_weights=kind)
+        assert json.loads((tmp_path / kind / "manifest.json").read_text())["runtime"]["int8_weights"] == kind
+        out[kind] = (res, _run(_session(tmp_path / kind / "model.onnx", level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL), x))
+    assert np.array_equal(out["int8"][1], out["uint8"][1])
+    got = _run(_session(tmp_path / "uint8" / "model.onnx", _disabled(tmp_path / "uint8")), x)
+    # int8 codes on an x86 CPU without VNNI matched 80 % of these images here (saturation); a
+    # rounding-boundary cascade (module docstring) may still move one image
+    assert np.mean(np.abs(got - _torch(model, x)).max(axis=1) < ATOL) >= 0.95
 
 
 # ---------------------------------------------------------------- loading
