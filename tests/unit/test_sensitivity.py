@@ -80,7 +80,10 @@ def test_measure_fisher_proxy_and_one_layer_drops(space, trained):
     assert all(s.fisher > 0 and s.params > 0 for s in result.layers)
     assert all(s.top1_drop["fp32"] == 0.0 and s.proxy_delta["fp32"] == 0.0 for s in result.layers)
     int2 = np.array([s.top1_drop["int2"] for s in result.layers])
-    assert int2.mean() > 0 and (int2 > -2.0).all()  # noise of 200 images aside, int2 costs accuracy
+    # int2 costs accuracy on average; one layer alone may read a gain within the noise of 200
+    # images (a top-1's binomial std there is ~2.8 points; a layer read -3.5 on an AVX2 host, whose
+    # float kernels train this net slightly differently), so the bound is about two of them
+    assert int2.mean() > 0 and (int2 > -6.0).all()
     assert all(s.proxy_delta["int2"] != 0 for s in result.layers)
     w = [torch.randn(3, 8, generator=torch.Generator().manual_seed(0))]
     assert quant_error(w, "fp32") == 0.0 and quant_error(w, "int2") > quant_error(w, "int8") >= 0
