@@ -92,6 +92,11 @@ def export(run: RunArg,
            refine: Annotated[Optional[str], typer.Option(  # noqa: UP045
                "--refine", help="Refine the quantized layers before export: none, bias_correction, adaround, "
                                 "flexround or quantease (default: the run's export.refine).")] = None,
+           int8_weights: Annotated[Optional[str], typer.Option(  # noqa: UP045
+               "--int8-weights", help="How integer kernels' int8 weights are stored: auto (uint8 codes with zero "
+                                      "point 128 on an x86 CPU without VNNI, where onnxruntime's int8 kernel "
+                                      "saturates; int8 elsewhere), int8 or uint8 (default: the run's "
+                                      "export.int8_weights).")] = None,
            ) -> None:
     """Export one point of a finished run: ONNX + safetensors + arch + manifest, checked in onnxruntime."""
     from nasq.cli import options
@@ -103,7 +108,9 @@ def export(run: RunArg,
         if register is not None:
             options.name(register, "--register")
         if refine is not None:
-            _check_refine(refine)
+            _check_choice("refine", "--refine", refine, "refinement")
+        if int8_weights is not None:
+            _check_choice("int8_weights", "--int8-weights", int8_weights, "int8 weight storage")
         _check_query_options(run, where, pick, tracking_uri)
         with open_run(run, tracking_uri, experiment) as found:
             index = _choose(found, point, pick, where)
@@ -111,7 +118,7 @@ def export(run: RunArg,
                 _check_register(found, register)
             from nasq.stages.export import from_run as export_from_run
 
-            result, manifest = export_from_run(found, index, out, register, refine)
+            result, manifest = export_from_run(found, index, out, register, refine, int8_weights)
     except NasqError as e:
         fail(e)
     m = manifest["measured"]
@@ -121,6 +128,8 @@ def export(run: RunArg,
     pred = manifest["predicted"].get("latency_ms")
     typer.echo(f"  latency: onnxruntime {m['onnx_latency_ms_batch1']:.3f} ms (1 image, 1 thread)"
                + (f", predicted {pred:.3f} ms" if pred is not None else ""))
+    if "int8_weights" in manifest.get("runtime", {}):
+        typer.echo(f"  integer kernels' int8 weights stored as {manifest['runtime']['int8_weights']} codes")
     if "refine" in manifest:
         r = manifest["refine"]
         typer.echo(f"  refined ({r['kind']}, {r['layers_refined']} layers, {r['seconds']:.1f} s): top-1 "
@@ -130,15 +139,16 @@ def export(run: RunArg,
         typer.echo(f"  registered: {r['name']} version {r['version']} at {r['tracking_uri']}")
 
 
-def _check_refine(kind: str) -> None:
+def _check_choice(field: str, flag: str, value: str, what: str) -> None:
+    """``value`` of ``flag`` is one of ExportConfig.``field``'s choices, or a one-line ConfigError."""
     from typing import get_args
 
     from nasq.errors import ConfigError
     from nasq.specs import ExportConfig
 
-    known = get_args(ExportConfig.model_fields["refine"].annotation)
-    if kind not in known:
-        raise ConfigError("command line", "--refine", f"unknown refinement '{kind}' (known: {', '.join(known)})")
+    known = get_args(ExportConfig.model_fields[field].annotation)
+    if value not in known:
+        raise ConfigError("command line", flag, f"unknown {what} '{value}' (known: {', '.join(known)})")
 
 
 def _check_query_options(run: str, where: str | None, pick: str | None, tracking_uri: str | None) -> None:

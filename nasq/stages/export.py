@@ -130,10 +130,11 @@ def refine(model: Any, kind: str, splits: data_mod.Splits, ecfg: Any, source: st
 
 
 def from_run(run: FinishedRun, index: int, out: Path, register: str | None = None,
-             refine_kind: str | None = None) -> tuple[ExportResult, dict]:
+             refine_kind: str | None = None, int8_weights: str | None = None) -> tuple[ExportResult, dict]:
     """``nasq export``: rebuild the run's supernet, export point ``index``, check it, and with
     ``register`` log and register it in the MLflow Model Registry of the run's tracking URI.
-    ``refine_kind`` (``--refine``) overrides the run's ``export.refine``."""
+    ``refine_kind`` (``--refine``) overrides the run's ``export.refine``, ``int8_weights``
+    (``--int8-weights``) its ``export.int8_weights``."""
     cfg, space = run.experiment_config(), run.space()
     point = run.front.points[index]
     splits = data_mod.load(cfg.data, run.name, space.config)
@@ -154,4 +155,4 @@ def from_run(run: FinishedRun, index: int, out: Path, register: str | None = Non
     return export_checked(model, spec=point.spec, space=space, out=out, splits=splits, ecfg=cfg.evaluate,
                           predicted=point.predicted, measured={**point.measured, **targets, "point": float(index)},
                           lineage=run.record.get("lineage", run.front.lineage), opset=cfg.export.opset,
-                          int8_weights=cfg.export.int8_weights, before_publish=register_bundle if register else None)
+                          int8_weights=int8_weights or cfg.export.int8_weights, before_publish=register_bundle if register else None)

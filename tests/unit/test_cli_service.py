@@ -110,12 +110,15 @@ def test_export_writes_a_checked_bundle_that_loads_back(run_folder: Path, tmp_pa
     from nasq.search.pareto import Front
 
     out_dir = tmp_path / "exported"
-    res = cli("export", str(run_folder), "--pick", "max-top1", "--out", str(out_dir), cwd=tmp_path)
+    # --int8-weights overrides the run's export.int8_weights (auto); the manifest records it
+    res = cli("export", str(run_folder), "--pick", "max-top1", "--out", str(out_dir), "--int8-weights", "uint8",
+              cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert "point 0 of" in res.stdout
+    assert "point 0 of" in res.stdout and "int8 weights stored as uint8 codes" in res.stdout
     assert sorted(p.name for p in out_dir.iterdir()) == ["arch.json", "manifest.json", "model.onnx",
                                                          "model.safetensors"]
     manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert manifest["runtime"]["int8_weights"] == "uint8"
     m = manifest["measured"]
     assert m["point"] == 0 and m["top1"] == 49.0 and manifest["predicted"]["latency_ms"] == 1.0
     assert 0 <= m["onnx_top1_val"] <= 100 and m["onnx_val_images"] == 100

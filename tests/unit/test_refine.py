@@ -161,12 +161,15 @@ def test_no_quantized_layer_is_one_line(space):
     assert "no quantized layer" in str(e.value)
 
 
-def test_cli_unknown_refinement_is_one_line(tmp_path):
+@pytest.mark.parametrize("flag, value, known", [("--refine", "adaroun", "adaround"),
+                                               ("--int8-weights", "s8", "uint8")])
+def test_cli_unknown_export_choice_is_one_line(tmp_path, flag, value, known):
     import subprocess
     import sys
 
     out = subprocess.run([sys.executable, "-m", "nasq.cli", "export", str(tmp_path), "--out", str(tmp_path / "o"),
-                          "--point", "0", "--refine", "adaroun"], capture_output=True, text=True, timeout=120)
+                          "--point", "0", flag, value], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--refine" in lines[0] and "adaround" in lines[0]
+    assert len(lines) == 1 and flag in lines[0] and repr(value) in lines[0] and known in lines[0]
+    assert not (tmp_path / "o").exists()
