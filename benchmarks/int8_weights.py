@@ -91,7 +91,8 @@ def main() -> None:
     import torch
 
     from nasq.export.bundle import export_onnx, ort_session
-    from nasq.export.lower import cpu_flags, int8_weight_type
+    from nasq.export.lower import int8_weight_type
+    from nasq.hardware.host import cpu_flags
 
     t0, load_before = time.time(), load_average()
     int8_model, fp32_model, splits = trained_twins(args.steps, args.seed)

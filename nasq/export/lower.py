@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,6 +49,7 @@ import torch
 from torch import nn
 
 from nasq.formats import FORMATS, NumericFormat, ScaledFloat, SymmetricInt, Ternary, get_format
+from nasq.hardware.host import cpu_flags
 from nasq.supernet.layers import (
     StaticQConv,
     StaticQLinear,
@@ -68,17 +68,6 @@ _FP8_ONNX = {"float8_e4m3fn": 17, "float8_e5m2": 19}  # torch dtype name -> onnx
 
 
 # ---------------------------------------------------------------- int8 weights on this CPU
-def cpu_flags() -> frozenset[str] | None:
-    """The instruction-set flags of ``/proc/cpuinfo`` (None where it cannot be read)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return None
-
-
 def int8_weight_type(choice: str = "auto", flags: frozenset[str] | None = None, machine: str | None = None) -> str:
     """``int8`` or ``uint8``: how an integer kernel's int8 weights are stored (same values; a
     uint8 code is the int8 code + 128, zero point 128). ``auto``: ``uint8`` on an x86 CPU without

@@ -21,7 +21,6 @@ import abc
 import dataclasses
 import importlib
 import os
-import platform
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,17 +45,6 @@ def emulated_rest(native: frozenset[str]) -> frozenset[str]:
     Derived, not listed, so that a newly registered format is declared emulated everywhere until
     a backend claims it (the contract suite checks native | emulated == all formats)."""
     return frozenset(FORMATS.names()) - native
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), for profiles and host checks; torch-free."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def write_identity_model(path: Path) -> Path:

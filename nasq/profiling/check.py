@@ -73,7 +73,7 @@ CHECKS_DIR = "profile_checks"
 @dataclass(frozen=True)
 class Host:
     node: str  # platform.node()
-    cpu: str  # nasq.profiling.backend.cpu_model()
+    cpu: str  # nasq.hardware.host.cpu_model()
 
     @property
     def key(self) -> str:
@@ -86,7 +86,7 @@ class Host:
 
 def host_identity() -> Host:
     """This machine, as checks are keyed (tests replace this function to fake another host)."""
-    from nasq.profiling.backend import cpu_model
+    from nasq.hardware.host import cpu_model
 
     return Host(platform.node() or "unknown", cpu_model())
 

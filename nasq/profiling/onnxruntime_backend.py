@@ -25,12 +25,12 @@ import torch
 
 from nasq.errors import NasqError
 from nasq.export.bundle import INPUT_NAME, ort_session
+from nasq.hardware.host import cpu_model
 from nasq.hardware.keys import LayerKey
 from nasq.hardware.table import Row
 from nasq.profiling.backend import (
     LatencyBackend,
     Prepared,
-    cpu_model,
     emulated_rest,
     first_line,
     write_identity_model,

@@ -31,12 +31,12 @@ import onnx
 import torch
 
 from nasq.errors import MissingDependencyError, NasqError
+from nasq.hardware.host import cpu_model
 from nasq.hardware.keys import LayerKey
 from nasq.hardware.table import Row
 from nasq.profiling.backend import (
     LatencyBackend,
     Prepared,
-    cpu_model,
     emulated_rest,
     first_line,
     write_identity_model,
