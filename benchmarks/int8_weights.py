@@ -20,7 +20,6 @@ writes docs/benchmarks.md (section ``int8-weights``) unless ``--no-write``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import tempfile
 import time
@@ -31,16 +30,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _report import load_average, write_section  # noqa: E402
+from deploy_truth import with_formats  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ATOL = 1e-3
 BATCHES = (1, 64)
 ROUNDS = 3
-
-
-def with_formats(spec, fmt: str):
-    stages = tuple(tuple(dataclasses.replace(c, w_format=fmt, a_format=fmt) for c in st) for st in spec.stages)
-    return dataclasses.replace(spec, stages=stages)
 
 
 def trained_twins(steps: int, seed: int):
