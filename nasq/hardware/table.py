@@ -22,6 +22,7 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -263,6 +264,9 @@ class MeasurementInfo(Frozen):
     fit_subnets: int = Field(default=0, ge=0, le=MAX_REPEATS)  # whole subnets the shipped correction was fitted on
     wall_s: float = Field(ge=0)
     load_average: tuple[float, ...] = Field(default=(), max_length=MAX_CHOICES)
+    # int8 or uint8: the int8 weight storage of the integer kernels timed (None: not recorded, or
+    # a backend that runs no exported ONNX); nasq.export.lower.int8_weight_type
+    int8_weights: Literal["int8", "uint8"] | None = None
     calibration: Calibration | None = None  # set in a copy written by `nasq profile calibrate`
 
 

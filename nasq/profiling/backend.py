@@ -115,6 +115,15 @@ class LatencyBackend(abc.ABC):
             raise ValueError(f"need threads, repeats, rounds >= 1 and warmup >= 0; got {threads}, {repeats}, {rounds}, {warmup}")
         self.threads, self.warmup, self.repeats, self.rounds, self.seed = threads, warmup, repeats, rounds, seed
 
+    def int8_weight_storage(self) -> str | None:
+        """How the integer kernels this backend times store their int8 weights (``int8`` or
+        ``uint8``, :func:`nasq.export.lower.int8_weight_type` on this host), or None for a backend
+        that does not lower to ONNX. Recorded in measurement.json: the two storages run different
+        kernels, so a table timed with one does not describe an export with the other."""
+        from nasq.export.lower import int8_weight_type
+
+        return int8_weight_type(self.export_options.get("int8_weights", "auto"))
+
     def lower(self, module: Any, example: Any, path: str | os.PathLike) -> None:
         """Write ``module`` (a static subnet or one measured layer) to ``path`` as the ONNX model
         this runtime runs: nasq's lowering with :attr:`export_options`. Layers timed, subnets

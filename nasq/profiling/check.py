@@ -254,9 +254,23 @@ def check_profile(profile: str, *, space: str | None = None, subnets: int = 8, s
                                repeats=repeats, rounds=rounds, seed=seed, progress=progress)
     result = _result(m, host_identity(), specs, labels, predicted, measured,
                      {"seed": seed, "repeats": repeats, "warmup": warmup, "rounds": rounds, "source": "check"})
+    _note_int8_storage(result, m)
     if store:
         result["cache"] = str(store_check(result))
     return result
+
+
+def _note_int8_storage(result: dict[str, Any], m: Measured) -> None:
+    """Record which int8 weight storage the profile timed and which this machine's lowering used
+    (``int8_weights``); when both are known and differ, the advice says so: the two run different
+    onnxruntime kernels, so a gap between them is not this machine's speed alone."""
+    from nasq.profiling.backend import get_backend
+
+    here = get_backend(m.backend).int8_weight_storage()
+    result["int8_weights"] = {"profile": m.info.int8_weights, "here": here}
+    if m.info.int8_weights is not None and here is not None and m.info.int8_weights != here:
+        result["advice"] += (f" (the profile timed integer kernels with {m.info.int8_weights} weights, this "
+                             f"machine's export stores {here}: different kernels, see export.int8_weights)")
 
 
 # ---------------------------------------------------------------- calibrate

@@ -225,7 +225,8 @@ def measure_profile(space: SearchSpace, backend: str, out_dir: str | Path, *, th
                            rounds=rounds, rows=len(rows), unsupported_rows=sum(not r.supported for r in rows.values()),
                            session_overhead_us=about.get("session_overhead_us"), fit_subnets=fit_subnets,
                            wall_s=round(time.perf_counter() - started, 1),
-                           load_average=load_before + _load_average())
+                           load_average=load_before + _load_average(),
+                           int8_weights=runner.int8_weight_storage())
     note = _execution_note(backend, rows) + _settings_note(about.get("settings") or {})
     text = _profile_yaml(out_dir.name, info, roofline, note, runtime_fields(runner, set(roofline["peak_gops"])))
     HardwareProfile.from_dict(yaml.safe_load(text), str(out_dir / PROFILE_YAML)).check_space(space)

@@ -140,6 +140,9 @@ class TorchCudaBackend(LatencyBackend):
     def time_model_ms(self, handle: Any, x: np.ndarray, warmup: int, repeats: int) -> np.ndarray:
         raise NasqError("the torch-cuda backend cannot time an exported ONNX model (see load_model)")
 
+    def int8_weight_storage(self) -> str | None:
+        return None  # torch kernels, nothing lowered to ONNX
+
     def describe(self) -> dict[str, Any]:
         self.check_available()
         versions = {"torch": torch.__version__, "cuda": str(torch.version.cuda), "python": platform.python_version()}

@@ -131,7 +131,8 @@ def test_profile_measure_with_openvino_fits_the_correction(tmp_path, no_telemetr
     assert "Integer kernels seen in runtime_ops: Convolution(u8)" in profile.config.description
     space = SearchSpace.from_yaml(space_path)
     assert LatencyTable.load(out / "latency.csv").missing(space) == []
-    assert load_measurement_info(out / "measurement.json").backend == "openvino"
+    info = load_measurement_info(out / "measurement.json")
+    assert info.backend == "openvino" and info.int8_weights == "int8"  # forced: OpenVINO runs uint8+zp in f32
     predictor = load_profile_predictor(profile_path, space)
     assert predictor is not None and predictor.n_fit == 6
     assert np.all(predictor.predict(space.sample(np.random.default_rng(0), 3)) > 0)

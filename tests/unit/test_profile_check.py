@@ -121,6 +121,32 @@ def test_check_times_reference_subnets_and_caches_the_result(catalog, cache):
     host = check.host_identity()
     assert stored["hosts"][host.key]["verdict"] == result["verdict"]
     assert not any((catalog / "hardware_profiles" / "tiny_cpu").glob("*check*"))  # nothing in the catalog
+    from nasq.export.lower import int8_weight_type
+    # the catalog's measurement.json predates the field: not recorded, so no storage note
+    assert result["int8_weights"] == {"profile": None, "here": int8_weight_type("auto")}
+    assert "different kernels" not in result["advice"]
+
+
+@pytest.mark.parametrize("timed", ["int8", "uint8"])
+def test_check_advice_names_an_int8_storage_the_profile_did_not_time(timed):
+    from types import SimpleNamespace
+
+    from nasq.export.lower import int8_weight_type
+
+    here = int8_weight_type("auto")
+    m = SimpleNamespace(backend="onnxruntime", info=SimpleNamespace(int8_weights=timed))
+    result = {"advice": "rankings hold"}
+    check._note_int8_storage(result, m)
+    assert result["int8_weights"] == {"profile": timed, "here": here}
+    if timed == here:
+        assert result["advice"] == "rankings hold"
+    else:
+        assert result["advice"].startswith("rankings hold (the profile timed integer kernels with "
+                                           f"{timed} weights, this machine's export stores {here}")
+    m = SimpleNamespace(backend="torch-cuda", info=SimpleNamespace(int8_weights=timed))
+    result = {"advice": "x"}
+    check._note_int8_storage(result, m)  # torch kernels: nothing lowered, nothing to compare
+    assert result == {"advice": "x", "int8_weights": {"profile": timed, "here": None}}
 
 
 def test_check_refuses_a_modelled_profile_and_an_unknown_space(catalog, cache):

@@ -371,6 +371,8 @@ def test_profile_measure_writes_a_valid_measured_profile(tmp_path):
     assert table.missing(space) == [] and len(table) == 14  # stem, 8 dw, 4 project, classifier
     info = load_measurement_info(out / "measurement.json")
     assert info.spaces == ("tiny",) and info.rows == 14 and info.repeats == 3 and info.fit_subnets == 8
+    from nasq.export.lower import int8_weight_type
+    assert info.int8_weights == int8_weight_type("auto")  # what this host's lowering stored and timed
     predictor = load_profile_predictor(profile_path, space)
     assert predictor is not None and predictor.n_fit == 8
     assert np.all(predictor.predict(space.sample(np.random.default_rng(0), 4)) > 0)
