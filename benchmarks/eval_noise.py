@@ -18,7 +18,12 @@ Every figure below is derived from those boolean matrices:
 * paired vs unpaired: std of the top-1 difference of two subnets measured on identical images
   against disjoint ones (empirical over 500-image blocks, and the paired standard error from the
   per-image discordance);
-* the signal: the std of top-1 across subnets.
+* the signal: the std of top-1 across subnets;
+* the metric: for the reference set the same forward pass also keeps each image's log-probability
+  of its true class and its margin (that minus the best other class), so smooth scores - the mean
+  probability of the true class, its log, top-1 smoothed by a sigmoid of the margin - can be set
+  against top-1: how well each repeats on disjoint validation halves, and how well each ranks the
+  test split's top-1 (what a user deploys for).
 
 The correctness matrices are cached (npz, keyed by the supernet's hash and the settings), so a
 rerun only re-derives the figures.
@@ -79,7 +84,7 @@ def measure(args: argparse.Namespace) -> dict:
     with open_run(args.run) as run:
         cfg, space, folder = run.experiment_config(), run.space(), run.folder
     settings = f"{sha256_file(folder / checkpoint.WEIGHTS)[:16]} n={args.subnets} seed={args.seed} " \
-               f"sizes={sizes} seeds={seeds} val={args.calib_val}"
+               f"sizes={sizes} seeds={seeds} val={args.calib_val} scores=1"
     cache = args.cache or Path(args.run) / "eval_noise.npz"
     if cache.is_file():
         got = dict(np.load(cache))
@@ -98,6 +103,8 @@ def measure(args: argparse.Namespace) -> dict:
     n_val = {k: len(splits.val_y) if k == ref else min(args.calib_val, len(splits.val_y)) for k in calib}
     val = {k: np.zeros((len(specs), n_val[k]), bool) for k in calib}
     test = np.zeros((len(specs), len(splits.test_y)), bool)
+    soft = {f"{split}_{kind}": np.zeros((len(specs), n), np.float32) for split, n in
+            (("val", n_val[ref]), ("test", len(splits.test_y))) for kind in ("ll", "margin")}
     t_cal = {c: 0.0 for c in sizes}
     t_fwd, n_fwd, t0 = 0.0, 0, time.perf_counter()
     for i, spec in enumerate(specs):
@@ -108,18 +115,42 @@ def measure(args: argparse.Namespace) -> dict:
             t_cal[c] += time.perf_counter() - t
             t = time.perf_counter()
             m = n_val[(c, s)]
-            val[(c, s)][i] = correct_mask(net, splits.val_x[:m], splits.val_y[:m], bs)
             if (c, s) == ref:
-                test[i] = correct_mask(net, splits.test_x, splits.test_y, bs)
+                val[ref][i], soft["val_ll"][i], soft["val_margin"][i] = image_scores(
+                    net, splits.val_x[:m], splits.val_y[:m], bs)
+                test[i], soft["test_ll"][i], soft["test_margin"][i] = image_scores(
+                    net, splits.test_x, splits.test_y, bs)
                 n_fwd += len(splits.test_y)
+            else:
+                val[(c, s)][i] = correct_mask(net, splits.val_x[:m], splits.val_y[:m], bs)
             t_fwd += time.perf_counter() - t
             n_fwd += m
         print(f"  subnet {i + 1}/{len(specs)}: {(time.perf_counter() - t0) / (i + 1):.1f} s per subnet", flush=True)
     timing = np.array([t_fwd / n_fwd * 1000.0] + [t_cal[c] / (len(specs) * len(seeds)) for c in sizes])
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(cache, settings=np.array(settings), test=test, timing=timing,
+    np.savez_compressed(cache, settings=np.array(settings), test=test, timing=timing, **soft,
                         **{f"val_{c}_{s}": m for (c, s), m in val.items()})
-    return {"val": val, "test": test, "timing": timing, "sizes": sizes, "seeds": seeds}
+    return {"val": val, "test": test, "timing": timing, "sizes": sizes, "seeds": seeds, "soft": soft}
+
+
+def image_scores(model, x: np.ndarray, y: np.ndarray, batch_size: int) -> tuple[np.ndarray, ...]:
+    """One forward pass: per image, correct (bool, as ``correct_mask``), the log-probability of the
+    true class and the margin (that minus the largest other class's log-probability)."""
+    import torch
+
+    model.eval()
+    correct, ll, margin = np.empty(len(y), bool), np.empty(len(y), np.float32), np.empty(len(y), np.float32)
+    with torch.no_grad():
+        for lo in range(0, len(y), batch_size):
+            logits = model(torch.from_numpy(x[lo: lo + batch_size]))
+            logp = torch.log_softmax(logits.float(), 1)
+            target = torch.from_numpy(y[lo: lo + batch_size]).long()
+            true = logp.gather(1, target[:, None])[:, 0]
+            others = logp.scatter(1, target[:, None], float("-inf")).amax(1)
+            hi = lo + len(target)
+            correct[lo:hi] = (logits.argmax(1) == target).numpy()
+            ll[lo:hi], margin[lo:hi] = true.numpy(), (true - others).numpy()
+    return correct, ll, margin
 
 
 def _ints(text: str) -> list[int]:
@@ -128,7 +159,8 @@ def _ints(text: str) -> list[int]:
 
 def _unpack(got: dict, sizes: list[int], seeds: list[int]) -> dict:
     val = {(c, s): got[f"val_{c}_{s}"] for c in sizes for s in seeds}
-    return {"val": val, "test": got["test"], "timing": got["timing"], "sizes": sizes, "seeds": seeds}
+    soft = {k: got[k] for k in ("val_ll", "val_margin", "test_ll", "test_margin")}
+    return {"val": val, "test": got["test"], "timing": got["timing"], "sizes": sizes, "seeds": seeds, "soft": soft}
 
 
 # ------------------------------------------------------------------ deriving
@@ -208,6 +240,43 @@ def pairing_rows(ref: np.ndarray) -> list[dict]:
     return rows
 
 
+SMOOTHING = (0.1, 0.3, 1.0)  # sigmoid temperatures (log-probability units) of the smoothed top-1
+
+
+def metric_rows(meas: dict) -> list[dict]:
+    """Per per-image score: retest tau between the two halves of the validation split, tau of the
+    whole split's mean against the test split's top-1, and against the same score on the test split."""
+    from scipy.special import expit
+
+    soft, test_top1 = meas["soft"], top1(meas["test"])
+    ref = meas["val"][(max(meas["sizes"]), meas["seeds"][0])]
+    scores = {"top-1": (ref.astype(np.float32), meas["test"].astype(np.float32))}
+    for t in SMOOTHING:
+        scores[f"top-1 smoothed, sigmoid(margin / {t:g})"] = (expit(soft["val_margin"] / t), expit(soft["test_margin"] / t))
+    scores["probability of the true class"] = (np.exp(soft["val_ll"]), np.exp(soft["test_ll"]))
+    scores["log-probability of the true class"] = (soft["val_ll"], soft["test_ll"])
+    half = ref.shape[1] // 2
+    return [{"metric": name, "retest": tau(v[:, :half].mean(1), v[:, half:].mean(1)),
+             "vs_test_top1": tau(v.mean(1), test_top1), "vs_test_same": tau(v.mean(1), t.mean(1))}
+            for name, (v, t) in scores.items()]
+
+
+def metric_reading(rows: list[dict]) -> str:
+    by = {r["metric"]: r for r in rows}
+    t1, p = by["top-1"], by["probability of the true class"]
+    best = max(rows, key=lambda r: r["vs_test_top1"])
+    verdict = ("so a smooth score would rank what is deployed no better, and the search keeps top-1"
+               if best["metric"] == "top-1" or best["vs_test_top1"] - t1["vs_test_top1"] < 0.05 else
+               f"and {best['metric']} ranks the test split's top-1 best ({best['vs_test_top1']:.2f})")
+    return (f"Smooth scores repeat far better than top-1 (retest tau {p['retest']:.2f} for the probability of the "
+            f"true class, {t1['retest']:.2f} for top-1) but rank the test split's top-1 "
+            f"{'worse' if p['vs_test_top1'] < t1['vs_test_top1'] else 'no worse'} ({p['vs_test_top1']:.2f} against "
+            f"{t1['vs_test_top1']:.2f}): they measure confidence as well as correctness, and the subnets differ in "
+            f"both. The sigmoid-smoothed top-1 lies between the two; its best temperature reaches "
+            f"{max(r['vs_test_top1'] for r in rows if 'smoothed' in r['metric']):.2f} against the test top-1, "
+            f"{verdict} (one tau over these subnets is uncertain by about ±0.05).")
+
+
 # ------------------------------------------------------------------ report
 def render(meas: dict, args: argparse.Namespace, load: str, seconds: float) -> tuple[str, dict]:
     sizes, seeds = meas["sizes"], meas["seeds"]
@@ -235,11 +304,19 @@ def render(meas: dict, args: argparse.Namespace, load: str, seconds: float) -> t
             "| images | how | paired (identical images) | unpaired (disjoint images) |", "|---:|---|---:|---:|"]
     for r in pair_rows:
         out.append(f"| {r['m']} | {r['how']} | {r['paired']:.2f} pt | {r['unpaired']:.2f} pt |")
+    met_rows = metric_rows(meas)
+    out += ["", f"Metric (reference calibration; the validation split's two halves of {ref.shape[1] // 2} images, "
+            f"the test split's {meas['test'].shape[1]}; every score from the same forward pass):", "",
+            "| per-image score | retest tau (val halves) | tau vs test top-1 | tau vs the same score on test |",
+            "|---|---:|---:|---:|"]
+    for r in met_rows:
+        out.append(f"| {r['metric']} | {r['retest']:.2f} | {r['vs_test_top1']:.2f} | {r['vs_test_same']:.2f} |")
+    out += ["", metric_reading(met_rows)]
     fwd_ms, cal_s = meas["timing"][0], dict(zip(sizes, meas["timing"][1:], strict=True))
     out += ["", "Evaluation time per subnet (calibration + validation forward, this run's mean): " + ", ".join(
         f"calibrate {c}: {cal_s[c]:.2f} s" for c in sizes) + f"; forward {fwd_ms:.2f} s per 1,000 images "
         f"({fwd_ms * 2:.2f} s per 2,000, {fwd_ms * 5:.2f} s per 5,000)."]
-    figures = {"size": size_rows, "calib": cal_rows, "pair": pair_rows, "signal": signal_val}
+    figures = {"size": size_rows, "calib": cal_rows, "pair": pair_rows, "signal": signal_val, "metric": met_rows}
     if args.section == "eval_noise":
         out += ["", reading(figures, fwd_ms, cal_s, ref.shape[1])]
     argv = sys.argv[1:]
