@@ -61,3 +61,25 @@ def test_metric_rows_rank_and_repeat(en):
     reversed_meas = dict(meas, test=tc[::-1])  # the deployed ranking reversed: every score disagrees
     assert all(r["vs_test_top1"] < 0 for r in en.metric_rows(reversed_meas))
     assert "retest tau" in en.metric_reading(list(rows.values()))
+
+
+def test_bootstrap_rows_rise_with_images_and_repeat_by_seed(en):
+    rng = np.random.default_rng(2)
+    acc = np.linspace(0.80, 0.86, 8)[:, None]
+    correct = rng.random((8, 3000)) < acc  # 8 subnets 0.86 points apart in truth
+    meas = {"val": {(512, 1): correct[:, :1000]}, "test": correct[:, 1000:], "sizes": [512], "seeds": [1]}
+    rows = en.bootstrap_rows(meas, seed=0)
+    assert [r["m"] for r in rows] == list(en.BOOT_SIZES) and all(r["pool"] == 3000 for r in rows)
+    assert rows[-1]["tau"] > rows[0]["tau"] and all(0 <= r["std"] < 0.5 for r in rows)
+    assert rows == en.bootstrap_rows(meas, seed=0) and rows != en.bootstrap_rows(meas, seed=1)
+
+
+@pytest.mark.parametrize(("taus", "expected"), [
+    ((0.7, 0.8, 0.85, 0.88, 0.93, 0.95), "between 20000 and 40000 images per evaluation at this signal, beyond"),
+    ((0.7, 0.8, 0.91, 0.93, 0.95, 0.96), "between 5000 and 10000 images per evaluation at this signal, within"),
+    ((0.95,) * 6, "2500 images or fewer"),
+    ((0.5,) * 6, "more than 80000 images"),
+])
+def test_needed_images_names_the_bracket(en, taus, expected):
+    boot = [{"m": m, "tau": t} for m, t in zip(en.BOOT_SIZES, taus, strict=True)]
+    assert expected in en.needed_images(boot, 10000)
