@@ -18,6 +18,23 @@ def repo() -> Path:
     return REPO
 
 
+def _load_benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module (benchmarks are scripts, not a package), for tests of
+    their own logic."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def benchmark_module():
+    """A loader: ``benchmark_module("eval_noise")`` is benchmarks/eval_noise.py as a module."""
+    return _load_benchmark
+
+
 @pytest.fixture(scope="session")
 def space():
     from nasq.space import SearchSpace

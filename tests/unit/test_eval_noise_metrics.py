@@ -3,22 +3,14 @@ and the margin from one forward pass, and the metric table derived from them."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def en():
-    spec = importlib.util.spec_from_file_location("eval_noise", REPO / "benchmarks" / "eval_noise.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def en(benchmark_module):
+    return benchmark_module("eval_noise")
 
 
 def test_image_scores_match_a_direct_computation(en):

@@ -6,7 +6,6 @@ family or space, the most specific entry winning; a word that is neither is refu
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -19,11 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def sq():
-    spec = importlib.util.spec_from_file_location("supernet_quality", REPO / "benchmarks" / "supernet_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def sq(benchmark_module):
+    return benchmark_module("supernet_quality")
 
 
 @pytest.fixture(scope="module")
