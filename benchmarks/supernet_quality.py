@@ -415,7 +415,7 @@ def main() -> None:
     stratified = "stratified" in args.ranked
     body = (f"`{cmd}` on **{where}**, load average at the end {' '.join(load)}. Fashion-MNIST "
             f"({rows[0]['n_train']} training images, top-1 on the {rows[0]['held']}). "
-            f"Supernet trained with the sandwich rule ({args.random_subnets} random subnets per step; in-place distillation: "
+            f"Supernet trained with the sandwich rule ({args.random_subnets} random subnet{'' if args.random_subnets == 1 else 's'} per step; in-place distillation: "
             + ", ".join(f"{'on' if r['distill'] else 'off'} for {r['space']}" for r in rows) + ") under the named TrainConfig recipe "
             f"(SGD lr {args.lr:g} for conv families, AdamW lr {args.adamw_lr:g} for transformers); inherited weights "
             "are recalibrated (batch norm, activation ranges) on 1024 training images. \"alone\": the same "
