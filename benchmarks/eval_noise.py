@@ -167,6 +167,12 @@ def _unpack(got: dict, sizes: list[int], seeds: list[int]) -> dict:
 
 
 # ------------------------------------------------------------------ deriving
+def reference(meas: dict) -> np.ndarray:
+    """The reference calibration's validation matrix (largest size, first seed): the one scored on
+    the whole split, with the test split and the per-image scores beside it."""
+    return meas["val"][(max(meas["sizes"]), meas["seeds"][0])]
+
+
 def top1(mask: np.ndarray, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
     return 100.0 * mask[:, idx].mean(axis=1)
 
@@ -215,7 +221,7 @@ def calibration_rows(meas: dict) -> list[dict]:
         rows.append({"c": c, "std": rms(np.std(scores, axis=0, ddof=1)),
                      "tau": float(np.mean([tau(scores[a], scores[b]) for a, b in pairs])),
                      "vs_test": float(np.mean([tau(s, test_top1) for s in scores])),
-                     "shift": float(np.mean(scores) - np.mean(top1(meas["val"][(max(meas["sizes"]), meas["seeds"][0])][:, :n])))})
+                     "shift": float(np.mean(scores) - np.mean(top1(reference(meas)[:, :n])))})
     return rows
 
 
@@ -251,7 +257,7 @@ def bootstrap_rows(meas: dict, seed: int = 0) -> list[dict]:
     """Retest tau of two independent m-image draws (with replacement, the same images for every
     subnet within a draw: paired, as a search measures) from the pooled reference images; mean and
     std over ``BOOT_PAIRS`` pairs, seeded."""
-    pool = np.concatenate([meas["val"][(max(meas["sizes"]), meas["seeds"][0])], meas["test"]], axis=1)
+    pool = np.concatenate([reference(meas), meas["test"]], axis=1)
     rng = np.random.default_rng(seed)
     rows = []
     for m in BOOT_SIZES:
@@ -286,7 +292,7 @@ def metric_rows(meas: dict) -> list[dict]:
     from scipy.special import expit
 
     soft, test_top1 = meas["soft"], top1(meas["test"])
-    ref = meas["val"][(max(meas["sizes"]), meas["seeds"][0])]
+    ref = reference(meas)
     scores = {"top-1": (ref.astype(np.float32), meas["test"].astype(np.float32))}
     for t in SMOOTHING:
         scores[f"top-1 smoothed, sigmoid(margin / {t:g})"] = (expit(soft["val_margin"] / t), expit(soft["test_margin"] / t))
@@ -317,7 +323,7 @@ def metric_reading(rows: list[dict]) -> str:
 # ------------------------------------------------------------------ report
 def render(meas: dict, args: argparse.Namespace, load: str, seconds: float) -> tuple[str, dict]:
     sizes, seeds = meas["sizes"], meas["seeds"]
-    ref = meas["val"][(max(sizes), seeds[0])]
+    ref = reference(meas)
     size_rows, cal_rows, pair_rows = sample_size_rows(ref, meas["test"]), calibration_rows(meas), pairing_rows(ref)
     signal_val, signal_test = float(np.std(top1(ref), ddof=1)), float(np.std(top1(meas["test"]), ddof=1))
     n_sub = ref.shape[0]
