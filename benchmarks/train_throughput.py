@@ -81,6 +81,20 @@ def images_per_s(space: SearchSpace, device: str, steps: int, warmup: int, batch
     return batch * (len(timed) - 1) / (timed[-1] - timed[0])
 
 
+def interleaved(space: SearchSpace, device: str, args: argparse.Namespace) -> tuple[float, float]:
+    """Images/s of ``space`` with fake quantization and of its all-fp32 twin: one untimed warm-up
+    step of each (one-time costs), then ``args.repeats`` alternating runs, best per side, so load
+    changes and the process's first-run costs weigh on both sides alike."""
+    twin = fp32_twin(space)
+    for s in (space, twin):
+        images_per_s(s, device, 1, 1, args.batch_size)
+    q_runs, f_runs = [], []
+    for _ in range(args.repeats):
+        q_runs.append(images_per_s(space, device, args.steps, args.warmup, args.batch_size))
+        f_runs.append(images_per_s(twin, device, args.steps, args.warmup, args.batch_size))
+    return max(q_runs), max(f_runs)
+
+
 def fake_quant_ms(fmt_name: str, x: torch.Tensor, per_channel: bool, reps: int) -> float:
     """Best-of-``reps`` milliseconds of ``fake_quant`` forward + backward (a sum's gradient)."""
     from nasq.supernet.layers import per_channel_amax
@@ -104,14 +118,9 @@ def per_format(args: argparse.Namespace, device: str, where: str) -> None:
     gen = torch.Generator().manual_seed(0)
     act = torch.randn(128, 64, 14, 14, generator=gen).to(device)
     wt = torch.randn(64, 64, 3, 3, generator=gen).to(device)
-    images_per_s(fp32_twin(space), device, 1, 1, args.batch_size)  # one-time costs, untimed
     loads, rows = [_load()], []
     for name in names:
-        q_runs, f_runs = [], []
-        for _ in range(args.repeats):  # interleaved: the same load weighs on both sides
-            q_runs.append(images_per_s(uniform_twin(space, name), device, args.steps, args.warmup, args.batch_size))
-            f_runs.append(images_per_s(fp32_twin(space), device, args.steps, args.warmup, args.batch_size))
-        q, f = max(q_runs), max(f_runs)
+        q, f = interleaved(uniform_twin(space, name), device, args)
         ref_a, ref_w = fake_quant_ms("fp32", act, False, 5), fake_quant_ms("fp32", wt, True, 5)
         ms_a, ms_w = fake_quant_ms(name, act, False, 5), fake_quant_ms(name, wt, True, 5)
         rows.append((name, q, f, q / f, ms_a, ref_a, ms_w, ref_w))
@@ -206,7 +215,7 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--formats", nargs="+", help="'all' or format names: one uniform menu per format")
     ap.add_argument("--space", default="mbconv_small", help="the space --formats trains")
-    ap.add_argument("--repeats", type=int, default=2, help="--formats: interleaved runs per side")
+    ap.add_argument("--repeats", type=int, default=2, help="interleaved runs per side")
     ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                     help="cpu: CPU seconds of this process (steadier on a shared machine; use --threads 1)")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
@@ -232,23 +241,26 @@ def main() -> None:
     if args.formats:
         per_format(args, device, where)
         return
-    rows = []
+    rows, loads = [], [_load()]
     for name in args.spaces:
         space = SearchSpace.from_yaml(REPO / "search_spaces" / f"{name}.yaml")
-        q = images_per_s(space, device, args.steps, args.warmup, args.batch_size)
-        f = images_per_s(fp32_twin(space), device, args.steps, args.warmup, args.batch_size)
+        q, f = interleaved(space, device, args)
         rows.append((name, q, f, q / f))
-        print(f"{name:<15} fake-quant {q:8.0f} img/s   fp32 {f:8.0f} img/s   ratio {q / f:.2f}", flush=True)
+        loads.append(_load())
+        print(f"{name:<15} fake-quant {q:8.0f} img/s   fp32 {f:8.0f} img/s   ratio {q / f:.2f}   "
+              f"load {loads[-1]}", flush=True)
+    cfg = TrainConfig()
     body = (f"`python benchmarks/train_throughput.py --device {args.device} --steps {args.steps} "
-            f"--batch-size {args.batch_size}` on **{where}** (torch {torch.__version__}). Sandwich training "
-            "(largest + smallest + 2 random subnets per step, in-place distillation); images/s count each "
-            "batch once. Goal on a GPU: fake-quant / fp32 >= 0.85.\n\n"
+            f"--batch-size {args.batch_size} --repeats {args.repeats}` on **{where}** (torch {torch.__version__}); "
+            f"1-minute load average {min(loads)}..{max(loads)}. Sandwich training (largest + smallest + "
+            f"{cfg.random_subnets} random subnets per step, in-place distillation); images/s count each batch "
+            "once. Each space's fake-quant run and its all-fp32 twin alternate, after one untimed warm-up "
+            "of each, best of the repeats per side (a side measured once, first in the process, read up to "
+            "0.5x of the other on a shared machine). Goal on a GPU: fake-quant / fp32 >= 0.85.\n\n"
             "| space | with fake quantization (img/s) | all fp32 (img/s) | ratio |\n|---|---|---|---|\n")
     body += "".join(f"| {n} | {q:.0f} | {f:.0f} | {r:.2f} |\n" for n, q, f, r in rows)
     if device == "cpu":
-        body += ("\nMeasured on CPU: no GPU was lent to the session that ran it, so the GPU goal is not "
-                 "shown here. On CPU the fake quantizers (elementwise rounding, per-channel max) are a "
-                 "large share of each step.\n")
+        body += "\nMeasured on CPU: the GPU goal is not shown here.\n"
     if not args.no_write:
         doc = write_section("train-throughput", "## Training throughput\n\n" + body)
         print(f"written to {doc}")
