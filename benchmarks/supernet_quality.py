@@ -282,6 +282,8 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
                                                                      args.progress_s)
         save_row(out, args.json_out, t0)
     save_row(out, None, t0)  # the whole family's time, the 30-minute goal's
+    if args.retest and args.finetune_steps > 0:
+        retest(out, net, space, splits, held, calib, lr, device, args)
     print(f"{name:<14} {recipe:<6} train {train_s:6.0f} s ({out['total_s'] / 60:.1f} min in all)  largest fp32 {largest:5.2f} % (alone "
           f"{out['largest_alone']:5.2f} %)  smallest int4 {smallest:5.2f} % (alone {out['smallest_alone']:5.2f} %)  "
           f"tau {out['tau']:.2f}", flush=True)
@@ -297,14 +299,55 @@ RANDOM_SUBNETS = TrainConfig.model_fields["random_subnets"].default  # the sandw
 
 # the arguments the section's text names, kept in each row so that ``--from-json`` renders it as run
 RENDERED_ARGS = ("recipe", "epochs", "finetune_steps", "eval_on", "distill", "distill_temperature", "random_subnets",
-                 "train_limit", "no_alone", "lr", "adamw_lr", "batch_size", "amp", "compile", "ranked")
+                 "train_limit", "no_alone", "lr", "adamw_lr", "batch_size", "amp", "compile", "ranked", "retest")
 
 
-def save_row(row: dict, folder: str | None, started: float) -> None:
-    """The row so far, with ``total_s`` (seconds since ``started``, the family's start), as
-    ``<folder>/<space>.json`` (rewritten after each part, so a run stopped by a time limit still
-    leaves what it measured; ``--from-json`` renders such rows)."""
-    row["total_s"] = time.perf_counter() - started
+def retest(out: dict, net: Supernet, space: SearchSpace, splits: data_mod.Splits, held: Held,
+           calib: list[torch.Tensor], lr: float, device: torch.device, args: argparse.Namespace) -> None:
+    """``--retest``: fine-tune the ranked subnets alone once more, on another batch order (seed 1,
+    again the same for all twelve), and record tau between the two fine-tunings (how well the
+    reference repeats its own ranking: a ceiling for tau against it) and tau of the inherited
+    top-1 against the second. Runs after the family's timed parts: ``total_s`` stays as it was."""
+    t0 = time.perf_counter()
+    for ranked in args.ranked:
+        suffix = "" if ranked == "random" else f"_{ranked}"
+        again = np.array([finetune_alone(net, s, splits, held, calib, args.finetune_steps, args.batch_size, lr,
+                                         seed=1, device=device, adamw=is_transformer(space))
+                          for s in ranked_subnets(space, ranked)])
+        out.update({f"alone_again{suffix}": again.tolist(),
+                    f"retest_tau{suffix}": kendall_tau(np.array(out[f"alone{suffix}"]), again),
+                    f"tau_again{suffix}": kendall_tau(np.array(out[f"inherited{suffix}"]), again),
+                    "retest_s": time.perf_counter() - t0})
+        save_row(out, args.json_out, None)
+        print(f"{out['space']} {N_RANKED} {ranked} subnets, fine-tuned again (seed 1): "
+              f"{' '.join(f'{v:.2f}' for v in again)}\n{out['space']} {N_RANKED} {ranked} subnets, tau between the "
+              f"two fine-tunings {out[f'retest_tau{suffix}']:.2f}, inherited vs the second "
+              f"{out[f'tau_again{suffix}']:.2f}", flush=True)
+
+
+def retest_note(rows: list[dict]) -> str:
+    """The ``--retest`` figures of the rows that have them, as a paragraph under the table."""
+    parts = []
+    for r in rows:
+        kinds = [(k, label) for k, label in (("", "uniform draws"), ("_stratified", "spread by size"))
+                 if f"retest_tau{k}" in r]
+        if kinds:
+            parts.append(f"{r['space']} ({r['recipe']}): " + "; ".join(
+                f"{label}: {r[f'retest_tau{k}']:.2f} between the two fine-tunings, {r[f'tau_again{k}']:.2f} "
+                f"inherited vs the second" for k, label in kinds)
+                + f" ({r['retest_s'] / 60:.1f} min more, not in \"in all\")")
+    if not parts:
+        return ""
+    return ("\n**Retest of the reference** (`--retest`): the ranked subnets fine-tuned alone again for the same "
+            "steps on another batch order (seed 1). Kendall tau " + ". ".join(parts) + ".\n")
+
+
+def save_row(row: dict, folder: str | None, started: float | None) -> None:
+    """The row so far, with ``total_s`` (seconds since ``started``, the family's start; kept as it
+    was when ``started`` is None), as ``<folder>/<space>.json`` (rewritten after each part, so a run
+    stopped by a time limit still leaves what it measured; ``--from-json`` renders such rows)."""
+    if started is not None:
+        row["total_s"] = time.perf_counter() - started
     if folder:
         row["load"] = load_average()
         Path(folder).mkdir(parents=True, exist_ok=True)
@@ -363,6 +406,9 @@ def main() -> None:
     ap.add_argument("--ranked", nargs="+", default=["random"], choices=["random", "stratified"],
                     help="which 12 subnets tau ranks (see ranked_subnets); both: two taus side by side")
     ap.add_argument("--finetune-lr", type=float, default=0.01)
+    ap.add_argument("--retest", action="store_true",
+                    help="after the timed parts, fine-tune the ranked subnets again on another batch order: "
+                         "tau between the two fine-tunings, the reference's own repeatability")
     ap.add_argument("--train-limit", type=int, default=None, help="use only this many training images")
     ap.add_argument("--val-size", type=int, default=5000)
     ap.add_argument("--eval-on", default="test", choices=["test", "val"],
@@ -411,7 +457,8 @@ def main() -> None:
            + (f" --random-subnets {args.random_subnets}" if args.random_subnets != RANDOM_SUBNETS else "")
            + (f" --train-limit {args.train_limit}" if args.train_limit else "") + (" --no-alone" if args.no_alone else "")
            + "".join(f" --{k} {getattr(args, k)}" for k in ("amp", "compile") if getattr(args, k) != "auto")
-           + (f" --ranked {' '.join(args.ranked)}" if args.ranked != ["random"] else ""))
+           + (f" --ranked {' '.join(args.ranked)}" if args.ranked != ["random"] else "")
+           + (" --retest" if getattr(args, "retest", False) else ""))
     stratified = "stratified" in args.ranked
     body = (f"`{cmd}` on **{where}**, load average at the end {' '.join(load)}. Fashion-MNIST "
             f"({rows[0]['n_train']} training images, top-1 on the {rows[0]['held']}). "
@@ -439,6 +486,7 @@ def main() -> None:
                     f"{_pct(r['smallest_alone'])} | {_num(r.get('tau', math.nan))} | {_spread(r)} |"
                     + (f" {_num(r.get('tau_stratified', math.nan))} | {_spread(r, '_stratified')} |" if stratified else "")
                     + "\n" for r in rows)
+    body += retest_note(rows)
     if args.note:
         body += "\n" + args.note + "\n"
     if args.from_json:

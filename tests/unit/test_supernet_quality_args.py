@@ -78,3 +78,18 @@ def test_a_knob_out_of_bounds_is_refused_by_name(sq, flag, value, bounds, monkey
         sq.main()
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and flag in err and bounds in err
+
+
+def test_retest_rows_render_and_keep_the_budget_time(sq, tmp_path):
+    row = {"space": "mbconv_fmnist", "recipe": "full", "alone": [1.0, 2.0, 3.0], "inherited": [3.0, 2.0, 1.0]}
+    sq.save_row(row, str(tmp_path), started=0.0)  # a timed part: total_s from the family's start
+    timed = row["total_s"]
+    assert timed > 0
+    row.update({"retest_tau": 0.5, "tau_again": -0.25, "retest_s": 90.0})
+    sq.save_row(row, str(tmp_path), started=None)  # the retest: not in the budget's time
+    assert row["total_s"] == timed
+    assert (tmp_path / "mbconv_fmnist_full.json").read_text().count(str(timed)) == 1
+    note = sq.retest_note([row, {"space": "seq_fmnist", "recipe": "full"}])
+    assert "mbconv_fmnist (full): uniform draws: 0.50 between the two fine-tunings, -0.25 inherited" in note
+    assert "1.5 min more" in note and "seq_fmnist" not in note and "spread by size" not in note
+    assert sq.retest_note([{"space": "seq_fmnist", "recipe": "full"}]) == ""
