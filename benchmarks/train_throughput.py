@@ -255,8 +255,8 @@ def main() -> None:
             f"1-minute load average {min(loads)}..{max(loads)}. Sandwich training (largest + smallest + "
             f"{cfg.random_subnets} random subnets per step, in-place distillation); images/s count each batch "
             "once. Each space's fake-quant run and its all-fp32 twin alternate, after one untimed warm-up "
-            "of each, best of the repeats per side (a side measured once, first in the process, read up to "
-            "0.5x of the other on a shared machine). Goal on a GPU: fake-quant / fp32 >= 0.85.\n\n"
+            "of each, best of the repeats per side (one run per side, one after the other, let order and load "
+            "decide the ratio). Goal on a GPU: fake-quant / fp32 >= 0.85.\n\n"
             "| space | with fake quantization (img/s) | all fp32 (img/s) | ratio |\n|---|---|---|---|\n")
     body += "".join(f"| {n} | {q:.0f} | {f:.0f} | {r:.2f} |\n" for n, q, f, r in rows)
     if device == "cpu":
