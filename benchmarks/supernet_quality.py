@@ -266,11 +266,16 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
         shared = np.array([inherited(net, s, held, calib) for s in specs])
         t1 = time.perf_counter()
         # one seed for all: every subnet is fine-tuned on the same batches in the same order (paired)
-        alone = np.array([finetune_alone(net, s, splits, held, calib, args.finetune_steps, args.batch_size, lr,
-                                         seed=0, device=device, adamw=transformer) for s in specs])
+        per_seed = reference(net, specs, splits, held, calib, lr, device, args, range(args.reference_seeds),
+                             adamw=transformer)
+        alone = per_seed.mean(axis=0)
         suffix = "" if ranked == "random" else f"_{ranked}"
         out.update({f"tau{suffix}": kendall_tau(shared, alone), f"inherited{suffix}": shared.tolist(),
                     f"alone{suffix}": alone.tolist(), f"finetune_s{suffix}": time.perf_counter() - t1})
+        if args.reference_seeds > 1:  # the reference's repeatability, from its own halves
+            half = args.reference_seeds // 2
+            out.update({f"alone_seeds{suffix}": per_seed.tolist(),
+                        f"half_tau{suffix}": kendall_tau(per_seed[:half].mean(axis=0), per_seed[half:].mean(axis=0))})
         save_row(out, args.json_out, t0)
         print(f"{name} {N_RANKED} {ranked} subnets, inherited top-1: {' '.join(f'{v:.2f}' for v in shared)}\n"
               f"{name} {N_RANKED} {ranked} subnets, fine-tuned alone: {' '.join(f'{v:.2f}' for v in alone)}\n"
@@ -299,27 +304,40 @@ RANDOM_SUBNETS = TrainConfig.model_fields["random_subnets"].default  # the sandw
 
 # the arguments the section's text names, kept in each row so that ``--from-json`` renders it as run
 RENDERED_ARGS = ("recipe", "epochs", "finetune_steps", "eval_on", "distill", "distill_temperature", "random_subnets",
-                 "train_limit", "no_alone", "lr", "adamw_lr", "batch_size", "amp", "compile", "ranked", "retest")
+                 "train_limit", "no_alone", "lr", "adamw_lr", "batch_size", "amp", "compile", "ranked", "retest",
+                 "reference_seeds")
+
+
+def reference(net: Supernet, specs: list[SubnetSpec], splits: data_mod.Splits, held: Held,
+              calib: list[torch.Tensor], lr: float, device: torch.device, args: argparse.Namespace,
+              seeds: range, adamw: bool) -> np.ndarray:
+    """Top-1 of each of ``specs`` fine-tuned alone once per seed (a batch order, the same for every
+    subnet: paired), as an array of shape (seeds, subnets); the reference is its mean over seeds."""
+    return np.array([[finetune_alone(net, s, splits, held, calib, args.finetune_steps, args.batch_size, lr,
+                                     seed=seed, device=device, adamw=adamw) for s in specs] for seed in seeds])
 
 
 def retest(out: dict, net: Supernet, space: SearchSpace, splits: data_mod.Splits, held: Held,
            calib: list[torch.Tensor], lr: float, device: torch.device, args: argparse.Namespace) -> None:
-    """``--retest``: fine-tune the ranked subnets alone once more, on another batch order (seed 1,
-    again the same for all twelve), and record tau between the two fine-tunings (how well the
+    """``--retest``: fine-tune the ranked subnets alone once more, on other batch orders (seeds K to
+    2K - 1 for ``--reference-seeds K``; each the same for all twelve), and record tau between the two fine-tunings (how well the
     reference repeats its own ranking: a ceiling for tau against it) and tau of the inherited
     top-1 against the second. Runs after the family's timed parts: ``total_s`` stays as it was."""
     t0 = time.perf_counter()
+    k = args.reference_seeds
     for ranked in args.ranked:
         suffix = "" if ranked == "random" else f"_{ranked}"
-        again = np.array([finetune_alone(net, s, splits, held, calib, args.finetune_steps, args.batch_size, lr,
-                                         seed=1, device=device, adamw=is_transformer(space))
-                          for s in ranked_subnets(space, ranked)])
+        again_seeds = reference(net, ranked_subnets(space, ranked), splits, held, calib, lr, device, args,
+                                range(k, 2 * k), adamw=is_transformer(space))
+        again = again_seeds.mean(axis=0)
+        if k > 1:
+            out[f"alone_again_seeds{suffix}"] = again_seeds.tolist()
         out.update({f"alone_again{suffix}": again.tolist(),
                     f"retest_tau{suffix}": kendall_tau(np.array(out[f"alone{suffix}"]), again),
                     f"tau_again{suffix}": kendall_tau(np.array(out[f"inherited{suffix}"]), again),
                     "retest_s": time.perf_counter() - t0})
         save_row(out, args.json_out, None)
-        print(f"{out['space']} {N_RANKED} {ranked} subnets, fine-tuned again (seed 1): "
+        print(f"{out['space']} {N_RANKED} {ranked} subnets, fine-tuned again ({f'seed {k}' if k == 1 else f'seeds {k}-{2 * k - 1}'}): "
               f"{' '.join(f'{v:.2f}' for v in again)}\n{out['space']} {N_RANKED} {ranked} subnets, tau between the "
               f"two fine-tunings {out[f'retest_tau{suffix}']:.2f}, inherited vs the second "
               f"{out[f'tau_again{suffix}']:.2f}", flush=True)
@@ -328,18 +346,31 @@ def retest(out: dict, net: Supernet, space: SearchSpace, splits: data_mod.Splits
 def retest_note(rows: list[dict]) -> str:
     """The ``--retest`` figures of the rows that have them, as a paragraph under the table."""
     parts = []
+    seeds = max([r.get("args", {}).get("reference_seeds", 1) for r in rows] or [1])
+    pair = "fine-tunings" if seeds == 1 else "means"
     for r in rows:
         kinds = [(k, label) for k, label in (("", "uniform draws"), ("_stratified", "spread by size"))
                  if f"retest_tau{k}" in r]
         if kinds:
             parts.append(f"{r['space']} ({r['recipe']}): " + "; ".join(
-                f"{label}: {r[f'retest_tau{k}']:.2f} between the two fine-tunings, {r[f'tau_again{k}']:.2f} "
+                f"{label}: {r[f'retest_tau{k}']:.2f} between the two {pair}, {r[f'tau_again{k}']:.2f} "
                 f"inherited vs the second" for k, label in kinds)
                 + f" ({r['retest_s'] / 60:.1f} min more, not in \"in all\")")
-    if not parts:
-        return ""
-    return ("\n**Retest of the reference** (`--retest`): the ranked subnets fine-tuned alone again for the same "
-            "steps on another batch order (seed 1). Kendall tau " + ". ".join(parts) + ".\n")
+    orders = "another batch order (seed 1)" if seeds == 1 else f"{seeds} other batch orders (seeds {seeds}-{2 * seeds - 1}, averaged)"
+    text = ("\n**Retest of the reference** (`--retest`): the ranked subnets fine-tuned alone again for the same "
+            f"steps on {orders}. Kendall tau " + ". ".join(parts) + ".\n") if parts else ""
+    halves = []
+    for r in rows:
+        kinds = [(k, label) for k, label in (("", "uniform draws"), ("_stratified", "spread by size"))
+                 if f"half_tau{k}" in r]
+        if kinds:
+            k_seeds = len(r[f"alone_seeds{kinds[0][0]}"])
+            halves.append(f"{r['space']} ({r['recipe']}): " + "; ".join(
+                f"{label}: {r[f'half_tau{k}']:.2f}" for k, label in kinds) + f" ({k_seeds} batch orders)")
+    if halves:
+        text += ("\n**The reference's halves** (`--reference-seeds`): Kendall tau between the mean of the first "
+                 "half of the batch orders and the mean of the second. " + ". ".join(halves) + ".\n")
+    return text
 
 
 def save_row(row: dict, folder: str | None, started: float | None) -> None:
@@ -409,6 +440,10 @@ def main() -> None:
     ap.add_argument("--retest", action="store_true",
                     help="after the timed parts, fine-tune the ranked subnets again on another batch order: "
                          "tau between the two fine-tunings, the reference's own repeatability")
+    ap.add_argument("--reference-seeds", type=int, default=1, metavar="K",
+                    help="fine-tune each ranked subnet on K batch orders and rank by the mean (a reference K "
+                         "times less noisy in variance; the 12 fine-tunings take K times as long); K >= 2 also "
+                         "reports tau between the means of the two halves")
     ap.add_argument("--train-limit", type=int, default=None, help="use only this many training images")
     ap.add_argument("--val-size", type=int, default=5000)
     ap.add_argument("--eval-on", default="test", choices=["test", "val"],
@@ -437,6 +472,8 @@ def main() -> None:
         ap.error(f"--distill-temperature: {args.distill_temperature:g} must lie in (0, 100]")
     if not 0 <= args.random_subnets <= MAX_CHOICES:  # TrainConfig's bounds
         ap.error(f"--random-subnets: {args.random_subnets} must lie in [0, {MAX_CHOICES}]")
+    if not 1 <= args.reference_seeds <= 16:
+        ap.error(f"--reference-seeds: {args.reference_seeds} must lie in [1, 16]")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.from_json:  # rows measured elsewhere: the text names the arguments they were run with
@@ -458,7 +495,8 @@ def main() -> None:
            + (f" --train-limit {args.train_limit}" if args.train_limit else "") + (" --no-alone" if args.no_alone else "")
            + "".join(f" --{k} {getattr(args, k)}" for k in ("amp", "compile") if getattr(args, k) != "auto")
            + (f" --ranked {' '.join(args.ranked)}" if args.ranked != ["random"] else "")
-           + (" --retest" if getattr(args, "retest", False) else ""))
+           + (" --retest" if getattr(args, "retest", False) else "")
+           + (f" --reference-seeds {args.reference_seeds}" if args.reference_seeds > 1 else ""))
     stratified = "stratified" in args.ranked
     body = (f"`{cmd}` on **{where}**, load average at the end {' '.join(load)}. Fashion-MNIST "
             f"({rows[0]['n_train']} training images, top-1 on the {rows[0]['held']}). "
@@ -470,7 +508,9 @@ def main() -> None:
             "augmentation, label smoothing), cross-entropy on the labels, no other subnets, then recalibrated "
             "and evaluated the same way. "
             + (f"Tau: the {N_RANKED} ranked subnets fine-tuned alone for {args.finetune_steps} steps of batch "
-               f"{args.batch_size}. " if args.finetune_steps > 0 else "Tau not measured (`--finetune-steps 0`). ")
+               f"{args.batch_size}"
+               + (f", the mean of {args.reference_seeds} batch orders" if args.reference_seeds > 1 else "")
+               + ". " if args.finetune_steps > 0 else "Tau not measured (`--finetune-steps 0`). ")
             + ("The 12 ranked subnets: seeded uniform draws (\"Kendall tau\"); \"spread by size\": 12 of 240 "
                "seeded draws evenly spaced in weight bits (parameters times bits), smallest to largest. "
                if stratified else "")
