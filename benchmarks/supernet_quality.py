@@ -8,10 +8,13 @@
 * Kendall tau between the inherited-weight top-1 of 12 seeded random subnets and the top-1 of
   the same 12 subnets fine-tuned alone (extracted, then trained with their formats' fake
   quantization for a fixed number of steps; ``--finetune-steps 0`` skips it); ``--ranked random
-  stratified`` adds 12 subnets spread evenly by weight bits, smallest to largest.
+  stratified`` adds 12 subnets spread evenly by weight bits, smallest to largest;
+  ``--reference-seeds K`` ranks them by the mean of K fine-tunings on different batch orders, and
+  ``--retest`` fine-tunes them again on K more to measure how well that reference repeats.
 
     .venv/bin/python benchmarks/supernet_quality.py [--recipe custom|demo|full ...] [--epochs E|KEY=E ...]
-        [--finetune-steps 150] [--distill-temperature 1] [--train-limit N] [--no-alone] [--section supernet-quality]
+        [--finetune-steps 150] [--reference-seeds 1] [--retest] [--distill-temperature 1] [--train-limit N]
+        [--no-alone] [--section supernet-quality]
         [--spaces mbconv_fmnist resnet_fmnist vit_fmnist seq_fmnist] [--device auto|cpu|cuda]
 
 ``--recipe`` names TrainConfig presets (several: one row each, side by side); ``--epochs``

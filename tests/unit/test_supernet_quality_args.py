@@ -93,3 +93,33 @@ def test_retest_rows_render_and_keep_the_budget_time(sq, tmp_path):
     assert "mbconv_fmnist (full): uniform draws: 0.50 between the two fine-tunings, -0.25 inherited" in note
     assert "1.5 min more" in note and "seq_fmnist" not in note and "spread by size" not in note
     assert sq.retest_note([{"space": "seq_fmnist", "recipe": "full"}]) == ""
+
+
+def test_the_reference_averages_its_batch_orders_and_reports_its_halves(sq, monkeypatch):
+    # finetune_alone stood in by a function of (subnet, seed): the averaging and the seeds are ours
+    calls = []
+
+    def fake(net, spec, splits, held, calib, steps, batch, lr, seed, device, adamw=False):
+        calls.append((spec, seed, steps))
+        return 10.0 * spec + seed
+
+    monkeypatch.setattr(sq, "finetune_alone", fake)
+    args = argparse.Namespace(finetune_steps=150, batch_size=128, reference_seeds=2)
+    per_seed = sq.reference(None, [1, 2, 3], None, None, None, 0.01, "cpu", args, range(2, 4), adamw=False)
+    assert per_seed.shape == (2, 3) and per_seed.tolist() == [[12, 22, 32], [13, 23, 33]]
+    assert {seed for _, seed, _ in calls} == {2, 3} and {steps for *_, steps in calls} == {150}
+    row = {"space": "mbconv_fmnist", "recipe": "full", "args": {"reference_seeds": 2},
+           "alone_seeds": per_seed.tolist(), "half_tau": 0.75, "retest_tau": 0.5, "tau_again": 0.25, "retest_s": 60.0}
+    note = sq.retest_note([row])
+    assert "2 other batch orders (seeds 2-3, averaged)" in note and "0.50 between the two means" in note
+    assert "halves" in note and "uniform draws: 0.75 (2 batch orders)" in note
+    # a row of one batch order renders as before: no halves, "fine-tunings", seed 1
+    single = {"space": "mbconv_fmnist", "recipe": "full", "retest_tau": 0.5, "tau_again": 0.25, "retest_s": 60.0}
+    assert "halves" not in sq.retest_note([single]) and "(seed 1)" in sq.retest_note([single])
+
+
+def test_reference_seeds_out_of_bounds_are_refused(sq, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["supernet_quality.py", "--reference-seeds", "0", "--no-write"])
+    with pytest.raises(SystemExit) as exit_:
+        sq.main()
+    assert exit_.value.code == 2 and "--reference-seeds: 0 must lie in [1, 16]" in capsys.readouterr().err
