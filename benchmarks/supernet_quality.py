@@ -38,7 +38,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import get_args
+from typing import NoReturn, get_args
 
 import numpy as np
 import torch
@@ -64,6 +64,7 @@ from nasq.supernet.train import (  # noqa: E402
     resolve_device,
     total_steps,
     train_supernet,
+    weights_config,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -242,26 +243,36 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
     print(f"{name} recipe {recipe}: {cfg.epochs:g} epochs, warm-up {cfg.warmup_epochs:g}, smoothing "
           f"{cfg.label_smoothing:g}, augment {cfg.augment and augments(space)}, {cfg.optimizer} lr {cfg.lr:g}, "
           f"distill {cfg.distill}" + (f" (T {cfg.distill_temperature:g})" if cfg.distill else ""), flush=True)
-    torch.manual_seed(0)
-    net = Supernet(space)
-    t0 = time.perf_counter()
-    status = Status("supernet", total_steps(cfg, len(splits.train_y))[0], args.progress_s)
-    res = train_supernet(net, space, splits.train_x, splits.train_y, cfg, progress=status)
-    status.finish()
-    train_s = time.perf_counter() - t0
+    if args.load_supernet:
+        net, trained = load_supernet(Path(args.load_supernet) / f"{name}_{recipe}", space, cfg)
+        train_s, steps, trained_on = trained["train_s"], trained["steps"], trained["device"]
+        t0 = time.perf_counter() - train_s  # "in all" keeps the training time its record gives
+    else:
+        torch.manual_seed(0)
+        net = Supernet(space)
+        t0 = time.perf_counter()
+        status = Status("supernet", total_steps(cfg, len(splits.train_y))[0], args.progress_s)
+        res = train_supernet(net, space, splits.train_x, splits.train_y, cfg, progress=status)
+        status.finish()
+        train_s, steps, trained_on = time.perf_counter() - t0, res.steps, res.device
+        if args.save_supernet:
+            save_supernet(net, Path(args.save_supernet) / f"{name}_{recipe}", space, cfg,
+                          {"train_s": train_s, "steps": steps, "device": trained_on})
     calib = calibration_batches(splits.train_x, 1024, 256, seed=1)
     device = resolve_device(cfg)
     net.to(device).eval()  # recalibrate and evaluate where it trained (a GPU too)
     held = (splits.test_x, splits.test_y) if args.eval_on == "test" else (splits.val_x, splits.val_y)
     largest, smallest = inherited(net, space.largest(), held, calib), inherited(net, space.smallest(), held, calib)
     out = {"space": name, "family": space.family, "recipe": recipe, "epochs": cfg.epochs, "train_s": train_s,
-           "steps": res.steps, "device": res.device, "distill": cfg.distill, "largest": largest, "smallest": smallest,
+           "steps": steps, "device": trained_on, "distill": cfg.distill, "largest": largest, "smallest": smallest,
            "smallest_key": space.smallest().key(), "tau": float("nan"), "largest_alone": float("nan"),
            "smallest_alone": float("nan"), "alone_s": 0.0, "smallest_alone_s": 0.0,
-           "where": (torch.cuda.get_device_name() if res.device == "cuda"
+           "where": (torch.cuda.get_device_name() if trained_on == "cuda"
                      else f"CPU ({torch.get_num_threads()} torch threads)"),
            "args": {k: getattr(args, k) for k in RENDERED_ARGS}, "n_train": len(splits.train_y),
            "held": held_note(len(held[1]), args.eval_on), "measured": measured_here()}
+    if args.load_supernet:
+        out["loaded_from"] = str(Path(args.load_supernet) / f"{name}_{recipe}")
     save_row(out, args.json_out, t0)
     lr = args.finetune_lr / 10 if transformer else args.finetune_lr
     for ranked in args.ranked if args.finetune_steps > 0 else ():
@@ -309,6 +320,42 @@ RANDOM_SUBNETS = TrainConfig.model_fields["random_subnets"].default  # the sandw
 RENDERED_ARGS = ("recipe", "epochs", "finetune_steps", "eval_on", "distill", "distill_temperature", "random_subnets",
                  "train_limit", "no_alone", "lr", "adamw_lr", "batch_size", "amp", "compile", "ranked", "retest",
                  "reference_seeds")
+
+
+def save_supernet(net: Supernet, folder: Path, space: SearchSpace, cfg: TrainConfig, trained: dict) -> None:
+    """``--save-supernet``: the trained supernet as nasq's checkpoint pair (safetensors + JSON), with
+    the TrainConfig it was trained under and its time, so a later run can rank subnets on it again."""
+    from nasq.supernet import checkpoint  # filelock: not needed on a machine that only trains
+
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint.save(net.cpu(), folder, {"space": space.name, "space_hash": space.hash,
+                                        "train": weights_config(cfg), **trained})
+
+
+def load_supernet(folder: Path, space: SearchSpace, cfg: TrainConfig) -> tuple[Supernet, dict]:
+    """``--load-supernet``: a supernet saved by ``--save-supernet`` for this space; refused (exit
+    2, one line) when the folder lacks it or it was trained under another TrainConfig than the
+    arguments give now (the row would name settings its weights were not trained with)."""
+    from nasq.errors import NasqError
+    from nasq.supernet import checkpoint
+
+    try:
+        net, record = checkpoint.load(folder, space)
+    except NasqError as e:
+        refuse(f"--load-supernet: {e}")
+    want, saved = weights_config(cfg), record.get("train", {})
+    differ = sorted(k for k in want.keys() | saved.keys() if saved.get(k) != want.get(k))
+    if differ:
+        k = differ[0]
+        refuse(f"--load-supernet: {folder / checkpoint.RECORD}: train.{k} is {saved.get(k)!r}, "
+               f"the arguments give {want.get(k)!r}")
+    return net, record
+
+
+def refuse(message: str) -> NoReturn:
+    """Bad input: one line naming the file, field and value, exit 2."""
+    print(f"supernet_quality.py: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def reference(net: Supernet, specs: list[SubnetSpec], splits: data_mod.Splits, held: Held,
@@ -447,6 +494,11 @@ def main() -> None:
                     help="fine-tune each ranked subnet on K batch orders and rank by the mean (a reference K "
                          "times less noisy in variance; the 12 fine-tunings take K times as long); K >= 2 also "
                          "reports tau between the means of the two halves")
+    ap.add_argument("--save-supernet", default=None, metavar="DIR",
+                    help="save each trained supernet (safetensors + JSON) in DIR/<space>_<recipe>/")
+    ap.add_argument("--load-supernet", default=None, metavar="DIR",
+                    help="train nothing: rank and fine-tune on the supernets --save-supernet left in DIR (the same "
+                         "recipe and arguments; the training time is the saved one)")
     ap.add_argument("--train-limit", type=int, default=None, help="use only this many training images")
     ap.add_argument("--val-size", type=int, default=5000)
     ap.add_argument("--eval-on", default="test", choices=["test", "val"],
@@ -517,6 +569,8 @@ def main() -> None:
             + ("The 12 ranked subnets: seeded uniform draws (\"Kendall tau\"); \"spread by size\": 12 of 240 "
                "seeded draws evenly spaced in weight bits (parameters times bits), smallest to largest. "
                if stratified else "")
+            + ("The supernets were trained by an earlier run and loaded (`--load-supernet`); their training "
+               "time is the one saved with them. " if any("loaded_from" in r for r in rows) else "")
             + "Goals: largest >= 92 % (conv) / >= 90 % (transformers), smallest int4 >= 88 %, "
             "tau >= 0.8.\n\n"
             "| space | family | recipe | epochs | training (s) | in all (min) | largest fp32 top-1 | largest trained alone | "

@@ -123,3 +123,30 @@ def test_reference_seeds_out_of_bounds_are_refused(sq, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_:
         sq.main()
     assert exit_.value.code == 2 and "--reference-seeds: 0 must lie in [1, 16]" in capsys.readouterr().err
+
+
+def test_a_saved_supernet_loads_whole_and_only_under_its_own_recipe(sq, spaces, tmp_path, capsys):
+    import torch
+
+    from nasq.supernet.network import Supernet
+
+    space = spaces["mbconv_fmnist"]
+    knobs = dict(distill="auto", epochs=["3"], batch_size=128, device="cpu", adamw_lr=2e-3, lr=0.05, amp="off",
+                 compile="off")
+    cfg = sq.train_config(space, "full", argparse.Namespace(**knobs))
+    torch.manual_seed(3)
+    net = Supernet(space)
+    sq.save_supernet(net, tmp_path / "mbconv_fmnist_full", space, cfg, {"train_s": 12.5, "steps": 7, "device": "cpu"})
+    loaded, record = sq.load_supernet(tmp_path / "mbconv_fmnist_full", space, cfg)
+    assert (record["train_s"], record["steps"], record["device"]) == (12.5, 7, "cpu")
+    theirs = loaded.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in net.state_dict().items())
+    # trained for 3 epochs; asked for 5: refused by name, exit 2
+    other = sq.train_config(space, "full", argparse.Namespace(**{**knobs, "epochs": ["5"]}))
+    with pytest.raises(SystemExit) as exit_:
+        sq.load_supernet(tmp_path / "mbconv_fmnist_full", space, other)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "supernet.json: train.epochs is 3.0, the arguments give 5.0" in err
+    with pytest.raises(SystemExit) as exit_:
+        sq.load_supernet(tmp_path / "nowhere", space, cfg)
+    assert exit_.value.code == 2 and "no trained supernet" in capsys.readouterr().err
