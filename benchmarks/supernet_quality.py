@@ -244,7 +244,7 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
           f"{cfg.label_smoothing:g}, augment {cfg.augment and augments(space)}, {cfg.optimizer} lr {cfg.lr:g}, "
           f"distill {cfg.distill}" + (f" (T {cfg.distill_temperature:g})" if cfg.distill else ""), flush=True)
     if args.load_supernet:
-        net, trained = load_supernet(Path(args.load_supernet) / f"{name}_{recipe}", space, cfg)
+        net, trained = load_supernet(Path(args.load_supernet) / f"{name}_{recipe}", space, cfg, args.train_limit)
         train_s, steps, trained_on = trained["train_s"], trained["steps"], trained["device"]
         t0 = time.perf_counter() - train_s  # "in all" keeps the training time its record gives
     else:
@@ -257,7 +257,7 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
         train_s, steps, trained_on = time.perf_counter() - t0, res.steps, res.device
         if args.save_supernet:
             save_supernet(net, Path(args.save_supernet) / f"{name}_{recipe}", space, cfg,
-                          {"train_s": train_s, "steps": steps, "device": trained_on})
+                          {"train_s": train_s, "steps": steps, "device": trained_on, "train_limit": args.train_limit})
     calib = calibration_batches(splits.train_x, 1024, 256, seed=1)
     device = resolve_device(cfg)
     net.to(device).eval()  # recalibrate and evaluate where it trained (a GPU too)
@@ -324,7 +324,8 @@ RENDERED_ARGS = ("recipe", "epochs", "finetune_steps", "eval_on", "distill", "di
 
 def save_supernet(net: Supernet, folder: Path, space: SearchSpace, cfg: TrainConfig, trained: dict) -> None:
     """``--save-supernet``: the trained supernet as nasq's checkpoint pair (safetensors + JSON), with
-    the TrainConfig it was trained under and its time, so a later run can rank subnets on it again."""
+    the TrainConfig it was trained under, the training images it saw (``trained["train_limit"]``)
+    and its time, so a later run can rank subnets on it again."""
     from nasq.supernet import checkpoint  # filelock: not needed on a machine that only trains
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -332,10 +333,12 @@ def save_supernet(net: Supernet, folder: Path, space: SearchSpace, cfg: TrainCon
                                         "train": weights_config(cfg), **trained})
 
 
-def load_supernet(folder: Path, space: SearchSpace, cfg: TrainConfig) -> tuple[Supernet, dict]:
+def load_supernet(folder: Path, space: SearchSpace, cfg: TrainConfig,
+                  train_limit: int | None = None) -> tuple[Supernet, dict]:
     """``--load-supernet``: a supernet saved by ``--save-supernet`` for this space; refused (exit
     2, one line) when the folder lacks it or it was trained under another TrainConfig than the
-    arguments give now (the row would name settings its weights were not trained with)."""
+    arguments give now, or on another ``--train-limit`` (the row would name settings its weights
+    were not trained with)."""
     from nasq.errors import NasqError
     from nasq.supernet import checkpoint
 
@@ -344,6 +347,9 @@ def load_supernet(folder: Path, space: SearchSpace, cfg: TrainConfig) -> tuple[S
     except NasqError as e:
         refuse(f"--load-supernet: {e}")
     want, saved = weights_config(cfg), record.get("train", {})
+    if record.get("train_limit") != train_limit:
+        refuse(f"--load-supernet: {folder / checkpoint.RECORD}: train_limit is {record.get('train_limit')!r}, "
+               f"the arguments give {train_limit!r}")
     differ = sorted(k for k in want.keys() | saved.keys() if saved.get(k) != want.get(k))
     if differ:
         k = differ[0]
@@ -369,10 +375,10 @@ def reference(net: Supernet, specs: list[SubnetSpec], splits: data_mod.Splits, h
 
 def retest(out: dict, net: Supernet, space: SearchSpace, splits: data_mod.Splits, held: Held,
            calib: list[torch.Tensor], lr: float, device: torch.device, args: argparse.Namespace) -> None:
-    """``--retest``: fine-tune the ranked subnets alone once more, on other batch orders (seeds K to
-    2K - 1 for ``--reference-seeds K``; each the same for all twelve), and record tau between the two fine-tunings (how well the
-    reference repeats its own ranking: a ceiling for tau against it) and tau of the inherited
-    top-1 against the second. Runs after the family's timed parts: ``total_s`` stays as it was."""
+    """``--retest``: fine-tune the ranked subnets alone once more, on other batch orders (seeds K
+    to 2K - 1 for ``--reference-seeds K``; each the same for all twelve), and record tau between
+    the two references (how well the reference repeats its own ranking: a ceiling for tau against
+    it) and tau of the inherited top-1 against the second. Runs after the family's timed parts: ``total_s`` stays as it was."""
     t0 = time.perf_counter()
     k = args.reference_seeds
     for ranked in args.ranked:
@@ -488,8 +494,9 @@ def main() -> None:
                     help="which 12 subnets tau ranks (see ranked_subnets); both: two taus side by side")
     ap.add_argument("--finetune-lr", type=float, default=0.01)
     ap.add_argument("--retest", action="store_true",
-                    help="after the timed parts, fine-tune the ranked subnets again on another batch order: "
-                         "tau between the two fine-tunings, the reference's own repeatability")
+                    help="after the timed parts, fine-tune the ranked subnets again on K more batch orders "
+                         "(--reference-seeds K): tau between the two references, the reference's own "
+                         "repeatability")
     ap.add_argument("--reference-seeds", type=int, default=1, metavar="K",
                     help="fine-tune each ranked subnet on K batch orders and rank by the mean (a reference K "
                          "times less noisy in variance; the 12 fine-tunings take K times as long); K >= 2 also "

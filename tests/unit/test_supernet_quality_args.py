@@ -136,7 +136,8 @@ def test_a_saved_supernet_loads_whole_and_only_under_its_own_recipe(sq, spaces, 
     cfg = sq.train_config(space, "full", argparse.Namespace(**knobs))
     torch.manual_seed(3)
     net = Supernet(space)
-    sq.save_supernet(net, tmp_path / "mbconv_fmnist_full", space, cfg, {"train_s": 12.5, "steps": 7, "device": "cpu"})
+    sq.save_supernet(net, tmp_path / "mbconv_fmnist_full", space, cfg,
+                     {"train_s": 12.5, "steps": 7, "device": "cpu", "train_limit": None})
     loaded, record = sq.load_supernet(tmp_path / "mbconv_fmnist_full", space, cfg)
     assert (record["train_s"], record["steps"], record["device"]) == (12.5, 7, "cpu")
     theirs = loaded.state_dict()
@@ -147,6 +148,9 @@ def test_a_saved_supernet_loads_whole_and_only_under_its_own_recipe(sq, spaces, 
         sq.load_supernet(tmp_path / "mbconv_fmnist_full", space, other)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "supernet.json: train.epochs is 3.0, the arguments give 5.0" in err
+    with pytest.raises(SystemExit) as exit_:  # trained on all the images; asked for 2,000
+        sq.load_supernet(tmp_path / "mbconv_fmnist_full", space, cfg, train_limit=2000)
+    assert exit_.value.code == 2 and "train_limit is None, the arguments give 2000" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         sq.load_supernet(tmp_path / "nowhere", space, cfg)
     assert exit_.value.code == 2 and "no trained supernet" in capsys.readouterr().err
