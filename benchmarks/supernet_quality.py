@@ -243,8 +243,9 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
     print(f"{name} recipe {recipe}: {cfg.epochs:g} epochs, warm-up {cfg.warmup_epochs:g}, smoothing "
           f"{cfg.label_smoothing:g}, augment {cfg.augment and augments(space)}, {cfg.optimizer} lr {cfg.lr:g}, "
           f"distill {cfg.distill}" + (f" (T {cfg.distill_temperature:g})" if cfg.distill else ""), flush=True)
+    kept = Path(args.load_supernet or args.save_supernet or ".") / f"{name}_{recipe}"  # --load/--save-supernet
     if args.load_supernet:
-        net, trained = load_supernet(Path(args.load_supernet) / f"{name}_{recipe}", space, cfg, args.train_limit)
+        net, trained = load_supernet(kept, space, cfg, args.train_limit)
         train_s, steps, trained_on = trained["train_s"], trained["steps"], trained["device"]
         t0 = time.perf_counter() - train_s  # "in all" keeps the training time its record gives
     else:
@@ -256,7 +257,7 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
         status.finish()
         train_s, steps, trained_on = time.perf_counter() - t0, res.steps, res.device
         if args.save_supernet:
-            save_supernet(net, Path(args.save_supernet) / f"{name}_{recipe}", space, cfg,
+            save_supernet(net, kept, space, cfg,
                           {"train_s": train_s, "steps": steps, "device": trained_on, "train_limit": args.train_limit})
     calib = calibration_batches(splits.train_x, 1024, 256, seed=1)
     device = resolve_device(cfg)
@@ -272,7 +273,7 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
            "args": {k: getattr(args, k) for k in RENDERED_ARGS}, "n_train": len(splits.train_y),
            "held": held_note(len(held[1]), args.eval_on), "measured": measured_here()}
     if args.load_supernet:
-        out["loaded_from"] = str(Path(args.load_supernet) / f"{name}_{recipe}")
+        out["loaded_from"] = str(kept)
     save_row(out, args.json_out, t0)
     lr = args.finetune_lr / 10 if transformer else args.finetune_lr
     for ranked in args.ranked if args.finetune_steps > 0 else ():
@@ -346,14 +347,13 @@ def load_supernet(folder: Path, space: SearchSpace, cfg: TrainConfig,
         net, record = checkpoint.load(folder, space)
     except NasqError as e:
         refuse(f"--load-supernet: {e}")
-    want, saved = weights_config(cfg), record.get("train", {})
-    if record.get("train_limit") != train_limit:
-        refuse(f"--load-supernet: {folder / checkpoint.RECORD}: train_limit is {record.get('train_limit')!r}, "
-               f"the arguments give {train_limit!r}")
+    want = {"train_limit": train_limit, **{f"train.{k}": v for k, v in weights_config(cfg).items()}}
+    saved = {"train_limit": record.get("train_limit"),
+             **{f"train.{k}": v for k, v in record.get("train", {}).items()}}
     differ = sorted(k for k in want.keys() | saved.keys() if saved.get(k) != want.get(k))
     if differ:
         k = differ[0]
-        refuse(f"--load-supernet: {folder / checkpoint.RECORD}: train.{k} is {saved.get(k)!r}, "
+        refuse(f"--load-supernet: {folder / checkpoint.RECORD}: {k} is {saved.get(k)!r}, "
                f"the arguments give {want.get(k)!r}")
     return net, record
 
@@ -378,7 +378,8 @@ def retest(out: dict, net: Supernet, space: SearchSpace, splits: data_mod.Splits
     """``--retest``: fine-tune the ranked subnets alone once more, on other batch orders (seeds K
     to 2K - 1 for ``--reference-seeds K``; each the same for all twelve), and record tau between
     the two references (how well the reference repeats its own ranking: a ceiling for tau against
-    it) and tau of the inherited top-1 against the second. Runs after the family's timed parts: ``total_s`` stays as it was."""
+    it) and tau of the inherited top-1 against the second. Runs after the family's timed parts:
+    ``total_s`` stays as it was."""
     t0 = time.perf_counter()
     k = args.reference_seeds
     for ranked in args.ranked:
@@ -399,14 +400,17 @@ def retest(out: dict, net: Supernet, space: SearchSpace, splits: data_mod.Splits
               f"{out[f'tau_again{suffix}']:.2f}", flush=True)
 
 
+# the row keys' suffix of each ``--ranked`` set, and its name in the text
+RANKED_LABELS = (("", "uniform draws"), ("_stratified", "spread by size"))
+
+
 def retest_note(rows: list[dict]) -> str:
     """The ``--retest`` figures of the rows that have them, as a paragraph under the table."""
     parts = []
     seeds = max([r.get("args", {}).get("reference_seeds", 1) for r in rows] or [1])
     pair = "fine-tunings" if seeds == 1 else "means"
     for r in rows:
-        kinds = [(k, label) for k, label in (("", "uniform draws"), ("_stratified", "spread by size"))
-                 if f"retest_tau{k}" in r]
+        kinds = [(k, label) for k, label in RANKED_LABELS if f"retest_tau{k}" in r]
         if kinds:
             parts.append(f"{r['space']} ({r['recipe']}): " + "; ".join(
                 f"{label}: {r[f'retest_tau{k}']:.2f} between the two {pair}, {r[f'tau_again{k}']:.2f} "
@@ -417,8 +421,7 @@ def retest_note(rows: list[dict]) -> str:
             f"steps on {orders}. Kendall tau " + ". ".join(parts) + ".\n") if parts else ""
     halves = []
     for r in rows:
-        kinds = [(k, label) for k, label in (("", "uniform draws"), ("_stratified", "spread by size"))
-                 if f"half_tau{k}" in r]
+        kinds = [(k, label) for k, label in RANKED_LABELS if f"half_tau{k}" in r]
         if kinds:
             k_seeds = len(r[f"alone_seeds{kinds[0][0]}"])
             halves.append(f"{r['space']} ({r['recipe']}): " + "; ".join(
