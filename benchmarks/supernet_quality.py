@@ -8,7 +8,10 @@
 * Kendall tau between the inherited-weight top-1 of 12 seeded random subnets and the top-1 of
   the same 12 subnets fine-tuned alone (extracted, then trained with their formats' fake
   quantization for a fixed number of steps; ``--finetune-steps 0`` skips it); ``--ranked random
-  stratified`` adds 12 subnets spread evenly by weight bits, smallest to largest;
+  stratified`` adds 12 subnets spread evenly by weight bits, smallest to largest, and
+  ``random_fp32`` the uniform draws' architectures with every layer in fp32 (the ranking's misses
+  without the formats); for each set the text gives what fine-tuning adds per subnet and its
+  correlation with the subnets' formats and resolution;
   ``--reference-seeds K`` ranks them by the mean of K fine-tunings on different batch orders, and
   ``--retest`` fine-tunes them again on K more to measure how well that reference repeats.
 
@@ -33,6 +36,7 @@ the GPU machine). Prints the figures and writes them to docs/benchmarks.md ("Sup
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -285,7 +289,8 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
                              adamw=transformer)
         alone = per_seed.mean(axis=0)
         suffix = "" if ranked == "random" else f"_{ranked}"
-        out.update({f"tau{suffix}": kendall_tau(shared, alone), f"inherited{suffix}": shared.tolist(),
+        out.update({f"tau{suffix}": kendall_tau(shared, alone), f"subnets{suffix}": [s.to_dict() for s in specs],
+                    f"inherited{suffix}": shared.tolist(),
                     f"alone{suffix}": alone.tolist(), f"finetune_s{suffix}": time.perf_counter() - t1})
         if args.reference_seeds > 1:  # the reference's repeatability, from its own halves
             half = args.reference_seeds // 2
@@ -401,7 +406,8 @@ def retest(out: dict, net: Supernet, space: SearchSpace, splits: data_mod.Splits
 
 
 # the row keys' suffix of each ``--ranked`` set, and its name in the text
-RANKED_LABELS = (("", "uniform draws"), ("_stratified", "spread by size"))
+RANKED_LABELS = (("", "uniform draws"), ("_stratified", "spread by size"),
+                 ("_random_fp32", "uniform draws' architectures, all fp32"))
 
 
 def retest_note(rows: list[dict]) -> str:
@@ -432,6 +438,47 @@ def retest_note(rows: list[dict]) -> str:
     return text
 
 
+def ranked_specs(row: dict, suffix: str, space: SearchSpace | None = None) -> list[SubnetSpec]:
+    """The ranked subnets of a row's set ``suffix``: as the row keeps them, or (rows written
+    before it did) drawn again from ``space`` the way :func:`ranked_subnets` drew them."""
+    if f"subnets{suffix}" in row:
+        return [SubnetSpec.from_dict(d) for d in row[f"subnets{suffix}"]]
+    space = space or SearchSpace.from_yaml(REPO / "search_spaces" / f"{row['space']}.yaml")
+    return ranked_subnets(space, suffix.lstrip("_") or "random")
+
+
+def gain_features(specs: list[SubnetSpec]) -> dict[str, np.ndarray]:
+    """Per subnet: the share of its layers with fp32 weights, the share with weights of 4 bits or
+    fewer, and its input resolution (what :func:`gain_note` correlates the fine-tuning gain with)."""
+    bits = [[get_format(layer.w_format).bits for layer in s.layers()] for s in specs]
+    return {"the share of layers with fp32 weights": np.array([np.mean([b >= 32 for b in row]) for row in bits]),
+            "the share with weights of 4 bits or fewer": np.array([np.mean([b <= 4 for b in row]) for row in bits]),
+            "the resolution": np.array([float(s.resolution) for s in specs])}
+
+
+def gain_note(rows: list[dict]) -> str:
+    """What fine-tuning adds to each ranked subnet (reference minus inherited top-1): its mean, how
+    much it differs between subnets, and its Pearson correlation with the subnets' formats and
+    resolution; a subnet-dependent gain is what moves the inherited ranking off the reference. The
+    sets the table has no column for (``random_fp32``) give their tau here."""
+    parts = []
+    for r in rows:
+        for k, label in RANKED_LABELS:
+            if f"alone{k}" not in r:
+                continue
+            gain = np.array(r[f"alone{k}"]) - np.array(r[f"inherited{k}"])
+            feats = gain_features(ranked_specs(r, k))
+            corr = [f"{name} {np.corrcoef(x, gain)[0, 1]:+.2f}" for name, x in feats.items()
+                    if np.ptp(x) > 0 and np.ptp(gain) > 0]
+            parts.append(f"{r['space']}, {label}: " + (f"tau {r[f'tau{k}']:.2f}; " if k not in ("", "_stratified") else "")
+                         + f"mean {gain.mean():+.2f} pt, std {gain.std(ddof=1):.2f} pt between subnets"
+                         + (f"; r with {', '.join(corr)}" if corr else ""))
+    if not parts:
+        return ""
+    return ("\n**What fine-tuning adds** (reference minus inherited top-1 of each ranked subnet; r: Pearson "
+            "correlation over the subnets): " + ". ".join(parts) + ".\n")
+
+
 def save_row(row: dict, folder: str | None, started: float | None) -> None:
     """The row so far, with ``total_s`` (seconds since ``started``, the family's start; kept as it
     was when ``started`` is None), as ``<folder>/<space>.json`` (rewritten after each part, so a run
@@ -449,13 +496,23 @@ def ranked_subnets(space: SearchSpace, how: str) -> list[SubnetSpec]:
     mid-sized, so they may lie within a point of each other. ``stratified``: 12 spread over the
     space's range, from 240 seeded draws sorted by weight bits (parameters times their format's
     bits: size and precision together), the 0th, 1/11th, ..., last of that order, as a front
-    spreads from small to large."""
-    if how == "random":
-        return space.sample_unique(np.random.default_rng(7), N_RANKED)
+    spreads from small to large. ``random_fp32``: the ``random`` draws' architectures with every
+    layer in fp32 (weights and activations): beside ``random``, the ranking's misses of the
+    architectures alone, without their formats."""
+    if how in ("random", "random_fp32"):
+        drawn = space.sample_unique(np.random.default_rng(7), N_RANKED)
+        return drawn if how == "random" else [all_fp32(s) for s in drawn]
     pool = space.sample_unique(np.random.default_rng(8), 20 * N_RANKED)
     bits = [sum(s.params * get_format(s.w_format).bits for s in space.layer_shapes(spec)) for spec in pool]
     order = np.argsort(bits, kind="stable")
     return [pool[order[i]] for i in np.linspace(0, len(pool) - 1, N_RANKED).round().astype(int)]
+
+
+def all_fp32(spec: SubnetSpec) -> SubnetSpec:
+    """``spec`` with every layer's weights and activations in fp32 (the same architecture)."""
+    return dataclasses.replace(spec, stages=tuple(
+        tuple(dataclasses.replace(layer, w_format="fp32", a_format="fp32") for layer in stage)
+        for stage in spec.stages))
 
 
 def _spread(row: dict, suffix: str = "") -> str:
@@ -493,8 +550,9 @@ def main() -> None:
                     help="random subnets per step between the largest and the smallest (TrainConfig.random_subnets; "
                          "each costs about a fifth of an mbconv step)")
     ap.add_argument("--finetune-steps", type=int, default=150)
-    ap.add_argument("--ranked", nargs="+", default=["random"], choices=["random", "stratified"],
-                    help="which 12 subnets tau ranks (see ranked_subnets); both: two taus side by side")
+    ap.add_argument("--ranked", nargs="+", default=["random"], choices=["random", "stratified", "random_fp32"],
+                    help="which 12 subnets tau ranks (see ranked_subnets): random and stratified side by side in "
+                         "the table; random_fp32 (the random draws' architectures, all in fp32) below it")
     ap.add_argument("--finetune-lr", type=float, default=0.01)
     ap.add_argument("--retest", action="store_true",
                     help="after the timed parts, fine-tune the ranked subnets again on K more batch orders "
@@ -593,7 +651,7 @@ def main() -> None:
                     f"{_pct(r['smallest_alone'])} | {_num(r.get('tau', math.nan))} | {_spread(r)} |"
                     + (f" {_num(r.get('tau_stratified', math.nan))} | {_spread(r, '_stratified')} |" if stratified else "")
                     + "\n" for r in rows)
-    body += retest_note(rows)
+    body += retest_note(rows) + gain_note(rows)
     if args.note:
         body += "\n" + args.note + "\n"
     if args.from_json:

@@ -10,6 +10,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nasq.space import SearchSpace
@@ -154,3 +155,37 @@ def test_a_saved_supernet_loads_whole_and_only_under_its_own_recipe(sq, spaces, 
     with pytest.raises(SystemExit) as exit_:
         sq.load_supernet(tmp_path / "nowhere", space, cfg)
     assert exit_.value.code == 2 and "no trained supernet" in capsys.readouterr().err
+
+
+def test_the_fp32_twins_keep_each_architecture_and_drop_every_format(sq, spaces):
+    space = spaces["mbconv_fmnist"]
+    drawn, twins = sq.ranked_subnets(space, "random"), sq.ranked_subnets(space, "random_fp32")
+    assert len(twins) == len(drawn) == sq.N_RANKED
+    for spec, twin in zip(drawn, twins, strict=True):
+        assert {(layer.w_format, layer.a_format) for layer in twin.layers()} == {("fp32", "fp32")}
+        assert [layer.arch for layer in twin.layers()] == [layer.arch for layer in spec.layers()]
+        assert (twin.widths, twin.resolution, twin.depths) == (spec.widths, spec.resolution, spec.depths)
+    assert any(layer.w_format != "fp32" for spec in drawn for layer in spec.layers())
+
+
+def test_the_gain_note_correlates_what_fine_tuning_adds_with_the_formats(sq, spaces):
+    space = spaces["mbconv_fmnist"]
+    drawn = sq.ranked_subnets(space, "random")
+    fp32_share = sq.gain_features(drawn)["the share of layers with fp32 weights"]
+    inherited = np.linspace(85.0, 88.0, len(drawn))
+    row = {"space": "mbconv_fmnist", "recipe": "full", "inherited": inherited.tolist(),
+           "alone": (inherited + 2.0 - fp32_share).tolist(),  # the more fp32 weights, the less it gains
+           "subnets": [s.to_dict() for s in drawn],
+           "inherited_random_fp32": [87.0] * len(drawn),
+           "alone_random_fp32": [87.0 + s.resolution / 28 for s in drawn], "tau_random_fp32": 0.25}
+    note = sq.gain_note([row])
+    assert "uniform draws: mean" in note and "r with the share of layers with fp32 weights -1.00" in note
+    # the fp32 twins: no format varies, so only the resolution is correlated; tau is given here
+    twins = note.split("all fp32: ")[1]
+    assert twins.startswith("tau 0.25; mean +") and "r with the resolution +1.00" in twins
+    assert "fp32 weights" not in twins and "4 bits" not in twins
+    assert "tau 0.25" not in note.split("all fp32: ")[0]  # the table has the uniform draws' tau
+    # a row written before rows kept their subnets: drawn again the same way
+    assert sq.ranked_specs({"space": "mbconv_fmnist"}, "") == drawn
+    assert sq.ranked_specs(row, "") == drawn
+    assert sq.gain_note([{"space": "mbconv_fmnist", "recipe": "full"}]) == ""
