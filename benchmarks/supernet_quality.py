@@ -456,6 +456,16 @@ def gain_features(specs: list[SubnetSpec]) -> dict[str, np.ndarray]:
             "the resolution": np.array([float(s.resolution) for s in specs])}
 
 
+def twins_gain_r(row: dict, suffix: str) -> float | None:
+    """For the fp32 twins (``_random_fp32``) of a row that also ranked their originals
+    (``random``): Pearson r between the two sets' gains, subnet by subnet. Near 1, what fine-tuning
+    adds is the architecture's and not the formats'."""
+    if suffix != "_random_fp32" or "alone" not in row:
+        return None
+    gain = [np.array(row[f"alone{k}"]) - np.array(row[f"inherited{k}"]) for k in ("", suffix)]
+    return float(np.corrcoef(*gain)[0, 1]) if min(np.ptp(g) for g in gain) > 0 else None
+
+
 def gain_note(rows: list[dict]) -> str:
     """What fine-tuning adds to each ranked subnet (reference minus inherited top-1): its mean, how
     much it differs between subnets, and its Pearson correlation with the subnets' formats and
@@ -472,7 +482,9 @@ def gain_note(rows: list[dict]) -> str:
                     if np.ptp(x) > 0 and np.ptp(gain) > 0]
             parts.append(f"{r['space']}, {label}: " + (f"tau {r[f'tau{k}']:.2f}; " if k not in ("", "_stratified") else "")
                          + f"mean {gain.mean():+.2f} pt, std {gain.std(ddof=1):.2f} pt between subnets"
-                         + (f"; r with {', '.join(corr)}" if corr else ""))
+                         + (f"; r with {', '.join(corr)}" if corr else "")
+                         + (f"; r with the same architectures' gain in their own formats {twin_r:+.2f}"
+                            if (twin_r := twins_gain_r(r, k)) is not None else ""))
     if not parts:
         return ""
     return ("\n**What fine-tuning adds** (reference minus inherited top-1 of each ranked subnet; r: Pearson "

@@ -185,6 +185,11 @@ def test_the_gain_note_correlates_what_fine_tuning_adds_with_the_formats(sq, spa
     assert twins.startswith("tau 0.25; mean +") and "r with the resolution +1.00" in twins
     assert "fp32 weights" not in twins and "4 bits" not in twins
     assert "tau 0.25" not in note.split("all fp32: ")[0]  # the table has the uniform draws' tau
+    # both sets in one row: how far the twins' gains follow their originals', subnet by subnet
+    res = np.array([s.resolution for s in drawn], float)
+    assert "own formats" in twins and sq.twins_gain_r(row, "_random_fp32") == pytest.approx(
+        np.corrcoef(2.0 - fp32_share, res)[0, 1])
+    assert sq.twins_gain_r(row, "") is None and sq.twins_gain_r({"alone_random_fp32": [1.0]}, "_random_fp32") is None
     # a row written before rows kept their subnets: drawn again the same way
     assert sq.ranked_specs({"space": "mbconv_fmnist"}, "") == drawn
     assert sq.ranked_specs(row, "") == drawn
