@@ -483,7 +483,7 @@ def gain_note(rows: list[dict]) -> str:
             parts.append(f"{r['space']}, {label}: " + (f"tau {r[f'tau{k}']:.2f}; " if k not in ("", "_stratified") else "")
                          + f"mean {gain.mean():+.2f} pt, std {gain.std(ddof=1):.2f} pt between subnets"
                          + (f"; r with {', '.join(corr)}" if corr else "")
-                         + (f"; r with the same architectures' gain in their own formats {twin_r:+.2f}"
+                         + (f"; r with their originals' gain (the same architectures in their own formats) {twin_r:+.2f}"
                             if (twin_r := twins_gain_r(r, k)) is not None else ""))
     if not parts:
         return ""
