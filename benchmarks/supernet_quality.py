@@ -288,7 +288,7 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
         per_seed = reference(net, specs, splits, held, calib, lr, device, args, range(args.reference_seeds),
                              adamw=transformer)
         alone = per_seed.mean(axis=0)
-        suffix = "" if ranked == "random" else f"_{ranked}"
+        suffix = RANKED[ranked][0]
         out.update({f"tau{suffix}": kendall_tau(shared, alone), f"subnets{suffix}": [s.to_dict() for s in specs],
                     f"inherited{suffix}": shared.tolist(),
                     f"alone{suffix}": alone.tolist(), f"finetune_s{suffix}": time.perf_counter() - t1})
@@ -388,8 +388,8 @@ def retest(out: dict, net: Supernet, space: SearchSpace, splits: data_mod.Splits
     t0 = time.perf_counter()
     k = args.reference_seeds
     for ranked in args.ranked:
-        suffix = "" if ranked == "random" else f"_{ranked}"
-        again_seeds = reference(net, ranked_subnets(space, ranked), splits, held, calib, lr, device, args,
+        suffix = RANKED[ranked][0]
+        again_seeds = reference(net, ranked_specs(out, ranked), splits, held, calib, lr, device, args,
                                 range(k, 2 * k), adamw=is_transformer(space))
         again = again_seeds.mean(axis=0)
         if k > 1:
@@ -405,9 +405,10 @@ def retest(out: dict, net: Supernet, space: SearchSpace, splits: data_mod.Splits
               f"{out[f'tau_again{suffix}']:.2f}", flush=True)
 
 
-# the row keys' suffix of each ``--ranked`` set, and its name in the text
-RANKED_LABELS = (("", "uniform draws"), ("_stratified", "spread by size"),
-                 ("_random_fp32", "uniform draws' architectures, all fp32"))
+# each ``--ranked`` set (see ranked_subnets): its row keys' suffix and its name in the text
+RANKED = {"random": ("", "uniform draws"), "stratified": ("_stratified", "spread by size"),
+          "random_fp32": ("_random_fp32", "uniform draws' architectures, all fp32")}
+RANKED_LABELS = tuple(RANKED.values())
 
 
 def retest_note(rows: list[dict]) -> str:
@@ -438,13 +439,18 @@ def retest_note(rows: list[dict]) -> str:
     return text
 
 
-def ranked_specs(row: dict, suffix: str, space: SearchSpace | None = None) -> list[SubnetSpec]:
-    """The ranked subnets of a row's set ``suffix``: as the row keeps them, or (rows written
-    before it did) drawn again from ``space`` the way :func:`ranked_subnets` drew them."""
+def ranked_specs(row: dict, how: str) -> list[SubnetSpec]:
+    """The subnets of a row's ranked set ``how``: as the row keeps them, or (rows written before
+    it did) drawn again from the row's space the way :func:`ranked_subnets` drew them."""
+    suffix = RANKED[how][0]
     if f"subnets{suffix}" in row:
         return [SubnetSpec.from_dict(d) for d in row[f"subnets{suffix}"]]
-    space = space or SearchSpace.from_yaml(REPO / "search_spaces" / f"{row['space']}.yaml")
-    return ranked_subnets(space, suffix.lstrip("_") or "random")
+    return ranked_subnets(SearchSpace.from_yaml(REPO / "search_spaces" / f"{row['space']}.yaml"), how)
+
+
+def gain(row: dict, suffix: str) -> np.ndarray:
+    """What fine-tuning adds to each subnet of a row's ranked set: reference minus inherited top-1."""
+    return np.array(row[f"alone{suffix}"]) - np.array(row[f"inherited{suffix}"])
 
 
 def gain_features(specs: list[SubnetSpec]) -> dict[str, np.ndarray]:
@@ -462,8 +468,8 @@ def twins_gain_r(row: dict, suffix: str) -> float | None:
     adds is the architecture's and not the formats'."""
     if suffix != "_random_fp32" or "alone" not in row:
         return None
-    gain = [np.array(row[f"alone{k}"]) - np.array(row[f"inherited{k}"]) for k in ("", suffix)]
-    return float(np.corrcoef(*gain)[0, 1]) if min(np.ptp(g) for g in gain) > 0 else None
+    gains = [gain(row, ""), gain(row, suffix)]
+    return float(np.corrcoef(*gains)[0, 1]) if min(np.ptp(g) for g in gains) > 0 else None
 
 
 def gain_note(rows: list[dict]) -> str:
@@ -473,15 +479,15 @@ def gain_note(rows: list[dict]) -> str:
     sets the table has no column for (``random_fp32``) give their tau here."""
     parts = []
     for r in rows:
-        for k, label in RANKED_LABELS:
+        for how, (k, label) in RANKED.items():
             if f"alone{k}" not in r:
                 continue
-            gain = np.array(r[f"alone{k}"]) - np.array(r[f"inherited{k}"])
-            feats = gain_features(ranked_specs(r, k))
-            corr = [f"{name} {np.corrcoef(x, gain)[0, 1]:+.2f}" for name, x in feats.items()
-                    if np.ptp(x) > 0 and np.ptp(gain) > 0]
+            added = gain(r, k)
+            feats = gain_features(ranked_specs(r, how))
+            corr = [f"{name} {np.corrcoef(x, added)[0, 1]:+.2f}" for name, x in feats.items()
+                    if np.ptp(x) > 0 and np.ptp(added) > 0]
             parts.append(f"{r['space']}, {label}: " + (f"tau {r[f'tau{k}']:.2f}; " if k not in ("", "_stratified") else "")
-                         + f"mean {gain.mean():+.2f} pt, std {gain.std(ddof=1):.2f} pt between subnets"
+                         + f"mean {added.mean():+.2f} pt, std {added.std(ddof=1):.2f} pt between subnets"
                          + (f"; r with {', '.join(corr)}" if corr else "")
                          + (f"; r with their originals' gain (the same architectures in their own formats) {twin_r:+.2f}"
                             if (twin_r := twins_gain_r(r, k)) is not None else ""))
@@ -562,7 +568,7 @@ def main() -> None:
                     help="random subnets per step between the largest and the smallest (TrainConfig.random_subnets; "
                          "each costs about a fifth of an mbconv step)")
     ap.add_argument("--finetune-steps", type=int, default=150)
-    ap.add_argument("--ranked", nargs="+", default=["random"], choices=["random", "stratified", "random_fp32"],
+    ap.add_argument("--ranked", nargs="+", default=["random"], choices=list(RANKED),
                     help="which 12 subnets tau ranks (see ranked_subnets): random and stratified side by side in "
                          "the table; random_fp32 (the random draws' architectures, all in fp32) below it")
     ap.add_argument("--finetune-lr", type=float, default=0.01)
