@@ -201,7 +201,13 @@ def train_config(space: SearchSpace, recipe: str, args: argparse.Namespace) -> T
                        optimizer="adamw" if transformer else "sgd", lr=args.adamw_lr if transformer else args.lr,
                        weight_decay=0.05 if transformer else 4e-5, distill=distill, amp=args.amp,
                        compile=args.compile, distill_temperature=getattr(args, "distill_temperature", DISTILL_T),
-                       random_subnets=getattr(args, "random_subnets", RANDOM_SUBNETS))
+                       random_subnets=getattr(args, "random_subnets", RANDOM_SUBNETS),
+                       shrink=shrink_groups(getattr(args, "shrink", [])), shrink_epochs=getattr(args, "shrink_epochs", 0.0))
+
+
+def shrink_groups(words: list[str]) -> list[list[str]]:
+    """``--shrink``'s words as TrainConfig.shrink: each word one phase, its fields comma-separated."""
+    return [[f for f in word.split(",") if f] for word in words]
 
 
 def parse_epochs(words: list[str], spaces: list[str] | None = None) -> dict[str, float]:
@@ -325,7 +331,7 @@ RANDOM_SUBNETS = TrainConfig.model_fields["random_subnets"].default  # the sandw
 # the arguments the section's text names, kept in each row so that ``--from-json`` renders it as run
 RENDERED_ARGS = ("recipe", "epochs", "finetune_steps", "eval_on", "distill", "distill_temperature", "random_subnets",
                  "train_limit", "no_alone", "lr", "adamw_lr", "batch_size", "amp", "compile", "ranked", "retest",
-                 "reference_seeds")
+                 "reference_seeds", "shrink", "shrink_epochs")
 
 
 def save_supernet(net: Supernet, folder: Path, space: SearchSpace, cfg: TrainConfig, trained: dict) -> None:
@@ -567,6 +573,11 @@ def main() -> None:
     ap.add_argument("--random-subnets", type=int, default=RANDOM_SUBNETS,
                     help="random subnets per step between the largest and the smallest (TrainConfig.random_subnets; "
                          "each costs about a fifth of an mbconv step)")
+    ap.add_argument("--shrink", nargs="+", default=[], metavar="FIELD[,FIELD]",
+                    help="progressive shrinking (TrainConfig.shrink): one word per phase, the gene fields it makes "
+                         "elastic, e.g. kernel depth expand,width; every field varies after --shrink-epochs")
+    ap.add_argument("--shrink-epochs", type=float, default=0.0, metavar="E",
+                    help="epochs the --shrink phases share equally (TrainConfig.shrink_epochs)")
     ap.add_argument("--finetune-steps", type=int, default=150)
     ap.add_argument("--ranked", nargs="+", default=["random"], choices=list(RANKED),
                     help="which 12 subnets tau ranks (see ranked_subnets): random and stratified side by side in "
@@ -613,6 +624,8 @@ def main() -> None:
         ap.error(f"--distill-temperature: {args.distill_temperature:g} must lie in (0, 100]")
     if not 0 <= args.random_subnets <= MAX_CHOICES:  # TrainConfig's bounds
         ap.error(f"--random-subnets: {args.random_subnets} must lie in [0, {MAX_CHOICES}]")
+    if bool(args.shrink) != (args.shrink_epochs > 0):
+        ap.error(f"--shrink and --shrink-epochs (> 0) go together, got {args.shrink} and {args.shrink_epochs:g}")
     if not 1 <= args.reference_seeds <= 16:
         ap.error(f"--reference-seeds: {args.reference_seeds} must lie in [1, 16]")
     if args.threads:
@@ -633,6 +646,7 @@ def main() -> None:
            + f" --finetune-steps {args.finetune_steps} --eval-on {args.eval_on} --distill {args.distill}"
            + (f" --distill-temperature {args.distill_temperature:g}" if args.distill_temperature != DISTILL_T else "")
            + (f" --random-subnets {args.random_subnets}" if args.random_subnets != RANDOM_SUBNETS else "")
+           + (f" --shrink {' '.join(args.shrink)} --shrink-epochs {args.shrink_epochs:g}" if args.shrink else "")
            + (f" --train-limit {args.train_limit}" if args.train_limit else "") + (" --no-alone" if args.no_alone else "")
            + "".join(f" --{k} {getattr(args, k)}" for k in ("amp", "compile") if getattr(args, k) != "auto")
            + (f" --ranked {' '.join(args.ranked)}" if args.ranked != ["random"] else "")
@@ -642,7 +656,10 @@ def main() -> None:
     body = (f"`{cmd}` on **{where}**, load average at the end {' '.join(load)}. Fashion-MNIST "
             f"({rows[0]['n_train']} training images, top-1 on the {rows[0]['held']}). "
             f"Supernet trained with the sandwich rule ({args.random_subnets} random subnet{'' if args.random_subnets == 1 else 's'} per step; in-place distillation: "
-            + ", ".join(f"{'on' if r['distill'] else 'off'} for {r['space']}" for r in rows) + ") under the named TrainConfig recipe "
+            + ", ".join(f"{'on' if r['distill'] else 'off'} for {r['space']}" for r in rows) + ") under the named TrainConfig recipe"
+            + (f", with progressive shrinking: {len(args.shrink)} equal phases over the first {args.shrink_epochs:g} "
+               f"epochs, varying {' then '.join('+'.join(shrink_groups([w])[0]) for w in args.shrink)} (the other "
+               "fields at the largest's choice), every field after" if args.shrink else "") + " "
             f"(SGD lr {args.lr:g} for conv families, AdamW lr {args.adamw_lr:g} for transformers); inherited weights "
             "are recalibrated (batch norm, activation ranges) on 1024 training images. \"alone\": the same "
             "architecture and formats trained from scratch by itself for the same steps and recipe (schedule, "

@@ -224,6 +224,9 @@ def _check_cross(config: ExperimentConfig, space: SearchSpace, profiles: list[Ha
             raise ConfigError(source, field, f"'@{profile}' must name {which} ({known}), got {metric!r}")
     if not config.allow_emulated:
         _refuse_emulated(space, profiles, source)
+    shrink = space.shrink_problems(config.train.shrink)
+    if shrink:
+        raise ConfigError(source, *shrink[0])
     if config.search.max_true_evals < 5:
         raise ConfigError(source, "search.max_true_evals", f"must be >= 5 to form a front, got {config.search.max_true_evals}")
 

@@ -609,7 +609,12 @@ class TrainConfig(Frozen):
     edge-padded image and a horizontal flip, drawn per step from ``seed`` (ignored for series and
     tables); ``distill_temperature``: T of the in-place distillation (soft targets and student at
     T, loss scaled by T^2); ``activation_ranges``: ``learned`` (int2-int7 activations learn their
-    clipping range, LSQ; see docs/architecture.md) or ``max`` (each batch's maximum)."""
+    clipping range, LSQ; see docs/architecture.md) or ``max`` (each batch's maximum);
+    ``shrink`` with ``shrink_epochs``: progressive shrinking (Once-for-All), e.g. ``[[kernel],
+    [depth], [expand, width]]`` over 3 epochs: the first epoch varies only the kernel, the second
+    kernel and depth, the third adds expand and width, every gene field (formats, resolution too)
+    varies after; the fields not yet elastic take the largest subnet's choice, also in the sandwich's
+    smallest subnet."""
 
     recipe: Literal["custom", "demo", "full"] = "custom"
     epochs: float = Field(default=1.0, gt=0, le=MAX_EPOCHS)
@@ -634,6 +639,10 @@ class TrainConfig(Frozen):
     distill_temperature: float = Field(default=1.0, gt=0, le=100)
     # int2-int7 activations: ``learned`` clipping ranges (LSQ), or each batch's ``max`` (as before)
     activation_ranges: Literal["learned", "max"] = "learned"
+    # progressive shrinking (OFA): over the first shrink_epochs, in len(shrink) equal phases, phase
+    # k varies only the gene fields of shrink[0..k] (the largest's choice elsewhere); then all
+    shrink: list[list[Name]] = Field(default_factory=list, max_length=MAX_CHOICES)
+    shrink_epochs: float = Field(default=0.0, ge=0, le=MAX_EPOCHS)
 
     @model_validator(mode="before")
     @classmethod
@@ -655,6 +664,11 @@ class TrainConfig(Frozen):
     def _warmup_within(self) -> TrainConfig:
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs must be below epochs ({self.epochs:g}), got {self.warmup_epochs:g}")
+        if bool(self.shrink) != (self.shrink_epochs > 0):
+            raise ValueError("shrink (the fields made elastic phase by phase) and shrink_epochs (> 0) go together, "
+                             f"got shrink {self.shrink} and shrink_epochs {self.shrink_epochs:g}")
+        if self.shrink_epochs >= self.epochs:
+            raise ValueError(f"shrink_epochs must be below epochs ({self.epochs:g}), got {self.shrink_epochs:g}")
         return self
 
 

@@ -8,7 +8,7 @@ that two genomes describing the same subnet compare equal and share one :meth:`S
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -267,23 +267,53 @@ class SearchSpace:
         return self._table
 
     # ------------------------------------------------------------ sampling
-    def sample(self, rng: np.random.Generator, n: int, weighted: bool = False) -> list[SubnetSpec]:
-        """``n`` uniformly random subnets; ``weighted`` draws format genes by the menu's weights."""
+    def sample(self, rng: np.random.Generator, n: int, weighted: bool = False,
+               elastic: Collection[str] | None = None) -> list[SubnetSpec]:
+        """``n`` uniformly random subnets; ``weighted`` draws format genes by the menu's weights.
+        ``elastic`` (progressive shrinking): only the genes of these fields (``Gene.field``:
+        ``depth``, ``kernel``, ``w_format``...) vary, the others take the largest subnet's choice;
+        the same random numbers are drawn whatever ``elastic`` says."""
         raw = rng.integers(0, self.upper + 1, size=(n, self.n_genes))
         if weighted and self.config.precision.weights:
             for k in np.flatnonzero(self.format_gene_mask()):
                 w = np.array([self.config.precision.weights.get(c, 1.0) for c in self.genes[k].choices])
                 raw[:, k] = rng.choice(len(w), size=n, p=w / w.sum())
+        if elastic is not None:
+            raw = np.where(self._field_mask(elastic), raw, self._full_genome(largest=True))
         return [self.decode(g) for g in raw]
+
+    def gene_fields(self) -> list[str]:
+        """The fields the genes decide, in gene order without repeats (what ``elastic`` may name)."""
+        return list(dict.fromkeys(g.field for g in self.genes))
+
+    def shrink_problems(self, shrink: list[list[str]]) -> list[tuple[str, str]]:
+        """``(field, problem)`` for each name in a training's ``shrink`` phases that no gene has."""
+        known = self.gene_fields()
+        return [(f"train.shrink[{i}][{j}]", f"must name a gene field of space '{self.name}' "
+                 f"({', '.join(known)}), got {name!r}")
+                for i, group in enumerate(shrink) for j, name in enumerate(group) if name not in known]
+
+    def _field_mask(self, fields: Collection[str]) -> np.ndarray:
+        return np.array([g.field in fields for g in self.genes], dtype=bool)
+
+    def _full_genome(self, largest: bool) -> np.ndarray:
+        """The largest's (or smallest's) genome with every layer slot set, also those beyond its
+        depth, to its layers' choices: what a partly elastic draw takes for the fixed fields."""
+        pick = max if largest else min
+        fmt = (highest_bits if largest else lowest_bits)(self._shared_formats())
+        genome = self.encode(self._extreme(pick, fmt, depth=max))
+        for i, st in enumerate(self.config.stages):
+            genome[self._depth_gene[i]] = self._index(self._depth_gene[i], pick(st.depth))
+        return genome
 
     def sample_unique(self, rng: np.random.Generator, n: int, exclude: set[str] | None = None) -> list[SubnetSpec]:
         return unique_samples(lambda: self.sample(rng, 1)[0], n, exclude)
 
-    def _extreme(self, pick: Any, fmt: str) -> SubnetSpec:
+    def _extreme(self, pick: Any, fmt: str, depth: Any = None) -> SubnetSpec:
         stages = []
         for st in self.config.stages:
             arch = {f: pick(getattr(st, f)) for f in layer_fields(st) if f not in FORMAT_FIELDS}
-            stages.append(tuple(LayerChoice.of(fmt, fmt, **arch) for _ in range(pick(st.depth))))
+            stages.append(tuple(LayerChoice.of(fmt, fmt, **arch) for _ in range((depth or pick)(st.depth))))
         widths = tuple(pick(st.width) for st in self.config.stages) if self._elastic_width else ()
         res = pick(self.config.input.resolution_choices) if self._res_gene is not None else 0
         return SubnetSpec(tuple(stages), widths, res)
@@ -292,9 +322,13 @@ class SearchSpace:
         """Deepest, widest, highest precision."""
         return self._extreme(max, highest_bits(self._shared_formats()))
 
-    def smallest(self) -> SubnetSpec:
-        """Shallowest, narrowest, lowest precision."""
-        return self._extreme(min, lowest_bits(self._shared_formats()))
+    def smallest(self, elastic: Collection[str] | None = None) -> SubnetSpec:
+        """Shallowest, narrowest, lowest precision; with ``elastic`` (see :meth:`sample`), the
+        smallest in those fields and the largest in the others."""
+        if elastic is None:
+            return self._extreme(min, lowest_bits(self._shared_formats()))
+        return self.decode(np.where(self._field_mask(elastic), self._full_genome(largest=False),
+                                    self._full_genome(largest=True)))
 
     def _shared_formats(self) -> list[str]:
         menu = self.config.precision

@@ -93,11 +93,23 @@ def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(step - warm, total - warm) / (total - warm)))
 
 
-def step_subnets(space: SearchSpace, cfg: TrainConfig, step: int) -> list[SubnetSpec]:
-    """The ``random_subnets`` random subnets trained at ``step`` (formats drawn uniformly, or by
-    the menu's weights); the smallest is trained at every step too."""
+def step_subnets(space: SearchSpace, cfg: TrainConfig, step: int, total: int | None = None) -> list[SubnetSpec]:
+    """The ``random_subnets`` random subnets trained at ``step`` of ``total`` (formats drawn
+    uniformly, or by the menu's weights; during progressive shrinking, only the fields elastic at
+    ``step`` vary); the smallest is trained at every step too."""
     rng = np.random.default_rng([cfg.seed, step])
-    return space.sample(rng, cfg.random_subnets, weighted=cfg.format_sampling == "weighted")
+    elastic = elastic_at(cfg, step, total) if total is not None else None
+    return space.sample(rng, cfg.random_subnets, weighted=cfg.format_sampling == "weighted", elastic=elastic)
+
+
+def elastic_at(cfg: TrainConfig, step: int, total: int) -> frozenset[str] | None:
+    """The gene fields that vary at ``step`` of ``total`` under progressive shrinking (``shrink``
+    phases of equal length over the first ``shrink_epochs``), or None: every field varies."""
+    end = round(total * cfg.shrink_epochs / cfg.epochs)
+    if not cfg.shrink or step >= end:
+        return None
+    phase = step * len(cfg.shrink) // end
+    return frozenset(f for group in cfg.shrink[:phase + 1] for f in group)
 
 
 def epoch_order(cfg: TrainConfig, n: int, epoch: int) -> np.ndarray:
@@ -116,6 +128,9 @@ def train_supernet(net: Supernet, space: SearchSpace, x: np.ndarray, y: np.ndarr
     device = resolve_device(cfg)
     net.to(device)
     net.learn_ranges(cfg.activation_ranges == "learned")
+    problems = space.shrink_problems(cfg.shrink)
+    if problems:
+        raise ValueError(": ".join(problems[0]))
     total, per_epoch = total_steps(cfg, len(y))
     opt = make_optimizer(net, cfg)
     start, losses = 0, []
@@ -143,7 +158,9 @@ def train_supernet(net: Supernet, space: SearchSpace, x: np.ndarray, y: np.ndarr
             group["lr"] = lr_at(cfg, step, total)
         xb = crop_flip(xt[idx], cfg.seed, step, a, len(batch)) if augment else xt[idx]
         with autocast:
-            others = [smallest, *step_subnets(space, cfg, step)]
+            elastic = elastic_at(cfg, step, total)
+            others = [smallest if elastic is None else space.smallest(elastic), *step_subnets(space, cfg, step, total)]
+            others = [spec for spec in others if spec != largest]  # early shrinking phases draw it again
             loss = _sandwich_step(net, model, xb, yt[idx], largest, others, cfg.distill, (b - a) / len(batch),
                                   smoothing=cfg.label_smoothing, temperature=cfg.distill_temperature)
         loss = _all_reduce(net, loss, shard)
@@ -261,7 +278,7 @@ def _maybe_compile(net: Supernet, cfg: TrainConfig, device: torch.device) -> tor
 # Recipe settings added after checkpoints were first written, at the values that train as before:
 # left out of the fingerprint there, so that those checkpoints (and supernet identities) still match.
 NEUTRAL = {k: TrainConfig.model_fields[k].default
-           for k in ("warmup_epochs", "label_smoothing", "augment", "distill_temperature")}
+           for k in ("warmup_epochs", "label_smoothing", "augment", "distill_temperature", "shrink", "shrink_epochs")}
 
 
 def weights_config(cfg: TrainConfig) -> dict:
