@@ -161,6 +161,9 @@ def _exp(tmp_path: Path, train: dict) -> Path:
     ({"warmup_epochs": -1}, "train.warmup_epochs"),
     ({"epochs": 1, "warmup_epochs": 1}, "train"),
     ({"augment": "maybe"}, "train.augment"),
+    ({"shrink": [["kernel"]]}, "train"),
+    ({"shrink": [["kernel"]], "shrink_epochs": 0.5, "epochs": 0.5}, "train"),
+    ({"shrink": [["kernal"]], "shrink_epochs": 0.5}, "train.shrink[0][0]"),
 ])
 def test_bad_recipe_values_are_one_line_config_errors(tmp_path, train, field):
     p = _exp(tmp_path, train)
