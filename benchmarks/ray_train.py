@@ -80,7 +80,7 @@ def emulate_shards(exp, splits, world: int) -> list[float]:
         batch = T.epoch_order(c, len(yt), epoch)[lo * c.batch_size:(lo + 1) * c.batch_size]
         for group in opt.param_groups:
             group["lr"] = T.lr_at(c, step, total)
-        others = [space.smallest(), *T.step_subnets(space, c, step)]
+        others = [space.smallest(), *T.step_subnets(space, c, step, total)]
         loss = 0.0
         for rank in range(world):
             a, b = T.shard_bounds(len(batch), T.Shard(rank, world))

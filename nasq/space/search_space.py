@@ -297,23 +297,22 @@ class SearchSpace:
         return np.array([g.field in fields for g in self.genes], dtype=bool)
 
     def _full_genome(self, largest: bool) -> np.ndarray:
-        """The largest's (or smallest's) genome with every layer slot set, also those beyond its
-        depth, to its layers' choices: what a partly elastic draw takes for the fixed fields."""
-        pick = max if largest else min
-        fmt = (highest_bits if largest else lowest_bits)(self._shared_formats())
-        genome = self.encode(self._extreme(pick, fmt, depth=max))
-        for i, st in enumerate(self.config.stages):
-            genome[self._depth_gene[i]] = self._index(self._depth_gene[i], pick(st.depth))
-        return genome
+        """The largest's (or smallest's) choice for every gene, also the layer slots beyond its
+        depth: what a partly elastic draw takes for the fields that do not vary yet."""
+        pick, bits = (max, highest_bits) if largest else (min, lowest_bits)
+        fmt = bits(self._shared_formats())
+        return np.array([g.choices.index((fmt if fmt in g.choices else bits(list(g.choices)))
+                                         if g.field in FORMAT_FIELDS else pick(g.choices)) for g in self.genes],
+                        dtype=np.int64)
 
     def sample_unique(self, rng: np.random.Generator, n: int, exclude: set[str] | None = None) -> list[SubnetSpec]:
         return unique_samples(lambda: self.sample(rng, 1)[0], n, exclude)
 
-    def _extreme(self, pick: Any, fmt: str, depth: Any = None) -> SubnetSpec:
+    def _extreme(self, pick: Any, fmt: str) -> SubnetSpec:
         stages = []
         for st in self.config.stages:
             arch = {f: pick(getattr(st, f)) for f in layer_fields(st) if f not in FORMAT_FIELDS}
-            stages.append(tuple(LayerChoice.of(fmt, fmt, **arch) for _ in range((depth or pick)(st.depth))))
+            stages.append(tuple(LayerChoice.of(fmt, fmt, **arch) for _ in range(pick(st.depth))))
         widths = tuple(pick(st.width) for st in self.config.stages) if self._elastic_width else ()
         res = pick(self.config.input.resolution_choices) if self._res_gene is not None else 0
         return SubnetSpec(tuple(stages), widths, res)

@@ -93,13 +93,13 @@ def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(step - warm, total - warm) / (total - warm)))
 
 
-def step_subnets(space: SearchSpace, cfg: TrainConfig, step: int, total: int | None = None) -> list[SubnetSpec]:
+def step_subnets(space: SearchSpace, cfg: TrainConfig, step: int, total: int) -> list[SubnetSpec]:
     """The ``random_subnets`` random subnets trained at ``step`` of ``total`` (formats drawn
     uniformly, or by the menu's weights; during progressive shrinking, only the fields elastic at
     ``step`` vary); the smallest is trained at every step too."""
     rng = np.random.default_rng([cfg.seed, step])
-    elastic = elastic_at(cfg, step, total) if total is not None else None
-    return space.sample(rng, cfg.random_subnets, weighted=cfg.format_sampling == "weighted", elastic=elastic)
+    return space.sample(rng, cfg.random_subnets, weighted=cfg.format_sampling == "weighted",
+                        elastic=elastic_at(cfg, step, total))
 
 
 def elastic_at(cfg: TrainConfig, step: int, total: int) -> frozenset[str] | None:

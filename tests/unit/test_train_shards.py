@@ -39,10 +39,10 @@ def test_every_rank_draws_the_same_subnets_and_batches(space):
     computes, and a different seed draws differently (so the check can fail)."""
     cfg = TrainConfig(seed=7, random_subnets=3)
     for step in range(5):
-        a, b = step_subnets(space, cfg, step), step_subnets(space, cfg, step)
+        a, b = step_subnets(space, cfg, step, 10), step_subnets(space, cfg, step, 10)
         assert [s.to_dict() for s in a] == [s.to_dict() for s in b]
     other = TrainConfig(seed=8, random_subnets=3)
-    assert [s.to_dict() for s in step_subnets(space, cfg, 0)] != [s.to_dict() for s in step_subnets(space, other, 0)]
+    assert [s.to_dict() for s in step_subnets(space, cfg, 0, 10)] != [s.to_dict() for s in step_subnets(space, other, 0, 10)]
     assert np.array_equal(epoch_order(cfg, 100, 2), epoch_order(cfg, 100, 2))
     assert not np.array_equal(epoch_order(cfg, 100, 2), epoch_order(other, 100, 2))
 
