@@ -197,7 +197,8 @@ def train_config(space: SearchSpace, recipe: str, args: argparse.Namespace) -> T
     epochs = epochs_for(space, args.epochs)
     epochs = epochs if epochs is not None else (2.0 if recipe == "custom" else None)
     given = {"epochs": epochs} if epochs is not None else {}
-    return TrainConfig(recipe=recipe, **given, batch_size=args.batch_size, device=args.device, seed=0,
+    return TrainConfig(recipe=recipe, **given, batch_size=args.batch_size, device=args.device,
+                       seed=getattr(args, "seed", 0),
                        optimizer="adamw" if transformer else "sgd", lr=args.adamw_lr if transformer else args.lr,
                        weight_decay=0.05 if transformer else 4e-5, distill=distill, amp=args.amp,
                        compile=args.compile, distill_temperature=getattr(args, "distill_temperature", DISTILL_T),
@@ -259,7 +260,7 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
         train_s, steps, trained_on = trained["train_s"], trained["steps"], trained["device"]
         t0 = time.perf_counter() - train_s  # "in all" keeps the training time its record gives
     else:
-        torch.manual_seed(0)
+        torch.manual_seed(getattr(args, "seed", 0))
         net = Supernet(space)
         t0 = time.perf_counter()
         status = Status("supernet", total_steps(cfg, len(splits.train_y))[0], args.progress_s)
@@ -331,7 +332,7 @@ RANDOM_SUBNETS = TrainConfig.model_fields["random_subnets"].default  # the sandw
 # the arguments the section's text names, kept in each row so that ``--from-json`` renders it as run
 RENDERED_ARGS = ("recipe", "epochs", "finetune_steps", "eval_on", "distill", "distill_temperature", "random_subnets",
                  "train_limit", "no_alone", "lr", "adamw_lr", "batch_size", "amp", "compile", "ranked", "retest",
-                 "reference_seeds", "shrink", "shrink_epochs")
+                 "reference_seeds", "shrink", "shrink_epochs", "seed")
 
 
 def save_supernet(net: Supernet, folder: Path, space: SearchSpace, cfg: TrainConfig, trained: dict) -> None:
@@ -578,6 +579,9 @@ def main() -> None:
                          "elastic, e.g. kernel depth expand,width; every field varies after --shrink-epochs")
     ap.add_argument("--shrink-epochs", type=float, default=0.0, metavar="E",
                     help="epochs the --shrink phases share equally (TrainConfig.shrink_epochs)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="the supernet's seed (TrainConfig.seed and its initial weights); the ranked subnets, "
+                         "calibration images and fine-tuning orders keep theirs")
     ap.add_argument("--finetune-steps", type=int, default=150)
     ap.add_argument("--ranked", nargs="+", default=["random"], choices=list(RANKED),
                     help="which 12 subnets tau ranks (see ranked_subnets): random and stratified side by side in "
@@ -647,6 +651,7 @@ def main() -> None:
            + (f" --distill-temperature {args.distill_temperature:g}" if args.distill_temperature != DISTILL_T else "")
            + (f" --random-subnets {args.random_subnets}" if args.random_subnets != RANDOM_SUBNETS else "")
            + (f" --shrink {' '.join(args.shrink)} --shrink-epochs {args.shrink_epochs:g}" if args.shrink else "")
+           + (f" --seed {args.seed}" if getattr(args, "seed", 0) else "")
            + (f" --train-limit {args.train_limit}" if args.train_limit else "") + (" --no-alone" if args.no_alone else "")
            + "".join(f" --{k} {getattr(args, k)}" for k in ("amp", "compile") if getattr(args, k) != "auto")
            + (f" --ranked {' '.join(args.ranked)}" if args.ranked != ["random"] else "")
