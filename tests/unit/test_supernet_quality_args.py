@@ -1,7 +1,8 @@
 """``benchmarks/supernet_quality.py --epochs``: one number for every family, or ``KEY=E`` per
 family or space, the most specific entry winning; a word that is neither is refused by name.
-``--distill-temperature`` and ``--random-subnets`` reach the training config and are refused, exit
-2, outside TrainConfig's bounds."""
+``--distill-temperature``, ``--random-subnets``, ``--shrink`` and ``--seed`` reach the training
+config; the first two are refused, exit 2, outside TrainConfig's bounds, and ``--shrink`` without
+``--shrink-epochs``."""
 
 from __future__ import annotations
 
@@ -65,6 +66,24 @@ def test_distill_temperature_and_random_subnets_reach_the_training_config(sq, sp
     assert sq.train_config(space, "full", argparse.Namespace(**knobs)).distill_temperature == 1.0
     assert sq.train_config(space, "full", argparse.Namespace(**knobs, random_subnets=1)).random_subnets == 1
     assert sq.train_config(space, "full", argparse.Namespace(**knobs)).random_subnets == 2  # the default
+
+
+def test_shrink_and_seed_reach_the_training_config(sq, spaces):
+    knobs = dict(distill="auto", epochs=["7"], batch_size=128, device="cpu", adamw_lr=2e-3, lr=0.05, amp="off",
+                 compile="off")
+    space = spaces["mbconv_fmnist"]
+    cfg = sq.train_config(space, "full", argparse.Namespace(**knobs, shrink=["kernel", "depth", "expand,width"],
+                                                            shrink_epochs=3.0, seed=4))
+    assert cfg.shrink == [["kernel"], ["depth"], ["expand", "width"]] and cfg.shrink_epochs == 3.0 and cfg.seed == 4
+    plain = sq.train_config(space, "full", argparse.Namespace(**knobs))
+    assert plain.shrink == [] and plain.shrink_epochs == 0.0 and plain.seed == 0
+
+
+def test_shrink_without_its_epochs_is_refused(sq, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["supernet_quality.py", "--shrink", "kernel", "--no-write"])
+    with pytest.raises(SystemExit) as exit_:
+        sq.main()
+    assert exit_.value.code == 2 and "--shrink and --shrink-epochs" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flag, value, bounds", [
