@@ -45,13 +45,24 @@ chromium:  ## install headless Chromium (the MLflow UI browser test) where apt-g
 demo: $(STAMP) data  ## install everything and run the whole pipeline on the demo experiment
 	$(BIN)/nasq run examples/demo.yaml
 
-test: $(STAMP) data  ## the layer contracts (lint-imports), then the whole test suite
+# pytest-xdist, one worker per core, each file on one worker (its module fixtures start once). Two
+# passes: the unit tiers, then the integration tests (real Ray clusters, MLflow servers, jobs), each
+# with TEST_JOBS workers. Mixing the two in one pass once crashed a worker, and xdist then hung
+# waiting for it (so a crashed worker now fails the pass at once: --max-worker-restart 0); either
+# pass alone has run clean. TEST_JOBS=0 runs each pass in one process.
+TEST_JOBS ?= 2
+PYTEST := $(BIN)/python -m pytest -p no:cacheprovider --durations=10 $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadfile --max-worker-restart 0)
+
+test: $(STAMP) data  ## the layer contracts (lint-imports), then the whole test suite (two passes)
 	$(BIN)/lint-imports --no-cache
-	@$(BIN)/python -m pytest -p no:cacheprovider --durations=15; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): treated as success"; rc=0; fi; exit $$rc
+	@for pass in "--ignore=tests/integration tests" "tests/integration"; do \
+	  echo "pytest $$pass"; $(PYTEST) $$pass; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): treated as success"; rc=0; fi; \
+	  [ $$rc -eq 0 ] || exit $$rc; \
+	done
 
 test-fast: $(STAMP)  ## the fast tier only
-	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow and not notebooks"
+	$(PYTEST) -m "not slow and not notebooks" tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check nasq tests benchmarks
