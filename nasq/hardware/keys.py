@@ -15,6 +15,7 @@ Torch-free: the search and the predictor use these keys without importing torch.
 from __future__ import annotations
 
 import itertools
+import weakref
 from dataclasses import dataclass, fields
 
 from nasq.space import LayerChoice, LayerShape, SearchSpace, SubnetSpec, layer_fields
@@ -73,7 +74,21 @@ def subnet_keys(space: SearchSpace, spec: SubnetSpec) -> list[LayerKey]:
     return [layer_key(s) for s in space.layer_shapes(spec)]
 
 
+# space -> its keys: a SearchSpace is never mutated, and loading an experiment asks for them several
+# times (the table's coverage, the latency predictor's formats, the execution classes): 117k subnets
+# walked per call for mbconv_fmnist, seconds each.
+_SPACE_KEYS: weakref.WeakKeyDictionary[SearchSpace, tuple[LayerKey, ...]] = weakref.WeakKeyDictionary()
+
+
 def space_keys(space: SearchSpace) -> list[LayerKey]:
+    """Every distinct layer key a subnet of ``space`` can contain, sorted (computed once per space)."""
+    keys = _SPACE_KEYS.get(space)
+    if keys is None:
+        keys = _SPACE_KEYS[space] = tuple(_enumerate_keys(space))
+    return list(keys)
+
+
+def _enumerate_keys(space: SearchSpace) -> list[LayerKey]:
     """Every distinct layer key a subnet of ``space`` can contain, sorted.
 
     A slot's input shape depends only on the stage widths, strides and the input resolution,

@@ -132,6 +132,22 @@ def test_layer_keys_cover_every_layer_of_random_specs(space):
     assert len(seen) > 0.8 * len(everything)  # the enumeration is not padded with unreachable keys
 
 
+def test_space_keys_are_enumerated_once_per_space(space, monkeypatch):
+    """Loading an experiment asks for a space's keys several times; the walk (seconds for
+    mbconv_fmnist) runs once per space object, and a caller changing its list changes no other's."""
+    import nasq.hardware.keys as keys_mod
+
+    walks = []
+    real = keys_mod._enumerate_keys
+    monkeypatch.setattr(keys_mod, "_enumerate_keys", lambda s: walks.append(s) or real(s))
+    fresh = SearchSpace(space.config, space.source, space.hash)
+    first = space_keys(fresh)
+    first.clear()
+    assert space_keys(fresh) == sorted(set(space_keys(fresh))) and len(space_keys(fresh)) == 578
+    assert walks == [fresh]
+    space_keys(SearchSpace(space.config, space.source, space.hash))  # another space object: walked again
+    assert len(walks) == 2
+
 def test_key_fields_activation_transitions_and_residuals(space):
     spec = space.largest()
     keys = subnet_keys(space, spec)
