@@ -12,6 +12,16 @@ def test_import_nasq_is_lean():
     assert out.stdout.strip() == ""
 
 
+
+def test_finding_a_run_is_lean():
+    """`nasq front` and `nasq export` find the run (nasq.stages.runs) before anything heavy: a
+    listing or a bad argument answers without importing torch, mlflow or scikit-learn."""
+    code = ("import sys, nasq.stages.runs, nasq.search.query, nasq.cli.report, nasq.cli.service; "
+            "heavy = [m for m in ('ray', 'mlflow', 'onnxruntime', 'torch', 'sklearn', 'scipy') if m in sys.modules]; "
+            "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
 BLOCKED = ("torch", "ray", "mlflow", "onnxruntime")
 
 # Runs in a fresh interpreter where importing any of BLOCKED raises ImportError (as on an install

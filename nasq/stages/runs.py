@@ -17,20 +17,33 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nasq.errors import ConfigError, NasqError
-from nasq.experiment import load_experiment
 from nasq.files import read_json_object
 from nasq.search.pareto import FRONT_JSON, Front
 from nasq.search.state import decode_saved_spec
 from nasq.space import SearchSpace
 from nasq.specs import ExperimentConfig, SpaceConfig, validate
-from nasq.stages.track import RUN_RECORD, TRACKING_JSON, run_record
-from nasq.supernet import checkpoint
-from nasq.tracking import client as tracking
+from nasq.supernet.files import WEIGHTS
+
+if TYPE_CHECKING:
+    from nasq.experiment import Experiment
+
+# Written by the track stage (nasq.stages.track), named here: this module stays free of torch,
+# mlflow and scikit-learn until a run has to be downloaded or rebuilt, so `nasq front` and a bad
+# `nasq export` answer in about a second instead of after importing them all.
+RUN_RECORD = "experiment.json"
+TRACKING_JSON = "tracking.json"
 
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def run_record(exp: Experiment) -> dict[str, Any]:
+    """What a finished run needs to be rebuilt without its experiment file or the catalogs."""
+    return {"config": exp.config.model_dump(mode="json"), "source": exp.source, "experiment_hash": exp.hash,
+            "space_config": exp.space.config.model_dump(mode="json"), "space_hash": exp.space.hash,
+            "lineage": exp.lineage()}
 
 
 @dataclass
@@ -79,7 +92,7 @@ def open_run(run: str, tracking_uri: str | None = None, experiment: Path | None 
 
 
 def _from_folder(folder: Path, name: str, experiment: Path | None) -> FinishedRun:
-    for needed in (FRONT_JSON, checkpoint.WEIGHTS):
+    for needed in (FRONT_JSON, WEIGHTS):
         if not (folder / needed).is_file():
             raise ConfigError(str(folder), needed, "file not found: not a finished nasq run folder")
     record = _record(folder, experiment)
@@ -90,12 +103,17 @@ def _from_folder(folder: Path, name: str, experiment: Path | None) -> FinishedRu
 def _record(folder: Path, experiment: Path | None) -> dict[str, Any]:
     if experiment is None:  # without it, the front can be shown but not exported
         return read_json_object(folder / RUN_RECORD) if (folder / RUN_RECORD).is_file() else {}
+    from nasq.experiment import load_experiment
+    from nasq.supernet import checkpoint
+
     exp = load_experiment(experiment)
     checkpoint.check_space(folder, exp.space, hint=f" (the space {experiment} names)")
     return run_record(exp)
 
 
 def _from_mlflow(run_id: str, uri: str, dest: Path) -> FinishedRun:
+    from nasq.tracking import client as tracking
+
     tags = tracking.get_run_tags(uri, run_id)
     point, parent = None, run_id
     if tags.get("nasq.kind") == "pareto_point":
@@ -110,7 +128,7 @@ def _from_mlflow(run_id: str, uri: str, dest: Path) -> FinishedRun:
     if not supernet_run:
         raise NasqError(f"MLflow run {parent}: no nasq.supernet_run_id tag (logged before nasq recorded it)")
     tracking.download(uri, parent, [FRONT_JSON, RUN_RECORD], dest)
-    tracking.download(uri, supernet_run, [checkpoint.WEIGHTS], dest)
+    tracking.download(uri, supernet_run, [WEIGHTS], dest)
     return _checked(FinishedRun(dest, read_json_object(dest / RUN_RECORD), _front(dest), run_id, uri, parent, point))
 
 

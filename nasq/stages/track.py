@@ -18,21 +18,15 @@ from typing import Any
 from nasq.experiment import Experiment
 from nasq.files import atomic_write_json
 from nasq.predict.fit import PREDICTOR_JSON, PREDICTOR_NPZ
+from nasq.stages.runs import RUN_RECORD, TRACKING_JSON, run_record
 from nasq.stages.search import EVALUATIONS_CSV
 from nasq.supernet import checkpoint
 from nasq.tracking import client as tracking
 from nasq.tracking import lifecycle
 
-RUN_RECORD = "experiment.json"
-TRACKING_JSON = "tracking.json"
+__all__ = ["MLARTIFACTS_DIR", "RUN_RECORD", "TRACKING_JSON", "parent_run", "run", "run_record", "uri_of"]
+
 MLARTIFACTS_DIR = "mlartifacts"  # the artifact store of the default local MLflow store
-
-
-def run_record(exp: Experiment) -> dict[str, Any]:
-    """What a finished run needs to be rebuilt without its experiment file or the catalogs."""
-    return {"config": exp.config.model_dump(mode="json"), "source": exp.source, "experiment_hash": exp.hash,
-            "space_config": exp.space.config.model_dump(mode="json"), "space_hash": exp.space.hash,
-            "lineage": exp.lineage()}
 
 
 def _existing(folder: Path, *names: str) -> list[Path]:

@@ -32,12 +32,10 @@ from nasq.errors import LineageError, NasqError
 from nasq.files import json_bytes, read_json_object, replace_all, sha256_bytes, write_beside
 from nasq.space import SearchSpace
 from nasq.specs import TrainConfig, one_line
+from nasq.supernet.files import LOCK, RECORD, WEIGHTS  # the names live torch-free
 from nasq.supernet.network import Supernet
 from nasq.supernet.train import weights_config
 
-WEIGHTS = "supernet.safetensors"
-RECORD = "supernet.json"
-LOCK = ".supernet.lock"  # held while the pair is renamed into place or read
 WEIGHTS_SHA256 = "weights_sha256"  # the record's field naming the weights it goes with
 LOCK_TIMEOUT_S = 600.0
 
