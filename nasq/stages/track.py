@@ -24,8 +24,6 @@ from nasq.supernet import checkpoint
 from nasq.tracking import client as tracking
 from nasq.tracking import lifecycle
 
-__all__ = ["MLARTIFACTS_DIR", "RUN_RECORD", "TRACKING_JSON", "parent_run", "run", "run_record", "uri_of"]
-
 MLARTIFACTS_DIR = "mlartifacts"  # the artifact store of the default local MLflow store
 
 
