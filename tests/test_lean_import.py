@@ -12,7 +12,6 @@ def test_import_nasq_is_lean():
     assert out.stdout.strip() == ""
 
 
-
 def test_finding_a_run_is_lean():
     """`nasq front` and `nasq export` find the run (nasq.stages.runs) before anything heavy: a
     listing or a bad argument answers without importing torch, mlflow or scikit-learn."""
@@ -21,6 +20,7 @@ def test_finding_a_run_is_lean():
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
 
 BLOCKED = ("torch", "ray", "mlflow", "onnxruntime")
 

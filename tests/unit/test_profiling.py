@@ -148,6 +148,7 @@ def test_space_keys_are_enumerated_once_per_space(space, monkeypatch):
     space_keys(SearchSpace(space.config, space.source, space.hash))  # another space object: walked again
     assert len(walks) == 2
 
+
 def test_key_fields_activation_transitions_and_residuals(space):
     spec = space.largest()
     keys = subnet_keys(space, spec)
