@@ -277,7 +277,7 @@ def _maybe_compile(net: Supernet, cfg: TrainConfig, device: torch.device) -> tor
 # ---------------------------------------------------------------- checkpoints
 # Recipe settings added after checkpoints were first written, at the values that train as before:
 # left out of the fingerprint there, so that those checkpoints (and supernet identities) still match.
-NEUTRAL = {k: TrainConfig.model_fields[k].default
+NEUTRAL = {k: TrainConfig.model_fields[k].get_default(call_default_factory=True)
            for k in ("warmup_epochs", "label_smoothing", "augment", "distill_temperature", "shrink", "shrink_epochs")}
 
 

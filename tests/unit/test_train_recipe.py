@@ -181,7 +181,8 @@ def test_experiment_file_with_a_preset_loads(tmp_path):
 # ---------------------------------------------------------------- checkpoint lineage
 def test_fingerprint_has_new_fields_only_when_they_change_training():
     old = weights_config(TrainConfig())
-    assert not {"warmup_epochs", "label_smoothing", "augment", "distill_temperature", "recipe"} & set(old)
+    assert not {"warmup_epochs", "label_smoothing", "augment", "distill_temperature", "shrink", "shrink_epochs",
+                "recipe"} & set(old)
     assert weights_config(TrainConfig(label_smoothing=0.1))["label_smoothing"] == 0.1
     assert weights_config(TrainConfig(recipe="demo")) == weights_config(TrainConfig(label_smoothing=0.1, warmup_epochs=0.05))
 
