@@ -119,7 +119,7 @@ class SearchSpace:
         return [g.name for g in self.genes]
 
     def format_gene_mask(self) -> np.ndarray:
-        return np.array([g.field in FORMAT_FIELDS for g in self.genes], dtype=bool)
+        return self._field_mask(FORMAT_FIELDS)
 
     # ------------------------------------------------------------ codec
     def decode(self, genome: np.ndarray | list[int]) -> SubnetSpec:
