@@ -58,7 +58,7 @@ from nasq.formats import get_format  # noqa: E402
 from nasq.space import SearchSpace, SubnetSpec  # noqa: E402
 from nasq.specs import MAX_CHOICES, DataConfig, Family, TrainConfig  # noqa: E402
 from nasq.supernet.augment import crop_flip  # noqa: E402
-from nasq.supernet.evaluate import accuracy, calibration_batches  # noqa: E402
+from nasq.supernet.evaluate import calibration_batches, correct_mask  # noqa: E402
 from nasq.supernet.network import Supernet  # noqa: E402
 from nasq.supernet.train import (  # noqa: E402
     augments,
@@ -78,22 +78,54 @@ Held = tuple[np.ndarray, np.ndarray]  # the images and labels every top-1 here i
 
 def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
     """Kendall tau-b (ties counted as neither concordant nor discordant)."""
-    n, conc, disc, ta, tb = len(a), 0, 0, 0, 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
-            ta += da == 0
-            tb += db == 0
-            conc += da * db > 0
-            disc += da * db < 0
-    pairs = n * (n - 1) / 2
-    denom = math.sqrt((pairs - ta) * (pairs - tb))
-    return float((conc - disc) / denom) if denom else 0.0
+    return float(kendall_tau_rows(np.asarray(a, dtype=float)[None], np.asarray(b, dtype=float)[None])[0])
+
+
+def kendall_tau_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Kendall tau-b of each row of ``a`` (shape (rows, n)) against the same row of ``b``."""
+    i, j = np.triu_indices(a.shape[1], k=1)
+    da, db = np.sign(a[:, i] - a[:, j]), np.sign(b[:, i] - b[:, j])
+    pairs = len(i)
+    denom = np.sqrt((pairs - (da == 0).sum(1)) * (pairs - (db == 0).sum(1)))
+    num = (da * db).sum(1)
+    return np.divide(num, denom, out=np.zeros(len(a)), where=denom > 0)
+
+
+def image_noise(inh: np.ndarray, ref: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict:
+    """How much of a ranking is the evaluation images': ``inh`` and ``ref`` hold each ranked
+    subnet's per-image correctness (shape (subnets, images); ``ref`` a mean over batch orders, so
+    fractions), inherited and fine-tuned, on the same images.
+
+    * ``tau_ci``: the 5th and 95th percentiles of Kendall tau (inherited vs reference top-1) over
+      ``resamples`` bootstrap draws of the images, the same draw for both (paired, as measured);
+    * ``gain_noise``: the sampling std of each subnet's gain (reference minus inherited top-1) from
+      its per-image differences, root mean square over the subnets (percentage points);
+    * ``gain_half_r``: Pearson r between the subnets' gains on two random halves of the images
+      (mean over 200 splits): near 0 the gains differ by the images' chance alone, near 1 by the
+      subnets."""
+    rng = np.random.default_rng(seed)
+    inh, ref = np.asarray(inh, dtype=float), np.asarray(ref, dtype=float)
+    n = inh.shape[1]
+    taus = []
+    for chunk in np.array_split(np.arange(resamples), max(1, resamples // 250)):  # (images, 250) at a time
+        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=len(chunk)).T / n
+        taus.append(kendall_tau_rows((inh @ weights).T, (ref @ weights).T))
+    taus = np.concatenate(taus)
+    diff = ref - inh
+    noise = 100 * np.sqrt(np.mean(diff.var(axis=1, ddof=1) / n))
+    halves = []
+    for _ in range(200):
+        order = rng.permutation(n)
+        a, b = (diff[:, order[:n // 2]].mean(1), diff[:, order[n // 2:]].mean(1))
+        halves.append(np.corrcoef(a, b)[0, 1] if min(np.ptp(a), np.ptp(b)) > 0 else 0.0)
+    return {"tau_ci": [float(np.percentile(taus, 5)), float(np.percentile(taus, 95))],
+            "gain_noise": float(noise), "gain_half_r": float(np.mean(halves))}
 
 
 def finetune_alone(net: Supernet, spec: SubnetSpec, splits: data_mod.Splits, held: Held, calib: list[torch.Tensor],
-                   steps: int, batch: int, lr: float, seed: int, device: torch.device, adamw: bool = False) -> float:
-    """Extract ``spec`` with inherited weights and train it alone for ``steps`` SGD steps."""
+                   steps: int, batch: int, lr: float, seed: int, device: torch.device, adamw: bool = False) -> np.ndarray:
+    """Extract ``spec`` with inherited weights and train it alone for ``steps`` SGD steps; its
+    per-image correctness on ``held``."""
     net.set_active(spec)
     net.calibrate(calib)
     model = net.extract().to(device).train()
@@ -109,7 +141,7 @@ def finetune_alone(net: Supernet, spec: SubnetSpec, splits: data_mod.Splits, hel
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return accuracy(model, *held)  # on the training device
+    return correct_mask(model, *held)  # on the training device
 
 
 class Status:
@@ -177,9 +209,19 @@ def train_alone(space: SearchSpace, which: str, splits: data_mod.Splits, held: H
 
 
 def inherited(net: Supernet, spec: SubnetSpec, held: Held, calib: list[torch.Tensor]) -> float:
+    return float(top1(inherited_mask(net, spec, held, calib)))
+
+
+def inherited_mask(net: Supernet, spec: SubnetSpec, held: Held, calib: list[torch.Tensor]) -> np.ndarray:
+    """Per-image correctness of ``spec`` with inherited weights, recalibrated on ``calib``."""
     net.set_active(spec)
     net.calibrate(calib)
-    return accuracy(net, *held)
+    return correct_mask(net, *held)
+
+
+def top1(mask: np.ndarray) -> float:
+    """Percent of the images right (the mean over the last axis: per subnet for a stack of masks)."""
+    return 100.0 * np.asarray(mask, dtype=float).mean(axis=-1)
 
 
 def is_transformer(space: SearchSpace) -> bool:
@@ -273,7 +315,7 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
     calib = calibration_batches(splits.train_x, 1024, 256, seed=1)
     device = resolve_device(cfg)
     net.to(device).eval()  # recalibrate and evaluate where it trained (a GPU too)
-    held = (splits.test_x, splits.test_y) if args.eval_on == "test" else (splits.val_x, splits.val_y)
+    held = held_images(splits, args.eval_on)
     largest, smallest = inherited(net, space.largest(), held, calib), inherited(net, space.smallest(), held, calib)
     out = {"space": name, "family": space.family, "recipe": recipe, "epochs": cfg.epochs, "train_s": train_s,
            "steps": steps, "device": trained_on, "distill": cfg.distill, "largest": largest, "smallest": smallest,
@@ -289,16 +331,20 @@ def run_space(name: str, recipe: str, splits: data_mod.Splits, args: argparse.Na
     lr = args.finetune_lr / 10 if transformer else args.finetune_lr
     for ranked in args.ranked if args.finetune_steps > 0 else ():
         specs = ranked_subnets(space, ranked)
-        shared = np.array([inherited(net, s, held, calib) for s in specs])
+        shared_masks = np.array([inherited_mask(net, s, held, calib) for s in specs])
+        shared = top1(shared_masks)
         t1 = time.perf_counter()
         # one seed for all: every subnet is fine-tuned on the same batches in the same order (paired)
-        per_seed = reference(net, specs, splits, held, calib, lr, device, args, range(args.reference_seeds),
-                             adamw=transformer)
+        masks = reference(net, specs, splits, held, calib, lr, device, args, range(args.reference_seeds),
+                          adamw=transformer)
+        per_seed = top1(masks)
         alone = per_seed.mean(axis=0)
         suffix = RANKED[ranked][0]
         out.update({f"tau{suffix}": kendall_tau(shared, alone), f"subnets{suffix}": [s.to_dict() for s in specs],
                     f"inherited{suffix}": shared.tolist(),
-                    f"alone{suffix}": alone.tolist(), f"finetune_s{suffix}": time.perf_counter() - t1})
+                    f"alone{suffix}": alone.tolist(), f"finetune_s{suffix}": time.perf_counter() - t1,
+                    **{f"{k}{suffix}": v for k, v in image_noise(shared_masks, masks.mean(axis=0)).items()}})
+        save_masks(out, args.json_out, suffix, shared_masks, masks)
         if args.reference_seeds > 1:  # the reference's repeatability, from its own halves
             half = args.reference_seeds // 2
             out.update({f"alone_seeds{suffix}": per_seed.tolist(),
@@ -379,8 +425,9 @@ def refuse(message: str) -> NoReturn:
 def reference(net: Supernet, specs: list[SubnetSpec], splits: data_mod.Splits, held: Held,
               calib: list[torch.Tensor], lr: float, device: torch.device, args: argparse.Namespace,
               seeds: range, adamw: bool) -> np.ndarray:
-    """Top-1 of each of ``specs`` fine-tuned alone once per seed (a batch order, the same for every
-    subnet: paired), as an array of shape (seeds, subnets); the reference is its mean over seeds."""
+    """Per-image correctness of each of ``specs`` fine-tuned alone once per seed (a batch order,
+    the same for every subnet: paired), shape (seeds, subnets, images); :func:`top1` of it is the
+    (seeds, subnets) top-1, the reference its mean over seeds."""
     return np.array([[finetune_alone(net, s, splits, held, calib, args.finetune_steps, args.batch_size, lr,
                                      seed=seed, device=device, adamw=adamw) for s in specs] for seed in seeds])
 
@@ -396,8 +443,8 @@ def retest(out: dict, net: Supernet, space: SearchSpace, splits: data_mod.Splits
     k = args.reference_seeds
     for ranked in args.ranked:
         suffix = RANKED[ranked][0]
-        again_seeds = reference(net, ranked_specs(out, ranked), splits, held, calib, lr, device, args,
-                                range(k, 2 * k), adamw=is_transformer(space))
+        again_seeds = top1(reference(net, ranked_specs(out, ranked), splits, held, calib, lr, device, args,
+                                     range(k, 2 * k), adamw=is_transformer(space)))
         again = again_seeds.mean(axis=0)
         if k > 1:
             out[f"alone_again_seeds{suffix}"] = again_seeds.tolist()
@@ -493,8 +540,12 @@ def gain_note(rows: list[dict]) -> str:
             feats = gain_features(ranked_specs(r, how))
             corr = [f"{name} {np.corrcoef(x, added)[0, 1]:+.2f}" for name, x in feats.items()
                     if np.ptp(x) > 0 and np.ptp(added) > 0]
-            parts.append(f"{r['space']}, {label}: " + (f"tau {r[f'tau{k}']:.2f}; " if k not in ("", "_stratified") else "")
+            parts.append(f"{r['space']}, {label}: "
+                         + (f"tau {r[f'tau{k}']:.2f}; " if k not in ("", "_stratified") and f"tau_ci{k}" not in r else "")
+                         + (f"tau {_tau(r, k)}; " if k not in ("", "_stratified") and f"tau_ci{k}" in r else "")
                          + f"mean {added.mean():+.2f} pt, std {added.std(ddof=1):.2f} pt between subnets"
+                         + (f" (the images' chance alone: {r[f'gain_noise{k}']:.2f} pt; r between the gains on two "
+                            f"halves of the images {r[f'gain_half_r{k}']:+.2f})" if f"gain_noise{k}" in r else "")
                          + (f"; r with {', '.join(corr)}" if corr else "")
                          + (f"; r with their originals' gain (the same architectures in their own formats) {twin_r:+.2f}"
                             if (twin_r := twins_gain_r(r, k)) is not None else ""))
@@ -514,6 +565,16 @@ def save_row(row: dict, folder: str | None, started: float | None) -> None:
         row["load"] = load_average()
         Path(folder).mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(folder) / f"{row['space']}_{row['recipe']}.json", json.dumps(row, indent=1))
+
+
+def save_masks(row: dict, folder: str | None, suffix: str, inherited: np.ndarray, reference: np.ndarray) -> None:
+    """With ``--json-out``: a ranked set's per-image correctness, inherited (subnets, images) and
+    fine-tuned (batch orders, subnets, images), as ``<space>_<recipe>_masks<suffix>.npz`` beside
+    the row, so that any other statistic over the images can be computed later."""
+    if folder:
+        path = Path(folder) / f"{row['space']}_{row['recipe']}_masks{suffix}.npz"
+        with open(path, "wb") as f:
+            np.savez_compressed(f, inherited=inherited.astype(bool), reference=reference.astype(bool))
 
 
 def ranked_subnets(space: SearchSpace, how: str) -> list[SubnetSpec]:
@@ -602,9 +663,10 @@ def main() -> None:
                          "recipe and arguments; the training time is the saved one)")
     ap.add_argument("--train-limit", type=int, default=None, help="use only this many training images")
     ap.add_argument("--val-size", type=int, default=5000)
-    ap.add_argument("--eval-on", default="test", choices=["test", "val"],
-                    help="measure top-1 on the 10,000-image test split (default; nothing here is tuned on it) "
-                         "or on the validation split held out of the training images")
+    ap.add_argument("--eval-on", default="test", choices=["test", "val", "test+val"],
+                    help="measure top-1 on the 10,000-image test split (default; nothing here is tuned on it), "
+                         "on the validation split held out of the training images, or on both together (less "
+                         "image-sampling noise in tau)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--data", default=None, help="Fashion-MNIST folder (default: the Debian package's)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
@@ -658,6 +720,7 @@ def main() -> None:
            + (" --retest" if getattr(args, "retest", False) else "")
            + (f" --reference-seeds {args.reference_seeds}" if args.reference_seeds > 1 else ""))
     stratified = "stratified" in args.ranked
+    noise = any("tau_ci" in r for r in rows)
     body = (f"`{cmd}` on **{where}**, load average at the end {' '.join(load)}. Fashion-MNIST "
             f"({rows[0]['n_train']} training images, top-1 on the {rows[0]['held']}). "
             f"Supernet trained with the sandwich rule ({args.random_subnets} random subnet{'' if args.random_subnets == 1 else 's'} per step; in-place distillation: "
@@ -679,17 +742,20 @@ def main() -> None:
                if stratified else "")
             + ("The supernets were trained by an earlier run and loaded (`--load-supernet`); their training "
                "time is the one saved with them. " if any("loaded_from" in r for r in rows) else "")
+            + ("The interval beside each tau: its 5th to 95th percentile over 2,000 bootstrap draws of the "
+               "evaluation images (the same draw for inherited and fine-tuned), what the images' chance alone "
+               "moves it by. " if noise else "")
             + "Goals: largest >= 92 % (conv) / >= 90 % (transformers), smallest int4 >= 88 %, "
             "tau >= 0.8.\n\n"
             "| space | family | recipe | epochs | training (s) | in all (min) | largest fp32 top-1 | largest trained alone | "
-            "smallest int4 top-1 | smallest trained alone | Kendall tau (12 subnets) | spread of the 12, inherited / alone (pts) |"
+            f"smallest int4 top-1 | smallest trained alone | Kendall tau (12 subnets{', 90 % interval' if noise else ''}) | spread of the 12, inherited / alone (pts) |"
             + (" tau, 12 spread by size | their spread (pts) |" if stratified else "") + "\n"
             + "|---" * (14 if stratified else 12) + "|\n")
     body += "".join(f"| {r['space']} | {r['family']} | {r['recipe']} | {r['epochs']:g} | {r['train_s']:.0f} | "
                     f"{_num(r.get('total_s', math.nan) / 60, 1)} | "
                     f"{r['largest']:.2f} % | {_pct(r['largest_alone'])} | {r['smallest']:.2f} % | "
-                    f"{_pct(r['smallest_alone'])} | {_num(r.get('tau', math.nan))} | {_spread(r)} |"
-                    + (f" {_num(r.get('tau_stratified', math.nan))} | {_spread(r, '_stratified')} |" if stratified else "")
+                    f"{_pct(r['smallest_alone'])} | {_tau(r)} | {_spread(r)} |"
+                    + (f" {_tau(r, '_stratified')} | {_spread(r, '_stratified')} |" if stratified else "")
                     + "\n" for r in rows)
     body += retest_note(rows) + gain_note(rows)
     if args.note:
@@ -710,9 +776,27 @@ def epochs_words(given: list[str] | float) -> list[str]:
     return [f"{given:g}"] if isinstance(given, (int, float)) else list(given)
 
 
+def held_images(splits: data_mod.Splits, eval_on: str) -> Held:
+    """The images every top-1 is measured on: the test split, the validation split, or both."""
+    parts = {"test": [(splits.test_x, splits.test_y)], "val": [(splits.val_x, splits.val_y)],
+             "test+val": [(splits.test_x, splits.test_y), (splits.val_x, splits.val_y)]}[eval_on]
+    return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
+
+
 def held_note(n_held: int, eval_on: str) -> str:
+    if eval_on == "test+val":
+        return (f"{n_held} images: the test split and the validation images held out of the training split, "
+                "together")
     return (f"{n_held}-image test split" if eval_on == "test"
             else f"{n_held} validation images held out of the training split")
+
+
+def _tau(row: dict, suffix: str = "") -> str:
+    """A ranked set's tau, with its 90 % interval over resampled evaluation images where the row
+    has one (rows from before it did not)."""
+    tau = _num(row.get(f"tau{suffix}", math.nan))
+    ci = row.get(f"tau_ci{suffix}")
+    return f"{tau} ({ci[0]:.2f} to {ci[1]:.2f})" if ci else tau
 
 
 def _pct(v: float) -> str:

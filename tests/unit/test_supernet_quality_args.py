@@ -121,12 +121,13 @@ def test_the_reference_averages_its_batch_orders_and_reports_its_halves(sq, monk
 
     def fake(net, spec, splits, held, calib, steps, batch, lr, seed, device, adamw=False):
         calls.append((spec, seed, steps))
-        return 10.0 * spec + seed
+        return np.arange(100) < 10 * spec + seed  # per-image correctness: top-1 10 * spec + seed %
 
     monkeypatch.setattr(sq, "finetune_alone", fake)
     args = argparse.Namespace(finetune_steps=150, batch_size=128, reference_seeds=2)
-    per_seed = sq.reference(None, [1, 2, 3], None, None, None, 0.01, "cpu", args, range(2, 4), adamw=False)
-    assert per_seed.shape == (2, 3) and per_seed.tolist() == [[12, 22, 32], [13, 23, 33]]
+    masks = sq.reference(None, [1, 2, 3], None, None, None, 0.01, "cpu", args, range(2, 4), adamw=False)
+    per_seed = sq.top1(masks)
+    assert masks.shape == (2, 3, 100) and per_seed.tolist() == [[12, 22, 32], [13, 23, 33]]
     assert {seed for _, seed, _ in calls} == {2, 3} and {steps for *_, steps in calls} == {150}
     row = {"space": "mbconv_fmnist", "recipe": "full", "args": {"reference_seeds": 2},
            "alone_seeds": per_seed.tolist(), "half_tau": 0.75, "retest_tau": 0.5, "tau_again": 0.25, "retest_s": 60.0}
@@ -213,3 +214,55 @@ def test_the_gain_note_correlates_what_fine_tuning_adds_with_the_formats(sq, spa
     assert sq.ranked_specs({"space": "mbconv_fmnist"}, "random") == drawn
     assert sq.ranked_specs(row, "random") == drawn
     assert sq.gain_note([{"space": "mbconv_fmnist", "recipe": "full"}]) == ""
+
+
+def test_kendall_tau_rows_match_the_pairwise_definition(sq):
+    from scipy.stats import kendalltau
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 5, size=(20, 12)).astype(float)  # ties on both sides
+    b = a + rng.integers(0, 3, size=(20, 12))
+    rows = sq.kendall_tau_rows(a, b)
+    assert rows == pytest.approx([kendalltau(x, y)[0] for x, y in zip(a, b, strict=True)])
+    assert sq.kendall_tau(a[0], b[0]) == pytest.approx(rows[0])
+    assert sq.kendall_tau_rows(np.ones((1, 4)), np.arange(4.0)[None]).tolist() == [0.0]  # all tied: no ranking
+
+
+def test_image_noise_tells_the_images_chance_from_the_subnets(sq):
+    rng = np.random.default_rng(1)
+    n, subnets = 4000, 12
+    truth = rng.random(n) < 0.85
+    inh = np.array([truth & (rng.random(n) > 0.01 * i) for i in range(subnets)])  # subnet i loses i %
+    same = sq.image_noise(inh, inh, resamples=200)
+    assert same["tau_ci"] == [1.0, 1.0] and same["gain_noise"] == 0.0
+    # the reference gains 0.25 * i points on subnet i: a gain of the subnets', seen on both halves
+    fixed = inh | (np.arange(n) < 0.0025 * n * np.arange(subnets)[:, None])
+    assert sq.image_noise(inh, fixed, resamples=200)["gain_half_r"] > 0.8
+    # the reference redraws 6 % of each subnet's images at the subnet's own top-1: no gain on
+    # average, only the images' chance
+    redrawn = rng.random((subnets, n)) < 0.06
+    draws = rng.random((subnets, n)) < inh.mean(axis=1, keepdims=True)
+    chance = sq.image_noise(inh, np.where(redrawn, draws, inh), resamples=200)
+    assert abs(chance["gain_half_r"]) < 0.4
+    flipped = (np.where(redrawn, draws, inh) != inh).mean()
+    assert chance["gain_noise"] == pytest.approx(100 * np.sqrt(flipped / n), rel=0.15)
+    assert chance["tau_ci"][0] < chance["tau_ci"][1] <= 1.0
+
+
+def test_test_and_val_together_and_the_masks_beside_the_row(sq, tmp_path):
+    import types
+
+    splits = types.SimpleNamespace(test_x=np.zeros((3, 1)), test_y=np.array([0, 1, 2]),
+                                   val_x=np.ones((2, 1)), val_y=np.array([7, 8]))
+    x, y = sq.held_images(splits, "test+val")
+    assert y.tolist() == [0, 1, 2, 7, 8] and x[:, 0].tolist() == [0, 0, 0, 1, 1]
+    assert sq.held_images(splits, "val")[1].tolist() == [7, 8]
+    assert "5 images: the test split and the validation images" in sq.held_note(5, "test+val")
+    row = {"space": "mbconv_fmnist", "recipe": "full", "tau": 0.5, "tau_ci": [0.25, 0.75]}
+    assert sq._tau(row) == "0.50 (0.25 to 0.75)" and sq._tau({"tau": 0.5}) == "0.50"
+    inh, ref = np.eye(3, dtype=bool), np.ones((2, 3, 3), dtype=bool)
+    sq.save_masks(row, str(tmp_path), "_random_fp32", inh, ref)
+    with np.load(tmp_path / "mbconv_fmnist_full_masks_random_fp32.npz", allow_pickle=False) as saved:
+        assert saved["inherited"].tolist() == inh.tolist() and saved["reference"].shape == (2, 3, 3)
+    sq.save_masks(row, None, "", inh, ref)  # without --json-out: nothing written
+    assert len(list(tmp_path.iterdir())) == 1
