@@ -62,6 +62,7 @@ from nasq.supernet.evaluate import calibration_batches, correct_mask  # noqa: E4
 from nasq.supernet.network import Supernet  # noqa: E402
 from nasq.supernet.train import (  # noqa: E402
     augments,
+    drop_neutral,
     epoch_order,
     lr_at,
     make_optimizer,
@@ -407,7 +408,7 @@ def load_supernet(folder: Path, space: SearchSpace, cfg: TrainConfig,
         refuse(f"--load-supernet: {e}")
     want = {"train_limit": train_limit, **{f"train.{k}": v for k, v in weights_config(cfg).items()}}
     saved = {"train_limit": record.get("train_limit"),
-             **{f"train.{k}": v for k, v in record.get("train", {}).items()}}
+             **{f"train.{k}": v for k, v in drop_neutral(record.get("train", {})).items()}}
     differ = sorted(k for k in want.keys() | saved.keys() if saved.get(k) != want.get(k))
     if differ:
         k = differ[0]

@@ -286,8 +286,13 @@ def weights_config(cfg: TrainConfig) -> dict:
     data-parallel workers do not: workers change only batch-norm statistics, within noise, and a
     checkpoint resumes with another worker count; nor does ``recipe``, which only fills the other
     fields, whose values are what count)."""
-    out = cfg.model_dump(mode="json", exclude={"threads", "checkpoint_every", "workers", "recipe"})
-    return {k: v for k, v in out.items() if k not in NEUTRAL or v != NEUTRAL[k]}
+    return drop_neutral(cfg.model_dump(mode="json", exclude={"threads", "checkpoint_every", "workers", "recipe"}))
+
+
+def drop_neutral(train: dict) -> dict:
+    """``train`` (a dumped TrainConfig) without the fields at their NEUTRAL value: what
+    :func:`weights_config` keeps, also of a record written while one of them was kept."""
+    return {k: v for k, v in train.items() if k not in NEUTRAL or v != NEUTRAL[k]}
 
 
 def checkpoint_finished(folder: Path) -> bool:

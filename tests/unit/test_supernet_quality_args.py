@@ -7,6 +7,7 @@ config; the first two are refused, exit 2, outside TrainConfig's bounds, and ``-
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -163,6 +164,11 @@ def test_a_saved_supernet_loads_whole_and_only_under_its_own_recipe(sq, spaces, 
     assert (record["train_s"], record["steps"], record["device"]) == (12.5, 7, "cpu")
     theirs = loaded.state_dict()
     assert all(torch.equal(v, theirs[k]) for k, v in net.state_dict().items())
+    # a record that kept a field at its neutral value (shrink: [], written 08f841d..306d30b) still loads
+    saved = tmp_path / "mbconv_fmnist_full" / "supernet.json"
+    record = json.loads(saved.read_text())
+    saved.write_text(json.dumps({**record, "train": {**record["train"], "shrink": []}}))
+    assert sq.load_supernet(tmp_path / "mbconv_fmnist_full", space, cfg)[1]["train"]["shrink"] == []
     # trained for 3 epochs; asked for 5: refused by name, exit 2
     other = sq.train_config(space, "full", argparse.Namespace(**{**knobs, "epochs": ["5"]}))
     with pytest.raises(SystemExit) as exit_:
