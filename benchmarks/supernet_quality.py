@@ -83,9 +83,10 @@ def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def kendall_tau_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Kendall tau-b of each row of ``a`` (shape (rows, n)) against the same row of ``b``."""
+    """Kendall tau-b of each row of ``a`` (shape (rows, n)) against the same row of ``b``. Values
+    within 1e-9 tie: a top-1 summed in another order (a mean of masks or of top-1s) ranks the same."""
     i, j = np.triu_indices(a.shape[1], k=1)
-    da, db = np.sign(a[:, i] - a[:, j]), np.sign(b[:, i] - b[:, j])
+    da, db = np.sign((a[:, i] - a[:, j]).round(9)), np.sign((b[:, i] - b[:, j]).round(9))
     pairs = len(i)
     denom = np.sqrt((pairs - (da == 0).sum(1)) * (pairs - (db == 0).sum(1)))
     num = (da * db).sum(1)

@@ -232,6 +232,10 @@ def test_kendall_tau_rows_match_the_pairwise_definition(sq):
     assert rows == pytest.approx([kendalltau(x, y)[0] for x, y in zip(a, b, strict=True)])
     assert sq.kendall_tau(a[0], b[0]) == pytest.approx(rows[0])
     assert sq.kendall_tau_rows(np.ones((1, 4)), np.arange(4.0)[None]).tolist() == [0.0]  # all tied: no ranking
+    # a mean of masks and a mean of top-1s differ in the last bits: still a tie
+    masks = np.array([[[1, 1, 0], [1, 0, 1]], [[1, 1, 1], [1, 1, 0]]], dtype=bool)  # (orders, subnets, images)
+    assert sq.kendall_tau(sq.top1(masks.mean(0)), [1.0, 2.0]) == sq.kendall_tau(sq.top1(masks).mean(0), [1.0, 2.0])
+    assert sq.kendall_tau([0.1 + 0.2, 0.3, 1.0], [1.0, 2.0, 3.0]) == pytest.approx(sq.kendall_tau([0.3, 0.3, 1.0], [1.0, 2.0, 3.0]))
 
 
 def test_image_noise_tells_the_images_chance_from_the_subnets(sq):
