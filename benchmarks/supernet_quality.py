@@ -13,7 +13,11 @@
   without the formats); for each set the text gives what fine-tuning adds per subnet and its
   correlation with the subnets' formats and resolution;
   ``--reference-seeds K`` ranks them by the mean of K fine-tunings on different batch orders, and
-  ``--retest`` fine-tunes them again on K more to measure how well that reference repeats.
+  ``--retest`` fine-tunes them again on K more to measure how well that reference repeats;
+* beside each tau, its 90 % interval over bootstrap draws of the evaluation images, and beside what
+  fine-tuning adds, how much of its spread the images' chance alone makes (``--json-out`` also keeps
+  every ranked subnet's per-image correctness as npz); ``--eval-on test+val`` measures on the
+  test and validation images together (15,000) for less of that chance.
 
     .venv/bin/python benchmarks/supernet_quality.py [--recipe custom|demo|full ...] [--epochs E|KEY=E ...]
         [--finetune-steps 150] [--reference-seeds 1] [--retest] [--distill-temperature 1] [--train-limit N]
