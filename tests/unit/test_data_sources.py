@@ -153,7 +153,9 @@ def test_image_folder_decodes_into_bounded_memory(tmp_path, fashion, monkeypatch
 
     in_memory, raw_mem = peak(1 << 30, None)
     on_disk, raw_disk = peak(1024, tmp_path / "cache")
-    assert in_memory >= full and on_disk < full / 4, (in_memory, on_disk, full)
+    # both peaks carry the same few hundred KiB besides the images (file list, decoder); the memmap
+    # saves the whole array over that
+    assert in_memory >= full and in_memory - on_disk >= 0.75 * full and on_disk < full, (in_memory, on_disk, full)
     assert isinstance(raw_disk.x, np.memmap) and np.array_equal(raw_disk.x, raw_mem.x)
     assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".npy"]  # nothing half-written left
 
