@@ -333,6 +333,8 @@ def load_checkpoint(net: Supernet, opt: torch.optim.Optimizer, folder: Path, cfg
     from safetensors.torch import load_file  # lazy: training must import with torch and numpy alone
 
     state = json.loads((folder / CHECKPOINT_STATE).read_text())
+    if isinstance(state.get("train"), dict):  # written while a neutral field was kept (shrink: [], 08f841d..306d30b)
+        state["train"] = drop_neutral(state["train"])
     expected = _fingerprint(cfg, space)
     for key, value in expected.items():
         if state.get(key) != value:

@@ -200,5 +200,8 @@ def test_old_checkpoint_resumes_and_another_recipe_is_refused(space, tmp_path):
     with pytest.raises(LineageError, match="checkpoint.json: train: "):
         train_supernet(Supernet(space), space, x, y, TrainConfig(epochs=1, batch_size=32, seed=3, recipe="demo"),
                        checkpoint_dir=tmp_path, resume=True)
+    # one written while a neutral field was kept at its default (shrink: [], 08f841d..306d30b): the same
+    state["train"] = {**state["train"], "shrink": [], "shrink_epochs": 0.0}
+    (tmp_path / CHECKPOINT_STATE).write_text(json.dumps(state))
     res = train_supernet(Supernet(space), space, x, y, cfg, checkpoint_dir=tmp_path, resume=True)
     assert res.resumed_from == 1 and res.completed
