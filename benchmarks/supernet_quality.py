@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import math
 import sys
@@ -57,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _report import load_average, measured_here, write_section  # noqa: E402
 
 from nasq import data as data_mod  # noqa: E402
-from nasq.files import atomic_write_text  # noqa: E402
+from nasq.files import atomic_write_bytes, atomic_write_text  # noqa: E402
 from nasq.formats import get_format  # noqa: E402
 from nasq.space import SearchSpace, SubnetSpec  # noqa: E402
 from nasq.specs import MAX_CHOICES, DataConfig, Family, TrainConfig  # noqa: E402
@@ -225,7 +226,7 @@ def inherited_mask(net: Supernet, spec: SubnetSpec, held: Held, calib: list[torc
     return correct_mask(net, *held)
 
 
-def top1(mask: np.ndarray) -> float:
+def top1(mask: np.ndarray) -> np.ndarray:
     """Percent of the images right (the mean over the last axis: per subnet for a stack of masks)."""
     return 100.0 * np.asarray(mask, dtype=float).mean(axis=-1)
 
@@ -547,8 +548,7 @@ def gain_note(rows: list[dict]) -> str:
             corr = [f"{name} {np.corrcoef(x, added)[0, 1]:+.2f}" for name, x in feats.items()
                     if np.ptp(x) > 0 and np.ptp(added) > 0]
             parts.append(f"{r['space']}, {label}: "
-                         + (f"tau {r[f'tau{k}']:.2f}; " if k not in ("", "_stratified") and f"tau_ci{k}" not in r else "")
-                         + (f"tau {_tau(r, k)}; " if k not in ("", "_stratified") and f"tau_ci{k}" in r else "")
+                         + (f"tau {_tau(r, k)}; " if k not in ("", "_stratified") else "")
                          + f"mean {added.mean():+.2f} pt, std {added.std(ddof=1):.2f} pt between subnets"
                          + (f" (the images' chance alone: {r[f'gain_noise{k}']:.2f} pt; r between the gains on two "
                             f"halves of the images {r[f'gain_half_r{k}']:+.2f})" if f"gain_noise{k}" in r else "")
@@ -578,9 +578,9 @@ def save_masks(row: dict, folder: str | None, suffix: str, inherited: np.ndarray
     fine-tuned (batch orders, subnets, images), as ``<space>_<recipe>_masks<suffix>.npz`` beside
     the row, so that any other statistic over the images can be computed later."""
     if folder:
-        path = Path(folder) / f"{row['space']}_{row['recipe']}_masks{suffix}.npz"
-        with open(path, "wb") as f:
-            np.savez_compressed(f, inherited=inherited.astype(bool), reference=reference.astype(bool))
+        buf = io.BytesIO()
+        np.savez_compressed(buf, inherited=inherited.astype(bool), reference=reference.astype(bool))
+        atomic_write_bytes(Path(folder) / f"{row['space']}_{row['recipe']}_masks{suffix}.npz", buf.getvalue())
 
 
 def ranked_subnets(space: SearchSpace, how: str) -> list[SubnetSpec]:
